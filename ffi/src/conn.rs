@@ -1,0 +1,380 @@
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::fmt;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+
+use pq_sys::{ConnStatusType, PostgresPollingStatusType};
+
+use crate::error::{tidy, Error};
+use crate::result::{cstr, PgResult, Status};
+use crate::sys::{poll, Interest};
+
+/// libpq compiled without thread safety would share state between connections behind our back.
+pub fn is_thread_safe() -> bool {
+    // SAFETY: PQisthreadsafe has no preconditions.
+    unsafe { pq_sys::PQisthreadsafe() != 0 }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    pub message: String,
+    /// The server asked for a password and none was supplied (`PQconnectionNeedsPassword`).
+    pub needs_password: bool,
+    /// The stop descriptor became readable while connecting.
+    pub interrupted: bool,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Owner of one `PGconn`, finished on drop.
+pub struct Conn {
+    raw: NonNull<pq_sys::PGconn>,
+}
+
+/// One message read from a COPY stream, freed with `PQfreemem` when dropped.
+pub struct CopyBuf {
+    ptr: NonNull<c_char>,
+    len: usize,
+}
+
+impl std::ops::Deref for CopyBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: PQgetCopyData returned `len` readable bytes at `ptr`, owned by us until Drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for CopyBuf {
+    fn drop(&mut self) {
+        // SAFETY: the buffer came from PQgetCopyData, which documents PQfreemem as its release.
+        unsafe { pq_sys::PQfreemem(self.ptr.as_ptr().cast::<c_void>()) }
+    }
+}
+
+/// The outcome of a non-blocking read from a COPY stream.
+pub enum CopyRead {
+    Data(CopyBuf),
+    /// No complete message is buffered: wait for the socket, then `consume_input`.
+    WouldBlock,
+    /// The server ended the COPY; collect its result with `get_result`.
+    Done,
+}
+
+fn c_string(s: &str, what: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::new(format!("{what} contains a NUL byte")))
+}
+
+impl Conn {
+    /// Connects with libpq keyword/value pairs. `dbname` may be a connection string or URI
+    /// (libpq's `expand_dbname`), and libpq applies PG* variables, the service file and
+    /// ~/.pgpass as usual. While connecting, `stop` (if any) is watched so a SIGTERM does not
+    /// wait for a TCP time-out.
+    pub fn connect(params: &[(&str, &str)], stop: Option<RawFd>) -> Result<Conn, ConnectError> {
+        let fail = |message: String| ConnectError { message, needs_password: false, interrupted: false };
+        let mut owned = Vec::with_capacity(params.len());
+        for (k, v) in params {
+            owned.push((
+                c_string(k, "connection keyword").map_err(|e| fail(e.message))?,
+                c_string(v, k).map_err(|e| fail(e.message))?,
+            ));
+        }
+        let mut keys: Vec<*const c_char> = owned.iter().map(|(k, _)| k.as_ptr()).collect();
+        let mut vals: Vec<*const c_char> = owned.iter().map(|(_, v)| v.as_ptr()).collect();
+        keys.push(std::ptr::null());
+        vals.push(std::ptr::null());
+        // SAFETY: both arrays are NULL-terminated and point into `owned`, alive for the call;
+        // libpq copies what it keeps.
+        let raw = unsafe { pq_sys::PQconnectStartParams(keys.as_ptr(), vals.as_ptr(), 1) };
+        let Some(raw) = NonNull::new(raw) else {
+            return Err(fail("out of memory allocating a libpq connection".into()));
+        };
+        // From here on Drop calls PQfinish, even if the connection fails (libpq requires it).
+        let conn = Conn { raw };
+        if conn.status_bad() {
+            return Err(conn.connect_error());
+        }
+        let mut interest = Interest::Write;
+        loop {
+            let mut fds = vec![(conn.socket(), interest)];
+            if let Some(stop) = stop {
+                fds.push((stop, Interest::Read));
+            }
+            let ready = poll(&fds, None).map_err(|e| fail(format!("could not wait for the server: {e}")))?;
+            if stop.is_some() && ready[1] {
+                return Err(ConnectError {
+                    message: "interrupted while connecting".into(),
+                    needs_password: false,
+                    interrupted: true,
+                });
+            }
+            if !ready[0] {
+                continue;
+            }
+            // SAFETY: live connection in the connecting state, polled as libpq documents.
+            match unsafe { pq_sys::PQconnectPoll(conn.raw.as_ptr()) } {
+                PostgresPollingStatusType::PGRES_POLLING_OK => return Ok(conn),
+                PostgresPollingStatusType::PGRES_POLLING_READING => interest = Interest::Read,
+                PostgresPollingStatusType::PGRES_POLLING_WRITING => interest = Interest::Write,
+                PostgresPollingStatusType::PGRES_POLLING_FAILED => return Err(conn.connect_error()),
+                PostgresPollingStatusType::PGRES_POLLING_ACTIVE => {}
+            }
+        }
+    }
+
+    fn status_bad(&self) -> bool {
+        // SAFETY: live connection.
+        unsafe { pq_sys::PQstatus(self.raw.as_ptr()) == ConnStatusType::CONNECTION_BAD }
+    }
+
+    fn connect_error(&self) -> ConnectError {
+        // SAFETY: live connection.
+        let needs_password = unsafe { pq_sys::PQconnectionNeedsPassword(self.raw.as_ptr()) } != 0;
+        ConnectError { message: self.error_message(), needs_password, interrupted: false }
+    }
+
+    /// libpq's latest error message for this connection, on one line.
+    pub fn error_message(&self) -> String {
+        // SAFETY: live connection; the message is owned by it and copied before we return.
+        tidy(unsafe { cstr(pq_sys::PQerrorMessage(self.raw.as_ptr())) }.unwrap_or(""))
+    }
+
+    fn error(&self) -> Error {
+        Error::new(self.error_message())
+    }
+
+    /// Runs one command and returns its result if it succeeded (tuples or command ok).
+    pub fn exec(&mut self, sql: &str) -> Result<PgResult, Error> {
+        let res = self.exec_raw(sql)?;
+        match res.status() {
+            Status::TuplesOk | Status::CommandOk => Ok(res),
+            _ => Err(res.to_error(sql)),
+        }
+    }
+
+    fn exec_raw(&mut self, sql: &str) -> Result<PgResult, Error> {
+        let q = c_string(sql, "query")?;
+        // SAFETY: live connection, NUL-terminated query; the returned result is owned by the
+        // PgResult, or null on a connection-level failure (then PQerrorMessage explains).
+        PgResult::from_raw(unsafe { pq_sys::PQexec(self.raw.as_ptr(), q.as_ptr()) })
+            .ok_or_else(|| self.error())
+    }
+
+    /// Runs a command that enters COPY BOTH mode (START_REPLICATION).
+    pub fn start_copy_both(&mut self, sql: &str) -> Result<(), Error> {
+        let res = self.exec_raw(sql)?;
+        match res.status() {
+            Status::CopyBoth => Ok(()),
+            _ => Err(res.to_error(sql)),
+        }
+    }
+
+    /// Reads one COPY message without blocking (libpq's async mode).
+    pub fn get_copy_data(&mut self) -> Result<CopyRead, Error> {
+        let mut buf: *mut c_char = std::ptr::null_mut();
+        // SAFETY: live connection in COPY mode; on a positive return libpq hands us a buffer
+        // that CopyBuf frees with PQfreemem.
+        let n = unsafe { pq_sys::PQgetCopyData(self.raw.as_ptr(), &mut buf, 1) };
+        match n {
+            0 => Ok(CopyRead::WouldBlock),
+            -1 => Ok(CopyRead::Done),
+            n if n > 0 => match NonNull::new(buf) {
+                Some(ptr) => Ok(CopyRead::Data(CopyBuf { ptr, len: n as usize })),
+                None => Err(Error::new("libpq returned a COPY message without a buffer")),
+            },
+            _ => Err(self.error()),
+        }
+    }
+
+    /// Queues one COPY message and pushes it to the server.
+    pub fn put_copy_data(&mut self, data: &[u8]) -> Result<(), Error> {
+        let len = c_int::try_from(data.len()).map_err(|_| Error::new("COPY message too large"))?;
+        // SAFETY: live connection; libpq copies `len` bytes from `data` before returning.
+        if unsafe { pq_sys::PQputCopyData(self.raw.as_ptr(), data.as_ptr().cast::<c_char>(), len) } != 1 {
+            return Err(self.error());
+        }
+        self.flush()
+    }
+
+    /// Sends whatever libpq has queued; the connection is in blocking mode, so this waits.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        // SAFETY: live connection.
+        match unsafe { pq_sys::PQflush(self.raw.as_ptr()) } {
+            0 => Ok(()),
+            _ => Err(self.error()),
+        }
+    }
+
+    /// Ends our side of a COPY stream.
+    pub fn put_copy_end(&mut self) -> Result<(), Error> {
+        // SAFETY: live connection; a null error message means a normal end.
+        if unsafe { pq_sys::PQputCopyEnd(self.raw.as_ptr(), std::ptr::null()) } != 1 {
+            return Err(self.error());
+        }
+        self.flush()
+    }
+
+    /// The next result of the current command, `None` when there are no more.
+    pub fn get_result(&mut self) -> Option<PgResult> {
+        // SAFETY: live connection; the result (if any) is owned by the returned PgResult.
+        PgResult::from_raw(unsafe { pq_sys::PQgetResult(self.raw.as_ptr()) })
+    }
+
+    /// Reads what the socket has into libpq's buffer.
+    pub fn consume_input(&mut self) -> Result<(), Error> {
+        // SAFETY: live connection.
+        if unsafe { pq_sys::PQconsumeInput(self.raw.as_ptr()) } == 1 {
+            Ok(())
+        } else {
+            Err(self.error())
+        }
+    }
+
+    pub fn socket(&self) -> RawFd {
+        // SAFETY: live connection.
+        unsafe { pq_sys::PQsocket(self.raw.as_ptr()) }
+    }
+
+    /// The server's version as an integer (180006 for 18.6).
+    pub fn server_version(&self) -> u32 {
+        // SAFETY: live connection.
+        u32::try_from(unsafe { pq_sys::PQserverVersion(self.raw.as_ptr()) }).unwrap_or(0)
+    }
+
+    /// A parameter the server reported at start-up (`integer_datetimes`, `server_version`...).
+    pub fn parameter_status(&self, name: &str) -> Option<String> {
+        let n = CString::new(name).ok()?;
+        // SAFETY: live connection; the value is owned by the connection and copied here.
+        unsafe { cstr(pq_sys::PQparameterStatus(self.raw.as_ptr(), n.as_ptr())) }.map(str::to_owned)
+    }
+
+    pub fn host(&self) -> String {
+        // SAFETY: live connection; the string is owned by it and copied here.
+        unsafe { cstr(pq_sys::PQhost(self.raw.as_ptr())) }.unwrap_or("").to_owned()
+    }
+
+    pub fn port(&self) -> String {
+        // SAFETY: as for host.
+        unsafe { cstr(pq_sys::PQport(self.raw.as_ptr())) }.unwrap_or("").to_owned()
+    }
+
+    pub fn user(&self) -> String {
+        // SAFETY: as for host.
+        unsafe { cstr(pq_sys::PQuser(self.raw.as_ptr())) }.unwrap_or("").to_owned()
+    }
+
+    pub fn ssl_in_use(&self) -> bool {
+        // SAFETY: live connection.
+        unsafe { pq_sys::PQsslInUse(self.raw.as_ptr()) != 0 }
+    }
+
+    /// Quotes an identifier (a slot name in a SQL query) as the server expects.
+    pub fn quote_literal(&mut self, s: &str) -> Result<String, Error> {
+        // SAFETY: live connection; the input is passed with its length; the returned buffer
+        // is copied and released with PQfreemem.
+        unsafe {
+            let p = pq_sys::PQescapeLiteral(self.raw.as_ptr(), s.as_ptr().cast::<c_char>(), s.len());
+            if p.is_null() {
+                return Err(self.error());
+            }
+            let out = cstr(p).unwrap_or("").to_owned();
+            pq_sys::PQfreemem(p.cast::<c_void>());
+            Ok(out)
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: we own the connection and finish it exactly once; libpq requires PQfinish
+        // even for a connection that failed.
+        unsafe { pq_sys::PQfinish(self.raw.as_ptr()) }
+    }
+}
+
+/// Parses a libpq connection string or URI into keyword/value pairs (`PQconninfoParse`), so a
+/// bad `--dbname` is reported before any connection attempt, and so a password can be
+/// recognised and kept out of logs.
+pub fn conninfo_parse(conninfo: &str) -> Result<Vec<(String, String)>, String> {
+    let c = CString::new(conninfo).map_err(|_| "connection string contains a NUL byte".to_string())?;
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: NUL-terminated input; libpq allocates the options array (freed with
+    // PQconninfoFree) or an error message (freed with PQfreemem).
+    let opts = unsafe { pq_sys::PQconninfoParse(c.as_ptr(), &mut err) };
+    if opts.is_null() {
+        // SAFETY: err is null or a libpq-allocated message that we free after copying.
+        let msg = unsafe {
+            let m = tidy(cstr(err).unwrap_or("out of memory"));
+            if !err.is_null() {
+                pq_sys::PQfreemem(err.cast::<c_void>());
+            }
+            m
+        };
+        return Err(msg);
+    }
+    let mut out = Vec::new();
+    // SAFETY: opts is an array terminated by an entry with a null keyword; we read it and free
+    // it once.
+    unsafe {
+        let mut p = opts;
+        while !(*p).keyword.is_null() {
+            if let (Some(k), Some(v)) = (cstr((*p).keyword), cstr((*p).val)) {
+                out.push((k.to_owned(), v.to_owned()));
+            }
+            p = p.add(1);
+        }
+        pq_sys::PQconninfoFree(opts);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_is_thread_safe() {
+        assert!(is_thread_safe());
+    }
+
+    #[test]
+    fn parses_conninfo() {
+        let kv = conninfo_parse("host=127.0.0.1 port=5433 password=secret").unwrap();
+        assert!(kv.contains(&("host".into(), "127.0.0.1".into())));
+        assert!(kv.contains(&("password".into(), "secret".into())));
+        let kv = conninfo_parse("postgresql://u@h:1/db").unwrap();
+        assert!(kv.contains(&("user".into(), "u".into())));
+        assert!(conninfo_parse("host='unterminated").is_err());
+        assert!(conninfo_parse("nosuchkey=1").unwrap_err().contains("nosuchkey"));
+    }
+
+    #[test]
+    fn connection_refused_is_an_error_not_a_panic() {
+        // Port 1 on loopback: nothing listens there, so libpq fails fast.
+        let err =
+            Conn::connect(&[("host", "127.0.0.1"), ("port", "1"), ("dbname", "replication=true")], None)
+                .err()
+                .expect("connect to port 1 must fail");
+        assert!(err.message.contains("127.0.0.1"), "{}", err.message);
+        assert!(!err.needs_password && !err.interrupted);
+    }
+
+    #[test]
+    fn stop_descriptor_interrupts_connect() {
+        // A listening socket that never answers the start-up packet keeps libpq waiting for a
+        // read; the stop descriptor must end the wait.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let wake = crate::sys::EventFd::new().unwrap();
+        wake.notify();
+        let err = Conn::connect(&[("host", "127.0.0.1"), ("port", &port)], Some(wake.fd())).err().unwrap();
+        assert!(err.interrupted, "{}", err.message);
+    }
+}

@@ -1,0 +1,493 @@
+//! The archive directory: creating it, locking it against a second archiver, the metadata file
+//! that ties it to one cluster, and the scan that finds where streaming resumes.
+//!
+//! Nothing here writes WAL: the writer thread does. Nothing here ever deletes, truncates or
+//! renames a WAL file: a file we do not understand is reported and left alone.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::lsn::Lsn;
+use crate::walfile::{SegmentId, Tli, WalName};
+
+pub const LOCK_FILE: &str = ".pgreceivewal.lock";
+pub const META_FILE: &str = ".pgreceivewal.meta";
+/// Suffix of files the writer is still preparing (a segment being padded, the metadata being
+/// replaced). Only such files are ever removed, and only ours.
+pub const TEMP_SUFFIX: &str = ".pgreceivewal-tmp";
+
+#[derive(Debug)]
+pub enum ArchiveError {
+    Io { path: PathBuf, action: &'static str, err: io::Error },
+    NotADirectory(PathBuf),
+    Locked(PathBuf),
+    BadSize { path: PathBuf, size: u64, seg_size: u64 },
+    EmptySegment(PathBuf),
+    OtherCluster { dir: PathBuf, archive: String, server: String },
+    BadMetadata { path: PathBuf, reason: String },
+    FutureTimeline { dir: PathBuf, archive_tli: Tli, server_tli: Tli },
+}
+
+impl fmt::Display for ArchiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArchiveError::Io { path, action, err } => write!(f, "could not {action} \"{}\": {err}", path.display()),
+            ArchiveError::NotADirectory(p) => {
+                write!(f, "\"{}\" exists but is not a directory; give -D a directory for the archive", p.display())
+            }
+            ArchiveError::Locked(p) => write!(
+                f,
+                "another pgreceivewal is already archiving into \"{}\" (it holds the lock on {LOCK_FILE}); stop it or use another directory",
+                p.display()
+            ),
+            ArchiveError::BadSize { path, size, seg_size } => write!(
+                f,
+                "WAL file \"{}\" has {size} bytes, should be 0 or {seg_size}; it was not written by a WAL archiver of this server, move it out of the archive",
+                path.display()
+            ),
+            ArchiveError::EmptySegment(p) => write!(
+                f,
+                "completed WAL segment \"{}\" is empty; move it out of the archive so the segment can be streamed again",
+                p.display()
+            ),
+            ArchiveError::OtherCluster { dir, archive, server } => write!(
+                f,
+                "archive \"{}\" holds WAL of {archive}, but the server is {server}; archive each cluster into its own directory",
+                dir.display()
+            ),
+            ArchiveError::BadMetadata { path, reason } => {
+                write!(f, "invalid archive metadata file \"{}\": {reason}; restore it or remove it to re-create it", path.display())
+            }
+            ArchiveError::FutureTimeline { dir, archive_tli, server_tli } => write!(
+                f,
+                "archive \"{}\" has WAL of timeline {archive_tli}, but the server is on timeline {server_tli}: the archive belongs to a different history of this cluster; archive into a new directory",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ArchiveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ArchiveError::Io { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+fn io_err<'p>(path: &'p Path, action: &'static str) -> impl FnOnce(io::Error) -> ArchiveError + 'p {
+    move |err| ArchiveError::Io { path: path.to_path_buf(), action, err }
+}
+
+/// fsync a directory so the names created, renamed or removed in it survive a crash.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `content`, crash-safely: write a temporary file, fsync it, rename it
+/// over the target, fsync the directory (PostgreSQL's `durable_rename`).
+pub fn write_durably(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path
+        .with_file_name(format!("{}{TEMP_SUFFIX}", path.file_name().unwrap_or_default().to_string_lossy()));
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
+/// The identity of the cluster an archive holds WAL of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterId {
+    pub system_id: u64,
+    pub seg_size: u64,
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "database system {} (wal_segment_size {} bytes)", self.system_id, self.seg_size)
+    }
+}
+
+/// What is in the directory.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// The newest segment (highest number, then highest timeline) and whether it is partial.
+    pub newest: Option<(SegmentId, bool)>,
+    /// The highest timeline any WAL or history file in the archive belongs to.
+    pub max_tli: Option<Tli>,
+    /// File names that are not WAL, not ours: reported, never touched.
+    pub foreign: Vec<String>,
+    /// Our own leftover temporary files (a crash while padding a new segment).
+    pub leftovers: Vec<PathBuf>,
+}
+
+impl Scan {
+    /// Where streaming resumes: the start of the newest partial segment (it is written again
+    /// from its start, as pg_receivewal does), or the start of the segment after the newest
+    /// complete one, on that file's timeline.
+    pub fn resume_point(&self, seg_size: u64) -> Option<(Lsn, Tli)> {
+        self.newest.map(|(id, partial)| {
+            let segno = if partial { id.segno } else { id.segno + 1 };
+            (Lsn(segno * seg_size), id.tli)
+        })
+    }
+}
+
+/// An open, locked archive directory.
+pub struct Archive {
+    pub dir: PathBuf,
+    /// Held for the life of the process: flock is released when the descriptor closes, also
+    /// when we are killed, so no stale lock survives a crash.
+    _lock: File,
+}
+
+impl Archive {
+    /// Opens the directory, creating it (mode 0700) if missing, and takes its lock.
+    pub fn open(dir: &Path) -> Result<Archive, ArchiveError> {
+        match fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => return Err(ArchiveError::NotADirectory(dir.to_path_buf())),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io_err(dir, "create directory"))?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fsync_dir(parent).map_err(io_err(parent, "fsync directory"))?;
+                }
+            }
+            Err(e) => {
+                return Err(ArchiveError::Io { path: dir.to_path_buf(), action: "access directory", err: e })
+            }
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path, "open lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(ArchiveError::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(ArchiveError::Io { path: lock_path, action: "lock", err: e })
+            }
+        }
+        // The PID is for people looking at the directory; the lock itself is the flock.
+        let _ =
+            lock.set_len(0).and_then(|()| (&lock).write_all(format!("{}\n", std::process::id()).as_bytes()));
+        Ok(Archive { dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    /// Lists the directory, checking every WAL file's size against the segment size.
+    pub fn scan(&self, seg_size: u64) -> Result<Scan, ArchiveError> {
+        let mut scan = Scan::default();
+        let entries = fs::read_dir(&self.dir).map_err(io_err(&self.dir, "read directory"))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&self.dir, "read directory"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == LOCK_FILE || name == META_FILE {
+                continue;
+            }
+            if name.ends_with(TEMP_SUFFIX) {
+                scan.leftovers.push(entry.path());
+                continue;
+            }
+            let Some(wal) = WalName::parse(&name) else {
+                scan.foreign.push(name);
+                continue;
+            };
+            if let WalName::History { tli } = wal {
+                scan.max_tli = scan.max_tli.max(Some(tli));
+                continue;
+            }
+            let Some(id) = wal.segment(seg_size) else {
+                scan.foreign.push(name);
+                continue;
+            };
+            let path = entry.path();
+            let size = fs::metadata(&path).map_err(io_err(&path, "stat"))?.len();
+            match (size, wal.is_partial()) {
+                (s, _) if s == seg_size => {}
+                (0, true) => {}
+                (0, false) => return Err(ArchiveError::EmptySegment(path)),
+                (size, _) => return Err(ArchiveError::BadSize { path, size, seg_size }),
+            }
+            scan.max_tli = scan.max_tli.max(Some(id.tli));
+            let newer = match scan.newest {
+                None => true,
+                Some((best, best_partial)) => {
+                    (id.segno, id.tli) > (best.segno, best.tli)
+                        // The same segment complete and partial: the complete file is newer.
+                        || (id == best && best_partial && !wal.is_partial())
+                }
+            };
+            if newer {
+                scan.newest = Some((id, wal.is_partial()));
+            }
+        }
+        scan.foreign.sort();
+        Ok(scan)
+    }
+
+    /// Ties the archive to one cluster: records the server's identity on first use, refuses a
+    /// different server later. An archive begun by another tool (no metadata file yet) is
+    /// checked through the long page header of its newest segment.
+    pub fn check_cluster(&self, server: ClusterId, scan: &Scan) -> Result<(), ArchiveError> {
+        let meta = self.dir.join(META_FILE);
+        match fs::read(&meta) {
+            Ok(content) => {
+                let archive = parse_meta(&content)
+                    .map_err(|reason| ArchiveError::BadMetadata { path: meta.clone(), reason })?;
+                if archive != server {
+                    return Err(ArchiveError::OtherCluster {
+                        dir: self.dir.clone(),
+                        archive: archive.to_string(),
+                        server: server.to_string(),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some((id, partial)) = scan.newest {
+                    let name = if partial {
+                        id.partial_name(server.seg_size)
+                    } else {
+                        id.file_name(server.seg_size)
+                    };
+                    let path = self.dir.join(name);
+                    if let Some(found) = read_segment_identity(&path).map_err(io_err(&path, "read"))? {
+                        if found != server {
+                            return Err(ArchiveError::OtherCluster {
+                                dir: self.dir.clone(),
+                                archive: found.to_string(),
+                                server: server.to_string(),
+                            });
+                        }
+                    }
+                }
+                let content = format!(
+                    "# pgreceivewal archive metadata: the cluster this directory archives; do not edit\nsystem_identifier={}\nwal_segment_size={}\n",
+                    server.system_id, server.seg_size
+                );
+                write_durably(&meta, content.as_bytes(), 0o600).map_err(io_err(&meta, "write"))
+            }
+            Err(e) => Err(ArchiveError::Io { path: meta, action: "read", err: e }),
+        }
+    }
+
+    /// Removes our own temporary files left by a crash (never anything else).
+    pub fn remove_leftovers(&self, scan: &Scan) -> Result<(), ArchiveError> {
+        for p in &scan.leftovers {
+            fs::remove_file(p).map_err(io_err(p, "remove leftover temporary file"))?;
+        }
+        if !scan.leftovers.is_empty() {
+            fsync_dir(&self.dir).map_err(io_err(&self.dir, "fsync directory"))?;
+        }
+        Ok(())
+    }
+
+    /// File mode for new files: 0600, or 0640 when the server's data directory allows group
+    /// read, as pg_receivewal does.
+    pub fn file_mode(group_access: bool) -> u32 {
+        if group_access {
+            0o640
+        } else {
+            0o600
+        }
+    }
+
+    /// Gives the directory itself the matching mode when we created it.
+    pub fn set_group_access(&self, group_access: bool) -> Result<(), ArchiveError> {
+        if group_access {
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o750))
+                .map_err(io_err(&self.dir, "chmod"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `.pgreceivewal.meta`.
+pub fn parse_meta(content: &[u8]) -> Result<ClusterId, String> {
+    let text = std::str::from_utf8(content).map_err(|_| "not UTF-8".to_string())?;
+    let (mut sysid, mut seg) = (None, None);
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (k, v) = line.split_once('=').ok_or_else(|| format!("line \"{line}\" is not key=value"))?;
+        let num = || v.trim().parse::<u64>().map_err(|_| format!("{k} has invalid value \"{v}\""));
+        match k.trim() {
+            "system_identifier" => sysid = Some(num()?),
+            "wal_segment_size" => seg = Some(num()?),
+            _ => {} // Keys from later versions are kept by not being rewritten.
+        }
+    }
+    match (sysid, seg) {
+        (Some(system_id), Some(seg_size)) => Ok(ClusterId { system_id, seg_size }),
+        _ => Err("system_identifier or wal_segment_size is missing".into()),
+    }
+}
+
+/// Reads the identity from a segment's first page (its long header), `None` if that page was
+/// never written (a freshly padded partial segment).
+pub fn read_segment_identity(path: &Path) -> io::Result<Option<ClusterId>> {
+    let mut h = [0u8; 40];
+    let mut f = File::open(path)?;
+    if f.read_exact(&mut h).is_err() || h.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let system_id = u64::from_le_bytes(h[24..32].try_into().expect("8 bytes"));
+    let seg_size = u64::from(u32::from_le_bytes(h[32..36].try_into().expect("4 bytes")));
+    Ok(Some(ClusterId { system_id, seg_size }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 1 << 20;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("pgrw-archive-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            Dir(p)
+        }
+        fn file(&self, name: &str, size: u64) {
+            let f = File::create(self.0.join(name)).unwrap();
+            f.set_len(size).unwrap();
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn creates_directory_0700_and_locks_it() {
+        let d = Dir::new("lock");
+        let a = Archive::open(&d.0).unwrap();
+        assert_eq!(fs::metadata(&d.0).unwrap().permissions().mode() & 0o777, 0o700);
+        let e = Archive::open(&d.0).err().unwrap();
+        assert!(matches!(e, ArchiveError::Locked(_)), "{e}");
+        assert!(e.to_string().contains("another pgreceivewal"));
+        drop(a);
+        Archive::open(&d.0).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_not_an_archive() {
+        let d = Dir::new("notdir");
+        fs::write(&d.0, b"x").unwrap();
+        let e = Archive::open(&d.0).err().unwrap();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        fs::remove_file(&d.0).unwrap();
+    }
+
+    #[test]
+    fn resumes_after_newest_complete_or_at_newest_partial() {
+        let d = Dir::new("scan");
+        let a = Archive::open(&d.0).unwrap();
+        assert_eq!(a.scan(SEG).unwrap().resume_point(SEG), None);
+        d.file("000000010000000000000003", SEG);
+        d.file("000000010000000000000004", SEG);
+        d.file("README.txt", 5);
+        assert_eq!(a.scan(SEG).unwrap().resume_point(SEG), Some((Lsn(5 * SEG), 1)));
+        d.file("000000010000000000000005.partial", SEG);
+        assert_eq!(a.scan(SEG).unwrap().resume_point(SEG), Some((Lsn(5 * SEG), 1)));
+        // A timeline switch in segment 5: the new timeline's copy of it is newer.
+        d.file("000000020000000000000005.partial", 0);
+        d.file("00000002.history", 30);
+        let s = a.scan(SEG).unwrap();
+        assert_eq!(s.resume_point(SEG), Some((Lsn(5 * SEG), 2)));
+        assert_eq!(s.max_tli, Some(2));
+        assert_eq!(s.foreign, vec!["README.txt".to_string()]);
+    }
+
+    #[test]
+    fn complete_beats_partial_of_the_same_segment() {
+        let d = Dir::new("both");
+        let a = Archive::open(&d.0).unwrap();
+        d.file("000000010000000000000007.partial", SEG);
+        d.file("000000010000000000000007", SEG);
+        assert_eq!(a.scan(SEG).unwrap().newest, Some((SegmentId { tli: 1, segno: 7 }, false)));
+    }
+
+    #[test]
+    fn wrong_sizes_are_refused_and_left_alone() {
+        let d = Dir::new("size");
+        let a = Archive::open(&d.0).unwrap();
+        d.file("000000010000000000000003.partial", 1000);
+        let e = a.scan(SEG).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("000000010000000000000003.partial\" has 1000 bytes, should be 0 or 1048576"),
+            "{e}"
+        );
+        assert_eq!(fs::metadata(d.0.join("000000010000000000000003.partial")).unwrap().len(), 1000);
+        fs::remove_file(d.0.join("000000010000000000000003.partial")).unwrap();
+        d.file("000000010000000000000003", 0);
+        assert!(matches!(a.scan(SEG).unwrap_err(), ArchiveError::EmptySegment(_)));
+    }
+
+    #[test]
+    fn leftover_temp_files_are_ours_to_remove() {
+        let d = Dir::new("tmp");
+        let a = Archive::open(&d.0).unwrap();
+        d.file(&format!("000000010000000000000003.partial{TEMP_SUFFIX}"), 10);
+        let s = a.scan(SEG).unwrap();
+        assert_eq!(s.leftovers.len(), 1);
+        a.remove_leftovers(&s).unwrap();
+        assert!(a.scan(SEG).unwrap().leftovers.is_empty());
+    }
+
+    #[test]
+    fn metadata_ties_archive_to_one_cluster() {
+        let d = Dir::new("meta");
+        let a = Archive::open(&d.0).unwrap();
+        let me = ClusterId { system_id: 42, seg_size: SEG };
+        a.check_cluster(me, &Scan::default()).unwrap();
+        a.check_cluster(me, &Scan::default()).unwrap();
+        let other = ClusterId { system_id: 43, seg_size: SEG };
+        let e = a.check_cluster(other, &Scan::default()).unwrap_err();
+        assert!(e.to_string().contains("database system 42"), "{e}");
+        assert!(e.to_string().contains("database system 43"), "{e}");
+        fs::write(d.0.join(META_FILE), "system_identifier=x\n").unwrap();
+        assert!(matches!(a.check_cluster(me, &Scan::default()), Err(ArchiveError::BadMetadata { .. })));
+    }
+
+    #[test]
+    fn archive_from_another_tool_is_checked_by_its_wal() {
+        let d = Dir::new("foreignwal");
+        let a = Archive::open(&d.0).unwrap();
+        let mut page = vec![0u8; SEG as usize];
+        page[24..32].copy_from_slice(&7u64.to_le_bytes());
+        page[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
+        fs::write(d.0.join("000000010000000000000002"), &page).unwrap();
+        let scan = a.scan(SEG).unwrap();
+        let e = a.check_cluster(ClusterId { system_id: 8, seg_size: SEG }, &scan).unwrap_err();
+        assert!(matches!(e, ArchiveError::OtherCluster { .. }), "{e}");
+        a.check_cluster(ClusterId { system_id: 7, seg_size: SEG }, &scan).unwrap();
+    }
+
+    #[test]
+    fn meta_parsing() {
+        assert_eq!(
+            parse_meta(b"# c\nsystem_identifier=1\nwal_segment_size=2\nfuture=3\n").unwrap(),
+            ClusterId { system_id: 1, seg_size: 2 }
+        );
+        assert!(parse_meta(b"system_identifier=1\n").is_err());
+        assert!(parse_meta(b"garbage\n").is_err());
+    }
+}

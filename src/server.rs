@@ -1,0 +1,375 @@
+//! A physical replication connection and the replication commands we send over it
+//! (IDENTIFY_SYSTEM, SHOW, READ_REPLICATION_SLOT, CREATE/DROP_REPLICATION_SLOT,
+//! TIMELINE_HISTORY, START_REPLICATION), each turned into a typed answer. Every error names
+//! the server it came from.
+
+use std::fmt;
+use std::os::fd::RawFd;
+
+use pgrw_ffi::{Conn, ConnectError};
+
+use crate::cli::{ConnOptions, PasswordMode};
+use crate::lsn::Lsn;
+use crate::walfile::Tli;
+
+/// SQLSTATEs we act on (PostgreSQL's errcodes.txt).
+pub mod sqlstate {
+    pub const DUPLICATE_OBJECT: &str = "42710";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+}
+
+/// An error from the server or from talking to it, with which server it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    pub server: String,
+    pub message: String,
+    pub sqlstate: Option<String>,
+    /// Nothing a retry can fix (wrong server, misconfiguration): stop instead of reconnecting.
+    pub fatal: bool,
+}
+
+impl ServerError {
+    fn new(server: &str, message: impl Into<String>) -> ServerError {
+        ServerError { server: server.to_string(), message: message.into(), sqlstate: None, fatal: false }
+    }
+
+    fn fatal(server: &str, message: impl Into<String>) -> ServerError {
+        ServerError { fatal: true, ..ServerError::new(server, message) }
+    }
+
+    fn from_pq(server: &str, e: pgrw_ffi::Error) -> ServerError {
+        ServerError { server: server.to_string(), message: e.message, sqlstate: e.sqlstate, fatal: false }
+    }
+
+    pub fn has_sqlstate(&self, code: &str) -> bool {
+        self.sqlstate.as_deref() == Some(code)
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.server.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{} (server {})", self.message, self.server)
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// What IDENTIFY_SYSTEM says about the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemInfo {
+    pub system_id: u64,
+    pub tli: Tli,
+    pub xlogpos: Lsn,
+}
+
+/// What READ_REPLICATION_SLOT says about a slot (PostgreSQL 15 and later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotInfo {
+    Missing,
+    Physical { restart_lsn: Option<Lsn>, restart_tli: Option<Tli> },
+    Logical,
+}
+
+/// The keyword/value pairs for libpq: the user's connection string (if any) first, then
+/// explicit flags, which win as in pg_receivewal. libpq adds PG* variables and ~/.pgpass.
+pub fn conn_params(opts: &ConnOptions, password: Option<&str>) -> Vec<(String, String)> {
+    let mut p: Vec<(String, String)> = Vec::new();
+    if let Some(d) = &opts.dbname {
+        p.push(("dbname".into(), d.clone()));
+    }
+    p.push(("replication".into(), "true".into()));
+    // A fallback, so an application_name in the user's connection string or PGAPPNAME wins;
+    // this is the name synchronous_standby_names must list.
+    p.push(("fallback_application_name".into(), "pgreceivewal".into()));
+    for (k, v) in [("host", &opts.host), ("port", &opts.port), ("user", &opts.user)] {
+        if let Some(v) = v {
+            p.push((k.into(), v.clone()));
+        }
+    }
+    if let Some(pw) = password {
+        p.push(("password".into(), pw.to_string()));
+    }
+    p
+}
+
+/// A replication connection. Not `Send`: it lives on the receiver thread.
+pub struct Server {
+    conn: Conn,
+    /// "host:port", for messages.
+    pub name: String,
+    pub version: u32,
+}
+
+/// Parses a size as `SHOW` prints it ("16MB", "1GB", "8192", "8kB").
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let mult = match s[digits..].trim() {
+        "" | "B" => 1,
+        "kB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        "TB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl Server {
+    /// Connects, prompting for a password as pg_receivewal does (`-W` always, otherwise only
+    /// when the server asks and a terminal can answer, never with `-w`).
+    pub fn connect(
+        opts: &ConnOptions,
+        password: &mut Option<String>,
+        stop: Option<RawFd>,
+    ) -> Result<Server, ServerError> {
+        let describe = |opts: &ConnOptions| {
+            let host = opts.host.clone().unwrap_or_default();
+            let port = opts.port.clone().unwrap_or_default();
+            if host.is_empty() && port.is_empty() {
+                String::new()
+            } else {
+                format!("{host}:{port}")
+            }
+        };
+        if opts.password == PasswordMode::Always && password.is_none() {
+            *password = Some(
+                pgrw_ffi::sys::read_password("Password: ")
+                    .map_err(|e| ServerError::fatal("", format!("could not read password: {e}")))?,
+            );
+        }
+        loop {
+            let params = conn_params(opts, password.as_deref());
+            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match Conn::connect(&refs, stop) {
+                Ok(conn) => {
+                    let name = format!("{}:{}", conn.host(), conn.port());
+                    let version = conn.server_version();
+                    let server = Server { conn, name, version };
+                    server.check_replication_connection()?;
+                    return Ok(server);
+                }
+                Err(ConnectError { needs_password: true, .. })
+                    if password.is_none()
+                        && opts.password == PasswordMode::Auto
+                        && std::io::IsTerminal::is_terminal(&std::io::stdin()) =>
+                {
+                    *password = Some(
+                        pgrw_ffi::sys::read_password("Password: ")
+                            .map_err(|e| ServerError::fatal("", format!("could not read password: {e}")))?,
+                    );
+                }
+                Err(e) => {
+                    let mut err =
+                        ServerError::new(&describe(opts), format!("could not connect: {}", e.message));
+                    if e.interrupted {
+                        err.message = "interrupted while connecting".into();
+                    }
+                    if e.needs_password {
+                        err.message.push_str("; supply a password in ~/.pgpass, PGPASSWORD or the connection string, or use -W");
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// A replication connection answers `SHOW` but reports "replication" in its parameters;
+    /// refuse servers too old for what we send.
+    fn check_replication_connection(&self) -> Result<(), ServerError> {
+        if self.version < 110000 {
+            return Err(ServerError::fatal(
+                &self.name,
+                format!(
+                    "server version {} is not supported: pgreceivewal needs PostgreSQL 11 or later",
+                    self.version_text()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn version_text(&self) -> String {
+        format!("{}.{}", self.version / 10000, self.version % 10000)
+    }
+
+    fn err(&self, e: pgrw_ffi::Error) -> ServerError {
+        ServerError::from_pq(&self.name, e)
+    }
+
+    pub fn identify_system(&mut self) -> Result<SystemInfo, ServerError> {
+        let r = self.conn.exec("IDENTIFY_SYSTEM").map_err(|e| self.err(e))?;
+        let bad = || {
+            ServerError::fatal(&self.name, "could not identify system: unexpected answer to IDENTIFY_SYSTEM")
+        };
+        if r.ntuples() != 1 || r.nfields() < 3 {
+            return Err(bad());
+        }
+        Ok(SystemInfo {
+            system_id: r.get(0, 0).and_then(|s| s.parse().ok()).ok_or_else(bad)?,
+            tli: r.get(0, 1).and_then(|s| s.parse().ok()).ok_or_else(bad)?,
+            xlogpos: r.get(0, 2).and_then(|s| s.parse().ok()).ok_or_else(bad)?,
+        })
+    }
+
+    /// `SHOW name` over the replication connection.
+    pub fn show(&mut self, name: &str) -> Result<String, ServerError> {
+        let r = self.conn.exec(&format!("SHOW {name}")).map_err(|e| self.err(e))?;
+        r.get(0, 0)
+            .map(str::to_owned)
+            .ok_or_else(|| ServerError::fatal(&self.name, format!("SHOW {name} returned nothing")))
+    }
+
+    /// The server's WAL segment size: never assumed to be 16 MiB.
+    pub fn wal_segment_size(&mut self) -> Result<u64, ServerError> {
+        let s = self.show("wal_segment_size")?;
+        parse_size(&s).filter(|&n| crate::lsn::valid_segment_size(n)).ok_or_else(|| {
+            ServerError::fatal(&self.name, format!("server reported an invalid wal_segment_size \"{s}\""))
+        })
+    }
+
+    pub fn wal_block_size(&mut self) -> Result<u32, ServerError> {
+        let s = self.show("wal_block_size")?;
+        parse_size(&s).and_then(|n| u32::try_from(n).ok()).filter(|n| n.is_power_of_two()).ok_or_else(|| {
+            ServerError::fatal(&self.name, format!("server reported an invalid wal_block_size \"{s}\""))
+        })
+    }
+
+    /// Whether the server's data directory allows group read (`data_directory_mode` 0750),
+    /// in which case archived files get mode 0640 as pg_receivewal gives them.
+    pub fn group_access(&mut self) -> Result<bool, ServerError> {
+        let s = self.show("data_directory_mode")?;
+        let mode = u32::from_str_radix(s.trim(), 8)
+            .map_err(|_| ServerError::fatal(&self.name, format!("invalid data_directory_mode \"{s}\"")))?;
+        Ok(mode & 0o040 != 0)
+    }
+
+    /// READ_REPLICATION_SLOT exists from PostgreSQL 15 on; `None` for older servers.
+    pub fn read_replication_slot(&mut self, slot: &str) -> Result<Option<SlotInfo>, ServerError> {
+        if self.version < 150000 {
+            return Ok(None);
+        }
+        let r = self.conn.exec(&format!("READ_REPLICATION_SLOT {slot}")).map_err(|e| self.err(e))?;
+        if r.ntuples() != 1 || r.nfields() < 3 {
+            return Err(ServerError::fatal(&self.name, "unexpected answer to READ_REPLICATION_SLOT"));
+        }
+        Ok(Some(match r.get(0, 0) {
+            None => SlotInfo::Missing,
+            Some("physical") => SlotInfo::Physical {
+                restart_lsn: r.get(0, 1).and_then(|s| s.parse().ok()),
+                restart_tli: r.get(0, 2).and_then(|s| s.parse().ok()),
+            },
+            Some(_) => SlotInfo::Logical,
+        }))
+    }
+
+    /// Creates a physical slot that reserves WAL at once, so WAL from now on is kept for us
+    /// even before we start streaming (pg_receivewal's --create-slot does not reserve).
+    /// Returns false when it already existed.
+    pub fn create_physical_slot(&mut self, slot: &str) -> Result<bool, ServerError> {
+        let sql = if self.version >= 150000 {
+            format!("CREATE_REPLICATION_SLOT {slot} PHYSICAL (RESERVE_WAL)")
+        } else {
+            format!("CREATE_REPLICATION_SLOT {slot} PHYSICAL RESERVE_WAL")
+        };
+        match self.conn.exec(&sql) {
+            Ok(_) => Ok(true),
+            Err(e) if e.sqlstate.as_deref() == Some(sqlstate::DUPLICATE_OBJECT) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Drops a slot; returns false when it did not exist.
+    pub fn drop_slot(&mut self, slot: &str) -> Result<bool, ServerError> {
+        match self.conn.exec(&format!("DROP_REPLICATION_SLOT {slot}")) {
+            Ok(_) => Ok(true),
+            Err(e) if e.sqlstate.as_deref() == Some(sqlstate::UNDEFINED_OBJECT) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// The history file of a timeline: its file name and content, as the server has them.
+    pub fn timeline_history(&mut self, tli: Tli) -> Result<(String, Vec<u8>), ServerError> {
+        let r = self.conn.exec(&format!("TIMELINE_HISTORY {tli}")).map_err(|e| self.err(e))?;
+        match (r.get(0, 0), r.get_bytes(0, 1)) {
+            (Some(name), Some(content)) if r.ntuples() == 1 => Ok((name.to_owned(), content.to_vec())),
+            _ => Err(ServerError::new(&self.name, format!("unexpected answer to TIMELINE_HISTORY {tli}"))),
+        }
+    }
+
+    /// Enters COPY BOTH mode streaming `tli` from `start`.
+    pub fn start_replication(&mut self, slot: Option<&str>, start: Lsn, tli: Tli) -> Result<(), ServerError> {
+        let slot = slot.map(|s| format!("SLOT {s} ")).unwrap_or_default();
+        let sql = format!("START_REPLICATION {slot}PHYSICAL {start} TIMELINE {tli}");
+        self.conn.start_copy_both(&sql).map_err(|e| self.err(e))
+    }
+
+    /// The connection, for the receive loop's COPY calls.
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    pub fn socket(&self) -> RawFd {
+        self.conn.socket()
+    }
+
+    /// A parameter the server reported when the connection started.
+    pub fn parameter(&self, name: &str) -> Option<String> {
+        self.conn.parameter_status(name)
+    }
+
+    pub fn error(&self, context: &str) -> ServerError {
+        ServerError::new(&self.name, format!("{context}: {}", self.conn.error_message()))
+    }
+
+    pub fn wrap(&self, e: pgrw_ffi::Error) -> ServerError {
+        self.err(e)
+    }
+
+    pub fn fatal(&self, message: impl Into<String>) -> ServerError {
+        ServerError::fatal(&self.name, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_as_show_prints_them() {
+        assert_eq!(parse_size("16MB"), Some(16 << 20));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("8192"), Some(8192));
+        assert_eq!(parse_size("8kB"), Some(8192));
+        assert_eq!(parse_size("MB"), None);
+        assert_eq!(parse_size("16 XB"), None);
+        assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
+    fn flags_override_the_connection_string() {
+        let opts = ConnOptions {
+            dbname: Some("host=a port=1".into()),
+            host: Some("b".into()),
+            port: None,
+            user: Some("u".into()),
+            password: PasswordMode::Auto,
+        };
+        let p = conn_params(&opts, Some("pw"));
+        let pos = |k: &str| p.iter().rposition(|(key, _)| key == k).unwrap();
+        assert!(pos("host") > pos("dbname"));
+        assert_eq!(p[pos("host")].1, "b");
+        assert_eq!(p[pos("replication")].1, "true");
+        assert_eq!(p[pos("fallback_application_name")].1, "pgreceivewal");
+        assert_eq!(p[pos("password")].1, "pw");
+        assert!(!p.iter().any(|(k, _)| k == "port"));
+    }
+}

@@ -1,0 +1,556 @@
+//! The writer thread: the only code that touches WAL files. It creates each segment as
+//! `<name>.partial`, pre-padded with zeros to the segment size, writes received WAL at its
+//! offset, fsyncs, renames a completed segment to its final name, fsyncs the directory, and
+//! publishes the position up to which WAL is durable so the receiver can report it.
+//!
+//! The steps follow PostgreSQL's `walmethods.c` (open with padding, write, sync, close with or
+//! without rename) and `durable_rename`. An fsync failure is fatal and never retried: after a
+//! failed fsync the kernel may have dropped the dirty pages, so a retry could "succeed" over
+//! lost data (PostgreSQL's fsyncgate lesson). A restart rewrites the segment from its start.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use pgrw_ffi::sys::EventFd;
+
+use crate::archive::{fsync_dir, write_durably, TEMP_SUFFIX};
+use crate::cli::Durability;
+use crate::lsn::Lsn;
+use crate::walcheck::{PageVerifier, WalCheckError};
+use crate::walfile::{SegmentId, Tli};
+
+/// Zero-padding is written in chunks this large: a 16 MiB segment costs 16 writes.
+const PAD_CHUNK: usize = 1 << 20;
+
+/// What the receiver asks of the writer.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// WAL received on timeline `tli`, starting at `start`.
+    Wal { tli: Tli, start: Lsn, data: Vec<u8> },
+    /// A timeline history file, written durably before any WAL of that timeline.
+    History { name: String, content: Vec<u8> },
+    /// Make everything written so far durable and publish it (the server asked for a reply).
+    Flush,
+    /// The stream ended (end of timeline, end position, shutdown): fsync the open segment and
+    /// close it, keeping `.partial` unless it is complete.
+    Close,
+}
+
+/// Positions the writer publishes to the receiver.
+#[derive(Debug, Default)]
+pub struct Progress {
+    flushed: AtomicU64,
+}
+
+impl Progress {
+    pub fn new(start: Lsn) -> Progress {
+        Progress { flushed: AtomicU64::new(start.0) }
+    }
+
+    /// WAL before this position is on disk (fsync'ed, or written with --no-sync).
+    pub fn flushed(&self) -> Lsn {
+        Lsn(self.flushed.load(Ordering::Acquire))
+    }
+
+    fn advance(&self, to: Lsn) {
+        self.flushed.fetch_max(to.0, Ordering::AcqRel);
+    }
+}
+
+#[derive(Debug)]
+pub enum WriterError {
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        err: io::Error,
+    },
+    /// fsync failed: never retried (see the module comment).
+    Fsync {
+        path: PathBuf,
+        err: io::Error,
+    },
+    NoSpace {
+        dir: PathBuf,
+        path: PathBuf,
+        needed: u64,
+        available: Option<u64>,
+        err: io::Error,
+    },
+    Check(WalCheckError),
+    Gap {
+        tli: Tli,
+        at: Lsn,
+        expected: Option<Lsn>,
+    },
+    AlreadyComplete(PathBuf),
+}
+
+impl WriterError {
+    /// Errors a restart cannot cure and that must stop the program instead of a reconnect.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, WriterError::NoSpace { .. } | WriterError::Io { .. })
+    }
+}
+
+impl fmt::Display for WriterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriterError::Io { path, action, err } => write!(f, "could not {action} file \"{}\": {err}", path.display()),
+            WriterError::Fsync { path, err } => write!(
+                f,
+                "could not fsync file \"{}\": {err}; the disk may have lost written WAL, so pgreceivewal stops (a restart streams the segment again)",
+                path.display()
+            ),
+            WriterError::NoSpace { dir, path, needed, available, err } => {
+                write!(f, "could not write file \"{}\": {err}; free at least {needed} bytes in \"{}\"", path.display(), dir.display())?;
+                if let Some(a) = available {
+                    write!(f, " ({a} bytes available)")?;
+                }
+                Ok(())
+            }
+            WriterError::Check(e) => write!(f, "{e}; refusing to archive it"),
+            WriterError::Gap { tli, at, expected: Some(exp) } => {
+                write!(f, "received WAL at {at} on timeline {tli}, but the archive's segment continues at {exp}; refusing to leave a gap")
+            }
+            WriterError::Gap { tli, at, expected: None } => {
+                write!(f, "received WAL at {at} on timeline {tli} in the middle of a segment that is not open; refusing to leave a gap")
+            }
+            WriterError::AlreadyComplete(p) => write!(
+                f,
+                "server sent WAL for segment \"{}\", which is already complete in the archive; move the archive's newer files aside or archive into a new directory",
+                p.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WriterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WriterError::Io { err, .. }
+            | WriterError::Fsync { err, .. }
+            | WriterError::NoSpace { err, .. } => Some(err),
+            WriterError::Check(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the writer needs to know about the archive and the server.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub dir: PathBuf,
+    pub seg_size: u64,
+    pub durability: Durability,
+    pub file_mode: u32,
+    pub system_id: u64,
+    pub block_size: u32,
+}
+
+struct OpenSegment {
+    id: SegmentId,
+    file: File,
+    path: PathBuf,
+    /// Offset where the next byte must go: WAL arrives in order, and a gap is refused.
+    next: u64,
+    /// Written since the last fsync.
+    dirty: bool,
+}
+
+pub struct Writer {
+    cfg: WriterConfig,
+    current: Option<OpenSegment>,
+    verifier: PageVerifier,
+    progress: Arc<Progress>,
+    wake: Arc<EventFd>,
+}
+
+/// ENOSPC or EDQUOT (Linux numbers): the disk or the user's quota is full, which freeing space
+/// cures, unlike other I/O errors.
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+impl Writer {
+    pub fn new(cfg: WriterConfig, progress: Arc<Progress>, wake: Arc<EventFd>) -> Writer {
+        let verifier = PageVerifier::new(cfg.system_id, cfg.seg_size, cfg.block_size);
+        Writer { cfg, current: None, verifier, progress, wake }
+    }
+
+    /// The thread body: handles messages until the receiver drops its sender, then closes the
+    /// open segment. Every batch the channel holds is written before one fsync.
+    pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<(), WriterError> {
+        let result = (|| {
+            while let Ok(msg) = rx.recv() {
+                self.handle(msg)?;
+                while let Ok(msg) = rx.try_recv() {
+                    self.handle(msg)?;
+                }
+                if self.cfg.durability == Durability::Synchronous {
+                    self.sync()?;
+                }
+            }
+            self.close()
+        })();
+        // Wake the receiver whatever happened, so it notices a dead writer at once.
+        self.wake.notify();
+        result
+    }
+
+    fn handle(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
+        match msg {
+            WriterMsg::Wal { tli, start, data } => self.write_wal(tli, start, &data),
+            WriterMsg::History { name, content } => self.write_history(&name, &content),
+            WriterMsg::Flush => self.sync(),
+            WriterMsg::Close => self.close(),
+        }
+    }
+
+    fn fsync(&self, file: &File, path: &Path) -> Result<(), WriterError> {
+        if self.cfg.durability == Durability::NoSync {
+            return Ok(());
+        }
+        file.sync_data().map_err(|err| WriterError::Fsync { path: path.to_path_buf(), err })
+    }
+
+    fn fsync_dir(&self) -> Result<(), WriterError> {
+        if self.cfg.durability == Durability::NoSync {
+            return Ok(());
+        }
+        fsync_dir(&self.cfg.dir).map_err(|err| WriterError::Fsync { path: self.cfg.dir.clone(), err })
+    }
+
+    fn publish(&self, flushed: Lsn) {
+        self.progress.advance(flushed);
+        self.wake.notify();
+    }
+
+    /// Makes what was written durable and publishes the new flush position.
+    fn sync(&mut self) -> Result<(), WriterError> {
+        let Some(seg) = &self.current else { return Ok(()) };
+        if !seg.dirty {
+            return Ok(());
+        }
+        self.fsync(&seg.file, &seg.path)?;
+        let flushed = Lsn(seg.id.segno * self.cfg.seg_size + seg.next);
+        if let Some(seg) = &mut self.current {
+            seg.dirty = false;
+        }
+        self.publish(flushed);
+        Ok(())
+    }
+
+    /// Closes the open segment without renaming it (it is not complete).
+    fn close(&mut self) -> Result<(), WriterError> {
+        self.sync()?;
+        if let Some(seg) = self.current.take() {
+            log::debug!("closed {} at offset {} as \"{}\"", seg.id, seg.next, seg.path.display());
+        }
+        Ok(())
+    }
+
+    fn write_history(&mut self, name: &str, content: &[u8]) -> Result<(), WriterError> {
+        let path = self.cfg.dir.join(name);
+        if path.exists() {
+            // History files never change once written; pg_receivewal keeps the existing one too.
+            return Ok(());
+        }
+        let res = if self.cfg.durability == Durability::NoSync {
+            fs::write(&path, content)
+        } else {
+            write_durably(&path, content, self.cfg.file_mode)
+        };
+        res.map_err(|err| self.io_error(&path, "write", err, content.len() as u64))?;
+        log::info!("wrote timeline history file \"{name}\"");
+        Ok(())
+    }
+
+    fn io_error(&self, path: &Path, action: &'static str, err: io::Error, needed: u64) -> WriterError {
+        if is_no_space(&err) {
+            WriterError::NoSpace {
+                dir: self.cfg.dir.clone(),
+                path: path.to_path_buf(),
+                needed,
+                available: pgrw_ffi::sys::free_space(&self.cfg.dir).ok(),
+                err,
+            }
+        } else {
+            WriterError::Io { path: path.to_path_buf(), action, err }
+        }
+    }
+
+    fn write_wal(&mut self, tli: Tli, start: Lsn, mut data: &[u8]) -> Result<(), WriterError> {
+        self.verifier.check(start, data).map_err(WriterError::Check)?;
+        let seg_size = self.cfg.seg_size;
+        let mut pos = start;
+        while !data.is_empty() {
+            let id = SegmentId { tli, segno: pos.segment(seg_size) };
+            let offset = pos.segment_offset(seg_size);
+            if self.current.as_ref().map(|s| s.id) != Some(id) {
+                // A segment left incomplete (a timeline switch inside it) stays `.partial`.
+                self.close()?;
+                if offset != 0 {
+                    return Err(WriterError::Gap { tli, at: pos, expected: None });
+                }
+                self.current = Some(self.open_segment(id)?);
+            }
+            let seg = self.current.as_mut().expect("segment is open");
+            if offset != seg.next {
+                return Err(WriterError::Gap {
+                    tli,
+                    at: pos,
+                    expected: Some(Lsn(id.segno * seg_size + seg.next)),
+                });
+            }
+            let n = data.len().min((seg_size - offset) as usize);
+            if let Err(err) = seg.file.write_all_at(&data[..n], offset) {
+                let path = seg.path.clone();
+                return Err(self.io_error(&path, "write", err, n as u64));
+            }
+            seg.next += n as u64;
+            seg.dirty = true;
+            data = &data[n..];
+            pos = Lsn(pos.0 + n as u64);
+            if seg.next == seg_size {
+                self.complete_segment()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A full segment: fsync it, give it its final name, fsync the directory, and only then
+    /// report its end as flushed.
+    fn complete_segment(&mut self) -> Result<(), WriterError> {
+        let seg = self.current.take().expect("segment is open");
+        self.fsync(&seg.file, &seg.path)?;
+        let done = self.cfg.dir.join(seg.id.file_name(self.cfg.seg_size));
+        fs::rename(&seg.path, &done).map_err(|err| self.io_error(&done, "rename", err, 0))?;
+        self.fsync_dir()?;
+        pgrw_ffi::sys::drop_from_page_cache(&seg.file);
+        log::debug!("finished segment \"{}\"", done.file_name().unwrap_or_default().to_string_lossy());
+        self.publish(Lsn((seg.id.segno + 1) * self.cfg.seg_size));
+        Ok(())
+    }
+
+    /// Opens `<segment>.partial` for writing: an existing one of full size is reused (and
+    /// fsync'ed, in case an earlier run used --no-sync), an empty one is padded, a missing one
+    /// is created padded under a temporary name and renamed, so a crash never leaves a
+    /// half-padded `.partial` behind.
+    fn open_segment(&mut self, id: SegmentId) -> Result<OpenSegment, WriterError> {
+        let seg_size = self.cfg.seg_size;
+        let done = self.cfg.dir.join(id.file_name(seg_size));
+        if done.exists() {
+            return Err(WriterError::AlreadyComplete(done));
+        }
+        let path = self.cfg.dir.join(id.partial_name(seg_size));
+        let open = |p: &Path| OpenOptions::new().write(true).open(p);
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == seg_size => {
+                let file =
+                    open(&path).map_err(|err| WriterError::Io { path: path.clone(), action: "open", err })?;
+                self.fsync(&file, &path)?;
+                log::debug!("reusing \"{}\"", path.display());
+                return Ok(OpenSegment { id, file, path, next: 0, dirty: false });
+            }
+            Ok(m) if m.len() != 0 => {
+                // The archive scan refuses these before streaming; never overwrite one.
+                return Err(WriterError::Io {
+                    path: path.clone(),
+                    action: "reuse",
+                    err: io::Error::other(format!("it has {} bytes, should be 0 or {seg_size}", m.len())),
+                });
+            }
+            _ => {}
+        }
+        let tmp = self.cfg.dir.join(format!("{}{TEMP_SUFFIX}", id.partial_name(seg_size)));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(self.cfg.file_mode)
+            .open(&tmp)
+            .map_err(|err| self.io_error(&tmp, "create", err, seg_size))?;
+        if let Err(e) = self.pad(&file, &tmp) {
+            // The temporary file is ours and holds nothing: do not leave it filling the disk.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.fsync(&file, &tmp)?;
+        fs::rename(&tmp, &path).map_err(|err| self.io_error(&path, "rename", err, 0))?;
+        self.fsync_dir()?;
+        log::trace!("created \"{}\"", path.display());
+        Ok(OpenSegment { id, file, path, next: 0, dirty: false })
+    }
+
+    /// Writes zeros over the whole segment so later writes need no block allocation (and a
+    /// full disk shows up here, before any WAL is written into the file).
+    fn pad(&self, file: &File, path: &Path) -> Result<(), WriterError> {
+        static ZEROS: [u8; PAD_CHUNK] = [0; PAD_CHUNK];
+        let mut w = io::BufWriter::with_capacity(0, file);
+        let mut left = self.cfg.seg_size as usize;
+        while left > 0 {
+            let n = left.min(PAD_CHUNK);
+            w.write_all(&ZEROS[..n]).map_err(|err| self.io_error(path, "pad", err, self.cfg.seg_size))?;
+            left -= n;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 1 << 20;
+    const BLCK: u32 = 8192;
+    const SYSID: u64 = 99;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn setup(tag: &str, durability: Durability) -> (Dir, Writer, Arc<Progress>) {
+        let p = std::env::temp_dir().join(format!("pgrw-writer-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        let cfg = WriterConfig {
+            dir: p.clone(),
+            seg_size: SEG,
+            durability,
+            file_mode: 0o600,
+            system_id: SYSID,
+            block_size: BLCK,
+        };
+        let progress = Arc::new(Progress::new(Lsn(0)));
+        let w = Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap()));
+        (Dir(p), w, progress)
+    }
+
+    /// Fake WAL with valid page headers for `[start, start+len)`.
+    fn wal(start: u64, len: usize) -> Vec<u8> {
+        let mut v: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+        let b = u64::from(BLCK);
+        let mut page = start.div_ceil(b) * b;
+        while page < start + len as u64 {
+            let at = (page - start) as usize;
+            let h = &mut v[at..];
+            h[8..16].copy_from_slice(&page.to_le_bytes());
+            if page % SEG == 0 {
+                h[2..4].copy_from_slice(&2u16.to_le_bytes());
+                h[24..32].copy_from_slice(&SYSID.to_le_bytes());
+                h[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
+                h[36..40].copy_from_slice(&BLCK.to_le_bytes());
+            }
+            page += b;
+        }
+        v
+    }
+
+    #[test]
+    fn writes_partial_then_renames_complete_segments() {
+        let (d, mut w, progress) = setup("complete", Durability::Default);
+        let data = wal(SEG, (SEG + SEG / 2) as usize);
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..1000].to_vec() }).unwrap();
+        let partial = d.0.join("000000010000000000000001.partial");
+        assert_eq!(fs::metadata(&partial).unwrap().len(), SEG, "pre-padded to the segment size");
+        assert_eq!(progress.flushed(), Lsn(0), "nothing reported before an fsync");
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG + 1000), data: data[1000..].to_vec() }).unwrap();
+        assert_eq!(fs::read(d.0.join("000000010000000000000001")).unwrap(), &data[..SEG as usize]);
+        assert!(!partial.exists());
+        assert_eq!(progress.flushed(), Lsn(2 * SEG));
+        w.handle(WriterMsg::Close).unwrap();
+        assert_eq!(progress.flushed(), Lsn(SEG + data.len() as u64));
+        let p2 = fs::read(d.0.join("000000010000000000000002.partial")).unwrap();
+        assert_eq!(p2.len() as u64, SEG);
+        assert_eq!(&p2[..SEG as usize / 2], &data[SEG as usize..]);
+        assert!(p2[SEG as usize / 2..].iter().all(|&b| b == 0), "tail stays zero");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(d.0.join("000000010000000000000001")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn synchronous_flush_reports_exact_position() {
+        let (_d, mut w, progress) = setup("flush", Durability::Synchronous);
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 5000) }).unwrap();
+        w.handle(WriterMsg::Flush).unwrap();
+        assert_eq!(progress.flushed(), Lsn(5000));
+    }
+
+    #[test]
+    fn refuses_gaps_and_mid_segment_starts() {
+        let (_d, mut w, _) = setup("gap", Durability::Default);
+        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(100), data: wal(100, 10) }).unwrap_err();
+        assert!(matches!(e, WriterError::Gap { expected: None, .. }), "{e}");
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100) }).unwrap();
+        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(200), data: wal(200, 10) }).unwrap_err();
+        assert!(e.to_string().contains("refusing to leave a gap"), "{e}");
+    }
+
+    #[test]
+    fn refuses_data_that_is_not_wal() {
+        let (d, mut w, _) = setup("garbage", Durability::Default);
+        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: vec![0xAB; 9000] }).unwrap_err();
+        assert!(matches!(e, WriterError::Check(_)), "{e}");
+        assert!(e.is_fatal());
+        assert_eq!(fs::read_dir(&d.0).unwrap().count(), 0, "nothing archived");
+    }
+
+    #[test]
+    fn reuses_a_full_partial_and_rewrites_it_from_the_start() {
+        let (d, mut w, _) = setup("reuse", Durability::Default);
+        let data = wal(0, 20_000);
+        fs::write(d.0.join("000000010000000000000000.partial"), vec![0u8; SEG as usize]).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data.clone() }).unwrap();
+        w.handle(WriterMsg::Close).unwrap();
+        let got = fs::read(d.0.join("000000010000000000000000.partial")).unwrap();
+        assert_eq!(&got[..data.len()], &data[..]);
+    }
+
+    #[test]
+    fn never_overwrites_a_complete_segment() {
+        let (d, mut w, _) = setup("nooverwrite", Durability::Default);
+        fs::write(d.0.join("000000010000000000000000"), b"keep").unwrap();
+        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100) }).unwrap_err();
+        assert!(matches!(e, WriterError::AlreadyComplete(_)), "{e}");
+        assert_eq!(fs::read(d.0.join("000000010000000000000000")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn timeline_switch_leaves_old_partial_and_starts_new_segment_at_its_start() {
+        let (d, mut w, _) = setup("tli", Durability::Default);
+        let data = wal(0, 30_000);
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..20_000].to_vec() }).unwrap();
+        w.handle(WriterMsg::Close).unwrap();
+        w.handle(WriterMsg::History { name: "00000002.history".into(), content: b"1\t0/4E20\tx\n".to_vec() })
+            .unwrap();
+        w.handle(WriterMsg::Wal { tli: 2, start: Lsn(0), data: data.clone() }).unwrap();
+        w.handle(WriterMsg::Close).unwrap();
+        assert!(d.0.join("000000010000000000000000.partial").exists());
+        assert!(d.0.join("000000020000000000000000.partial").exists());
+        assert_eq!(fs::read(d.0.join("00000002.history")).unwrap(), b"1\t0/4E20\tx\n");
+    }
+
+    #[test]
+    fn run_drains_channel_and_closes_on_disconnect() {
+        let (d, w, progress) = setup("run", Durability::Synchronous);
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let t = std::thread::spawn(move || w.run(rx));
+        tx.send(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096) }).unwrap();
+        drop(tx);
+        t.join().unwrap().unwrap();
+        assert_eq!(progress.flushed(), Lsn(4096));
+        assert!(d.0.join("000000010000000000000000.partial").exists());
+    }
+}
