@@ -77,17 +77,46 @@ pub enum SlotInfo {
     Logical,
 }
 
+/// Which kind of replication connection: physical (`replication=true`, for WAL) or logical
+/// (`replication=database`, bound to one database, for decoded changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    Physical,
+    Database,
+}
+
+/// How a tool connects: the kind of replication connection and the application_name it is
+/// known by unless the user's connection string or PGAPPNAME says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnKind {
+    pub replication: Replication,
+    pub application_name: &'static str,
+}
+
+impl ConnKind {
+    pub const PHYSICAL: ConnKind =
+        ConnKind { replication: Replication::Physical, application_name: "pgreceivewal" };
+}
+
 /// The keyword/value pairs for libpq: the user's connection string (if any) first, then
 /// explicit flags, which win as in pg_receivewal. libpq adds PG* variables and ~/.pgpass.
 pub fn conn_params(opts: &ConnOptions, password: Option<&str>) -> Vec<(String, String)> {
+    conn_params_for(opts, password, ConnKind::PHYSICAL)
+}
+
+pub fn conn_params_for(opts: &ConnOptions, password: Option<&str>, kind: ConnKind) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = Vec::new();
     if let Some(d) = &opts.dbname {
         p.push(("dbname".into(), d.clone()));
     }
-    p.push(("replication".into(), "true".into()));
+    let replication = match kind.replication {
+        Replication::Physical => "true",
+        Replication::Database => "database",
+    };
+    p.push(("replication".into(), replication.into()));
     // A fallback, so an application_name in the user's connection string or PGAPPNAME wins;
     // this is the name synchronous_standby_names must list.
-    p.push(("fallback_application_name".into(), "pgreceivewal".into()));
+    p.push(("fallback_application_name".into(), kind.application_name.into()));
     for (k, v) in [("host", &opts.host), ("port", &opts.port), ("user", &opts.user)] {
         if let Some(v) = v {
             p.push((k.into(), v.clone()));
@@ -131,6 +160,16 @@ impl Server {
         password: &mut Option<String>,
         stop: Option<RawFd>,
     ) -> Result<Server, ServerError> {
+        Server::connect_as(opts, password, stop, ConnKind::PHYSICAL)
+    }
+
+    /// [`Server::connect`] for a given kind of replication connection.
+    pub fn connect_as(
+        opts: &ConnOptions,
+        password: &mut Option<String>,
+        stop: Option<RawFd>,
+        kind: ConnKind,
+    ) -> Result<Server, ServerError> {
         let describe = |opts: &ConnOptions| {
             let host = opts.host.clone().unwrap_or_default();
             let port = opts.port.clone().unwrap_or_default();
@@ -147,7 +186,7 @@ impl Server {
             );
         }
         loop {
-            let params = conn_params(opts, password.as_deref());
+            let params = conn_params_for(opts, password.as_deref(), kind);
             let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             match Conn::connect(&refs, stop) {
                 Ok(conn) => {
