@@ -19,6 +19,8 @@ pub mod sqlstate {
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INVALID_AUTHORIZATION: &str = "28000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    /// What walsender reports for "requested WAL segment ... has already been removed".
+    pub const UNDEFINED_FILE: &str = "58P01";
 }
 
 /// An error from the server or from talking to it, with which server it was.
@@ -348,7 +350,17 @@ impl Server {
     pub fn start_replication(&mut self, slot: Option<&str>, start: Lsn, tli: Tli) -> Result<(), ServerError> {
         let slot = slot.map(|s| format!("SLOT {s} ")).unwrap_or_default();
         let sql = format!("START_REPLICATION {slot}PHYSICAL {start} TIMELINE {tli}");
-        self.conn.start_copy_both(&sql).map_err(|e| self.err(e))
+        self.conn.start_copy_both(&sql).map_err(|e| {
+            let mut err = self.err(e);
+            if err.has_sqlstate(sqlstate::UNDEFINED_FILE) {
+                // No retry brings removed WAL back: the archive has a hole from here on.
+                err.fatal = true;
+                err.message.push_str(
+                    "; the archive cannot be continued without a gap: use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup",
+                );
+            }
+            err
+        })
     }
 
     /// The connection, for the receive loop's COPY calls.
