@@ -1,0 +1,8 @@
+//! The one integration-test binary: every module here drives the real
+//! binaries against real PostgreSQL servers (see util/ for the harness).
+
+mod util;
+
+mod archiver;
+
+mod infra_smoke;
