@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{pg_tool, pgreceivewal, wait_for_exit, wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
+use crate::util::{
+    pg_tool, pgreceivewal, wait_for_exit, wait_until, Cluster, KillOnDrop, PgVersion, TestDir,
+};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -30,7 +32,8 @@ fn run(cmd: &mut Command, log: &Path) -> (ExitStatus, String) {
     let f = fs::File::create(log).unwrap();
     cmd.stdout(Stdio::null()).stderr(f);
     let mut child = KillOnDrop::spawn(cmd);
-    let status = wait_for_exit(&mut child, RUN_TIMEOUT).unwrap_or_else(|| panic!("{cmd:?} did not finish in {RUN_TIMEOUT:?}"));
+    let status = wait_for_exit(&mut child, RUN_TIMEOUT)
+        .unwrap_or_else(|| panic!("{cmd:?} did not finish in {RUN_TIMEOUT:?}"));
     (status, fs::read_to_string(log).unwrap_or_default())
 }
 
@@ -99,7 +102,11 @@ fn compare_with_pg_receivewal(version: PgVersion, segsize_mb: u32, wal_mb: u32) 
         }
         assert_same_archive(&d1, &d2);
         let files = wal_files(&d2);
-        assert_eq!(files.iter().filter(|n| n.ends_with(".partial")).count(), 1, "exactly one .partial: {files:?}");
+        assert_eq!(
+            files.iter().filter(|n| n.ends_with(".partial")).count(),
+            1,
+            "exactly one .partial: {files:?}"
+        );
         assert!(files.len() >= 3, "several segments: {files:?}");
         assert_eq!(mode(&d2), 0o700);
         for f in &files {
@@ -145,11 +152,17 @@ fn resume_after_stop(version: PgVersion) {
     c.generate_wal(3);
     let target = c.current_lsn();
     wait_until(Duration::from_secs(60), "pgreceivewal to flush the generated WAL", || {
-        c.psql(&format!("SELECT flush_lsn >= '{target}' FROM pg_stat_replication WHERE application_name = 'pgreceivewal'")) == "t"
+        c.psql(&format!(
+            "SELECT flush_lsn >= '{target}' FROM pg_stat_replication WHERE application_name = 'pgreceivewal'"
+        )) == "t"
     });
     let stopped = Instant::now();
     let status = first.signal_and_wait("TERM", Duration::from_secs(10));
-    assert!(status.success(), "SIGTERM must exit 0, got {status}: {}", fs::read_to_string(t.join("first.log")).unwrap());
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}: {}",
+        fs::read_to_string(t.join("first.log")).unwrap()
+    );
     assert!(stopped.elapsed() < Duration::from_secs(3), "SIGTERM took {:?}", stopped.elapsed());
     let partials: Vec<String> = wal_files(&d).into_iter().filter(|n| n.ends_with(".partial")).collect();
     assert_eq!(partials.len(), 1, "{:?}", wal_files(&d));
@@ -207,7 +220,9 @@ fn synchronous_commit(version: PgVersion) {
     let t = TestDir::new("sync");
     let d = t.join("archive");
     let start = |name: &str| {
-        KillOnDrop::spawn(ours(&c, &d, &["-S", "sync", "--synchronous"]).stderr(fs::File::create(t.join(name)).unwrap()))
+        KillOnDrop::spawn(
+            ours(&c, &d, &["-S", "sync", "--synchronous"]).stderr(fs::File::create(t.join(name)).unwrap()),
+        )
     };
     let mut a = start("a.log");
     wait_until(Duration::from_secs(30), "pgreceivewal to be a synchronous standby", || {
@@ -216,20 +231,27 @@ fn synchronous_commit(version: PgVersion) {
     c.psql("CREATE TABLE t (v int)");
     let lsn = c.psql("INSERT INTO t VALUES (1); SELECT pg_current_wal_lsn()");
     let flushed = c.psql("SELECT flush_lsn FROM pg_stat_replication WHERE application_name = 'pgreceivewal'");
-    assert_eq!(c.psql(&format!("SELECT '{flushed}'::pg_lsn >= '{lsn}'")), "t", "commit at {lsn} returned before flush {flushed}");
+    assert_eq!(
+        c.psql(&format!("SELECT '{flushed}'::pg_lsn >= '{lsn}'")),
+        "t",
+        "commit at {lsn} returned before flush {flushed}"
+    );
     assert!(a.signal_and_wait("TERM", Duration::from_secs(10)).success());
 
     let mut pending = c.psql_async("INSERT INTO t VALUES (2)");
     std::thread::sleep(Duration::from_secs(2));
     assert!(pending.try_wait().unwrap().is_none(), "a commit returned with no synchronous archiver running");
     let mut b = start("b.log");
-    let status = wait_for_exit(&mut pending, Duration::from_secs(30)).expect("the commit completes once the archiver runs");
+    let status = wait_for_exit(&mut pending, Duration::from_secs(30))
+        .expect("the commit completes once the archiver runs");
     assert!(status.success());
     assert_eq!(c.psql("SELECT count(*) FROM t"), "2");
     // The commit's WAL is in the archive: stop cleanly and check the durable flush covered it.
     let lsn2 = c.current_lsn();
     wait_until(Duration::from_secs(10), "flush to reach the commit", || {
-        c.psql(&format!("SELECT flush_lsn >= '{lsn2}' FROM pg_stat_replication WHERE application_name = 'pgreceivewal'")) == "t"
+        c.psql(&format!(
+            "SELECT flush_lsn >= '{lsn2}' FROM pg_stat_replication WHERE application_name = 'pgreceivewal'"
+        )) == "t"
     });
     assert!(b.signal_and_wait("TERM", Duration::from_secs(10)).success());
     let log = fs::read_to_string(t.join("b.log")).unwrap();
@@ -258,11 +280,15 @@ fn timeline_switch(version: PgVersion) {
     let (d1, d2) = (t.join("theirs"), t.join("ours"));
     // Slots cannot be created on a standby before it has received WAL; streaming without a
     // slot from the current position is what both tools do then.
-    let mut a = KillOnDrop::spawn(theirs(&s, &d1, &["-n"]).stderr(fs::File::create(t.join("theirs.log")).unwrap()));
-    let mut b = KillOnDrop::spawn(ours(&s, &d2, &["-n", "-v"]).stderr(fs::File::create(t.join("ours.log")).unwrap()));
+    let mut a =
+        KillOnDrop::spawn(theirs(&s, &d1, &["-n"]).stderr(fs::File::create(t.join("theirs.log")).unwrap()));
+    let mut b =
+        KillOnDrop::spawn(ours(&s, &d2, &["-n", "-v"]).stderr(fs::File::create(t.join("ours.log")).unwrap()));
     p.generate_wal(2);
     let target = p.current_lsn();
-    wait_until(Duration::from_secs(30), "standby to replay", || s.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'")) == "t");
+    wait_until(Duration::from_secs(30), "standby to replay", || {
+        s.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'")) == "t"
+    });
     wait_until(Duration::from_secs(30), "both archivers to receive", || {
         s.psql(&format!("SELECT count(*) FROM pg_stat_replication WHERE write_lsn >= '{target}'")) == "2"
     });
@@ -274,7 +300,11 @@ fn timeline_switch(version: PgVersion) {
         s.psql(&format!("SELECT count(*) FROM pg_stat_replication WHERE write_lsn >= '{end}'")) == "2"
     });
     assert!(a.signal_and_wait("INT", Duration::from_secs(10)).code().is_some());
-    assert!(b.signal_and_wait("TERM", Duration::from_secs(10)).success(), "{}", fs::read_to_string(t.join("ours.log")).unwrap());
+    assert!(
+        b.signal_and_wait("TERM", Duration::from_secs(10)).success(),
+        "{}",
+        fs::read_to_string(t.join("ours.log")).unwrap()
+    );
     let ours_log = fs::read_to_string(t.join("ours.log")).unwrap();
     assert!(ours_log.contains("switched to timeline 2"), "{ours_log}");
     let files = wal_files(&d2);
@@ -305,10 +335,16 @@ fn slot_actions(version: PgVersion) {
         cmd
     };
     run_ok(&mut slot_cmd(&["-S", "s1", "--create-slot"]), &log);
-    assert_eq!(c.psql("SELECT slot_type, restart_lsn IS NOT NULL FROM pg_replication_slots WHERE slot_name = 's1'"), "physical|t");
+    assert_eq!(
+        c.psql("SELECT slot_type, restart_lsn IS NOT NULL FROM pg_replication_slots WHERE slot_name = 's1'"),
+        "physical|t"
+    );
     let (status, out) = run(&mut slot_cmd(&["-S", "s1", "--create-slot"]), &log);
     assert_eq!(status.code(), Some(1));
-    assert!(out.contains("replication slot \"s1\" already exists") && out.contains("--if-not-exists"), "{out}");
+    assert!(
+        out.contains("replication slot \"s1\" already exists") && out.contains("--if-not-exists"),
+        "{out}"
+    );
     run_ok(&mut slot_cmd(&["-S", "s1", "--create-slot", "--if-not-exists"]), &log);
     run_ok(&mut slot_cmd(&["-S", "s1", "--drop-slot"]), &log);
     assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots"), "0");
@@ -322,14 +358,21 @@ fn slot_actions(version: PgVersion) {
     let d = t.join("auto");
     // Started at the server's current position there is nothing before endpos to wait for:
     // give it WAL to pass once it runs.
-    let mut child = KillOnDrop::spawn(ours(&c, &d, &["-S", "auto", "-n", "-E", &endpos]).stderr(fs::File::create(&log).unwrap()));
-    wait_until(Duration::from_secs(30), "the slot to be created", || c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'auto'") == "1");
+    let mut child = KillOnDrop::spawn(
+        ours(&c, &d, &["-S", "auto", "-n", "-E", &endpos]).stderr(fs::File::create(&log).unwrap()),
+    );
+    wait_until(Duration::from_secs(30), "the slot to be created", || {
+        c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'auto'") == "1"
+    });
     c.generate_wal(1);
     let status = wait_for_exit(&mut child, RUN_TIMEOUT).unwrap();
     assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
     assert_eq!(c.psql("SELECT slot_type FROM pg_replication_slots WHERE slot_name = 'auto'"), "physical");
     // The slot was created while we streamed, so it follows our flush position.
-    assert_eq!(c.psql("SELECT restart_lsn IS NOT NULL FROM pg_replication_slots WHERE slot_name = 'auto'"), "t");
+    assert_eq!(
+        c.psql("SELECT restart_lsn IS NOT NULL FROM pg_replication_slots WHERE slot_name = 'auto'"),
+        "t"
+    );
 }
 
 #[test]
@@ -350,7 +393,8 @@ fn archive_refuses_second_archiver_and_other_cluster() {
     let c2 = Cluster::builder(PgVersion::V18).wal_segsize_mb(1).start();
     let t = TestDir::new("refuse");
     let d = t.join("archive");
-    let mut running = KillOnDrop::spawn(ours(&c1, &d, &["-S", "one"]).stderr(fs::File::create(t.join("one.log")).unwrap()));
+    let mut running =
+        KillOnDrop::spawn(ours(&c1, &d, &["-S", "one"]).stderr(fs::File::create(t.join("one.log")).unwrap()));
     wait_until(Duration::from_secs(30), "the first archiver to stream", || {
         c1.psql("SELECT count(*) FROM pg_stat_replication") == "1"
     });
@@ -358,12 +402,54 @@ fn archive_refuses_second_archiver_and_other_cluster() {
     assert_eq!(status.code(), Some(1));
     assert!(out.contains("another pgreceivewal is already archiving into"), "{out}");
     assert!(running.signal_and_wait("TERM", Duration::from_secs(10)).success());
-    let before: Vec<(String, Vec<u8>)> = wal_files(&d).into_iter().map(|n| (n.clone(), fs::read(d.join(&n)).unwrap())).collect();
+    let before: Vec<(String, Vec<u8>)> =
+        wal_files(&d).into_iter().map(|n| (n.clone(), fs::read(d.join(&n)).unwrap())).collect();
     assert!(!before.is_empty());
 
     let (status, out) = run(&mut ours(&c2, &d, &["-n"]), &t.join("other.log"));
     assert_eq!(status.code(), Some(1));
     assert!(out.contains("archive each cluster into its own directory"), "{out}");
-    let after: Vec<(String, Vec<u8>)> = wal_files(&d).into_iter().map(|n| (n.clone(), fs::read(d.join(&n)).unwrap())).collect();
+    let after: Vec<(String, Vec<u8>)> =
+        wal_files(&d).into_iter().map(|n| (n.clone(), fs::read(d.join(&n)).unwrap())).collect();
     assert!(before == after, "the archive was changed by a refused run");
+}
+
+/// The two synchronous traps get a warning that explains them; a server whose data
+/// directory allows group read gets files of mode 0640 in a directory of 0750.
+#[test]
+fn warnings_and_group_access_modes() {
+    let c = Cluster::builder(PgVersion::V18)
+        .wal_segsize_mb(1)
+        .initdb_arg("--allow-group-access")
+        .start();
+    let t = TestDir::new("warn");
+    c.generate_wal(1);
+    // Named only now: a commit (like generate_wal's CREATE TABLE) would wait for us.
+    c.set_conf("synchronous_standby_names = 'pgreceivewal'");
+    let endpos = endpos_before_end(&c);
+    let d = t.join("slot-no-sync");
+    c.create_physical_slot("s");
+    let out = run_ok(&mut ours(&c, &d, &["-S", "s", "-n", "-E", &endpos]), &t.join("a.log"));
+    assert!(out.contains("synchronous_standby_names but --synchronous is not set"), "{out}");
+    assert_eq!(mode(&d), 0o750);
+    for f in wal_files(&d) {
+        assert_eq!(mode(&d.join(&f)), 0o640, "{f}");
+    }
+
+    // --synchronous without a slot: started at the server's current position, so give it
+    // WAL to pass the end position once it runs.
+    c.set_conf("synchronous_standby_names = ''");
+    let endpos = c.current_lsn();
+    let log = t.join("b.log");
+    let mut child = KillOnDrop::spawn(
+        ours(&c, &t.join("sync-no-slot"), &["--synchronous", "-n", "-E", &endpos])
+            .stderr(fs::File::create(&log).unwrap()),
+    );
+    wait_until(Duration::from_secs(30), "the archiver to connect", || {
+        c.psql("SELECT count(*) FROM pg_stat_replication") == "1"
+    });
+    c.generate_wal(1);
+    assert!(wait_for_exit(&mut child, RUN_TIMEOUT).unwrap().success());
+    let out = fs::read_to_string(&log).unwrap();
+    assert!(out.contains("--synchronous without a replication slot"), "{out}");
 }

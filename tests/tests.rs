@@ -6,3 +6,11 @@ mod util;
 mod archiver;
 
 mod infra_smoke;
+
+mod restore;
+
+mod faults;
+
+mod badinput;
+
+mod logical;

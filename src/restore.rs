@@ -1,0 +1,837 @@
+//! Serving files from a pgreceivewal archive to PostgreSQL's `restore_command` (pgrestorewal).
+//!
+//! PostgreSQL asks for one file at a time (`%f`) and wants it copied to `%p`. It reads the exit
+//! status in only two ways (`RestoreArchivedFile` in xlogarchive.c, with
+//! `wait_result_is_any_signal` from wait_error.c): an exit code up to 125 means "not in the archive",
+//! and the server goes on to `pg_wal`, to the next timeline, or — at the end of the archive — ends
+//! recovery and promotes; an exit code above 125 (or death by a signal) makes recovery fail with
+//! FATAL. Every answer this module gives falls in one of these two classes on purpose: a file that
+//! is simply not there is [`RestoreError::NotFound`], and everything that might be hiding WAL
+//! (I/O errors, a `.partial` with later WAL after it, a hole, a file of the wrong size) stops
+//! recovery, because a wrong "not found" makes PostgreSQL promote early and lose committed
+//! transactions.
+//!
+//! The archive is the directory pgreceivewal (or pg_receivewal) writes: complete segments, at
+//! most one `.partial` per timeline (the segment being written, zero-padded to full size),
+//! timeline history files, and an optional `.pgreceivewal.meta` naming the segment size.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::archive::{parse_meta, META_FILE};
+use crate::walfile::{Tli, WalName, PARTIAL_SUFFIX};
+
+/// Exit status for a file that was restored.
+pub const EXIT_RESTORED: u8 = 0;
+/// Exit status for a file that is not in the archive: PostgreSQL treats every exit code up to
+/// 125 as "not available" and carries on without it.
+pub const EXIT_NOT_FOUND: u8 = 1;
+/// Exit status for everything else. PostgreSQL aborts recovery with FATAL when the command's
+/// exit code is above 125 (`wait_result_is_any_signal(rc, true)`). 126 and 127 would be logged
+/// as "command not executable"/"command not found", 128+n reads like death by signal n and 143
+/// (128+SIGTERM) is taken for a shutdown request, so we use 255.
+pub const EXIT_FATAL: u8 = 255;
+
+/// Where the restored bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The file named `%f` itself: a complete segment, a history file, or anything else.
+    File,
+    /// `%f.partial`, served as segment `%f` because the complete segment does not exist.
+    Partial,
+}
+
+/// A successful restore.
+#[derive(Debug)]
+pub struct Restored {
+    /// The archive file that was copied.
+    pub source: PathBuf,
+    pub served: Served,
+    pub bytes: u64,
+    /// A `.partial` of the same segment that was ignored because the complete file exists.
+    /// pg_receivewal renames `.partial` to the complete name atomically, so this is a leftover
+    /// worth a warning, not an error.
+    pub leftover_partial: Option<PathBuf>,
+}
+
+/// Why a file was not restored. [`RestoreError::exit_code`] says what PostgreSQL should make
+/// of it.
+#[derive(Debug)]
+pub enum RestoreError {
+    /// The file is not in the archive: the only answer that lets recovery carry on.
+    NotFound {
+        name: String,
+    },
+    /// `%f` is not a plain file name.
+    BadName {
+        name: String,
+    },
+    /// `%p` does not name a file.
+    BadDestination {
+        dest: PathBuf,
+    },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A `.partial` with later WAL of the same timeline after it: the segment is incomplete in
+    /// the archive, so replaying it would end recovery in the middle of the timeline.
+    PartialNotLast {
+        partial: String,
+        later: String,
+    },
+    /// A segment missing between WAL that is present on the same timeline.
+    Hole {
+        name: String,
+        earlier: String,
+        later: String,
+    },
+    /// A segment file whose size is not the archive's segment size.
+    WrongSize {
+        file: String,
+        size: u64,
+        expected: u64,
+        from: SizeSource,
+    },
+    /// A segment file whose size is no possible segment size, with nothing to compare it to.
+    ImpossibleSize {
+        file: String,
+        size: u64,
+    },
+    /// Two segment files of different sizes and no metadata to tell which is right.
+    SizesDisagree {
+        file: String,
+        size: u64,
+        other: String,
+        other_size: u64,
+    },
+    /// The metadata file exists but its `wal_segment_size` cannot be read.
+    BadMeta {
+        path: PathBuf,
+        detail: String,
+    },
+    /// The archive changed under us while copying.
+    ShortCopy {
+        file: String,
+        copied: u64,
+        expected: u64,
+    },
+}
+
+/// Where the expected segment size came from, for the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SizeSource {
+    Meta,
+    File(String),
+}
+
+impl RestoreError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RestoreError::NotFound { .. } => EXIT_NOT_FOUND,
+            _ => EXIT_FATAL,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RestoreError::NotFound { .. })
+    }
+
+    fn io(action: &'static str, path: &Path, source: io::Error) -> RestoreError {
+        RestoreError::Io { action, path: path.to_path_buf(), source }
+    }
+}
+
+/// An `io::Error` the way PostgreSQL's `%m` prints it: "No such file or directory", without
+/// Rust's " (os error 2)".
+pub fn os_error_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    match e.raw_os_error() {
+        Some(code) => text.strip_suffix(&format!(" (os error {code})")).map(str::to_owned).unwrap_or(text),
+        None => text,
+    }
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::NotFound { name } => write!(f, "file \"{name}\" is not in the archive"),
+            RestoreError::BadName { name } => {
+                write!(f, "invalid file name \"{name}\": expected a file name such as %f, without a directory")
+            }
+            RestoreError::BadDestination { dest } => {
+                write!(f, "invalid destination \"{}\": expected a file path such as %p", dest.display())
+            }
+            RestoreError::Io { action, path, source } => {
+                write!(f, "could not {action} \"{}\": {}", path.display(), os_error_text(source))
+            }
+            RestoreError::PartialNotLast { partial, later } => write!(
+                f,
+                "refusing to serve \"{partial}\": later WAL \"{later}\" exists on the same timeline, so this \
+                 segment is incomplete in the archive; check the archive for missing segments"
+            ),
+            RestoreError::Hole { name, earlier, later } => write!(
+                f,
+                "refusing to report \"{name}\" as missing: the archive has \"{earlier}\" before it and \"{later}\" \
+                 after it on the same timeline, so WAL is missing from the archive; put the segment back into the \
+                 archive (the base backup's pg_wal may have it) before recovering"
+            ),
+            RestoreError::WrongSize { file, size, expected, from } => {
+                write!(f, "refusing to serve \"{file}\": it is {size} bytes but the archive's segment size is {expected} bytes")?;
+                match from {
+                    SizeSource::Meta => write!(f, " (from {META_FILE})")?,
+                    SizeSource::File(other) => write!(f, " (the size of \"{other}\")")?,
+                }
+                write!(f, "; the file is damaged, restore it from a copy of the archive")
+            }
+            RestoreError::ImpossibleSize { file, size } => write!(
+                f,
+                "refusing to serve \"{file}\": it is {size} bytes, which is no valid WAL segment size; the file is \
+                 damaged, restore it from a copy of the archive"
+            ),
+            RestoreError::SizesDisagree { file, size, other, other_size } => write!(
+                f,
+                "refusing to serve \"{file}\": it is {size} bytes but \"{other}\" in the same archive is \
+                 {other_size} bytes, so one of them is damaged; repair or remove the damaged file"
+            ),
+            RestoreError::BadMeta { path, detail } => {
+                write!(f, "invalid metadata file \"{}\": {detail}", path.display())
+            }
+            RestoreError::ShortCopy { file, copied, expected } => write!(
+                f,
+                "could not copy \"{file}\": copied {copied} bytes instead of {expected}; is something else writing \
+                 to the archive?"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RestoreError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Copy the file PostgreSQL asked for (`name`, its `%f`) from `archive` to `dest` (its `%p`).
+///
+/// A segment whose complete file is absent is served from its `.partial` when that is the newest
+/// WAL of its timeline in the archive: the end of the WAL that reached the archive.
+pub fn restore(archive: &Path, name: &str, dest: &Path) -> Result<Restored, RestoreError> {
+    check_name(name)?;
+    let path = archive.join(name);
+    match WalName::parse(name) {
+        Some(WalName::Segment { tli, log, seg }) => restore_segment(archive, name, (tli, log, seg), dest),
+        // History files, `.backup` files, and a `.partial` asked for by its own name are copied
+        // as they are; only segments have a size PostgreSQL checks.
+        _ => match open_if_exists(&path)? {
+            Some(mut src) => {
+                let bytes = durable_copy(&mut src, &path, None, dest)?;
+                Ok(Restored { source: path, served: Served::File, bytes, leftover_partial: None })
+            }
+            None => {
+                // Make a missing archive directory an error, not "not found": a mistyped -D
+                // must stop recovery, not end it.
+                check_archive_dir(archive)?;
+                Err(RestoreError::NotFound { name: name.to_owned() })
+            }
+        },
+    }
+}
+
+fn check_name(name: &str) -> Result<(), RestoreError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(RestoreError::BadName { name: name.to_owned() });
+    }
+    Ok(())
+}
+
+fn check_archive_dir(archive: &Path) -> Result<(), RestoreError> {
+    match fs::metadata(archive) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            Err(RestoreError::io("open archive directory", archive, io::ErrorKind::NotADirectory.into()))
+        }
+        Err(e) => Err(RestoreError::io("open archive directory", archive, e)),
+    }
+}
+
+fn open_if_exists(path: &Path) -> Result<Option<File>, RestoreError> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RestoreError::io("open file", path, e)),
+    }
+}
+
+/// Position of a segment within its timeline. Ordering by (xlogid, segment) is ordering by
+/// segment number whatever the segment size, so comparisons need no size.
+type SegPos = (u32, u32);
+
+/// One segment-named file of the archive (complete or `.partial`).
+struct ArchivedSegment {
+    name: String,
+    tli: Tli,
+    pos: SegPos,
+}
+
+fn list_segments(archive: &Path) -> Result<Vec<ArchivedSegment>, RestoreError> {
+    let entries =
+        fs::read_dir(archive).map_err(|e| RestoreError::io("open archive directory", archive, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| RestoreError::io("read archive directory", archive, e))?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if let Some(WalName::Segment { tli, log, seg } | WalName::Partial { tli, log, seg }) =
+            WalName::parse(&name)
+        {
+            out.push(ArchivedSegment { name, tli, pos: (log, seg) });
+        }
+    }
+    // Deterministic messages: name the nearest offending file.
+    out.sort_by(|a, b| (a.tli, a.pos, &a.name).cmp(&(b.tli, b.pos, &b.name)));
+    Ok(out)
+}
+
+fn restore_segment(
+    archive: &Path,
+    name: &str,
+    (tli, log, seg): (Tli, u32, u32),
+    dest: &Path,
+) -> Result<Restored, RestoreError> {
+    let complete_path = archive.join(name);
+    let partial_name = format!("{name}{PARTIAL_SUFFIX}");
+    let partial_path = archive.join(&partial_name);
+    let pos = (log, seg);
+
+    // A live archiver renames `.partial` to the complete name; looking at the complete name
+    // again after the `.partial` has gone closes that window.
+    let mut complete = open_if_exists(&complete_path)?;
+    let mut partial = None;
+    if complete.is_none() {
+        partial = open_if_exists(&partial_path)?;
+        if partial.is_none() {
+            complete = open_if_exists(&complete_path)?;
+        }
+    }
+    let segments = list_segments(archive)?;
+
+    if let Some(mut src) = complete {
+        let leftover_partial = match fs::symlink_metadata(&partial_path) {
+            Ok(_) => Some(partial_path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(RestoreError::io("stat file", &partial_path, e)),
+        };
+        let size = file_len(&src, &complete_path)?;
+        check_size(archive, name, size, &segments)?;
+        let bytes = durable_copy(&mut src, &complete_path, Some(size), dest)?;
+        return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
+    }
+
+    if let Some(mut src) = partial {
+        if let Some(later) = segments.iter().find(|s| s.tli == tli && s.pos > pos) {
+            return Err(RestoreError::PartialNotLast { partial: partial_name, later: later.name.clone() });
+        }
+        let size = file_len(&src, &partial_path)?;
+        check_size(archive, &partial_name, size, &segments)?;
+        let bytes = durable_copy(&mut src, &partial_path, Some(size), dest)?;
+        return Ok(Restored { source: partial_path, served: Served::Partial, bytes, leftover_partial: None });
+    }
+
+    // Missing. Before the first or after the last WAL of this timeline is the ordinary case
+    // (the archive starts after the base backup and pg_wal has the rest; the end of the
+    // archive; another timeline's probe). Strictly between is a hole: answering "not found"
+    // would end recovery there and promote, dropping everything after it.
+    let earlier = segments.iter().rev().find(|s| s.tli == tli && s.pos < pos);
+    let later = segments.iter().find(|s| s.tli == tli && s.pos > pos);
+    if let (Some(earlier), Some(later)) = (earlier, later) {
+        return Err(RestoreError::Hole {
+            name: name.to_owned(),
+            earlier: earlier.name.clone(),
+            later: later.name.clone(),
+        });
+    }
+    Err(RestoreError::NotFound { name: name.to_owned() })
+}
+
+fn file_len(f: &File, path: &Path) -> Result<u64, RestoreError> {
+    f.metadata().map(|m| m.len()).map_err(|e| RestoreError::io("stat file", path, e))
+}
+
+/// PostgreSQL's `IsValidWalSegSize`: a power of two from 1 MiB to 1 GiB.
+pub fn is_valid_segment_size(size: u64) -> bool {
+    size.is_power_of_two() && (1 << 20..=1 << 30).contains(&size)
+}
+
+/// The segment size recorded in the archive's metadata file (written by pgreceivewal, absent
+/// from an archive written by pg_receivewal). A metadata file that cannot be read is an error:
+/// it is the archive's own record of what it holds.
+pub fn read_meta_segment_size(archive: &Path) -> Result<Option<u64>, RestoreError> {
+    let path = archive.join(META_FILE);
+    let content = match fs::read(&path) {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RestoreError::io("read file", &path, e)),
+    };
+    let id = parse_meta(&content).map_err(|detail| RestoreError::BadMeta { path: path.clone(), detail })?;
+    if !is_valid_segment_size(id.seg_size) {
+        return Err(RestoreError::BadMeta {
+            path,
+            detail: format!("wal_segment_size {} is no valid WAL segment size", id.seg_size),
+        });
+    }
+    Ok(Some(id.seg_size))
+}
+
+/// A segment must be exactly the segment size: PostgreSQL itself stops with "archive file has
+/// wrong size" when it is not, but only after we said "restored"; we say why, with names.
+fn check_size(
+    archive: &Path,
+    file: &str,
+    size: u64,
+    segments: &[ArchivedSegment],
+) -> Result<(), RestoreError> {
+    if let Some(expected) = read_meta_segment_size(archive)? {
+        if size != expected {
+            return Err(RestoreError::WrongSize {
+                file: file.to_owned(),
+                size,
+                expected,
+                from: SizeSource::Meta,
+            });
+        }
+        return Ok(());
+    }
+    // No metadata (an archive written by pg_receivewal): every segment file, complete or
+    // padded `.partial`, has the segment size, so they must all agree.
+    for other in segments.iter().filter(|s| s.name != file) {
+        let other_size = match fs::metadata(archive.join(&other.name)) {
+            Ok(m) => m.len(),
+            // Renamed by a live archiver while we looked: its other name is in the list too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(RestoreError::io("stat file", &archive.join(&other.name), e)),
+        };
+        if other_size != size {
+            if !is_valid_segment_size(size) {
+                return Err(RestoreError::WrongSize {
+                    file: file.to_owned(),
+                    size,
+                    expected: other_size,
+                    from: SizeSource::File(other.name.clone()),
+                });
+            }
+            return Err(RestoreError::SizesDisagree {
+                file: file.to_owned(),
+                size,
+                other: other.name.clone(),
+                other_size,
+            });
+        }
+    }
+    if !is_valid_segment_size(size) {
+        return Err(RestoreError::ImpossibleSize { file: file.to_owned(), size });
+    }
+    Ok(())
+}
+
+/// The temporary name `dest` is written under before it is renamed into place.
+fn temp_path(dest: &Path) -> Result<PathBuf, RestoreError> {
+    let file_name =
+        dest.file_name().ok_or_else(|| RestoreError::BadDestination { dest: dest.to_path_buf() })?;
+    let mut tmp = OsString::from(file_name);
+    tmp.push(".pgrestorewal.tmp");
+    Ok(dest.with_file_name(tmp))
+}
+
+/// `dest`'s directory, "." for a bare file name (PostgreSQL passes `pg_wal/RECOVERYXLOG`
+/// relative to the data directory).
+fn parent_dir(dest: &Path) -> &Path {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Copy `src` to `dest` the way PostgreSQL's `durable_rename` would leave it: written to a
+/// temporary file in `dest`'s directory, fsync'ed, renamed over `dest`, and the directory
+/// fsync'ed, so after a crash `dest` is either absent, the old file, or the complete copy.
+fn durable_copy(
+    src: &mut File,
+    src_path: &Path,
+    expected: Option<u64>,
+    dest: &Path,
+) -> Result<u64, RestoreError> {
+    let tmp = temp_path(dest)?;
+    let dir = parent_dir(dest);
+    // A leftover from a copy that was killed: ours to replace.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(RestoreError::io("remove file", &tmp, e)),
+    }
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| RestoreError::io("create file", &tmp, e))?;
+    let result = (|| {
+        let copied = io::copy(src, &mut out).map_err(|e| RestoreError::io("copy to file", &tmp, e))?;
+        if let Some(expected) = expected.filter(|&n| n != copied) {
+            return Err(RestoreError::ShortCopy { file: src_path.display().to_string(), copied, expected });
+        }
+        out.sync_all().map_err(|e| RestoreError::io("fsync file", &tmp, e))?;
+        Ok(copied)
+    })();
+    drop(out);
+    let copied = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(RestoreError::Io { action: "rename file", path: tmp, source: e });
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| RestoreError::io("fsync directory", dir, e))?;
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const MB: u64 = 1 << 20;
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "pgrestorewal-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+
+        fn sub(&self, name: &str) -> PathBuf {
+            let p = self.0.join(name);
+            fs::create_dir_all(&p).unwrap();
+            p
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A segment-sized file whose first byte tells which one it is.
+    fn put(dir: &Path, name: &str, size: u64, tag: u8) {
+        let mut data = vec![0u8; size as usize];
+        data[0] = tag;
+        fs::write(dir.join(name), data).unwrap();
+    }
+
+    fn tag(path: &Path) -> u8 {
+        fs::read(path).unwrap()[0]
+    }
+
+    struct Setup {
+        _tmp: TempDir,
+        archive: PathBuf,
+        pg_wal: PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let tmp = TempDir::new();
+        let archive = tmp.sub("archive");
+        let pg_wal = tmp.sub("data/pg_wal");
+        Setup { _tmp: tmp, archive, pg_wal }
+    }
+
+    fn only_entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn complete_segment_is_served() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        put(&s.archive, "000000010000000000000002", MB, 2);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        let r = restore(&s.archive, "000000010000000000000002", &dest).unwrap();
+        assert_eq!(r.served, Served::File);
+        assert_eq!(r.bytes, MB);
+        assert_eq!(r.source, s.archive.join("000000010000000000000002"));
+        assert!(r.leftover_partial.is_none());
+        assert_eq!(tag(&dest), 2);
+        assert_eq!(fs::metadata(&dest).unwrap().len(), MB);
+    }
+
+    #[test]
+    fn newest_partial_is_served_as_its_segment() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000004", MB, 4);
+        put(&s.archive, "000000010000000000000005.partial", MB, 5);
+        // Later WAL on another timeline is the normal shape after a promotion.
+        put(&s.archive, "000000020000000000000005", MB, 25);
+        put(&s.archive, "000000020000000000000006", MB, 26);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        let r = restore(&s.archive, "000000010000000000000005", &dest).unwrap();
+        assert_eq!(r.served, Served::Partial);
+        assert_eq!(r.source, s.archive.join("000000010000000000000005.partial"));
+        assert_eq!(tag(&dest), 5);
+    }
+
+    #[test]
+    fn missing_file_is_not_found() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000004", MB, 4);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        for name in [
+            "000000010000000000000005",
+            "000000010000000000000003",
+            "00000002.history",
+            "000000020000000000000004",
+        ] {
+            let e = restore(&s.archive, name, &dest).unwrap_err();
+            assert!(e.is_not_found(), "{name}: {e}");
+            assert_eq!(e.exit_code(), EXIT_NOT_FOUND);
+        }
+        assert!(only_entries(&s.pg_wal).is_empty());
+    }
+
+    #[test]
+    fn missing_archive_directory_is_fatal() {
+        let s = setup();
+        let e = restore(&s.archive.join("nope"), "00000002.history", &s.pg_wal.join("RECOVERYHISTORY"))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        assert!(e.to_string().starts_with("could not open archive directory"), "{e}");
+        let e = restore(&s.archive.join("nope"), "000000010000000000000001", &s.pg_wal.join("RECOVERYXLOG"))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        // A file where the directory should be.
+        fs::write(s.archive.join("file"), "").unwrap();
+        let e = restore(&s.archive.join("file"), "00000002.history", &s.pg_wal.join("RECOVERYHISTORY"))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        assert!(e.to_string().ends_with(": Not a directory"), "{e}");
+    }
+
+    #[test]
+    fn partial_followed_by_later_wal_is_refused() {
+        for later in
+            ["000000010000000000000007", "000000010000000000000007.partial", "000000010000000100000000"]
+        {
+            let s = setup();
+            put(&s.archive, "000000010000000000000005.partial", MB, 5);
+            put(&s.archive, later, MB, 7);
+            let e =
+                restore(&s.archive, "000000010000000000000005", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+            assert_eq!(e.exit_code(), EXIT_FATAL);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "refusing to serve \"000000010000000000000005.partial\": later WAL \"{later}\" exists on the \
+                     same timeline, so this segment is incomplete in the archive; check the archive for missing \
+                     segments"
+                )
+            );
+            assert!(only_entries(&s.pg_wal).is_empty());
+        }
+    }
+
+    #[test]
+    fn hole_inside_a_timeline_is_refused() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000004", MB, 4);
+        put(&s.archive, "000000010000000000000006", MB, 6);
+        let e = restore(&s.archive, "000000010000000000000005", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        assert!(
+            matches!(&e, RestoreError::Hole { earlier, later, .. }
+            if earlier == "000000010000000000000004" && later == "000000010000000000000006"),
+            "{e}"
+        );
+        // Before the first segment is not a hole: the base backup's pg_wal may have it.
+        assert!(restore(&s.archive, "000000010000000000000003", &s.pg_wal.join("RECOVERYXLOG"))
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn wrong_size_is_refused() {
+        // Disagreeing files, no metadata.
+        let s = setup();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        put(&s.archive, "000000010000000000000002", MB / 2, 2);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        let e = restore(&s.archive, "000000010000000000000002", &dest).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        assert!(
+            e.to_string().starts_with("refusing to serve \"000000010000000000000002\": it is 524288 bytes"),
+            "{e}"
+        );
+        // A good file is refused too while the archive disagrees with itself.
+        let e = restore(&s.archive, "000000010000000000000001", &dest).unwrap_err();
+        assert!(matches!(e, RestoreError::SizesDisagree { .. }), "{e}");
+
+        // A lone file of impossible size.
+        let s = setup();
+        put(&s.archive, "000000010000000000000003.partial", 1000, 3);
+        let e = restore(&s.archive, "000000010000000000000003", &dest).unwrap_err();
+        assert!(matches!(e, RestoreError::ImpossibleSize { size: 1000, .. }), "{e}");
+
+        // The metadata file decides.
+        let s = setup();
+        fs::write(
+            s.archive.join(META_FILE),
+            "# written by pgreceivewal\nsystem_identifier=1\nwal_segment_size = 16777216\n",
+        )
+        .unwrap();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        let e = restore(&s.archive, "000000010000000000000001", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+        assert!(
+            matches!(e, RestoreError::WrongSize { expected: 16777216, from: SizeSource::Meta, .. }),
+            "{e}"
+        );
+        assert!(only_entries(&s.pg_wal).is_empty());
+    }
+
+    #[test]
+    fn meta_file_is_read() {
+        let s = setup();
+        assert_eq!(read_meta_segment_size(&s.archive).unwrap(), None);
+        fs::write(s.archive.join(META_FILE), "system_identifier=7\nwal_segment_size=1048576\n").unwrap();
+        assert_eq!(read_meta_segment_size(&s.archive).unwrap(), Some(MB));
+        for bad in [
+            "system_identifier=7\nwal_segment_size=1000\n",
+            "system_identifier=7\nwal_segment_size=\n",
+            "system_identifier=7\nwal_segment_size=2147483648\n",
+            "wal_segment_size=1048576\n",
+            "garbage\n",
+        ] {
+            fs::write(s.archive.join(META_FILE), bad).unwrap();
+            let e = read_meta_segment_size(&s.archive).unwrap_err();
+            assert!(matches!(e, RestoreError::BadMeta { .. }), "{bad:?}: {e}");
+            assert_eq!(e.exit_code(), EXIT_FATAL);
+        }
+    }
+
+    #[test]
+    fn history_file_is_served() {
+        let s = setup();
+        fs::write(s.archive.join("00000002.history"), "1\t0/5000000\tno recovery target specified\n")
+            .unwrap();
+        let dest = s.pg_wal.join("RECOVERYHISTORY");
+        let r = restore(&s.archive, "00000002.history", &dest).unwrap();
+        assert_eq!(r.served, Served::File);
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "1\t0/5000000\tno recovery target specified\n");
+        // Any other name is copied as it is.
+        fs::write(s.archive.join("000000010000000000000002.00000028.backup"), "START WAL LOCATION").unwrap();
+        restore(&s.archive, "000000010000000000000002.00000028.backup", &dest).unwrap();
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "START WAL LOCATION");
+    }
+
+    #[test]
+    fn complete_file_wins_over_leftover_partial() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000005", MB, 50);
+        put(&s.archive, "000000010000000000000005.partial", MB, 5);
+        put(&s.archive, "000000010000000000000006.partial", MB, 6);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        let r = restore(&s.archive, "000000010000000000000005", &dest).unwrap();
+        assert_eq!(r.served, Served::File);
+        assert_eq!(r.leftover_partial, Some(s.archive.join("000000010000000000000005.partial")));
+        assert_eq!(tag(&dest), 50);
+    }
+
+    #[test]
+    fn copy_is_durable_and_leaves_no_temp_file() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        put(&s.archive, "000000010000000000000002", MB, 2);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        // PostgreSQL removes %p first, but an old file there must be replaced whole, and a
+        // temp file left by a killed copy must not get in the way.
+        put(&s.pg_wal, "RECOVERYXLOG", 10, 9);
+        fs::write(s.pg_wal.join("RECOVERYXLOG.pgrestorewal.tmp"), "stale").unwrap();
+        restore(&s.archive, "000000010000000000000001", &dest).unwrap();
+        assert_eq!(only_entries(&s.pg_wal), ["RECOVERYXLOG"]);
+        assert_eq!(tag(&dest), 1);
+        assert_eq!(fs::metadata(&dest).unwrap().len(), MB);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+        // A failed restore leaves nothing behind either.
+        put(&s.archive, "000000010000000000000003.partial", MB, 3);
+        put(&s.archive, "000000010000000000000004", MB, 4);
+        restore(&s.archive, "000000010000000000000003", &dest).unwrap_err();
+        assert_eq!(only_entries(&s.pg_wal), ["RECOVERYXLOG"]);
+        assert_eq!(tag(&dest), 1);
+        assert_eq!(only_entries(&s.archive).len(), 4);
+    }
+
+    #[test]
+    fn destination_in_another_directory() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        let elsewhere = s._tmp.sub("elsewhere/deeper");
+        let dest = elsewhere.join("000000010000000000000001");
+        restore(&s.archive, "000000010000000000000001", &dest).unwrap();
+        assert_eq!(tag(&dest), 1);
+        assert_eq!(only_entries(&elsewhere), ["000000010000000000000001"]);
+        // A destination directory that does not exist is an error, not "not found".
+        let e = restore(&s.archive, "000000010000000000000001", &s._tmp.0.join("missing/RECOVERYXLOG"))
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        assert!(e.to_string().starts_with("could not create file"), "{e}");
+    }
+
+    #[test]
+    fn names_with_directories_are_refused() {
+        let s = setup();
+        for name in ["", ".", "..", "../etc/passwd", "a/b"] {
+            let e = restore(&s.archive, name, &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+            assert!(matches!(e, RestoreError::BadName { .. }), "{name:?}: {e}");
+            assert_eq!(e.exit_code(), EXIT_FATAL);
+        }
+    }
+
+    #[test]
+    fn os_errors_read_like_postgres() {
+        let e = io::Error::from_raw_os_error(2);
+        assert_eq!(os_error_text(&e), "No such file or directory");
+        assert_eq!(os_error_text(&io::Error::other("custom")), "custom");
+    }
+
+    #[test]
+    fn segment_sizes() {
+        assert!(is_valid_segment_size(MB));
+        assert!(is_valid_segment_size(16 * MB));
+        assert!(is_valid_segment_size(1024 * MB));
+        assert!(!is_valid_segment_size(MB / 2));
+        assert!(!is_valid_segment_size(2048 * MB));
+        assert!(!is_valid_segment_size(3 * MB));
+    }
+}

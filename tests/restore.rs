@@ -1,0 +1,319 @@
+//! pgrestorewal as PostgreSQL runs it: a command with `%f %p`, judged by its exit status and
+//! stderr alone; and PostgreSQL's own reading of those exit statuses, on real servers.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::util::{
+    pg_tool, pgrestorewal, wait_for_exit, wait_until, Cluster, KillOnDrop, Mode, PgVersion, TestDir,
+};
+
+const MB: usize = 1 << 20;
+
+/// An archive and a data directory's `pg_wal` in the test's directory.
+struct Dirs {
+    dir: TestDir,
+    archive: PathBuf,
+    pg_wal: PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        let dir = TestDir::for_test();
+        let archive = dir.mkdir("archive");
+        let pg_wal = dir.mkdir("data/pg_wal");
+        Dirs { dir, archive, pg_wal }
+    }
+
+    fn put(&self, name: &str, size: usize, tag: u8) {
+        let mut data = vec![0u8; size];
+        data[0] = tag;
+        fs::write(self.archive.join(name), data).unwrap();
+    }
+
+    /// Runs as PostgreSQL does: from the data directory, `%p` relative to it.
+    fn restore(&self, extra: &[&str], name: &str, dest: &str) -> Output {
+        pgrestorewal()
+            .current_dir(self.dir.join("data"))
+            .args(extra)
+            .arg("-D")
+            .arg(&self.archive)
+            .args([name, dest])
+            .output()
+            .unwrap()
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    pgrestorewal().args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn first_byte(p: &Path) -> u8 {
+    fs::read(p).unwrap()[0]
+}
+
+#[test]
+fn restores_segment_quietly() {
+    let d = Dirs::new();
+    d.put("000000010000000000000003", MB, 3);
+    let o = d.restore(&[], "000000010000000000000003", "pg_wal/RECOVERYXLOG");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    assert!(o.stdout.is_empty());
+    assert_eq!(first_byte(&d.pg_wal.join("RECOVERYXLOG")), 3);
+}
+
+#[test]
+fn verbose_names_the_source() {
+    let d = Dirs::new();
+    d.put("000000010000000000000004.partial", MB, 4);
+    let o = d.restore(&["-v"], "000000010000000000000004", "pg_wal/RECOVERYXLOG");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!(
+        "pgrestorewal: restored \"000000010000000000000004\" from \"{}\"",
+        d.archive.join("000000010000000000000004.partial").display()
+    );
+    assert!(stderr(&o).starts_with(&want), "{}", stderr(&o));
+    assert_eq!(first_byte(&d.pg_wal.join("RECOVERYXLOG")), 4);
+}
+
+#[test]
+fn missing_file_exits_1_without_a_word() {
+    let d = Dirs::new();
+    d.put("000000010000000000000003", MB, 3);
+    for name in ["000000010000000000000004", "00000002.history"] {
+        let o = d.restore(&[], name, "pg_wal/RECOVERYXLOG");
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        assert_eq!(stderr(&o), "", "{name}");
+        assert!(!d.pg_wal.join("RECOVERYXLOG").exists());
+    }
+}
+
+#[test]
+fn refusals_exit_255() {
+    let d = Dirs::new();
+    d.put("000000010000000000000005.partial", MB, 5);
+    d.put("000000010000000000000007", MB, 7);
+    let o = d.restore(&[], "000000010000000000000005", "pg_wal/RECOVERYXLOG");
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        stderr(&o),
+        "pgrestorewal: error: refusing to serve \"000000010000000000000005.partial\": later WAL \
+         \"000000010000000000000007\" exists on the same timeline, so this segment is incomplete in the \
+         archive; check the archive for missing segments\n"
+    );
+    // The hole between them is no "not found" either.
+    let o = d.restore(&[], "000000010000000000000006", "pg_wal/RECOVERYXLOG");
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        stderr(&o).contains("refusing to report \"000000010000000000000006\" as missing"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!d.pg_wal.join("RECOVERYXLOG").exists());
+}
+
+#[test]
+fn leftover_partial_is_a_warning() {
+    let d = Dirs::new();
+    d.put("000000010000000000000005", MB, 50);
+    d.put("000000010000000000000005.partial", MB, 5);
+    let o = d.restore(&[], "000000010000000000000005", "pg_wal/RECOVERYXLOG");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).starts_with("pgrestorewal: warning: served complete segment"), "{}", stderr(&o));
+    assert_eq!(first_byte(&d.pg_wal.join("RECOVERYXLOG")), 50);
+}
+
+#[test]
+fn wrong_size_exits_255() {
+    let d = Dirs::new();
+    d.put("000000010000000000000001", MB, 1);
+    d.put("000000010000000000000002", MB - 8192, 2);
+    let o = d.restore(&[], "000000010000000000000002", "pg_wal/RECOVERYXLOG");
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        stderr(&o).contains("it is 1040384 bytes but the archive's segment size is 1048576 bytes"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn misconfiguration_exits_255() {
+    let d = Dirs::new();
+    // A mistyped archive directory must not look like the end of the archive.
+    let o = run(&["-D", d.dir.join("nope").to_str().unwrap(), "00000002.history", "x"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        stderr(&o).starts_with("pgrestorewal: error: could not open archive directory"),
+        "{}",
+        stderr(&o)
+    );
+    for args in
+        [&["000000010000000000000001", "x"][..], &["-D", "/a", "f"], &["--bogus", "-D", "/a", "f", "p"]]
+    {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(255), "{args:?}");
+        assert!(
+            stderr(&o).ends_with("Try \"pgrestorewal --help\" for more information.\n"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let o = run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8(o.stdout).unwrap();
+    assert!(help.contains("restore_command = 'pgrestorewal -D /path/to/archive %f %p'"), "{help}");
+    assert!(help.contains("Exit status:"));
+    let o = run(&["-V"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8(o.stdout).unwrap().starts_with("pgrestorewal (pgreceivewal) "));
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL's side of the contract
+// ---------------------------------------------------------------------------
+
+/// The segment named `name` moved `n` segments on (small segment numbers only).
+fn segment_after(name: &str, n: u32) -> String {
+    let low = u32::from_str_radix(&name[16..], 16).unwrap();
+    format!("{}{:08X}", &name[..16], low + n)
+}
+
+fn is_wal_segment(name: &str) -> bool {
+    name.len() == 24 && name.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
+/// A cleanly stopped cluster with some WAL, and an archive made from its pg_wal up to the
+/// segment of its last checkpoint, that segment kept only as a `.partial`. pg_wal is emptied,
+/// so recovery depends on the archive alone. Returns the cluster, the archive, the
+/// partial's segment name and the number of rows to expect.
+fn cluster_and_archive(version: PgVersion, dir: &TestDir) -> (Cluster, PathBuf, String, String) {
+    let mut c = Cluster::builder(version).wal_segsize_mb(1).start();
+    c.generate_wal(3);
+    let rows = c.psql("SELECT count(*) FROM pgrw_filler");
+    c.stop(Mode::Fast);
+
+    let control = pg_tool(version, "pg_controldata").arg(c.data_dir()).output().unwrap();
+    let control = String::from_utf8_lossy(&control.stdout).into_owned();
+    let redo = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Latest checkpoint's REDO WAL file:"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| panic!("no REDO WAL file in pg_controldata output:\n{control}"));
+
+    let archive = dir.mkdir("archive");
+    let pg_wal = c.data_dir().join("pg_wal");
+    for entry in fs::read_dir(&pg_wal).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !is_wal_segment(&name) {
+            continue;
+        }
+        // Later names are recycled segments holding old WAL: not ours to archive.
+        if name <= redo {
+            let to = if name == redo { format!("{name}.partial") } else { name.clone() };
+            // fs::copy keeps pg_wal's 0600: the server's user must be able to read it.
+            fs::copy(pg_wal.join(&name), archive.join(&to)).unwrap();
+            fs::set_permissions(archive.join(&to), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::remove_file(pg_wal.join(&name)).unwrap();
+    }
+
+    // The server runs pgrestorewal as its own user: give it a copy it can reach.
+    let bin = dir.join("pgrestorewal");
+    fs::copy(env!("CARGO_BIN_EXE_pgrestorewal"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(c.data_dir().join("recovery.signal"), "").unwrap();
+    c.set_conf(&format!(
+        "restore_command = '{} -v -D {} %f %p'\nrecovery_target_timeline = 'latest'",
+        bin.display(),
+        archive.display()
+    ));
+    (c, archive, redo, rows)
+}
+
+/// `postgres -D` of the cluster, as the `postgres` user when we are root, its output
+/// appended to the cluster's log.
+fn postgres(c: &Cluster) -> KillOnDrop {
+    let root = fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false);
+    let postgres = c.bindir().join("postgres");
+    let mut cmd = if root {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(postgres);
+        cmd
+    } else {
+        Command::new(postgres)
+    };
+    let log = fs::OpenOptions::new().append(true).create(true).open(c.log_path()).unwrap();
+    cmd.arg("-D")
+        .arg(c.data_dir())
+        .current_dir(c.dir())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    KillOnDrop::spawn(&mut cmd)
+}
+
+/// Exit code 255 is what makes PostgreSQL stop recovery (FATAL) instead of taking a refusal
+/// for the end of the archive and promoting; then, with the archive repaired, the same
+/// server recovers through the `.partial` to its last commit.
+#[test]
+fn postgres_stops_on_refusal_and_recovers_through_partial() {
+    for version in PgVersion::ALL {
+        let dir = TestDir::new(&format!("restore-pg{}", version.major()));
+        let (mut c, archive, partial_seg, rows) = cluster_and_archive(version, &dir);
+
+        // Later WAL after the .partial: pgrestorewal refuses, PostgreSQL must not promote.
+        let later = segment_after(&partial_seg, 2);
+        fs::copy(archive.join(format!("{partial_seg}.partial")), archive.join(&later)).unwrap();
+        fs::set_permissions(archive.join(&later), fs::Permissions::from_mode(0o644)).unwrap();
+        let mut server = postgres(&c);
+        let status = wait_for_exit(&mut server, Duration::from_secs(60)).unwrap_or_else(|| {
+            panic!("{version}: the server kept running after a refusal:\n{}", c.log_tail(30))
+        });
+        let log = c.log_contents();
+        assert!(!status.success(), "{version}: {status}");
+        assert!(
+            log.contains(&format!("pgrestorewal: error: refusing to serve \"{partial_seg}.partial\"")),
+            "{version}:\n{log}"
+        );
+        assert!(log.contains("FATAL") && log.contains("exit code 255"), "{version}:\n{log}");
+        assert!(!log.contains("selected new timeline"), "{version} promoted:\n{log}");
+        assert!(!c.data_dir().join("pg_wal").join("00000002.history").exists());
+
+        // Repaired archive: the .partial is the newest WAL again and is served.
+        fs::remove_file(archive.join(&later)).unwrap();
+        c.start_again();
+        wait_until(Duration::from_secs(60), "the end of recovery", || {
+            c.psql("SELECT pg_is_in_recovery()") == "f"
+        });
+        assert_eq!(c.psql("SELECT count(*) FROM pgrw_filler"), rows, "{version}");
+        let log = c.log_contents();
+        assert!(
+            log.contains(&format!("pgrestorewal: restored \"{partial_seg}\" from \"")),
+            "{version}:\n{}",
+            c.log_tail(30)
+        );
+        // Probes for files that do not exist (00000002.history, the segment after the
+        // partial) leave no trace.
+        assert_eq!(log.matches("pgrestorewal: error").count(), 1, "{version}:\n{log}");
+        assert!(!log.contains("pgrestorewal: warning"), "{version}:\n{log}");
+        c.stop(Mode::Fast);
+    }
+}
