@@ -7,6 +7,8 @@
 #   make restore-test  scripts/restore-test.sh
 #   make bench         scripts/bench.sh
 #   make install       copy the binaries to $(DESTDIR)$(PREFIX)/bin
+#   make static        fully static x86_64 binaries (musl, libpq and OpenSSL built in)
+#   make deb           target/debian/pgreceivewal_<version>_amd64.deb from the static binaries
 #   make clean         cargo clean
 
 SHELL := /bin/bash
@@ -28,7 +30,7 @@ LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 # Exports PG15_BINDIR, PG18_BINDIR (and PGRW_CACHE) for the recipe line it prefixes.
 WITH_ENV := . scripts/env.sh &&
 
-.PHONY: build deps test demo restore-test bench install clean
+.PHONY: build deps test demo restore-test bench install clean static deb
 
 build:
 	$(CARGO) build --release $(LOCKED) --workspace
@@ -36,10 +38,10 @@ build:
 deps:
 	@bash scripts/install-deps.sh
 
-test: deps
+test: deps build
 	$(WITH_ENV) $(CARGO) test --workspace --release $(LOCKED) -- --test-threads=$(TEST_THREADS)
 	@shopt -s nullglob; \
-	for script in scripts/test-*.sh; do \
+	for script in scripts/test-*.sh scripts/restore-test.sh; do \
 		echo "==> $$script"; \
 		$(WITH_ENV) bash "$$script" || { echo "FAILED: $$script" >&2; exit 1; }; \
 	done
@@ -63,3 +65,14 @@ install: build
 
 clean:
 	$(CARGO) clean
+
+# Release artifacts; docs/packaging.md says how to install and run them. Each script
+# installs what it needs (musl-tools, rustup's musl target) when run as root.
+# static: target/x86_64-unknown-linux-musl/release/{pgreceivewal,pgrestorewal}. The first
+# build compiles OpenSSL and libpq from source (about 3 minutes on 2 cores).
+static:
+	bash scripts/build-static.sh
+
+# deb: builds the static binaries (seconds when up to date), then the package.
+deb:
+	bash scripts/build-deb.sh
