@@ -214,7 +214,7 @@ mod tests {
             let p = &mut v[i * BLCK as usize..];
             p[0..2].copy_from_slice(&0xD118u16.to_le_bytes());
             p[8..16].copy_from_slice(&addr.to_le_bytes());
-            if addr % SEG == 0 {
+            if addr.is_multiple_of(SEG) {
                 p[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
                 p[24..32].copy_from_slice(&SYSID.to_le_bytes());
                 p[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());

@@ -58,7 +58,7 @@ impl Progress {
         Lsn(self.flushed.load(Ordering::Acquire))
     }
 
-    fn advance(&self, to: Lsn) {
+    pub fn advance(&self, to: Lsn) {
         self.flushed.fetch_max(to.0, Ordering::AcqRel);
     }
 }
@@ -444,7 +444,7 @@ mod tests {
             let at = (page - start) as usize;
             let h = &mut v[at..];
             h[8..16].copy_from_slice(&page.to_le_bytes());
-            if page % SEG == 0 {
+            if page.is_multiple_of(SEG) {
                 h[2..4].copy_from_slice(&2u16.to_le_bytes());
                 h[24..32].copy_from_slice(&SYSID.to_le_bytes());
                 h[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
