@@ -27,6 +27,7 @@ pub enum ArchiveError {
     BadSize { path: PathBuf, size: u64, seg_size: u64 },
     EmptySegment(PathBuf),
     OtherCluster { dir: PathBuf, archive: String, server: String },
+    ForeignSegment { path: PathBuf, found: String, server: String },
     BadMetadata { path: PathBuf, reason: String },
     FutureTimeline { dir: PathBuf, archive_tli: Tli, server_tli: Tli },
 }
@@ -57,6 +58,11 @@ impl fmt::Display for ArchiveError {
                 f,
                 "archive \"{}\" holds WAL of {archive}, but the server is {server}; archive each cluster into its own directory",
                 dir.display()
+            ),
+            ArchiveError::ForeignSegment { path, found, server } => write!(
+                f,
+                "WAL file \"{}\" belongs to {found}, but the server is {server}; move it out of the archive (archive each cluster into its own directory)",
+                path.display()
             ),
             ArchiveError::BadMetadata { path, reason } => {
                 write!(f, "invalid archive metadata file \"{}\": {reason}; restore it or remove it to re-create it", path.display())
@@ -245,6 +251,21 @@ impl Archive {
     /// different server later. An archive begun by another tool (no metadata file yet) is
     /// checked through the long page header of its newest segment.
     pub fn check_cluster(&self, server: ClusterId, scan: &Scan) -> Result<(), ArchiveError> {
+        // The newest segment is where streaming resumes: whoever put it there, it must be WAL
+        // of this server, whether or not the metadata file agrees.
+        if let Some((id, partial)) = scan.newest {
+            let name = if partial { id.partial_name(server.seg_size) } else { id.file_name(server.seg_size) };
+            let path = self.dir.join(name);
+            if let Some(found) = read_segment_identity(&path).map_err(io_err(&path, "read"))? {
+                if found != server {
+                    return Err(ArchiveError::ForeignSegment {
+                        path,
+                        found: found.to_string(),
+                        server: server.to_string(),
+                    });
+                }
+            }
+        }
         let meta = self.dir.join(META_FILE);
         match fs::read(&meta) {
             Ok(content) => {
@@ -260,23 +281,6 @@ impl Archive {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some((id, partial)) = scan.newest {
-                    let name = if partial {
-                        id.partial_name(server.seg_size)
-                    } else {
-                        id.file_name(server.seg_size)
-                    };
-                    let path = self.dir.join(name);
-                    if let Some(found) = read_segment_identity(&path).map_err(io_err(&path, "read"))? {
-                        if found != server {
-                            return Err(ArchiveError::OtherCluster {
-                                dir: self.dir.clone(),
-                                archive: found.to_string(),
-                                server: server.to_string(),
-                            });
-                        }
-                    }
-                }
                 let content = format!(
                     "# pgreceivewal archive metadata: the cluster this directory archives; do not edit\nsystem_identifier={}\nwal_segment_size={}\n",
                     server.system_id, server.seg_size
@@ -477,8 +481,18 @@ mod tests {
         fs::write(d.0.join("000000010000000000000002"), &page).unwrap();
         let scan = a.scan(SEG).unwrap();
         let e = a.check_cluster(ClusterId { system_id: 8, seg_size: SEG }, &scan).unwrap_err();
-        assert!(matches!(e, ArchiveError::OtherCluster { .. }), "{e}");
+        assert!(matches!(e, ArchiveError::ForeignSegment { .. }), "{e}");
+        assert!(
+            e.to_string().contains("000000010000000000000002") && e.to_string().contains("database system 7"),
+            "{e}"
+        );
         a.check_cluster(ClusterId { system_id: 7, seg_size: SEG }, &scan).unwrap();
+        // With the metadata file now written, a foreign newest segment is still caught.
+        page[24..32].copy_from_slice(&9u64.to_le_bytes());
+        fs::write(d.0.join("000000010000000000000003"), &page).unwrap();
+        let scan = a.scan(SEG).unwrap();
+        let e = a.check_cluster(ClusterId { system_id: 7, seg_size: SEG }, &scan).unwrap_err();
+        assert!(matches!(e, ArchiveError::ForeignSegment { .. }), "{e}");
     }
 
     #[test]

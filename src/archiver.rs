@@ -122,7 +122,12 @@ impl<'a> Archiver<'a> {
             let started = Instant::now();
             match self.session() {
                 Ok(end) => return Ok(Outcome::Stream(end)),
-                Err(e) if self.stop.received().is_some() => {
+                // A connection error while stopping is part of stopping; a writer error is
+                // not: a failed fsync must never end in exit status 0.
+                Err(e)
+                    if self.stop.received().is_some()
+                        && !matches!(e, RunError::Stream(StreamError::Writer(_))) =>
+                {
                     log::debug!("stopping after error during shutdown: {e}");
                     return Ok(Outcome::Stream(StreamEnd::Stopped));
                 }

@@ -7,7 +7,7 @@
 //! pg_receivewal's order and with its messages, and builds the [`Config`].
 //!
 //! Nothing here prints or exits: the caller prints a [`UsageError`] followed by
-//! `Try "pgreceivewal --help" for more information.` and exits with status 1.
+//! `Try "pgreceivewal --help" for more information.` and exits with status 2.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -118,12 +118,12 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> UsageError {
+pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
 /// pg_receivewal's default `--status-interval`, in seconds.
-const DEFAULT_STATUS_INTERVAL_SECS: u64 = 10;
+pub const DEFAULT_STATUS_INTERVAL_SECS: u64 = 10;
 
 /// pg_receivewal keeps the interval in milliseconds in an `int`: `INT_MAX / 1000` seconds.
 const MAX_STATUS_INTERVAL_SECS: u64 = 2_147_483;
@@ -371,13 +371,18 @@ impl Args {
 
 /// Match a long option exactly, or by a unique prefix as glibc's `getopt_long` does.
 fn resolve_long(name: &str) -> Result<&'static str, UsageError> {
-    if let Some(exact) = LONG_OPTIONS.iter().find(|l| **l == name) {
+    resolve_long_in(name, LONG_OPTIONS)
+}
+
+/// [`resolve_long`] against another tool's list of long options.
+pub fn resolve_long_in(name: &str, long_options: &[&'static str]) -> Result<&'static str, UsageError> {
+    if let Some(exact) = long_options.iter().find(|l| **l == name) {
         return Ok(exact);
     }
     let matches: Vec<&'static str> = if name.is_empty() {
         Vec::new()
     } else {
-        LONG_OPTIONS.iter().copied().filter(|l| l.starts_with(name)).collect()
+        long_options.iter().copied().filter(|l| l.starts_with(name)).collect()
     };
     match matches.as_slice() {
         [one] => Ok(one),
@@ -390,14 +395,14 @@ fn resolve_long(name: &str) -> Result<&'static str, UsageError> {
 }
 
 /// The option's value as UTF-8 (everything but `-D` is text: names, numbers, libpq settings).
-fn string_value(p: &mut lexopt::Parser, option: &str) -> Result<String, UsageError> {
+pub fn string_value(p: &mut lexopt::Parser, option: &str) -> Result<String, UsageError> {
     p.value().map_err(lexopt_error)?.into_string().map_err(|v| {
         usage(format!("invalid value \"{}\" for option {option}: not valid UTF-8", v.to_string_lossy()))
     })
 }
 
 /// lexopt's errors in our words.
-fn lexopt_error(e: lexopt::Error) -> UsageError {
+pub fn lexopt_error(e: lexopt::Error) -> UsageError {
     use lexopt::Error as E;
     usage(match e {
         E::MissingValue { option: Some(o) } => format!("option \"{o}\" requires a value"),
@@ -417,7 +422,7 @@ fn lexopt_error(e: lexopt::Error) -> UsageError {
 
 /// PostgreSQL's `ReplicationSlotValidateName`: 1 to 63 of `[a-z0-9_]`. Checked here so a typo
 /// fails before connecting rather than as a server error after.
-fn check_slot_name(name: &str) -> Result<(), UsageError> {
+pub fn check_slot_name(name: &str) -> Result<(), UsageError> {
     if name.is_empty() {
         return Err(usage("replication slot name \"\" is too short"));
     }
@@ -437,7 +442,7 @@ fn check_slot_name(name: &str) -> Result<(), UsageError> {
 
 /// Whole seconds, 0 or more, up to pg_receivewal's limit. Surrounding blanks and a leading
 /// `+` are accepted as by pg_receivewal's `strtol`-based `option_parse_int`.
-fn parse_status_interval(s: &str) -> Result<u64, UsageError> {
+pub fn parse_status_interval(s: &str) -> Result<u64, UsageError> {
     let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
     let digits = t.strip_prefix('+').unwrap_or(t);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -464,7 +469,7 @@ fn check_compression(s: &str) -> Result<(), UsageError> {
 }
 
 /// A port number 1..65535; a comma-separated list goes to libpq unchecked (one per host).
-fn check_port(s: &str) -> Result<(), UsageError> {
+pub fn check_port(s: &str) -> Result<(), UsageError> {
     if s.contains(',') {
         return Ok(());
     }
@@ -474,7 +479,7 @@ fn check_port(s: &str) -> Result<(), UsageError> {
     }
 }
 
-fn parse_log_level(s: &str) -> Result<log::LevelFilter, UsageError> {
+pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, UsageError> {
     use log::LevelFilter as L;
     Ok(match s {
         "trace" => L::Trace,

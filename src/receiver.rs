@@ -373,6 +373,16 @@ impl<'a> Receiver<'a> {
             })?;
             if ready[2] {
                 self.wake.drain();
+                // The writer wakes us when it publishes a position and when it stops; a
+                // stopped writer (an fsync failure) must end the stream now, not at the next
+                // WAL that arrives on a quiet server.
+                if self.progress.writer_stopped() {
+                    self.join_writer()?;
+                    return Err(StreamError::Unexpected {
+                        server: self.server.name.clone(),
+                        message: "the writer thread stopped".into(),
+                    });
+                }
             }
             if ready[0] {
                 self.server
@@ -394,14 +404,21 @@ impl<'a> Receiver<'a> {
     /// After the server's CopyDone: end our side and read where the next timeline starts.
     fn end_of_timeline(&mut self) -> Result<(Tli, Lsn), StreamError> {
         let name = self.server.name.clone();
-        self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
+        // As receivelog.c's HandleEndOfCopyStream: a CopyDone from the server leaves our side
+        // of the COPY open (COPY_IN), and we close it; a server that ended with an error or
+        // CommandComplete has already left COPY mode, and its result says why.
+        let mut res = self.server.conn().get_result();
+        if res.as_ref().map(|r| r.status()) == Some(Status::CopyIn) {
+            self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
+            res = self.server.conn().get_result();
+        }
         let mut next: Option<(Tli, Lsn)> = None;
-        while let Some(res) = self.server.conn().get_result() {
-            match res.status() {
+        while let Some(r) = res {
+            match r.status() {
                 Status::TuplesOk => {
-                    // PostgreSQL 9.3+: the next timeline and where it begins.
-                    let tli = res.get(0, 0).and_then(|s| s.parse::<Tli>().ok());
-                    let pos = res.get(0, 1).and_then(|s| s.parse::<Lsn>().ok());
+                    // The next timeline and where it begins.
+                    let tli = r.get(0, 0).and_then(|s| s.parse::<Tli>().ok());
+                    let pos = r.get(0, 1).and_then(|s| s.parse::<Lsn>().ok());
                     match (tli, pos) {
                         (Some(t), Some(p)) if t > self.tli => next = Some((t, p)),
                         _ => {
@@ -415,15 +432,21 @@ impl<'a> Receiver<'a> {
                         }
                     }
                 }
+                // Without a next timeline first, CommandComplete means the walsender is
+                // done (the server is shutting down) and about to close the connection.
+                Status::CommandOk if next.is_none() => break,
                 Status::CommandOk => {}
-                Status::CopyOut | Status::CopyBoth => {
+                Status::Error => {
+                    return Err(StreamError::Server(self.server.wrap(r.to_error("replication stream"))))
+                }
+                other => {
                     return Err(StreamError::Unexpected {
                         server: name,
-                        message: "server did not end the COPY".into(),
+                        message: format!("unexpected result {other:?} at the end of the replication stream"),
                     })
                 }
-                _ => return Err(StreamError::Server(self.server.wrap(res.to_error("end of streaming")))),
             }
+            res = self.server.conn().get_result();
         }
         next.ok_or(StreamError::ServerClosed { server: name, at: self.received })
     }

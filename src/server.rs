@@ -21,6 +21,7 @@ pub mod sqlstate {
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     /// What walsender reports for "requested WAL segment ... has already been removed".
     pub const UNDEFINED_FILE: &str = "58P01";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 }
 
 /// An error from the server or from talking to it, with which server it was.
@@ -175,10 +176,10 @@ impl Server {
         let describe = |opts: &ConnOptions| {
             let host = opts.host.clone().unwrap_or_default();
             let port = opts.port.clone().unwrap_or_default();
-            if host.is_empty() && port.is_empty() {
-                String::new()
-            } else {
-                format!("{host}:{port}")
+            match (host.is_empty(), port.is_empty()) {
+                (true, true) => String::new(),
+                (false, true) => host,
+                _ => format!("{host}:{port}"),
             }
         };
         if opts.password == PasswordMode::Always && password.is_none() {
@@ -243,7 +244,16 @@ impl Server {
     }
 
     fn err(&self, e: pgrw_ffi::Error) -> ServerError {
-        ServerError::from_pq(&self.name, e)
+        let mut err = ServerError::from_pq(&self.name, e);
+        if err.has_sqlstate(sqlstate::UNDEFINED_FILE) {
+            // "requested WAL segment ... has already been removed": no retry brings it back,
+            // and the archive has a hole from here on.
+            err.fatal = true;
+            err.message.push_str(
+                "; the archive cannot be continued without a gap: use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup",
+            );
+        }
+        err
     }
 
     pub fn identify_system(&mut self) -> Result<SystemInfo, ServerError> {
@@ -298,7 +308,15 @@ impl Server {
         if self.version < 150000 {
             return Ok(None);
         }
-        let r = self.conn.exec(&format!("READ_REPLICATION_SLOT {slot}")).map_err(|e| self.err(e))?;
+        let r = match self.conn.exec(&format!("READ_REPLICATION_SLOT {slot}")) {
+            Ok(r) => r,
+            // The server refuses to read a logical slot (feature_not_supported) rather than
+            // returning its type.
+            Err(e) if e.sqlstate.as_deref() == Some(sqlstate::FEATURE_NOT_SUPPORTED) => {
+                return Ok(Some(SlotInfo::Logical))
+            }
+            Err(e) => return Err(self.err(e)),
+        };
         if r.ntuples() != 1 || r.nfields() < 3 {
             return Err(ServerError::fatal(&self.name, "unexpected answer to READ_REPLICATION_SLOT"));
         }
@@ -350,17 +368,7 @@ impl Server {
     pub fn start_replication(&mut self, slot: Option<&str>, start: Lsn, tli: Tli) -> Result<(), ServerError> {
         let slot = slot.map(|s| format!("SLOT {s} ")).unwrap_or_default();
         let sql = format!("START_REPLICATION {slot}PHYSICAL {start} TIMELINE {tli}");
-        self.conn.start_copy_both(&sql).map_err(|e| {
-            let mut err = self.err(e);
-            if err.has_sqlstate(sqlstate::UNDEFINED_FILE) {
-                // No retry brings removed WAL back: the archive has a hole from here on.
-                err.fatal = true;
-                err.message.push_str(
-                    "; the archive cannot be continued without a gap: use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup",
-                );
-            }
-            err
-        })
+        self.conn.start_copy_both(&sql).map_err(|e| self.err(e))
     }
 
     /// The connection, for the receive loop's COPY calls.

@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -46,11 +46,18 @@ pub enum WriterMsg {
 #[derive(Debug, Default)]
 pub struct Progress {
     flushed: AtomicU64,
+    stopped: AtomicBool,
 }
 
 impl Progress {
     pub fn new(start: Lsn) -> Progress {
-        Progress { flushed: AtomicU64::new(start.0) }
+        Progress { flushed: AtomicU64::new(start.0), stopped: AtomicBool::new(false) }
+    }
+
+    /// The writer has stopped (its result, an error unless the channel was closed, is
+    /// waiting in its join handle).
+    pub fn writer_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// WAL before this position is on disk (fsync'ed, or written with --no-sync).
@@ -199,6 +206,7 @@ impl Writer {
             self.close()
         })();
         // Wake the receiver whatever happened, so it notices a dead writer at once.
+        self.progress.stopped.store(true, Ordering::Release);
         self.wake.notify();
         result
     }

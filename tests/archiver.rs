@@ -418,10 +418,7 @@ fn archive_refuses_second_archiver_and_other_cluster() {
 /// directory allows group read gets files of mode 0640 in a directory of 0750.
 #[test]
 fn warnings_and_group_access_modes() {
-    let c = Cluster::builder(PgVersion::V18)
-        .wal_segsize_mb(1)
-        .initdb_arg("--allow-group-access")
-        .start();
+    let c = Cluster::builder(PgVersion::V18).wal_segsize_mb(1).initdb_arg("--allow-group-access").start();
     let t = TestDir::new("warn");
     c.generate_wal(1);
     // Named only now: a commit (like generate_wal's CREATE TABLE) would wait for us.

@@ -12,6 +12,8 @@ pub enum Status {
     TuplesOk,
     CopyBoth,
     CopyOut,
+    /// The server ended its side of a COPY BOTH (CopyDone): ours is still open.
+    CopyIn,
     Error,
     Other,
 }
@@ -35,6 +37,7 @@ impl PgResult {
             ExecStatusType::PGRES_TUPLES_OK => Status::TuplesOk,
             ExecStatusType::PGRES_COPY_BOTH => Status::CopyBoth,
             ExecStatusType::PGRES_COPY_OUT => Status::CopyOut,
+            ExecStatusType::PGRES_COPY_IN => Status::CopyIn,
             ExecStatusType::PGRES_BAD_RESPONSE
             | ExecStatusType::PGRES_NONFATAL_ERROR
             | ExecStatusType::PGRES_FATAL_ERROR => Status::Error,
