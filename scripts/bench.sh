@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# Benchmark: pgreceivewal against PostgreSQL's own pg_receivewal, side by side, in one run
+# against one throwaway server, and the disk's own limits beside them. Prints a table with
+# the ratio ours/theirs (docs/benchmarks.md records one run and how to read it).
+#
+#   1. Catch-up: a slot holds a backlog of BENCH_BACKLOG_GB GiB of WAL, written before any
+#      archiver starts. Each tool fetches it to --endpos into its own empty directory, in the
+#      default mode and with --synchronous. Runs alternate (ours first in odd runs, theirs
+#      first in even ones); each run starts from a copy of the same slot, so both tools fetch
+#      the very same bytes. Reported: MB/s (10^6 bytes), CPU seconds (user+sys) per GiB and
+#      peak RSS, as medians with min-max, measured by /usr/bin/time.
+#   2. Synchronous commit: pgbench (BENCH_CLIENTS clients, BENCH_PGBENCH_SECONDS seconds,
+#      synchronous_commit = on) with synchronous_standby_names naming each tool in turn
+#      (running with -S and --synchronous), and with no synchronous standby as the ceiling.
+#      Reported: TPS, average and p99 latency (p99 from pgbench's per-transaction log).
+#   3. The limit: on the archive filesystem, sequential write with one fdatasync (dd), 16 MiB
+#      writes each made durable (dd oflag=dsync, a WAL segment at a time) and the 8 kB
+#      fdatasync rate (pg_test_fsync).
+#
+# Knobs (environment):
+#   BENCH_VERSION=18          PostgreSQL server, pg_receivewal and pgbench: 18 or 15
+#   BENCH_BACKLOG_GB=2        catch-up backlog in GiB (decimals allowed: 0.2)
+#   BENCH_RUNS=3              catch-up runs and pgbench rounds per tool (medians of these)
+#   BENCH_PGBENCH_SECONDS=20  length of each pgbench run
+#   BENCH_CLIENTS=4           pgbench clients (and threads)
+#   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
+#   BENCH_SKIP=               space-separated parts to skip: catchup sync disk
+#   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
+#   PGRW_KEEP_TEST_DIRS=1     keep the cluster and logs afterwards
+#
+# Run it with `make bench` (deps and a release build first). Everything it makes (cluster,
+# slots, archive directories) is removed on exit, also on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib/cluster.sh
+. scripts/lib/cluster.sh
+
+version=${BENCH_VERSION:-18}
+backlog_gb=${BENCH_BACKLOG_GB:-2}
+runs=${BENCH_RUNS:-3}
+pgbench_seconds=${BENCH_PGBENCH_SECONDS:-20}
+clients=${BENCH_CLIENTS:-4}
+bench_base=${BENCH_DIR:-/var/tmp}
+skip=" ${BENCH_SKIP:-} "
+ours=${PGRECEIVEWAL:-$PWD/target/release/pgreceivewal}
+
+fail() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+say() { printf 'bench: %s\n' "$*" >&2; }
+step() { printf '\n==> %s\n' "$*" >&2; }
+skipped() { [[ $skip == *" $1 "* ]]; }
+
+[[ $version == 15 || $version == 18 ]] || fail "BENCH_VERSION must be 15 or 18, not '$version'"
+[[ $backlog_gb =~ ^[0-9]+([.][0-9]+)?$ ]] || fail "BENCH_BACKLOG_GB must be a number of GiB, not '$backlog_gb'"
+[[ $runs =~ ^[1-9][0-9]*$ ]] || fail "BENCH_RUNS must be a positive integer, not '$runs'"
+[[ $pgbench_seconds =~ ^[1-9][0-9]*$ ]] || fail "BENCH_PGBENCH_SECONDS must be a positive integer"
+[[ $clients =~ ^[1-9][0-9]*$ ]] || fail "BENCH_CLIENTS must be a positive integer"
+[[ -x $ours ]] || fail "$ours not found; run make build (or make bench)"
+# GNU time, not the shell keyword: it reports peak RSS. Debian package `time`.
+[[ -x /usr/bin/time ]] || fail "/usr/bin/time not found; install the Debian package 'time' (apt-get install time)"
+[[ -d $bench_base ]] || fail "BENCH_DIR=$bench_base is not a directory"
+
+# Our own scratch space on the archive filesystem, removed after the clusters are stopped.
+work=""
+bench_cleanup() {
+    local rc=$?
+    cleanup_all
+    if [[ -n $work && -d $work && -z ${PGRW_KEEP_TEST_DIRS:-} ]]; then rm -rf "$work"; fi
+    return "$rc"
+}
+install_cleanup_trap
+trap bench_cleanup EXIT
+work=$(mktemp -d "$bench_base/pgrw-bench.XXXXXX")
+fstype=$(findmnt -n -o FSTYPE -T "$work" 2>/dev/null || echo unknown)
+[[ $fstype != tmpfs && $fstype != ramfs ]] ||
+    fail "$work is on $fstype: fsync costs nothing there; set BENCH_DIR to a directory on a disk"
+
+# --- helpers ---------------------------------------------------------------------------
+
+# wait_for SECONDS WHAT COMMAND...: polls COMMAND every 0.1 s.
+wait_for() {
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@"; do
+        ((SECONDS < deadline)) || fail "timed out waiting for $what"
+        sleep 0.1
+    done
+}
+
+# lsn_to_int X/Y: prints the LSN as a decimal byte position.
+lsn_to_int() {
+    local hi=${1%/*} lo=${1#*/}
+    printf '%d\n' $(((16#$hi << 32) | 16#$lo))
+}
+
+# stats VALUES...: prints "median min max" (median of an even count: mean of the middle two).
+stats() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+        END { if (NR == 0) { print "- - -"; exit }
+              m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%.6g %.6g %.6g\n", m, v[1], v[NR] }'
+}
+
+# fmt_stat DECIMALS VALUES...: "median (min-max)", or the single value when there is one run.
+fmt_stat() {
+    local d=$1 med lo hi
+    shift
+    (($#)) || { printf -- '-'; return; }
+    read -r med lo hi < <(stats "$@")
+    if (($# == 1)); then
+        printf "%.${d}f" "$med"
+    else
+        printf "%.${d}f (%.${d}f-%.${d}f)" "$med" "$lo" "$hi"
+    fi
+}
+
+# ratio A B: A/B to two decimals, from the medians of two value lists "a1 a2 ..." "b1 b2 ...".
+ratio() {
+    local a b
+    # shellcheck disable=SC2086 # word splitting of the value lists is the point
+    read -r a _ _ < <(stats $1)
+    # shellcheck disable=SC2086
+    read -r b _ _ < <(stats $2)
+    awk -v a="$a" -v b="$b" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
+}
+
+# drop_slot NAME: drops a slot once its walsender has let go of it.
+drop_slot() {
+    local deadline=$((SECONDS + 30))
+    until [[ $(cluster_psql pg "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND NOT active") == 1 ]]; do
+        ((SECONDS < deadline)) || fail "replication slot $1 still active after 30 s"
+        sleep 0.1
+    done
+    cluster_psql pg "SELECT pg_drop_replication_slot('$1')" >/dev/null
+}
+
+# --- the server --------------------------------------------------------------------------
+
+step "PostgreSQL $version cluster (16 MB WAL segments)"
+cluster_init pg "$version"
+# A big max_wal_size keeps checkpoints (and their full-page images) out of the way while
+# the backlog is written; the slot keeps the WAL anyway.
+cluster_conf pg "max_wal_size = '8GB'" "checkpoint_timeout = '30min'" "synchronous_commit = on" \
+    "shared_buffers = '256MB'"
+cluster_start pg
+port=$(cluster_port pg)
+bindir=$(cluster_bindir pg)
+theirs=$(cluster_bin pg pg_receivewal)
+pgbench=$(cluster_bin pg pgbench)
+seg_size=$(cluster_psql pg "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
+server_version=$(cluster_psql pg 'SHOW server_version')
+theirs_version=$("$theirs" --version)
+say "server $server_version on port $port; segment size $seg_size bytes"
+say "ours:   $ours ($("$ours" --version))"
+say "theirs: $theirs ($theirs_version)"
+say "archive filesystem: $work ($fstype, $(findmnt -n -o SOURCE -T "$work"))"
+start_time=$(date -u '+%Y-%m-%d %H:%M UTC')
+started=$SECONDS
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Common connection flags, the same for both tools.
+conn=(-h 127.0.0.1 -p "$port" -U postgres)
+
+# run_tool TOOL LABEL DIR TIMEFILE LOG ARGS...: runs one tool under /usr/bin/time in the
+# foreground; fails with its output when it fails.
+run_tool() {
+    local bin=$1 label=$2 dir=$3 tf=$4 log=$5
+    shift 5
+    if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" "$bin" -D "$dir" "${conn[@]}" -n "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        fail "$label failed (output above)"
+    fi
+}
+
+# --- 1. catch-up -------------------------------------------------------------------------
+
+declare -A mbps=() cpu=() rss=()  # key "tool mode" -> space-separated values, one per run
+
+catchup() {
+    step "catch-up: writing a backlog of $backlog_gb GiB of WAL behind slot bench_anchor"
+    cluster_psql pg "SELECT pg_create_physical_replication_slot('bench_anchor', true)" >/dev/null
+    local anchor target written=0
+    anchor=$(cluster_psql pg "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'bench_anchor'")
+    target=$(awk -v g="$backlog_gb" 'BEGIN { printf "%.0f\n", g * 1073741824 }')
+    # Rows of 960 bytes: below the TOAST threshold, so the WAL is as large as the rows.
+    cluster_psql pg "CREATE TABLE bench_fill (id bigint, pad text) WITH (autovacuum_enabled = off)"
+    while ((written < target)); do
+        # About 200 MB of WAL per batch, less for the last.
+        local rows=$(((target - written) / 1050 + 1))
+        ((rows <= 200000)) || rows=200000
+        cluster_psql pg "INSERT INTO bench_fill SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, $rows) g"
+        written=$(cluster_psql pg "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$anchor')::bigint")
+    done
+    # The end: strictly inside WAL the server has flushed (so it can send it while idle).
+    local endpos start_seg_start bytes
+    endpos=$(cluster_psql pg "SELECT pg_current_wal_flush_lsn() - 1::numeric")
+    start_seg_start=$(($(lsn_to_int "$anchor") / seg_size * seg_size))
+    bytes=$(($(lsn_to_int "$endpos") + 1 - start_seg_start))
+    say "backlog: slot restart_lsn $anchor, --endpos $endpos: $bytes bytes to fetch from the start of the first segment"
+    backlog_bytes=$bytes
+
+    local run mode tool order dir tf log slot e u s m
+    for ((run = 1; run <= runs; run++)); do
+        for mode in default synchronous; do
+            if ((run % 2)); then order="ours theirs"; else order="theirs ours"; fi
+            for tool in $order; do
+                slot="bench_${tool}_${mode:0:4}_$run"
+                cluster_psql pg "SELECT pg_copy_physical_replication_slot('bench_anchor', '$slot')" >/dev/null
+                dir=$work/archive-$tool
+                tf=$work/time-$tool-$mode-$run
+                log=$work/log-$tool-$mode-$run
+                mkdir -m 0700 "$dir"
+                local -a extra=()
+                [[ $mode == synchronous ]] && extra=(--synchronous)
+                local bin=$ours
+                [[ $tool == theirs ]] && bin=$theirs
+                sync  # start each run with nobody's dirty pages in the way
+                run_tool "$bin" "$tool ($mode, run $run)" "$dir" "$tf" "$log" -S "$slot" -E "$endpos" "${extra[@]}"
+                read -r e u s m <"$tf"
+                # Both tools must have archived every segment up to the end position.
+                local last_seg complete
+                last_seg=$(cluster_psql pg "SELECT pg_walfile_name('$endpos')")
+                complete=$(find "$dir" -maxdepth 1 -name '[0-9A-F]*' ! -name '*.partial' | wc -l)
+                [[ -e $dir/$last_seg.partial || -e $dir/$last_seg ]] ||
+                    fail "$tool ($mode, run $run) did not archive $last_seg; its files: $(find "$dir" -mindepth 1 -printf "%f " | head -c 300)"
+                local mb cps
+                mb=$(awk -v b="$bytes" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.01) }')
+                cps=$(awk -v b="$bytes" -v u="$u" -v s="$s" 'BEGIN { printf "%.3f", (u + s) / (b / 1073741824) }')
+                mbps["$tool $mode"]+="$mb "
+                cpu["$tool $mode"]+="$cps "
+                rss["$tool $mode"]+="$(awk -v k="$m" 'BEGIN { printf "%.1f", k / 1024 }') "
+                printf 'bench: catch-up run %d %-11s %-6s %6.2f s  %7.1f MB/s  user %6.2f s  sys %6.2f s  %6.3f CPU s/GiB  peak RSS %6.1f MiB  (%d complete segments)\n' \
+                    "$run" "$mode" "$tool" "$e" "$mb" "$u" "$s" "$cps" "$(awk -v k="$m" 'BEGIN { print k / 1024 }')" "$complete" >&2
+                rm -rf "$dir"
+                drop_slot "$slot"
+            done
+        done
+    done
+    drop_slot bench_anchor
+    cluster_psql pg "DROP TABLE bench_fill" "CHECKPOINT"
+}
+
+# --- 2. synchronous commit ---------------------------------------------------------------
+
+declare -A tps=() lat=() p99=()  # key tool ("none" for no standby) -> values, one per round
+
+# pgbench_round KEY: one pgbench run; appends TPS, average and p99 latency (ms) to KEY.
+pgbench_round() {
+    local key=$1 out logdir
+    logdir=$work/pgbench-$key-$round
+    mkdir "$logdir"
+    cluster_psql pg "CHECKPOINT" >/dev/null
+    out=$("$pgbench" "${conn[@]}" -n -c "$clients" -j "$clients" -T "$pgbench_seconds" \
+        -l --log-prefix="$logdir/tx" postgres 2>&1) || { printf '%s\n' "$out" >&2; fail "pgbench ($key) failed"; }
+    local t a p
+    t=$(awk '/^tps = / { print $3; exit }' <<<"$out")
+    a=$(awk '/^latency average = / { print $4; exit }' <<<"$out")
+    # Field 3 of pgbench's per-transaction log is the latency in microseconds.
+    p=$(cat "$logdir"/tx.* | awk '{ print $3 }' | sort -n |
+        awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < NR * 0.99) i++; if (i < 1) i = 1; printf "%.3f", v[i] / 1000 }')
+    [[ -n $t && -n $a ]] || { printf '%s\n' "$out" >&2; fail "could not read pgbench's output ($key)"; }
+    tps[$key]+="$t "
+    lat[$key]+="$a "
+    p99[$key]+="$p "
+    printf 'bench: pgbench round %d %-6s %9.1f TPS  latency average %7.3f ms  p99 %7.3f ms\n' "$round" "$key" "$t" "$a" "$p" >&2
+    rm -rf "$logdir"
+}
+
+# sync_round TOOL: TOOL as the synchronous standby for one pgbench run.
+sync_round() {
+    local tool=$1 bin app slot dir log pid
+    if [[ $tool == ours ]]; then bin=$ours app=pgreceivewal; else bin=$theirs app=pg_receivewal; fi
+    slot=bench_sync_$tool
+    dir=$work/archive-sync-$tool
+    log=$work/log-sync-$tool-$round
+    mkdir -m 0700 "$dir"
+    "$bin" -D "$dir" "${conn[@]}" -n -S "$slot" --synchronous </dev/null >"$log" 2>&1 &
+    pid=$!
+    register_pid "$pid"
+    is_sync() {
+        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; fail "$app exited (output above)"; }
+        [[ $(cluster_psql pg "SELECT count(*) FROM pg_stat_replication
+                              WHERE application_name = '$app' AND sync_state = 'sync'") == 1 ]]
+    }
+    cluster_set pg "synchronous_standby_names = '$app'"
+    wait_for 30 "$app to be the synchronous standby" is_sync
+    pgbench_round "$tool"
+    cluster_set pg "synchronous_standby_names = ''"
+    kill -s TERM "$pid"
+    wait "$pid" || true
+    unregister_pid "$pid"
+    drop_slot "$slot"
+    rm -rf "$dir"
+}
+
+sync_commit() {
+    step "synchronous commit: pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds"
+    # Slots first: our tool creates a missing slot itself, pg_receivewal needs it made.
+    "$pgbench" "${conn[@]}" -i -q -s 10 postgres >"$work/pgbench-init.log" 2>&1 ||
+        { cat "$work/pgbench-init.log" >&2; fail "pgbench -i failed"; }
+    cluster_psql pg "VACUUM ANALYZE"
+    local order tool
+    for ((round = 1; round <= runs; round++)); do
+        if ((round % 2)); then order="none ours theirs"; else order="none theirs ours"; fi
+        for tool in $order; do
+            if [[ $tool == none ]]; then
+                pgbench_round none
+            else
+                cluster_psql pg "SELECT pg_create_physical_replication_slot('bench_sync_$tool', true)" >/dev/null
+                sync_round "$tool"
+            fi
+        done
+    done
+}
+
+# --- 3. the disk -------------------------------------------------------------------------
+
+declare -a disk_seq=() disk_seg=() disk_fsync=()
+
+disk_limit() {
+    step "the disk: sequential write + fdatasync, 16 MiB dsync writes, 8 kB fdatasync rate in $work"
+    local i t0 t1 f=$work/ddtest mib=1024
+    for ((i = 1; i <= runs; i++)); do
+        sync
+        t0=$(date +%s%N)
+        dd if=/dev/zero of="$f" bs=1M count=$mib conv=fdatasync status=none
+        t1=$(date +%s%N)
+        disk_seq+=("$(awk -v n=$mib -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", n * 1048576 / 1e6 / (ns / 1e9) }')")
+        rm -f "$f"
+        sync
+        t0=$(date +%s%N)
+        dd if=/dev/zero of="$f" bs=16M count=$((mib / 16)) oflag=dsync status=none
+        t1=$(date +%s%N)
+        disk_seg+=("$(awk -v n=$mib -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", n * 1048576 / 1e6 / (ns / 1e9) }')")
+        rm -f "$f"
+        say "disk round $i: sequential ${disk_seq[-1]} MB/s, 16 MiB dsync writes ${disk_seg[-1]} MB/s"
+    done
+    # One 8 kB write + fdatasync, as a synchronous standby does per flush.
+    local out
+    out=$("$bindir/pg_test_fsync" -f "$work/fsynctest" -s 2 2>&1) || { printf '%s\n' "$out" >&2; fail "pg_test_fsync failed"; }
+    disk_fsync+=("$(awk '/one 8kB write/ { s = 1 } s && $1 == "fdatasync" { print $2; exit }' <<<"$out")")
+    rm -f "$work/fsynctest"
+    say "pg_test_fsync: one 8 kB write + fdatasync ${disk_fsync[0]} ops/s"
+}
+
+skipped disk || disk_limit
+skipped catchup || catchup
+skipped sync || sync_commit
+
+# --- the table ---------------------------------------------------------------------------
+
+elapsed=$((SECONDS - started))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
+{
+    echo
+    echo "pgreceivewal vs pg_receivewal: PostgreSQL $server_version, $(nproc) CPUs, archive on $fstype"
+    echo "started $start_time, took ${elapsed} s; load average before: $load_before, after: $load_after"
+    echo "catch-up backlog ${backlog_gb} GiB (${backlog_bytes:-0} bytes), $runs runs each; pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds each"
+    echo "medians, (min-max) over the runs; ratio = median ours / median theirs"
+    echo
+    row "measure" "pgreceivewal (ours)" "pg_receivewal (theirs)" "ours/theirs" "limit"
+    row "---" "---:" "---:" "---:" "---:"
+    seq_limit=$(fmt_stat 0 "${disk_seq[@]}")
+    # Both tools write every segment twice (zeros first, then WAL), so WAL can be archived
+    # at no more than half the disk's sequential rate.
+    half_limit=-
+    if ((${#disk_seq[@]})); then
+        read -r half_limit _ _ < <(stats "${disk_seq[@]}")
+        half_limit="disk/2 $(awk -v m="$half_limit" 'BEGIN { printf "%.0f", m / 2 }')"
+    fi
+    for mode in default synchronous; do
+        skipped catchup && break
+        o=${mbps["ours $mode"]} t=${mbps["theirs $mode"]}
+        # shellcheck disable=SC2086 # value lists
+        row "catch-up $mode, MB/s" "$(fmt_stat 1 $o)" "$(fmt_stat 1 $t)" "$(ratio "$o" "$t")" "$half_limit"
+        o=${cpu["ours $mode"]} t=${cpu["theirs $mode"]}
+        # shellcheck disable=SC2086
+        row "catch-up $mode, CPU s/GiB" "$(fmt_stat 3 $o)" "$(fmt_stat 3 $t)" "$(ratio "$o" "$t")" ""
+        o=${rss["ours $mode"]} t=${rss["theirs $mode"]}
+        # shellcheck disable=SC2086
+        row "catch-up $mode, peak RSS MiB" "$(fmt_stat 1 $o)" "$(fmt_stat 1 $t)" "$(ratio "$o" "$t")" ""
+    done
+    if ! skipped sync; then
+        # shellcheck disable=SC2086
+        none_tps=$(fmt_stat 1 ${tps[none]})
+        # shellcheck disable=SC2086
+        row "sync commit, TPS" "$(fmt_stat 1 ${tps[ours]})" "$(fmt_stat 1 ${tps[theirs]})" \
+            "$(ratio "${tps[ours]}" "${tps[theirs]}")" "no standby $none_tps"
+        # shellcheck disable=SC2086
+        row "sync commit, latency avg ms" "$(fmt_stat 3 ${lat[ours]})" "$(fmt_stat 3 ${lat[theirs]})" \
+            "$(ratio "${lat[ours]}" "${lat[theirs]}")" "no standby $(fmt_stat 3 ${lat[none]})"
+        # shellcheck disable=SC2086
+        row "sync commit, latency p99 ms" "$(fmt_stat 3 ${p99[ours]})" "$(fmt_stat 3 ${p99[theirs]})" \
+            "$(ratio "${p99[ours]}" "${p99[theirs]}")" "no standby $(fmt_stat 3 ${p99[none]})"
+    fi
+    if ! skipped disk; then
+        row "disk: 1 GiB write + 1 fdatasync, MB/s" "" "" "" "$seq_limit"
+        row "disk: 16 MiB writes with O_DSYNC, MB/s" "" "" "" "$(fmt_stat 0 "${disk_seg[@]}")"
+        row "disk: 8 kB write + fdatasync, ops/s" "" "" "" "$(fmt_stat 0 "${disk_fsync[@]}")"
+    fi
+}
