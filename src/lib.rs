@@ -7,6 +7,7 @@ pub mod archive;
 pub mod archiver;
 pub mod cli;
 pub mod logging;
+pub mod logical;
 pub mod lsn;
 pub mod protocol;
 pub mod receiver;

@@ -1,0 +1,1454 @@
+//! Decoded changes as lines: one JSON object (or one test_decoding-like text line) per change,
+//! plus begin/commit (and two-phase) records. Pure: an [`Encoder`] keeps the relation schema the
+//! stream described and the transaction being written, and appends lines to a buffer.
+//!
+//! Values are typed by the column's type OID: integers, floats and numerics as JSON numbers
+//! (when finite), bool as true/false, NULL as null, an unchanged TOAST value as the explicit
+//! marker `{"unchanged_toast":true}` (never null: the column keeps its old value), anything else
+//! as the type's text form. With `binary = true` the common scalar types are decoded from their
+//! send format; other binary values come out as `{"binary":"<hex>"}`.
+//!
+//! Lines that end a unit of output (commit, prepare, commit/rollback prepared, a
+//! non-transactional message) carry `end_lsn` as their second field, where [`unit_end`] finds
+//! it again: that is how the output directory knows where to resume after a crash.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+
+use crate::logging::{civil_from_days, push_json_string};
+use crate::lsn::Lsn;
+
+use super::pgoutput::{Column, Message, OldKind, RelColumn};
+
+/// Prefix of the logical messages the `--ddl` event trigger emits.
+pub const DDL_PREFIX: &str = "pgrecvlogical.ddl";
+
+/// Output format of the change lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// Type OIDs we type values by (`pg_type.dat`).
+pub mod oid {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const CHAR: u32 = 18;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const JSON: u32 = 114;
+    pub const XML: u32 = 142;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIME: u32 = 1083;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const INTERVAL: u32 = 1186;
+    pub const NUMERIC: u32 = 1700;
+    pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
+}
+
+/// The SQL name of a built-in type, for the text format.
+pub fn builtin_type_name(type_oid: u32) -> Option<&'static str> {
+    Some(match type_oid {
+        oid::BOOL => "boolean",
+        oid::BYTEA => "bytea",
+        oid::CHAR => "\"char\"",
+        oid::NAME => "name",
+        oid::INT8 => "bigint",
+        oid::INT2 => "smallint",
+        oid::INT4 => "integer",
+        oid::TEXT => "text",
+        oid::OID => "oid",
+        oid::JSON => "json",
+        oid::XML => "xml",
+        oid::FLOAT4 => "real",
+        oid::FLOAT8 => "double precision",
+        oid::BPCHAR => "character",
+        oid::VARCHAR => "character varying",
+        oid::DATE => "date",
+        oid::TIME => "time without time zone",
+        oid::TIMESTAMP => "timestamp without time zone",
+        oid::TIMESTAMPTZ => "timestamp with time zone",
+        oid::INTERVAL => "interval",
+        oid::NUMERIC => "numeric",
+        oid::UUID => "uuid",
+        oid::JSONB => "jsonb",
+        _ => return None,
+    })
+}
+
+/// A relation as the last Relation message described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelInfo {
+    pub namespace: String,
+    pub name: String,
+    pub columns: Vec<ColInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColInfo {
+    pub name: String,
+    pub type_oid: u32,
+    pub key: bool,
+}
+
+impl RelInfo {
+    pub fn from_message(namespace: &str, name: &str, columns: &[RelColumn<'_>]) -> RelInfo {
+        RelInfo {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            columns: columns
+                .iter()
+                .map(|c| ColInfo { name: c.name.to_owned(), type_oid: c.type_oid, key: c.is_key() })
+                .collect(),
+        }
+    }
+}
+
+/// Relations and user types by OID, as the stream described them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    pub relations: HashMap<u32, RelInfo>,
+    pub types: HashMap<u32, String>,
+}
+
+impl Schema {
+    /// Records a Relation or Type message; false for any other message.
+    pub fn learn(&mut self, msg: &Message<'_>) -> bool {
+        match msg {
+            Message::Relation(r) => {
+                self.relations.insert(r.oid, RelInfo::from_message(r.namespace, r.name, &r.columns));
+                true
+            }
+            Message::Type(t) => {
+                self.types.insert(t.oid, format!("{}.{}", t.namespace, t.name));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes over everything `other` knows (a streamed transaction's schema, at its commit).
+    pub fn merge(&mut self, other: Schema) {
+        self.relations.extend(other.relations);
+        self.types.extend(other.types);
+    }
+
+    fn type_name(&self, type_oid: u32) -> String {
+        builtin_type_name(type_oid)
+            .map(str::to_owned)
+            .or_else(|| self.types.get(&type_oid).cloned())
+            .unwrap_or_else(|| type_oid.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputError {
+    /// A row change outside a transaction.
+    NoTransaction { kind: u8 },
+    /// A row change for a relation no Relation message described.
+    UnknownRelation(u32),
+    /// A tuple with a different number of columns than its relation.
+    ColumnCount { relation: u32, expected: usize, got: usize },
+    /// A Begin while a transaction is open.
+    NestedTransaction { xid: u32 },
+}
+
+impl fmt::Display for OutputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutputError::NoTransaction { kind } => {
+                write!(f, "pgoutput sent a '{}' message outside of a transaction", char::from(*kind))
+            }
+            OutputError::UnknownRelation(oid) => {
+                write!(f, "pgoutput sent a change for relation {oid} before describing it")
+            }
+            OutputError::ColumnCount { relation, expected, got } => write!(
+                f,
+                "pgoutput sent a row of {got} columns for relation {relation}, which has {expected}"
+            ),
+            OutputError::NestedTransaction { xid } => {
+                write!(f, "pgoutput began transaction {xid} while another one was open")
+            }
+        }
+    }
+}
+
+impl std::error::Error for OutputError {}
+
+/// The transaction whose changes are being written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Txn {
+    xid: u32,
+    /// The commit LSN (Begin's final LSN), or the prepare LSN of a prepared transaction.
+    lsn: Lsn,
+    time: i64,
+    gid: Option<String>,
+    /// Changes written so far; each change line carries its number, from 1.
+    seq: u64,
+}
+
+/// What a message did to the output, beyond appending lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing beyond the lines (if any).
+    None,
+    /// A unit of output is complete: once it is durable, decoding may resume at this position.
+    UnitEnd(Lsn),
+}
+
+/// Turns messages into lines.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    pub format: Format,
+    pub schema: Schema,
+    txn: Option<Txn>,
+}
+
+/// `2024-05-01T12:00:00.123456Z` from microseconds since 2000-01-01 UTC (`TimestampTz`).
+pub fn format_pg_time(t: i64) -> String {
+    const PG_EPOCH_DAYS: i64 = 10_957; // 2000-01-01 - 1970-01-01
+    let micros = t.rem_euclid(1_000_000);
+    let secs = t.div_euclid(1_000_000);
+    let days = secs.div_euclid(86_400) + PG_EPOCH_DAYS;
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+/// Whether `b` is a JSON number (RFC 8259 §6): what PostgreSQL prints for finite integers,
+/// floats and numerics, and nothing else (`NaN`, `Infinity`, `+1`, `.5` are not).
+pub fn is_json_number(b: &[u8]) -> bool {
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - s
+    };
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(c) if c.is_ascii_digit() => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+fn is_numeric_type(type_oid: u32) -> bool {
+    matches!(
+        type_oid,
+        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID | oid::FLOAT4 | oid::FLOAT8 | oid::NUMERIC
+    )
+}
+
+fn push_hex(out: &mut String, b: &[u8]) {
+    for x in b {
+        let _ = write!(out, "{x:02x}");
+    }
+}
+
+/// A value decoded from a type's binary send format, when we know the type.
+enum Decoded {
+    Number(String),
+    Bool(bool),
+    Text(String),
+}
+
+fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+    b.try_into().ok()
+}
+
+/// `numeric_send`: ndigits, weight, sign, dscale, then base-10000 digits.
+fn decode_numeric(b: &[u8]) -> Option<String> {
+    if b.len() < 8 {
+        return None;
+    }
+    let ndigits = usize::from(u16::from_be_bytes([b[0], b[1]]));
+    let weight = i32::from(i16::from_be_bytes([b[2], b[3]]));
+    let sign = u16::from_be_bytes([b[4], b[5]]);
+    let dscale = usize::from(u16::from_be_bytes([b[6], b[7]]));
+    if b.len() != 8 + 2 * ndigits || dscale > 0x3FFF {
+        return None;
+    }
+    match sign {
+        0xC000 => return Some("NaN".into()),
+        0xD000 => return Some("Infinity".into()),
+        0xF000 => return Some("-Infinity".into()),
+        0x0000 | 0x4000 => {}
+        _ => return None,
+    }
+    let digits: Vec<u16> = (0..ndigits).map(|i| u16::from_be_bytes([b[8 + 2 * i], b[9 + 2 * i]])).collect();
+    if digits.iter().any(|&d| d > 9999) {
+        return None;
+    }
+    let digit = |i: i32| -> u16 { usize::try_from(i).ok().and_then(|i| digits.get(i).copied()).unwrap_or(0) };
+    let mut s = String::new();
+    if sign == 0x4000 {
+        s.push('-');
+    }
+    // Integer part: base-10000 digits at weights weight..=0.
+    if weight < 0 {
+        s.push('0');
+    } else {
+        for w in 0..=weight {
+            let d = digit(w);
+            if w == 0 {
+                let _ = write!(s, "{d}");
+            } else {
+                let _ = write!(s, "{d:04}");
+            }
+        }
+    }
+    if dscale > 0 {
+        s.push('.');
+        let mut frac = String::new();
+        let mut i = weight + 1;
+        while frac.len() < dscale {
+            let _ = write!(frac, "{:04}", digit(i));
+            i += 1;
+        }
+        frac.truncate(dscale);
+        s.push_str(&frac);
+    }
+    Some(s)
+}
+
+/// A float as PostgreSQL's `float8out`/`float4out` print it (shortest digits that read back
+/// as the same value, as Ryu gives them): fixed notation while the decimal exponent is in
+/// -4..`fixed_below` (15 for float8, 6 for float4), else `d.ddde+XX` with at least two exponent
+/// digits. `sci` is Rust's shortest `{:e}` text of the value in its own width.
+fn pg_float_text(sci: &str, fixed_below: i32) -> String {
+    let (neg, sci) = match sci.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, sci),
+    };
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    let mut out = String::with_capacity(digits.len() + 8);
+    if neg {
+        out.push('-');
+    }
+    if (-4..fixed_below).contains(&exp) {
+        if exp >= 0 {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+    out
+}
+
+fn float_text(v: f64, sci: String, fixed_below: i32) -> Decoded {
+    if v.is_nan() {
+        Decoded::Text("NaN".into())
+    } else if v.is_infinite() {
+        Decoded::Text(if v > 0.0 { "Infinity" } else { "-Infinity" }.into())
+    } else {
+        Decoded::Number(pg_float_text(&sci, fixed_below))
+    }
+}
+
+fn decode_binary(type_oid: u32, b: &[u8]) -> Option<Decoded> {
+    Some(match type_oid {
+        oid::BOOL => Decoded::Bool(match b {
+            [0] => false,
+            [1] => true,
+            _ => return None,
+        }),
+        oid::INT2 => Decoded::Number(i16::from_be_bytes(be(b)?).to_string()),
+        oid::INT4 => Decoded::Number(i32::from_be_bytes(be(b)?).to_string()),
+        oid::INT8 => Decoded::Number(i64::from_be_bytes(be(b)?).to_string()),
+        oid::OID => Decoded::Number(u32::from_be_bytes(be(b)?).to_string()),
+        oid::FLOAT4 => {
+            let v = f32::from_be_bytes(be(b)?);
+            float_text(f64::from(v), format!("{v:e}"), 6)
+        }
+        oid::FLOAT8 => {
+            let v = f64::from_be_bytes(be(b)?);
+            float_text(v, format!("{v:e}"), 15)
+        }
+        oid::NUMERIC => {
+            let s = decode_numeric(b)?;
+            if is_json_number(s.as_bytes()) {
+                Decoded::Number(s)
+            } else {
+                Decoded::Text(s)
+            }
+        }
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON | oid::XML | oid::CHAR => {
+            Decoded::Text(String::from_utf8(b.to_vec()).ok()?)
+        }
+        oid::JSONB => match b.split_first() {
+            Some((1, rest)) => Decoded::Text(String::from_utf8(rest.to_vec()).ok()?),
+            _ => return None,
+        },
+        oid::UUID => {
+            let a: [u8; 16] = be(b)?;
+            let mut s = String::with_capacity(36);
+            for (i, x) in a.iter().enumerate() {
+                if matches!(i, 4 | 6 | 8 | 10) {
+                    s.push('-');
+                }
+                let _ = write!(s, "{x:02x}");
+            }
+            Decoded::Text(s)
+        }
+        _ => return None,
+    })
+}
+
+/// Appends one column value as JSON.
+pub fn push_json_value(out: &mut String, type_oid: u32, col: &Column<'_>) {
+    match col {
+        Column::Null => out.push_str("null"),
+        Column::Unchanged => out.push_str("{\"unchanged_toast\":true}"),
+        Column::Text(b) => {
+            if is_numeric_type(type_oid) && is_json_number(b) {
+                // Checked above: ASCII digits, signs, '.', 'e'.
+                out.push_str(std::str::from_utf8(b).unwrap_or("null"));
+            } else if type_oid == oid::BOOL && (*b == b"t" || *b == b"f") {
+                out.push_str(if *b == b"t" { "true" } else { "false" });
+            } else {
+                push_json_string(out, &String::from_utf8_lossy(b));
+            }
+        }
+        Column::Binary(b) => match decode_binary(type_oid, b) {
+            Some(Decoded::Number(n)) => out.push_str(&n),
+            Some(Decoded::Bool(v)) => out.push_str(if v { "true" } else { "false" }),
+            Some(Decoded::Text(s)) => push_json_string(out, &s),
+            None => {
+                out.push_str("{\"binary\":\"");
+                push_hex(out, b);
+                out.push_str("\"}");
+            }
+        },
+    }
+}
+
+/// Appends one column value as text: numbers and booleans bare, text quoted as SQL literals.
+fn push_text_value(out: &mut String, type_oid: u32, col: &Column<'_>) {
+    let quoted = |out: &mut String, s: &str| {
+        out.push('\'');
+        for c in s.chars() {
+            match c {
+                '\'' => out.push_str("''"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+    };
+    match col {
+        Column::Null => out.push_str("null"),
+        Column::Unchanged => out.push_str("unchanged-toast-datum"),
+        Column::Text(b) => {
+            let s = String::from_utf8_lossy(b);
+            if is_numeric_type(type_oid) && is_json_number(b) {
+                out.push_str(&s);
+            } else if type_oid == oid::BOOL && (*b == b"t" || *b == b"f") {
+                out.push_str(if *b == b"t" { "true" } else { "false" });
+            } else {
+                quoted(out, &s);
+            }
+        }
+        Column::Binary(b) => match decode_binary(type_oid, b) {
+            Some(Decoded::Number(n)) => out.push_str(&n),
+            Some(Decoded::Bool(v)) => out.push_str(if v { "true" } else { "false" }),
+            Some(Decoded::Text(s)) => quoted(out, &s),
+            None => {
+                out.push_str("\\x");
+                push_hex(out, b);
+            }
+        },
+    }
+}
+
+impl Encoder {
+    pub fn new(format: Format) -> Encoder {
+        Encoder { format, schema: Schema::default(), txn: None }
+    }
+
+    /// Whether a transaction is open (between Begin or Begin Prepare and its end).
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Forgets the open transaction (the connection was lost in the middle of it).
+    pub fn reset_transaction(&mut self) {
+        self.txn = None;
+    }
+
+    fn begin_txn(&mut self, t: Txn) -> Result<(), OutputError> {
+        if let Some(open) = &self.txn {
+            return Err(OutputError::NestedTransaction { xid: open.xid });
+        }
+        self.txn = Some(t);
+        Ok(())
+    }
+
+    fn relation(&self, oid: u32) -> Result<&RelInfo, OutputError> {
+        self.schema.relations.get(&oid).ok_or(OutputError::UnknownRelation(oid))
+    }
+
+    /// Writes the lines for `msg`, received at `lsn` (its XLogData start). Stream control
+    /// messages (Stream Start/Stop/Commit/Abort/Prepare) are the caller's: it spools streamed
+    /// transactions and replays them here as Begin ... Commit.
+    pub fn encode(&mut self, out: &mut Vec<u8>, lsn: Lsn, msg: &Message<'_>) -> Result<Effect, OutputError> {
+        let mut s = String::new();
+        let effect = self.encode_str(&mut s, lsn, msg)?;
+        out.extend_from_slice(s.as_bytes());
+        Ok(effect)
+    }
+
+    fn encode_str(&mut self, s: &mut String, lsn: Lsn, msg: &Message<'_>) -> Result<Effect, OutputError> {
+        let json = self.format == Format::Json;
+        match msg {
+            Message::Relation(_) | Message::Type(_) => {
+                self.schema.learn(msg);
+                Ok(Effect::None)
+            }
+            Message::Begin(b) => {
+                self.begin_txn(Txn { xid: b.xid, lsn: b.final_lsn, time: b.commit_time, gid: None, seq: 0 })?;
+                if json {
+                    let _ = writeln!(
+                        s,
+                        "{{\"op\":\"begin\",\"xid\":{},\"commit_lsn\":\"{}\",\"ts\":\"{}\"}}",
+                        b.xid,
+                        b.final_lsn,
+                        format_pg_time(b.commit_time)
+                    );
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "BEGIN xid={} commit_lsn={} ts={}",
+                        b.xid,
+                        b.final_lsn,
+                        format_pg_time(b.commit_time)
+                    );
+                }
+                Ok(Effect::None)
+            }
+            Message::BeginPrepare(b) => {
+                self.begin_txn(Txn {
+                    xid: b.xid,
+                    lsn: b.prepare_lsn,
+                    time: b.prepare_time,
+                    gid: Some(b.gid.to_owned()),
+                    seq: 0,
+                })?;
+                if json {
+                    let _ = write!(
+                        s,
+                        "{{\"op\":\"begin_prepare\",\"xid\":{},\"prepare_lsn\":\"{}\",\"ts\":\"{}\",\"gid\":",
+                        b.xid,
+                        b.prepare_lsn,
+                        format_pg_time(b.prepare_time)
+                    );
+                    push_json_string(s, b.gid);
+                    s.push_str("}\n");
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "BEGIN PREPARE xid={} prepare_lsn={} ts={} gid={}",
+                        b.xid,
+                        b.prepare_lsn,
+                        format_pg_time(b.prepare_time),
+                        b.gid
+                    );
+                }
+                Ok(Effect::None)
+            }
+            Message::Commit(c) => {
+                let txn = self.txn.take().ok_or(OutputError::NoTransaction { kind: b'C' })?;
+                if json {
+                    let _ = writeln!(
+                        s,
+                        "{{\"op\":\"commit\",\"end_lsn\":\"{}\",\"xid\":{},\"commit_lsn\":\"{}\",\"ts\":\"{}\",\"changes\":{}}}",
+                        c.end_lsn,
+                        txn.xid,
+                        c.commit_lsn,
+                        format_pg_time(c.commit_time),
+                        txn.seq
+                    );
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "COMMIT end_lsn={} xid={} commit_lsn={} ts={} changes={}",
+                        c.end_lsn,
+                        txn.xid,
+                        c.commit_lsn,
+                        format_pg_time(c.commit_time),
+                        txn.seq
+                    );
+                }
+                Ok(Effect::UnitEnd(c.end_lsn))
+            }
+            Message::Prepare(p) | Message::StreamPrepare(p) => {
+                let txn = self.txn.take().ok_or(OutputError::NoTransaction { kind: msg.kind() })?;
+                if json {
+                    let _ = write!(
+                        s,
+                        "{{\"op\":\"prepare\",\"end_lsn\":\"{}\",\"xid\":{},\"prepare_lsn\":\"{}\",\"ts\":\"{}\",\"changes\":{},\"gid\":",
+                        p.end_lsn,
+                        txn.xid,
+                        p.prepare_lsn,
+                        format_pg_time(p.prepare_time),
+                        txn.seq
+                    );
+                    push_json_string(s, p.gid);
+                    s.push_str("}\n");
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "PREPARE end_lsn={} xid={} prepare_lsn={} ts={} changes={} gid={}",
+                        p.end_lsn,
+                        txn.xid,
+                        p.prepare_lsn,
+                        format_pg_time(p.prepare_time),
+                        txn.seq,
+                        p.gid
+                    );
+                }
+                Ok(Effect::UnitEnd(p.end_lsn))
+            }
+            Message::CommitPrepared(c) => {
+                if json {
+                    let _ = write!(
+                        s,
+                        "{{\"op\":\"commit_prepared\",\"end_lsn\":\"{}\",\"xid\":{},\"commit_lsn\":\"{}\",\"ts\":\"{}\",\"gid\":",
+                        c.end_lsn,
+                        c.xid,
+                        c.commit_lsn,
+                        format_pg_time(c.commit_time)
+                    );
+                    push_json_string(s, c.gid);
+                    s.push_str("}\n");
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "COMMIT PREPARED end_lsn={} xid={} commit_lsn={} ts={} gid={}",
+                        c.end_lsn,
+                        c.xid,
+                        c.commit_lsn,
+                        format_pg_time(c.commit_time),
+                        c.gid
+                    );
+                }
+                Ok(Effect::UnitEnd(c.end_lsn))
+            }
+            Message::RollbackPrepared(r) => {
+                if json {
+                    let _ = write!(
+                        s,
+                        "{{\"op\":\"rollback_prepared\",\"end_lsn\":\"{}\",\"xid\":{},\"prepare_end_lsn\":\"{}\",\"ts\":\"{}\",\"gid\":",
+                        r.rollback_end_lsn,
+                        r.xid,
+                        r.prepare_end_lsn,
+                        format_pg_time(r.rollback_time)
+                    );
+                    push_json_string(s, r.gid);
+                    s.push_str("}\n");
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "ROLLBACK PREPARED end_lsn={} xid={} prepare_end_lsn={} ts={} gid={}",
+                        r.rollback_end_lsn,
+                        r.xid,
+                        r.prepare_end_lsn,
+                        format_pg_time(r.rollback_time),
+                        r.gid
+                    );
+                }
+                Ok(Effect::UnitEnd(r.rollback_end_lsn))
+            }
+            Message::Origin { lsn: origin_lsn, name } => {
+                let txn = self.txn.as_ref().ok_or(OutputError::NoTransaction { kind: b'O' })?;
+                if json {
+                    let _ = write!(
+                        s,
+                        "{{\"op\":\"origin\",\"xid\":{},\"origin_lsn\":\"{origin_lsn}\",\"origin\":",
+                        txn.xid
+                    );
+                    push_json_string(s, name);
+                    s.push_str("}\n");
+                } else {
+                    let _ = writeln!(s, "ORIGIN xid={} origin_lsn={origin_lsn} origin={name}", txn.xid);
+                }
+                Ok(Effect::None)
+            }
+            Message::Insert(_) | Message::Update(_) | Message::Delete(_) | Message::Truncate(_) => {
+                self.change(s, lsn, msg)?;
+                Ok(Effect::None)
+            }
+            Message::Message(m) => {
+                // A non-transactional message stands alone: it is a unit of its own, ending just
+                // past its LSN (decoding resumes after it; no other record starts there).
+                let end = (!m.transactional).then(|| Lsn(m.lsn.0 + 1));
+                let txn = if m.transactional {
+                    let t = self.txn.as_mut().ok_or(OutputError::NoTransaction { kind: b'M' })?;
+                    t.seq += 1;
+                    Some(&*t)
+                } else {
+                    None
+                };
+                let ddl = m.transactional && m.prefix == DDL_PREFIX;
+                let content = std::str::from_utf8(m.content).ok();
+                if json {
+                    s.push_str(if ddl { "{\"op\":\"ddl\"" } else { "{\"op\":\"message\"" });
+                    if let Some(end) = end {
+                        let _ = write!(s, ",\"end_lsn\":\"{end}\"");
+                    }
+                    if let Some(t) = txn {
+                        push_txn_fields(s, t);
+                    }
+                    let _ =
+                        write!(s, ",\"lsn\":\"{}\",\"transactional\":{},\"prefix\":", m.lsn, m.transactional);
+                    push_json_string(s, m.prefix);
+                    match content {
+                        // Our event trigger builds the content with json_build_object: embed it
+                        // as an object when it is one line that looks like one.
+                        Some(c) if ddl && c.starts_with('{') && c.ends_with('}') && !c.contains('\n') => {
+                            let _ = write!(s, ",\"ddl\":{c}");
+                        }
+                        Some(c) => {
+                            s.push_str(",\"content\":");
+                            push_json_string(s, c);
+                        }
+                        None => {
+                            s.push_str(",\"content_hex\":\"");
+                            push_hex(s, m.content);
+                            s.push('"');
+                        }
+                    }
+                    s.push_str("}\n");
+                } else {
+                    s.push_str(if ddl { "DDL" } else { "MESSAGE" });
+                    if let Some(end) = end {
+                        let _ = write!(s, " end_lsn={end}");
+                    }
+                    if let Some(t) = txn {
+                        let _ = write!(s, " xid={} seq={}", t.xid, t.seq);
+                    }
+                    let _ = write!(
+                        s,
+                        " lsn={} transactional={} prefix={} content=",
+                        m.lsn, m.transactional, m.prefix
+                    );
+                    match content {
+                        Some(c) => push_text_value(s, oid::TEXT, &Column::Text(c.as_bytes())),
+                        None => {
+                            s.push_str("\\x");
+                            push_hex(s, m.content);
+                        }
+                    }
+                    s.push('\n');
+                }
+                Ok(end.map_or(Effect::None, Effect::UnitEnd))
+            }
+            Message::StreamStart(_)
+            | Message::StreamStop
+            | Message::StreamCommit(_)
+            | Message::StreamAbort(_) => Ok(Effect::None),
+        }
+    }
+
+    fn change(&mut self, s: &mut String, lsn: Lsn, msg: &Message<'_>) -> Result<(), OutputError> {
+        let json = self.format == Format::Json;
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(OutputError::NoTransaction { kind: msg.kind() });
+        };
+        txn.seq += 1;
+        let txn = self.txn.clone().expect("checked above");
+        if let Message::Truncate(t) = msg {
+            let rels = t.relations.iter().map(|&o| self.relation(o)).collect::<Result<Vec<_>, _>>()?;
+            if json {
+                s.push_str("{\"op\":\"truncate\"");
+                push_txn_fields(s, &txn);
+                let _ = write!(s, ",\"lsn\":\"{lsn}\",\"tables\":[");
+                for (i, r) in rels.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    s.push_str("{\"schema\":");
+                    push_json_string(s, &r.namespace);
+                    s.push_str(",\"table\":");
+                    push_json_string(s, &r.name);
+                    s.push('}');
+                }
+                let _ = writeln!(
+                    s,
+                    "],\"cascade\":{},\"restart_identity\":{}}}",
+                    t.cascade(),
+                    t.restart_identity()
+                );
+            } else {
+                let names: Vec<String> = rels.iter().map(|r| format!("{}.{}", r.namespace, r.name)).collect();
+                let _ = write!(
+                    s,
+                    "table {}: TRUNCATE: xid={} seq={} lsn={lsn}",
+                    names.join(", "),
+                    txn.xid,
+                    txn.seq
+                );
+                if t.cascade() {
+                    s.push_str(" cascade");
+                }
+                if t.restart_identity() {
+                    s.push_str(" restart_seqs");
+                }
+                s.push('\n');
+            }
+            return Ok(());
+        }
+        type Old<'t, 'a> = Option<(OldKind, &'t [Column<'a>])>;
+        let (op, relid, old, new): (&str, u32, Old<'_, '_>, Option<&[Column<'_>]>) = match msg {
+            Message::Insert(i) => ("insert", i.relation, None, Some(&i.new)),
+            Message::Update(u) => {
+                ("update", u.relation, u.old.as_ref().map(|(k, t)| (*k, t.as_slice())), Some(&u.new))
+            }
+            Message::Delete(d) => ("delete", d.relation, Some((d.old_kind, d.old.as_slice())), None),
+            _ => unreachable!("change() is called for row changes only"),
+        };
+        let rel = self.relation(relid)?;
+        for t in old.map(|(_, t)| t).into_iter().chain(new) {
+            if t.len() != rel.columns.len() {
+                return Err(OutputError::ColumnCount {
+                    relation: relid,
+                    expected: rel.columns.len(),
+                    got: t.len(),
+                });
+            }
+        }
+        // The key's values: from the old key or row when sent (the key changed, or a delete),
+        // else from the new row.
+        let key_source = old.map(|(_, t)| t).or(new).unwrap_or(&[]);
+        if json {
+            let _ = write!(s, "{{\"op\":\"{op}\"");
+            push_txn_fields(s, &txn);
+            let _ = write!(s, ",\"lsn\":\"{lsn}\",\"schema\":");
+            push_json_string(s, &rel.namespace);
+            s.push_str(",\"table\":");
+            push_json_string(s, &rel.name);
+            s.push_str(",\"key\":");
+            push_json_row(s, rel, key_source, |c| c.key);
+            if let Some(t) = new {
+                s.push_str(",\"new\":");
+                push_json_row(s, rel, t, |_| true);
+            }
+            if let Some((kind, t)) = old {
+                s.push_str(",\"old\":");
+                // A key-only old tuple has nulls in the other columns: leave them out.
+                push_json_row(s, rel, t, |c| kind == OldKind::Full || c.key);
+            }
+            s.push_str("}\n");
+        } else {
+            let _ = write!(
+                s,
+                "table {}.{}: {}: xid={} seq={} lsn={lsn}",
+                rel.namespace,
+                rel.name,
+                op.to_ascii_uppercase(),
+                txn.xid,
+                txn.seq
+            );
+            if let Some((kind, t)) = old {
+                s.push_str(if kind == OldKind::Full { " old-tuple:" } else { " old-key:" });
+                self.push_text_row(s, rel, t, |c| kind == OldKind::Full || c.key);
+                if new.is_some() {
+                    s.push_str(" new-tuple:");
+                }
+            }
+            if let Some(t) = new {
+                self.push_text_row(s, rel, t, |_| true);
+            }
+            s.push('\n');
+        }
+        Ok(())
+    }
+
+    fn push_text_row(
+        &self,
+        s: &mut String,
+        rel: &RelInfo,
+        t: &[Column<'_>],
+        keep: impl Fn(&ColInfo) -> bool,
+    ) {
+        for (c, v) in rel.columns.iter().zip(t) {
+            if keep(c) {
+                let _ = write!(s, " {}[{}]:", c.name, self.schema.type_name(c.type_oid));
+                push_text_value(s, c.type_oid, v);
+            }
+        }
+    }
+}
+
+fn push_txn_fields(s: &mut String, t: &Txn) {
+    let _ = write!(s, ",\"xid\":{}", t.xid);
+    match &t.gid {
+        None => {
+            let _ = write!(s, ",\"commit_lsn\":\"{}\"", t.lsn);
+        }
+        Some(gid) => {
+            let _ = write!(s, ",\"prepare_lsn\":\"{}\",\"gid\":", t.lsn);
+            push_json_string(s, gid);
+        }
+    }
+    let _ = write!(s, ",\"ts\":\"{}\",\"seq\":{}", format_pg_time(t.time), t.seq);
+}
+
+fn push_json_row(s: &mut String, rel: &RelInfo, t: &[Column<'_>], keep: impl Fn(&ColInfo) -> bool) {
+    s.push('{');
+    let mut first = true;
+    for (c, v) in rel.columns.iter().zip(t) {
+        if !keep(c) {
+            continue;
+        }
+        if !first {
+            s.push(',');
+        }
+        first = false;
+        push_json_string(s, &c.name);
+        s.push(':');
+        push_json_value(s, c.type_oid, v);
+    }
+    s.push('}');
+}
+
+/// The `end_lsn` of a line that ends a unit of output, `None` for any other line.
+pub fn unit_end(line: &[u8], format: Format) -> Option<Lsn> {
+    let text = std::str::from_utf8(line).ok()?;
+    match format {
+        Format::Json => {
+            let rest = ["commit", "prepare", "commit_prepared", "rollback_prepared", "message", "ddl"]
+                .iter()
+                .find_map(|op| text.strip_prefix(&format!("{{\"op\":\"{op}\",\"end_lsn\":\"")))?;
+            rest.split('"').next()?.parse().ok()
+        }
+        Format::Text => {
+            let rest = ["COMMIT ", "PREPARE ", "COMMIT PREPARED ", "ROLLBACK PREPARED ", "MESSAGE ", "DDL "]
+                .iter()
+                .find_map(|k| text.strip_prefix(k))?;
+            rest.strip_prefix("end_lsn=")?.split(' ').next()?.parse().ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logical::pgoutput::*;
+
+    fn lines(out: &[u8]) -> Vec<String> {
+        String::from_utf8(out.to_vec()).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    fn relation() -> Message<'static> {
+        Message::Relation(Relation {
+            xid: None,
+            oid: 16384,
+            namespace: "public",
+            name: "t",
+            replica_identity: b'd',
+            columns: vec![
+                RelColumn { flags: 1, name: "id", type_oid: oid::INT4, type_modifier: -1 },
+                RelColumn { flags: 0, name: "amount", type_oid: oid::NUMERIC, type_modifier: -1 },
+                RelColumn { flags: 0, name: "ok", type_oid: oid::BOOL, type_modifier: -1 },
+                RelColumn { flags: 0, name: "note", type_oid: oid::TEXT, type_modifier: -1 },
+                RelColumn { flags: 0, name: "at", type_oid: oid::TIMESTAMPTZ, type_modifier: -1 },
+            ],
+        })
+    }
+
+    fn begin() -> Message<'static> {
+        Message::Begin(Begin { final_lsn: Lsn(0x100), commit_time: 0, xid: 7 })
+    }
+
+    #[test]
+    fn pg_times() {
+        assert_eq!(format_pg_time(0), "2000-01-01T00:00:00.000000Z");
+        assert_eq!(format_pg_time(1), "2000-01-01T00:00:00.000001Z");
+        assert_eq!(format_pg_time(-1), "1999-12-31T23:59:59.999999Z");
+        // 2024-02-29 12:34:56.5 UTC: 8825 days after 2000-01-01.
+        let t = (8825 * 86_400 + 12 * 3600 + 34 * 60 + 56) * 1_000_000 + 500_000;
+        assert_eq!(format_pg_time(t), "2024-02-29T12:34:56.500000Z");
+    }
+
+    #[test]
+    fn json_numbers() {
+        for ok in [
+            "0",
+            "-0",
+            "1",
+            "-12",
+            "1.5",
+            "0.001",
+            "1e10",
+            "1E+10",
+            "-2.5e-3",
+            "123456789012345678901234567890",
+        ] {
+            assert!(is_json_number(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "+1",
+            ".5",
+            "1.",
+            "01",
+            "1e",
+            "1e+",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1 ",
+            "0x1",
+            "1.2.3",
+        ] {
+            assert!(!is_json_number(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn typed_text_values() {
+        let v = |t, c: Column<'_>| {
+            let mut s = String::new();
+            push_json_value(&mut s, t, &c);
+            s
+        };
+        assert_eq!(v(oid::INT4, Column::Text(b"-42")), "-42");
+        assert_eq!(v(oid::INT8, Column::Text(b"9223372036854775807")), "9223372036854775807");
+        assert_eq!(v(oid::NUMERIC, Column::Text(b"1.50")), "1.50");
+        assert_eq!(v(oid::NUMERIC, Column::Text(b"NaN")), "\"NaN\"");
+        assert_eq!(v(oid::FLOAT8, Column::Text(b"-Infinity")), "\"-Infinity\"");
+        assert_eq!(v(oid::FLOAT4, Column::Text(b"1e+20")), "1e+20");
+        assert_eq!(v(oid::BOOL, Column::Text(b"t")), "true");
+        assert_eq!(v(oid::BOOL, Column::Text(b"f")), "false");
+        assert_eq!(v(oid::TEXT, Column::Text(b"a\"b\n")), "\"a\\\"b\\n\"");
+        assert_eq!(v(oid::TEXT, Column::Text(b"12")), "\"12\"");
+        assert_eq!(v(oid::JSONB, Column::Text(b"{\"a\": 1}")), "\"{\\\"a\\\": 1}\"");
+        assert_eq!(
+            v(oid::TIMESTAMPTZ, Column::Text(b"2024-01-01 00:00:00+00")),
+            "\"2024-01-01 00:00:00+00\""
+        );
+        assert_eq!(v(oid::TEXT, Column::Null), "null");
+        assert_eq!(v(oid::TEXT, Column::Unchanged), "{\"unchanged_toast\":true}");
+        // Not UTF-8 (a SQL_ASCII database): replaced, never an invalid line.
+        assert_eq!(v(oid::TEXT, Column::Text(b"\xff")), "\"\u{FFFD}\"");
+    }
+
+    #[test]
+    fn typed_binary_values() {
+        let v = |t, b: &[u8]| {
+            let mut s = String::new();
+            push_json_value(&mut s, t, &Column::Binary(b));
+            s
+        };
+        assert_eq!(v(oid::BOOL, &[1]), "true");
+        assert_eq!(v(oid::INT2, &(-5i16).to_be_bytes()), "-5");
+        assert_eq!(v(oid::INT4, &7i32.to_be_bytes()), "7");
+        assert_eq!(v(oid::INT8, &i64::MIN.to_be_bytes()), "-9223372036854775808");
+        assert_eq!(v(oid::FLOAT8, &0.1f64.to_be_bytes()), "0.1");
+        assert_eq!(v(oid::FLOAT8, &2.0f64.to_be_bytes()), "2");
+        assert_eq!(v(oid::FLOAT8, &f64::NAN.to_be_bytes()), "\"NaN\"");
+        assert_eq!(v(oid::FLOAT4, &1.5f32.to_be_bytes()), "1.5");
+        assert_eq!(v(oid::TEXT, b"hi"), "\"hi\"");
+        assert_eq!(v(oid::JSONB, b"\x01{}"), "\"{}\"");
+        assert_eq!(
+            v(oid::UUID, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0, 1, 2, 3, 4, 5, 6, 7]),
+            "\"12345678-9abc-def0-0001-020304050607\""
+        );
+        // Wrong length for the type, or a type we do not decode: explicit hex.
+        assert_eq!(v(oid::INT4, &[1, 2]), "{\"binary\":\"0102\"}");
+        assert_eq!(v(oid::DATE, &[0, 0, 0, 1]), "{\"binary\":\"00000001\"}");
+    }
+
+    #[test]
+    fn floats_print_as_postgres_prints_them() {
+        let f8 = |v: f64| pg_float_text(&format!("{v:e}"), 15);
+        let f4 = |v: f32| pg_float_text(&format!("{v:e}"), 6);
+        // What SELECT x::float8 / x::float4 prints on PostgreSQL 12 and later.
+        for (v, pg) in [
+            (1.0, "1"),
+            (0.25, "0.25"),
+            (-0.5, "-0.5"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1e-300, "1e-300"),
+            (123.456, "123.456"),
+            (999999999999999.0, "999999999999999"),
+            (1e15, "1e+15"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (100.0, "100"),
+        ] {
+            assert_eq!(f8(v), pg, "{v}");
+        }
+        for (v, pg) in
+            [(1.0f32, "1"), (0.1, "0.1"), (123456.0, "123456"), (1000000.0, "1e+06"), (1.5e-5, "1.5e-05")]
+        {
+            assert_eq!(f4(v), pg, "{v}");
+        }
+    }
+
+    fn numeric_bytes(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for x in [ndigits, weight as u16, sign, dscale] {
+            b.extend_from_slice(&x.to_be_bytes());
+        }
+        for d in digits {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn binary_numerics() {
+        // 12345.678 = 1|2345|6780 with weight 1, dscale 3.
+        assert_eq!(
+            decode_numeric(&numeric_bytes(3, 1, 0, 3, &[1, 2345, 6780])).as_deref(),
+            Some("12345.678")
+        );
+        // -0.0012 = 12 at weight -1 ("0.0012"), dscale 4.
+        assert_eq!(decode_numeric(&numeric_bytes(1, -1, 0x4000, 4, &[12])).as_deref(), Some("-0.0012"));
+        // 10000 = 1 at weight 1, no digits after it.
+        assert_eq!(decode_numeric(&numeric_bytes(1, 1, 0, 0, &[1])).as_deref(), Some("10000"));
+        assert_eq!(decode_numeric(&numeric_bytes(0, 0, 0, 2, &[])).as_deref(), Some("0.00"));
+        assert_eq!(decode_numeric(&numeric_bytes(0, 0, 0xC000, 0, &[])).as_deref(), Some("NaN"));
+        assert_eq!(decode_numeric(&numeric_bytes(1, 0, 0, 0, &[10000])), None);
+        assert_eq!(decode_numeric(&[0, 1]), None);
+        assert_eq!(decode_numeric(&numeric_bytes(2, 0, 0, 0, &[1])), None);
+    }
+
+    #[test]
+    fn a_transaction_in_json() {
+        let mut e = Encoder::new(Format::Json);
+        let mut out = Vec::new();
+        assert_eq!(e.encode(&mut out, Lsn(1), &relation()).unwrap(), Effect::None);
+        assert!(out.is_empty());
+        e.encode(&mut out, Lsn(0x10), &begin()).unwrap();
+        let ins = Message::Insert(Insert {
+            xid: None,
+            relation: 16384,
+            new: vec![
+                Column::Text(b"1"),
+                Column::Text(b"2.50"),
+                Column::Text(b"t"),
+                Column::Text(b"x"),
+                Column::Null,
+            ],
+        });
+        e.encode(&mut out, Lsn(0x20), &ins).unwrap();
+        let upd = Message::Update(Update {
+            xid: None,
+            relation: 16384,
+            old: Some((
+                OldKind::Key,
+                vec![Column::Text(b"1"), Column::Null, Column::Null, Column::Null, Column::Null],
+            )),
+            new: vec![
+                Column::Text(b"2"),
+                Column::Text(b"NaN"),
+                Column::Text(b"f"),
+                Column::Unchanged,
+                Column::Null,
+            ],
+        });
+        e.encode(&mut out, Lsn(0x30), &upd).unwrap();
+        let del = Message::Delete(Delete {
+            xid: None,
+            relation: 16384,
+            old_kind: OldKind::Key,
+            old: vec![Column::Text(b"2"), Column::Null, Column::Null, Column::Null, Column::Null],
+        });
+        e.encode(&mut out, Lsn(0x40), &del).unwrap();
+        let tr = Message::Truncate(Truncate { xid: None, options: 1, relations: vec![16384] });
+        e.encode(&mut out, Lsn(0x50), &tr).unwrap();
+        let commit =
+            Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x100), end_lsn: Lsn(0x128), commit_time: 0 });
+        assert_eq!(e.encode(&mut out, Lsn(0x100), &commit).unwrap(), Effect::UnitEnd(Lsn(0x128)));
+        assert!(!e.in_transaction());
+        let l = lines(&out);
+        let ts = "2000-01-01T00:00:00.000000Z";
+        let txn = format!("\"xid\":7,\"commit_lsn\":\"0/100\",\"ts\":\"{ts}\"");
+        assert_eq!(l[0], format!("{{\"op\":\"begin\",{txn}}}"));
+        assert_eq!(
+            l[1],
+            format!(
+                "{{\"op\":\"insert\",{txn},\"seq\":1,\"lsn\":\"0/20\",\"schema\":\"public\",\"table\":\"t\",\
+                 \"key\":{{\"id\":1}},\"new\":{{\"id\":1,\"amount\":2.50,\"ok\":true,\"note\":\"x\",\"at\":null}}}}"
+            )
+        );
+        assert_eq!(
+            l[2],
+            format!(
+                "{{\"op\":\"update\",{txn},\"seq\":2,\"lsn\":\"0/30\",\"schema\":\"public\",\"table\":\"t\",\
+                 \"key\":{{\"id\":1}},\"new\":{{\"id\":2,\"amount\":\"NaN\",\"ok\":false,\
+                 \"note\":{{\"unchanged_toast\":true}},\"at\":null}},\"old\":{{\"id\":1}}}}"
+            )
+        );
+        assert_eq!(
+            l[3],
+            format!(
+                "{{\"op\":\"delete\",{txn},\"seq\":3,\"lsn\":\"0/40\",\"schema\":\"public\",\"table\":\"t\",\
+                 \"key\":{{\"id\":2}},\"old\":{{\"id\":2}}}}"
+            )
+        );
+        assert_eq!(
+            l[4],
+            format!(
+                "{{\"op\":\"truncate\",{txn},\"seq\":4,\"lsn\":\"0/50\",\
+                 \"tables\":[{{\"schema\":\"public\",\"table\":\"t\"}}],\"cascade\":true,\"restart_identity\":false}}"
+            )
+        );
+        assert_eq!(
+            l[5],
+            format!("{{\"op\":\"commit\",\"end_lsn\":\"0/128\",\"xid\":7,\"commit_lsn\":\"0/100\",\"ts\":\"{ts}\",\"changes\":4}}")
+        );
+        assert_eq!(unit_end(l[5].as_bytes(), Format::Json), Some(Lsn(0x128)));
+        for line in &l[..5] {
+            assert_eq!(unit_end(line.as_bytes(), Format::Json), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_in_text() {
+        let mut e = Encoder::new(Format::Text);
+        let mut out = Vec::new();
+        e.encode(&mut out, Lsn(1), &relation()).unwrap();
+        e.encode(&mut out, Lsn(0x10), &begin()).unwrap();
+        let ins = Message::Insert(Insert {
+            xid: None,
+            relation: 16384,
+            new: vec![
+                Column::Text(b"1"),
+                Column::Null,
+                Column::Text(b"t"),
+                Column::Text(b"it's"),
+                Column::Unchanged,
+            ],
+        });
+        e.encode(&mut out, Lsn(0x20), &ins).unwrap();
+        let commit =
+            Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x100), end_lsn: Lsn(0x128), commit_time: 0 });
+        e.encode(&mut out, Lsn(0x100), &commit).unwrap();
+        let l = lines(&out);
+        assert_eq!(l[0], "BEGIN xid=7 commit_lsn=0/100 ts=2000-01-01T00:00:00.000000Z");
+        assert_eq!(
+            l[1],
+            "table public.t: INSERT: xid=7 seq=1 lsn=0/20 id[integer]:1 amount[numeric]:null ok[boolean]:true \
+             note[text]:'it''s' at[timestamp with time zone]:unchanged-toast-datum"
+        );
+        assert_eq!(
+            l[2],
+            "COMMIT end_lsn=0/128 xid=7 commit_lsn=0/100 ts=2000-01-01T00:00:00.000000Z changes=1"
+        );
+        assert_eq!(unit_end(l[2].as_bytes(), Format::Text), Some(Lsn(0x128)));
+        assert_eq!(unit_end(l[1].as_bytes(), Format::Text), None);
+    }
+
+    #[test]
+    fn two_phase_records() {
+        let mut e = Encoder::new(Format::Json);
+        let mut out = Vec::new();
+        e.encode(&mut out, Lsn(1), &relation()).unwrap();
+        let bp = Message::BeginPrepare(BeginPrepare {
+            prepare_lsn: Lsn(0x200),
+            end_lsn: Lsn(0x228),
+            prepare_time: 0,
+            xid: 9,
+            gid: "g\"1",
+        });
+        e.encode(&mut out, Lsn(0x10), &bp).unwrap();
+        let ins = Message::Insert(Insert {
+            xid: None,
+            relation: 16384,
+            new: vec![Column::Text(b"5"), Column::Null, Column::Null, Column::Null, Column::Null],
+        });
+        e.encode(&mut out, Lsn(0x20), &ins).unwrap();
+        let p = Message::Prepare(Prepare {
+            flags: 0,
+            prepare_lsn: Lsn(0x200),
+            end_lsn: Lsn(0x228),
+            prepare_time: 0,
+            xid: 9,
+            gid: "g\"1",
+        });
+        assert_eq!(e.encode(&mut out, Lsn(0x200), &p).unwrap(), Effect::UnitEnd(Lsn(0x228)));
+        let cp = Message::CommitPrepared(CommitPrepared {
+            flags: 0,
+            commit_lsn: Lsn(0x300),
+            end_lsn: Lsn(0x328),
+            commit_time: 0,
+            xid: 9,
+            gid: "g\"1",
+        });
+        assert_eq!(e.encode(&mut out, Lsn(0x300), &cp).unwrap(), Effect::UnitEnd(Lsn(0x328)));
+        let rp = Message::RollbackPrepared(RollbackPrepared {
+            flags: 0,
+            prepare_end_lsn: Lsn(0x228),
+            rollback_end_lsn: Lsn(0x428),
+            prepare_time: 0,
+            rollback_time: 0,
+            xid: 9,
+            gid: "g",
+        });
+        assert_eq!(e.encode(&mut out, Lsn(0x400), &rp).unwrap(), Effect::UnitEnd(Lsn(0x428)));
+        let l = lines(&out);
+        assert!(
+            l[0].starts_with("{\"op\":\"begin_prepare\",\"xid\":9,\"prepare_lsn\":\"0/200\""),
+            "{}",
+            l[0]
+        );
+        assert!(l[1].contains("\"prepare_lsn\":\"0/200\",\"gid\":\"g\\\"1\""), "{}", l[1]);
+        assert!(l[2].starts_with("{\"op\":\"prepare\",\"end_lsn\":\"0/228\""), "{}", l[2]);
+        assert!(l[3].starts_with("{\"op\":\"commit_prepared\",\"end_lsn\":\"0/328\""), "{}", l[3]);
+        assert!(l[4].starts_with("{\"op\":\"rollback_prepared\",\"end_lsn\":\"0/428\""), "{}", l[4]);
+        let ends: Vec<_> = l.iter().filter_map(|x| unit_end(x.as_bytes(), Format::Json)).collect();
+        assert_eq!(ends, vec![Lsn(0x228), Lsn(0x328), Lsn(0x428)]);
+    }
+
+    #[test]
+    fn messages_and_ddl() {
+        let mut e = Encoder::new(Format::Json);
+        let mut out = Vec::new();
+        let m = Message::Message(LogicalMessage {
+            xid: None,
+            transactional: false,
+            lsn: Lsn(0x50),
+            prefix: "app",
+            content: b"\xff\x00",
+        });
+        assert_eq!(e.encode(&mut out, Lsn(0x50), &m).unwrap(), Effect::UnitEnd(Lsn(0x51)));
+        e.encode(&mut out, Lsn(0x60), &begin()).unwrap();
+        let ddl = Message::Message(LogicalMessage {
+            xid: None,
+            transactional: true,
+            lsn: Lsn(0x70),
+            prefix: DDL_PREFIX,
+            content: b"{\"tag\":\"CREATE TABLE\"}",
+        });
+        assert_eq!(e.encode(&mut out, Lsn(0x70), &ddl).unwrap(), Effect::None);
+        let l = lines(&out);
+        assert_eq!(
+            l[0],
+            "{\"op\":\"message\",\"end_lsn\":\"0/51\",\"lsn\":\"0/50\",\"transactional\":false,\"prefix\":\"app\",\"content_hex\":\"ff00\"}"
+        );
+        assert_eq!(unit_end(l[0].as_bytes(), Format::Json), Some(Lsn(0x51)));
+        assert!(l[2].starts_with("{\"op\":\"ddl\",\"xid\":7,"), "{}", l[2]);
+        assert!(l[2].ends_with("\"ddl\":{\"tag\":\"CREATE TABLE\"}}"), "{}", l[2]);
+        assert_eq!(unit_end(l[2].as_bytes(), Format::Json), None);
+        // A transactional message outside a transaction is a protocol error.
+        let mut e = Encoder::new(Format::Text);
+        assert_eq!(e.encode(&mut out, Lsn(0x70), &ddl), Err(OutputError::NoTransaction { kind: b'M' }));
+    }
+
+    #[test]
+    fn protocol_errors() {
+        let mut e = Encoder::new(Format::Json);
+        let mut out = Vec::new();
+        let ins = Message::Insert(Insert { xid: None, relation: 1, new: vec![] });
+        assert_eq!(e.encode(&mut out, Lsn(1), &ins), Err(OutputError::NoTransaction { kind: b'I' }));
+        e.encode(&mut out, Lsn(1), &begin()).unwrap();
+        assert_eq!(e.encode(&mut out, Lsn(1), &begin()), Err(OutputError::NestedTransaction { xid: 7 }));
+        assert_eq!(e.encode(&mut out, Lsn(1), &ins), Err(OutputError::UnknownRelation(1)));
+        e.encode(&mut out, Lsn(1), &relation()).unwrap();
+        let short = Message::Insert(Insert { xid: None, relation: 16384, new: vec![Column::Null] });
+        assert_eq!(
+            e.encode(&mut out, Lsn(1), &short),
+            Err(OutputError::ColumnCount { relation: 16384, expected: 5, got: 1 })
+        );
+        let c = Message::Commit(Commit { flags: 0, commit_lsn: Lsn(1), end_lsn: Lsn(2), commit_time: 0 });
+        let mut fresh = Encoder::new(Format::Json);
+        assert_eq!(fresh.encode(&mut out, Lsn(1), &c), Err(OutputError::NoTransaction { kind: b'C' }));
+        for err in [OutputError::UnknownRelation(5), OutputError::NestedTransaction { xid: 1 }] {
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn user_types_are_named_in_text() {
+        let mut e = Encoder::new(Format::Text);
+        let mut out = Vec::new();
+        let ty = Message::Type(TypeInfo { xid: None, oid: 90_000, namespace: "public", name: "mood" });
+        e.encode(&mut out, Lsn(1), &ty).unwrap();
+        let rel = Message::Relation(Relation {
+            xid: None,
+            oid: 5,
+            namespace: "s",
+            name: "r",
+            replica_identity: b'f',
+            columns: vec![
+                RelColumn { flags: 1, name: "m", type_oid: 90_000, type_modifier: -1 },
+                RelColumn { flags: 1, name: "x", type_oid: 91_000, type_modifier: -1 },
+            ],
+        });
+        e.encode(&mut out, Lsn(1), &rel).unwrap();
+        e.encode(&mut out, Lsn(1), &begin()).unwrap();
+        let del = Message::Delete(Delete {
+            xid: None,
+            relation: 5,
+            old_kind: OldKind::Full,
+            old: vec![Column::Text(b"happy"), Column::Binary(b"\x01")],
+        });
+        e.encode(&mut out, Lsn(2), &del).unwrap();
+        let l = lines(&out);
+        assert_eq!(
+            l[1],
+            "table s.r: DELETE: xid=7 seq=1 lsn=0/2 old-tuple: m[public.mood]:'happy' x[91000]:\\x01"
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! pgrecvlogical's main job, on the receiver thread: the slot actions, then sessions of
+//! streaming into the output, reconnecting with back-off after anything transient, until the
+//! end position, a stop signal, or an error no retry can fix.
+//!
+//! Each session connects twice: a `replication=database` connection for the replication
+//! commands (CREATE_REPLICATION_SLOT, START_REPLICATION), and an ordinary one for catalog
+//! queries, publications, the DDL trigger and the initial snapshot.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use pgrw_ffi::sys::{poll, Interest, StopSignals};
+use pgrw_ffi::Conn;
+
+use crate::lsn::Lsn;
+use crate::server::{conn_params_for, ConnKind, Replication, Server, ServerError};
+
+use super::cli::{Action, Config, Output, Streaming};
+use super::ddl;
+use super::files::{FilesError, OutputDir};
+use super::pgoutput::Context;
+use super::snapshot::{self, ident, SnapshotSource};
+use super::spool::Spools;
+use super::stream::{literal, Session, StreamEnd, StreamError, StreamOptions};
+use super::writer::{SinkConfig, WriterConfig};
+
+pub const KIND: ConnKind = ConnKind { replication: Replication::Database, application_name: "pgrecvlogical" };
+
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub enum RunError {
+    Files(FilesError),
+    Server(ServerError),
+    Stream(StreamError),
+    /// Something about the slot, publication or server that a retry cannot fix.
+    Setup(String),
+}
+
+impl RunError {
+    fn is_fatal(&self, first: bool) -> bool {
+        match self {
+            RunError::Stream(s) => s.is_fatal(),
+            RunError::Server(s) => s.fatal || first,
+            RunError::Files(_) | RunError::Setup(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Files(e) => e.fmt(f),
+            RunError::Server(e) => e.fmt(f),
+            RunError::Stream(e) => e.fmt(f),
+            RunError::Setup(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<FilesError> for RunError {
+    fn from(e: FilesError) -> RunError {
+        RunError::Files(e)
+    }
+}
+impl From<ServerError> for RunError {
+    fn from(e: ServerError) -> RunError {
+        RunError::Server(e)
+    }
+}
+impl From<StreamError> for RunError {
+    fn from(e: StreamError) -> RunError {
+        RunError::Stream(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    SlotCreated,
+    SlotExisted,
+    Dropped,
+    Listed,
+    Stream(StreamEnd),
+}
+
+/// The highest pgoutput protocol version a server speaks.
+pub fn max_proto_version(server_version: u32) -> u32 {
+    match server_version {
+        v if v >= 160000 => 4,
+        v if v >= 150000 => 3,
+        v if v >= 140000 => 2,
+        _ => 1,
+    }
+}
+
+/// What the slot looks like in `pg_replication_slots`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlotRow {
+    plugin: Option<String>,
+    database: Option<String>,
+    confirmed_flush: Option<Lsn>,
+}
+
+/// The answer to CREATE_REPLICATION_SLOT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Created {
+    consistent_point: Lsn,
+    snapshot: Option<String>,
+}
+
+fn sql_error(server: &str, e: pgrw_ffi::Error) -> ServerError {
+    ServerError { server: server.to_owned(), message: e.message, sqlstate: e.sqlstate, fatal: false }
+}
+
+/// The ordinary connection, with the same settings and password as the replication one.
+fn sql_connection(
+    cfg: &Config,
+    password: Option<&str>,
+    stop: &StopSignals,
+    server: &str,
+) -> Result<Conn, ServerError> {
+    let mut params = conn_params_for(&cfg.conn, password, KIND);
+    params.retain(|(k, _)| k != "replication");
+    let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Conn::connect(&refs, Some(stop.fd())).map_err(|e| ServerError {
+        server: server.to_owned(),
+        message: format!("could not connect: {}", e.message),
+        sqlstate: None,
+        fatal: false,
+    })
+}
+
+fn slot_row(sql: &mut Conn, slot: &str, server: &str) -> Result<Option<SlotRow>, ServerError> {
+    let r = sql
+        .exec(&format!(
+            "SELECT plugin, database, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = {}",
+            literal(slot)
+        ))
+        .map_err(|e| sql_error(server, e))?;
+    if r.ntuples() == 0 {
+        return Ok(None);
+    }
+    Ok(Some(SlotRow {
+        plugin: r.get(0, 0).map(str::to_owned),
+        database: r.get(0, 1).map(str::to_owned),
+        confirmed_flush: r.get(0, 2).and_then(|s| s.parse().ok()),
+    }))
+}
+
+/// CREATE_REPLICATION_SLOT ... LOGICAL pgoutput; `None` when it already exists.
+fn create_slot(
+    server: &mut Server,
+    slot: &str,
+    export: bool,
+    two_phase: bool,
+) -> Result<Option<Created>, RunError> {
+    let sql = if server.version >= 150000 {
+        let mut o = vec![format!("SNAPSHOT '{}'", if export { "export" } else { "nothing" })];
+        if two_phase {
+            o.push("TWO_PHASE true".into());
+        }
+        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput ({})", o.join(", "))
+    } else {
+        let snap = if export { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
+        format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {snap}")
+    };
+    match server.conn().exec(&sql) {
+        Ok(r) => {
+            let consistent_point = r.get(0, 1).and_then(|s| s.parse().ok()).ok_or_else(|| {
+                RunError::Setup(format!(
+                    "unexpected answer to CREATE_REPLICATION_SLOT (server {})",
+                    server.name
+                ))
+            })?;
+            log::info!("created replication slot \"{slot}\" at {consistent_point} (server {})", server.name);
+            Ok(Some(Created { consistent_point, snapshot: r.get(0, 2).map(str::to_owned) }))
+        }
+        Err(e) if e.sqlstate.as_deref() == Some(crate::server::sqlstate::DUPLICATE_OBJECT) => Ok(None),
+        Err(e) => Err(server.wrap(e).into()),
+    }
+}
+
+pub fn run(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
+    let mut runner = Runner { cfg, stop, password: None, out: None, snapshot_done: false };
+    match cfg.action {
+        Action::ListSlots => runner.list_slots(),
+        Action::Drop { slot, teardown } => runner.drop(slot, teardown),
+        Action::CreateSlot { then_stream: false } => runner.create_only(),
+        Action::CreateSlot { then_stream: true } => {
+            // With --snapshot the session creates the slot, exporting its snapshot.
+            if !cfg.snapshot {
+                runner.create_only()?;
+            }
+            runner.stream_loop()
+        }
+        Action::Stream => runner.stream_loop(),
+    }
+}
+
+struct Runner<'a> {
+    cfg: &'a Config,
+    stop: &'a StopSignals,
+    password: Option<String>,
+    out: Option<OutputDir>,
+    snapshot_done: bool,
+}
+
+impl Runner<'_> {
+    fn connect(&mut self) -> Result<(Server, Conn), RunError> {
+        let server = Server::connect_as(&self.cfg.conn, &mut self.password, Some(self.stop.fd()), KIND)?;
+        let sql = sql_connection(self.cfg, self.password.as_deref(), self.stop, &server.name)?;
+        Ok((server, sql))
+    }
+
+    fn list_slots(&mut self) -> Result<Outcome, RunError> {
+        let (server, mut sql) = self.connect()?;
+        let r = sql
+            .exec(
+                "SELECT slot_name, plugin, database, active, confirmed_flush_lsn FROM pg_replication_slots \
+                 WHERE slot_type = 'logical' ORDER BY slot_name",
+            )
+            .map_err(|e| sql_error(&server.name, e))?;
+        println!("slot_name\tplugin\tdatabase\tactive\tconfirmed_flush_lsn");
+        for row in 0..r.ntuples() {
+            let cols: Vec<&str> = (0..5).map(|c| r.get(row, c).unwrap_or("")).collect();
+            println!("{}", cols.join("\t"));
+        }
+        Ok(Outcome::Listed)
+    }
+
+    fn drop(&mut self, slot: bool, teardown: bool) -> Result<Outcome, RunError> {
+        let (mut server, mut sql) = self.connect()?;
+        if teardown {
+            sql.exec(&ddl::teardown_sql()).map_err(|e| sql_error(&server.name, e))?;
+            log::info!("removed the DDL event trigger and schema \"{}\"", ddl::SCHEMA);
+        }
+        if slot {
+            log::info!("dropping replication slot \"{}\"", self.cfg.slot);
+            if !server.drop_slot(&self.cfg.slot)? {
+                return Err(RunError::Setup(format!(
+                    "replication slot \"{}\" does not exist (server {})",
+                    self.cfg.slot, server.name
+                )));
+            }
+        }
+        Ok(Outcome::Dropped)
+    }
+
+    fn create_only(&mut self) -> Result<Outcome, RunError> {
+        let (mut server, _sql) = self.connect()?;
+        match create_slot(&mut server, &self.cfg.slot, false, self.cfg.two_phase)? {
+            Some(_) => Ok(Outcome::SlotCreated),
+            None if self.cfg.if_not_exists => {
+                log::info!("replication slot \"{}\" already exists", self.cfg.slot);
+                Ok(Outcome::SlotExisted)
+            }
+            None => Err(RunError::Setup(format!(
+                "replication slot \"{}\" already exists (server {}); use --if-not-exists to accept an existing slot",
+                self.cfg.slot, server.name
+            ))),
+        }
+    }
+
+    fn stream_loop(&mut self) -> Result<Outcome, RunError> {
+        if let Some(Output::Directory(dir)) = &self.cfg.output {
+            // Lock before connecting, so a second writer into the directory is refused at once.
+            self.out = Some(OutputDir::open(dir)?);
+        }
+        let mut backoff = BACKOFF_FIRST;
+        let mut first = true;
+        loop {
+            let started = Instant::now();
+            match self.session() {
+                Ok(end) => return Ok(Outcome::Stream(end)),
+                Err(e) if self.stop.received().is_some() => {
+                    log::debug!("stopping after error during shutdown: {e}");
+                    return Ok(Outcome::Stream(StreamEnd::Stopped));
+                }
+                Err(e) => {
+                    if e.is_fatal(first) || self.cfg.no_loop {
+                        return Err(e);
+                    }
+                    if started.elapsed() >= BACKOFF_RESET_AFTER {
+                        backoff = BACKOFF_FIRST;
+                    }
+                    log::warn!("{e}; trying again in {} s", backoff.as_secs());
+                    let _ = poll(&[(self.stop.fd(), Interest::Read)], Some(backoff));
+                    if self.stop.received().is_some() {
+                        return Ok(Outcome::Stream(StreamEnd::Stopped));
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            first = false;
+        }
+    }
+
+    /// The options this server and the command line agree on.
+    fn negotiate(&self, server: &Server) -> Result<StreamOptions, RunError> {
+        let cfg = self.cfg;
+        let v = server.version;
+        let max = max_proto_version(v);
+        let version = cfg.proto_version.unwrap_or(max);
+        let refuse = |what: String| {
+            Err(RunError::Setup(format!(
+                "{what}, but the server runs PostgreSQL {} (server {})",
+                server.version_text(),
+                server.name
+            )))
+        };
+        if version > max {
+            return refuse(format!(
+                "protocol version {version} was asked for; the highest this server has is {max}"
+            ));
+        }
+        let streaming = cfg.streaming.unwrap_or(if version >= 2 { Streaming::On } else { Streaming::Off });
+        if streaming != Streaming::Off && version < 2 {
+            return refuse("--streaming needs protocol version 2 (PostgreSQL 14)".into());
+        }
+        if streaming == Streaming::Parallel && version < 4 {
+            return refuse("--streaming=parallel needs protocol version 4 (PostgreSQL 16)".into());
+        }
+        if cfg.two_phase && version < 3 {
+            return refuse("--two-phase needs protocol version 3 (PostgreSQL 15)".into());
+        }
+        if (cfg.messages || cfg.binary) && v < 140000 {
+            return refuse("--messages, --ddl and --binary need PostgreSQL 14".into());
+        }
+        Ok(StreamOptions {
+            slot: cfg.slot.clone(),
+            version,
+            streaming,
+            two_phase: cfg.two_phase,
+            messages: cfg.messages,
+            binary: cfg.binary,
+            publications: cfg.publications.clone(),
+            endpos: cfg.endpos,
+            status_interval: cfg.status_interval,
+            format: cfg.format,
+            server_version: v,
+        })
+    }
+
+    fn ensure_publications(&self, sql: &mut Conn, server: &str) -> Result<(), RunError> {
+        let cfg = self.cfg;
+        let names: Vec<String> = cfg.publications.iter().map(|p| literal(p)).collect();
+        let r = sql
+            .exec(&format!("SELECT pubname FROM pg_publication WHERE pubname IN ({})", names.join(", ")))
+            .map_err(|e| sql_error(server, e))?;
+        let found: Vec<String> = (0..r.ntuples()).filter_map(|i| r.get(i, 0).map(str::to_owned)).collect();
+        for p in &cfg.publications {
+            if found.contains(p) {
+                continue;
+            }
+            if !cfg.create_publication {
+                return Err(RunError::Setup(format!(
+                    "publication \"{p}\" does not exist (server {server}); create it, or use --create-publication"
+                )));
+            }
+            let what = if cfg.tables.is_empty() {
+                "FOR ALL TABLES".to_owned()
+            } else {
+                format!("FOR TABLE {}", cfg.tables.join(", "))
+            };
+            sql.exec(&format!("CREATE PUBLICATION {} {what}", ident(p))).map_err(|e| sql_error(server, e))?;
+            log::info!("created publication \"{p}\" {}", what.to_lowercase());
+        }
+        Ok(())
+    }
+
+    fn session(&mut self) -> Result<StreamEnd, RunError> {
+        let cfg = self.cfg;
+        let (mut server, mut sql) = self.connect()?;
+        let opts = self.negotiate(&server)?;
+        match server.parameter("server_encoding").as_deref() {
+            Some("UTF8") | Some("SQL_ASCII") | None => {}
+            Some(enc) => log::warn!(
+                "the database encoding is {enc}: names must be UTF-8 and other text is written with replacement characters"
+            ),
+        }
+        let name = server.name.clone();
+        self.ensure_publications(&mut sql, &name)?;
+        if cfg.ddl {
+            sql.exec(&ddl::install_sql()).map_err(|e| sql_error(&name, e))?;
+            log::debug!("DDL event trigger installed");
+        }
+
+        // Where the output ends: that is where this session resumes.
+        let recovered = match &self.out {
+            Some(out) => Some(out.recover(cfg.format, !cfg.no_sync)?),
+            None => None,
+        };
+        let resume = recovered.as_ref().and_then(|r| r.resume);
+
+        let db = sql.exec("SELECT current_database()").map_err(|e| sql_error(&name, e))?;
+        let database = db.get(0, 0).unwrap_or_default().to_owned();
+        let mut created = None;
+        let existing = slot_row(&mut sql, &cfg.slot, &name)?;
+        match &existing {
+            Some(row) => {
+                if row.plugin.as_deref() != Some("pgoutput") {
+                    return Err(RunError::Setup(format!(
+                        "replication slot \"{}\" is not a pgoutput logical slot (plugin {}; server {name}); use another slot",
+                        cfg.slot,
+                        row.plugin.as_deref().unwrap_or("none: physical")
+                    )));
+                }
+                if row.database.as_deref() != Some(database.as_str()) {
+                    return Err(RunError::Setup(format!(
+                        "replication slot \"{}\" belongs to database \"{}\", but the connection is to \"{database}\" (server {name}); give -d dbname={}",
+                        cfg.slot,
+                        row.database.as_deref().unwrap_or(""),
+                        row.database.as_deref().unwrap_or("")
+                    )));
+                }
+            }
+            None => {
+                let export = cfg.snapshot && !self.snapshot_done && resume.is_none();
+                created = create_slot(&mut server, &cfg.slot, export, cfg.two_phase)?;
+            }
+        }
+        let needs_snapshot = cfg.snapshot && !self.snapshot_done && resume.is_none();
+        let snapshot = match (&created, needs_snapshot) {
+            (Some(Created { consistent_point, snapshot: Some(s) }), true) => Some((s.clone(), *consistent_point)),
+            (_, true) => {
+                return Err(RunError::Setup(format!(
+                    "--snapshot needs a slot created by this run, but slot \"{}\" already exists and the output holds no snapshot; drop the slot (--drop-slot) or leave out --snapshot",
+                    cfg.slot
+                )))
+            }
+            _ => None,
+        };
+        if let (Some(row), Some(r)) = (&existing, resume) {
+            if let Some(c) = row.confirmed_flush.filter(|&c| c > r) {
+                log::debug!(
+                    "the slot confirmed {c}, the output ends at {r}: idle positions were confirmed since"
+                );
+            }
+        }
+
+        let start = resume.unwrap_or(Lsn::INVALID);
+        let name_start = resume
+            .or(created.as_ref().map(|c| c.consistent_point))
+            .or(existing.as_ref().and_then(|r| r.confirmed_flush))
+            .unwrap_or(Lsn::INVALID);
+        let spill_dir = match (&cfg.spill_dir, &self.out) {
+            (Some(d), _) => d.clone(),
+            (None, Some(out)) => out.spill_dir(),
+            (None, None) => std::env::temp_dir().join(format!("pgrecvlogical-{}", std::process::id())),
+        };
+        Spools::clear_dir(&spill_dir).map_err(|err| {
+            RunError::Files(FilesError::Io { path: spill_dir.clone(), action: "clear spill directory", err })
+        })?;
+        let sink = match (&cfg.output, &recovered) {
+            (Some(Output::Directory(dir)), Some(rec)) => SinkConfig::Directory {
+                dir: dir.clone(),
+                rotate_size: cfg.rotate_size,
+                rotate_interval: cfg.rotate_interval,
+                partial: rec.partial.clone(),
+            },
+            _ => SinkConfig::Stdout,
+        };
+        let wcfg = WriterConfig {
+            sink,
+            format: cfg.format,
+            parse: Context {
+                version: opts.version,
+                in_stream: false,
+                abort_info: opts.streaming == Streaming::Parallel && opts.version >= 4,
+            },
+            sync: !cfg.no_sync,
+            memory_limit: cfg.memory_limit,
+            spill_dir: spill_dir.clone(),
+            start: name_start,
+        };
+        let version = server.version;
+        let mut session = Session::new(&mut server, &opts, self.stop, wcfg, start)?;
+        if let Some((snap, at)) = snapshot {
+            log::info!("writing the initial snapshot at {at}");
+            let src = SnapshotSource {
+                snapshot: &snap,
+                publications: &cfg.publications,
+                at,
+                format: cfg.format,
+                server_version: version,
+                server: &name,
+            };
+            let stats = snapshot::copy(&mut sql, &src, &mut session)?;
+            log::info!("initial snapshot written: {} rows of {} tables", stats.rows, stats.tables);
+            self.snapshot_done = true;
+        }
+        drop(sql);
+        let (end, stats) = session.run(start)?;
+        log::debug!(
+            "session done: {} messages ({} bytes), {} streamed transactions, {} bytes written in {} units with {} fsyncs",
+            stats.messages,
+            stats.bytes,
+            stats.streamed_commits,
+            stats.writer.bytes,
+            stats.writer.units,
+            stats.writer.fsyncs
+        );
+        if cfg.spill_dir.is_none() && self.out.is_none() {
+            let _ = std::fs::remove_dir(&spill_dir);
+        }
+        Ok(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logical::stream::publication_list;
+
+    #[test]
+    fn protocol_versions_by_server() {
+        assert_eq!(max_proto_version(130012), 1);
+        assert_eq!(max_proto_version(140000), 2);
+        assert_eq!(max_proto_version(150004), 3);
+        assert_eq!(max_proto_version(160000), 4);
+        assert_eq!(max_proto_version(180001), 4);
+    }
+
+    #[test]
+    fn publication_names_quote() {
+        assert_eq!(publication_list(&["a".into(), "B c".into()]), "\"a\",\"B c\"");
+    }
+}

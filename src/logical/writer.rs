@@ -1,0 +1,693 @@
+//! The writer thread of pgrecvlogical: the only code that touches output and spill files. It
+//! appends the lines the receiver encoded, holds streamed transactions in their spools until
+//! they commit, fsyncs, rotates files, and publishes the end of the last unit of output that
+//! is durable, which is all the receiver may confirm to the server.
+//!
+//! The durability rules are pgreceivewal's (`crate::writer`): one fsync after everything the
+//! channel holds is written; an fsync failure is fatal and never retried; a new file's name is
+//! made durable (directory fsync) before anything in it is reported; a rotated file is fsync'ed
+//! before its rename, and the directory after.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use pgrw_ffi::sys::EventFd;
+
+use crate::archive::fsync_dir;
+use crate::lsn::Lsn;
+use crate::writer::Progress;
+
+use super::files::{file_name, Partial, PARTIAL_SUFFIX};
+use super::output::{Effect, Encoder, Format};
+use super::pgoutput::{self, Begin, BeginPrepare, Commit, Context, Message, Prepare};
+use super::spool::Spools;
+
+/// Replayed transactions are written in pieces of this size, so their size never shows in
+/// memory.
+const REPLAY_CHUNK: usize = 1 << 20;
+/// How often an idle writer looks at the clock for time-based rotation.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the receiver asks of the writer.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// Encoded lines; `end` when they complete a unit of output, after which decoding may
+    /// resume at that position.
+    Lines {
+        data: Vec<u8>,
+        end: Option<Lsn>,
+    },
+    /// Framed raw messages of streamed transaction `xid` (see `spool::push_frame`).
+    Spool {
+        xid: u32,
+        data: Vec<u8>,
+        subxacts: Vec<(u32, usize)>,
+    },
+    StreamCommit {
+        xid: u32,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time: i64,
+    },
+    StreamPrepare {
+        xid: u32,
+        prepare_lsn: Lsn,
+        end_lsn: Lsn,
+        prepare_time: i64,
+        gid: String,
+    },
+    StreamAbort {
+        xid: u32,
+        subxid: u32,
+    },
+    /// Make everything durable now (the server asked for a reply).
+    Flush,
+}
+
+#[derive(Debug)]
+pub enum WriterError {
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        err: io::Error,
+    },
+    /// fsync failed: never retried.
+    Fsync {
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// A spooled transaction could not be decoded again.
+    Replay {
+        xid: u32,
+        message: String,
+    },
+}
+
+impl WriterError {
+    /// Errors a reconnect cannot cure.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, WriterError::Io { .. })
+    }
+}
+
+impl fmt::Display for WriterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriterError::Io { path, action, err } => write!(f, "could not {action} \"{}\": {err}", path.display()),
+            WriterError::Fsync { path, err } => write!(
+                f,
+                "could not fsync file \"{}\": {err}; the disk may have lost written output, so pgrecvlogical stops (a restart resumes from what is on disk)",
+                path.display()
+            ),
+            WriterError::Replay { xid, message } => {
+                write!(f, "could not decode streamed transaction {xid} at its commit: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WriterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WriterError::Io { err, .. } | WriterError::Fsync { err, .. } => Some(err),
+            WriterError::Replay { .. } => None,
+        }
+    }
+}
+
+/// Where the output goes.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Directory { dir: PathBuf, rotate_size: u64, rotate_interval: Option<Duration>, partial: Option<Partial> },
+    Stdout,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub sink: SinkConfig,
+    pub format: Format,
+    /// How to parse spooled messages (protocol version, abort information).
+    pub parse: Context,
+    /// false with --no-sync.
+    pub sync: bool,
+    pub memory_limit: u64,
+    pub spill_dir: PathBuf,
+    /// Where decoding starts: names the first new file.
+    pub start: Lsn,
+}
+
+struct OpenFile {
+    file: File,
+    path: PathBuf,
+    done: PathBuf,
+    len: u64,
+    /// Length up to the end of the last complete unit.
+    unit_len: u64,
+    opened: Instant,
+    dirty: bool,
+}
+
+struct DirSink {
+    dir: PathBuf,
+    format: Format,
+    rotate_size: u64,
+    rotate_interval: Option<Duration>,
+    cur: Option<OpenFile>,
+    dir_dirty: bool,
+    next_start: Lsn,
+}
+
+enum Sink {
+    Dir(DirSink),
+    Stdout { out: BufWriter<io::Stdout>, since_unit: u64 },
+}
+
+/// Counters for the log and the benchmark.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    pub bytes: u64,
+    pub units: u64,
+    pub fsyncs: u64,
+}
+
+pub struct Writer {
+    cfg: WriterConfig,
+    sink: Sink,
+    spools: Spools,
+    progress: Arc<Progress>,
+    wake: Arc<EventFd>,
+    /// The last unit end written, not yet durable.
+    pending: Option<Lsn>,
+    stats: WriterStats,
+}
+
+impl Writer {
+    pub fn new(cfg: WriterConfig, progress: Arc<Progress>, wake: Arc<EventFd>) -> Writer {
+        let sink = match &cfg.sink {
+            SinkConfig::Directory { dir, rotate_size, rotate_interval, partial } => {
+                let cur = partial.as_ref().and_then(|p| {
+                    // Reopened lazily below if this fails: the error is reported on first write.
+                    let file = OpenOptions::new().write(true).open(&p.path).ok()?;
+                    let done = p.path.with_file_name(file_name(p.start, cfg.format));
+                    Some(OpenFile {
+                        file,
+                        path: p.path.clone(),
+                        done,
+                        len: p.len,
+                        unit_len: p.len,
+                        opened: Instant::now(),
+                        dirty: false,
+                    })
+                });
+                Sink::Dir(DirSink {
+                    dir: dir.clone(),
+                    format: cfg.format,
+                    rotate_size: *rotate_size,
+                    rotate_interval: *rotate_interval,
+                    cur,
+                    dir_dirty: false,
+                    next_start: cfg.start,
+                })
+            }
+            SinkConfig::Stdout => {
+                Sink::Stdout { out: BufWriter::with_capacity(1 << 16, io::stdout()), since_unit: 0 }
+            }
+        };
+        let spools = Spools::new(&cfg.spill_dir, cfg.memory_limit);
+        Writer { cfg, sink, spools, progress, wake, pending: None, stats: WriterStats::default() }
+    }
+
+    /// The thread body: handles messages until the receiver drops its sender, then makes the
+    /// output durable and cuts off an incomplete transaction this session left.
+    pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<WriterStats, WriterError> {
+        let result = (|| {
+            loop {
+                match rx.recv_timeout(TICK) {
+                    Ok(msg) => {
+                        self.handle(msg)?;
+                        while let Ok(msg) = rx.try_recv() {
+                            self.handle(msg)?;
+                        }
+                        // Only complete units are worth an fsync: nothing else is reported.
+                        if self.pending.is_some() {
+                            self.sync()?;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                self.rotate_if_due()?;
+            }
+            self.close()?;
+            Ok(self.stats)
+        })();
+        // Wake the receiver whatever happened, so it notices a dead writer at once.
+        self.wake.notify();
+        result
+    }
+
+    fn handle(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
+        match msg {
+            WriterMsg::Lines { data, end } => {
+                self.write(&data)?;
+                if let Some(end) = end {
+                    self.unit_end(end);
+                }
+                Ok(())
+            }
+            WriterMsg::Spool { xid, data, subxacts } => {
+                self.spools.append(xid, &data, &subxacts).map_err(|err| self.spill_error(xid, "write", err))
+            }
+            WriterMsg::StreamAbort { xid, subxid } => {
+                self.spools.abort(xid, subxid).map_err(|err| self.spill_error(xid, "truncate", err))
+            }
+            WriterMsg::StreamCommit { xid, commit_lsn, end_lsn, commit_time } => {
+                let head = Message::Begin(Begin { final_lsn: commit_lsn, commit_time, xid });
+                let tail = Message::Commit(Commit { flags: 0, commit_lsn, end_lsn, commit_time });
+                self.replay(xid, &head, commit_lsn, &tail)
+            }
+            WriterMsg::StreamPrepare { xid, prepare_lsn, end_lsn, prepare_time, gid } => {
+                let head = Message::BeginPrepare(BeginPrepare {
+                    prepare_lsn,
+                    end_lsn,
+                    prepare_time,
+                    xid,
+                    gid: &gid,
+                });
+                let tail = Message::Prepare(Prepare {
+                    flags: 0,
+                    prepare_lsn,
+                    end_lsn,
+                    prepare_time,
+                    xid,
+                    gid: &gid,
+                });
+                self.replay(xid, &head, prepare_lsn, &tail)
+            }
+            WriterMsg::Flush => self.sync(),
+        }
+    }
+
+    fn spill_error(&self, xid: u32, action: &'static str, err: io::Error) -> WriterError {
+        WriterError::Io { path: self.cfg.spill_dir.join(format!("{xid}.spill")), action, err }
+    }
+
+    /// Writes a streamed transaction out of its spool, decoded with the schema its own stream
+    /// sent, between `head` and `tail`.
+    fn replay(
+        &mut self,
+        xid: u32,
+        head: &Message<'_>,
+        at: Lsn,
+        tail: &Message<'_>,
+    ) -> Result<(), WriterError> {
+        let mut reader = self.spools.take(xid).map_err(|err| self.spill_error(xid, "read", err))?;
+        let bad = |message: String| WriterError::Replay { xid, message };
+        let mut enc = Encoder::new(self.cfg.format);
+        let ctx = Context { in_stream: true, ..self.cfg.parse };
+        let mut out = Vec::with_capacity(REPLAY_CHUNK + (64 << 10));
+        enc.encode(&mut out, at, head).map_err(|e| bad(e.to_string()))?;
+        let mut buf = Vec::new();
+        let mut changes = 0u64;
+        while let Some(lsn) = reader.next_into(&mut buf).map_err(|err| self.spill_error(xid, "read", err))? {
+            let msg = pgoutput::parse(&buf, &ctx).map_err(|e| bad(e.to_string()))?;
+            enc.encode(&mut out, lsn, &msg).map_err(|e| bad(e.to_string()))?;
+            changes += 1;
+            if out.len() >= REPLAY_CHUNK {
+                self.write(&out)?;
+                out.clear();
+            }
+        }
+        match enc.encode(&mut out, at, tail).map_err(|e| bad(e.to_string()))? {
+            Effect::UnitEnd(end) => {
+                self.write(&out)?;
+                self.unit_end(end);
+            }
+            Effect::None => unreachable!("a commit or prepare ends a unit"),
+        }
+        log::debug!("wrote streamed transaction {xid} ({changes} messages)");
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), WriterError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.stats.bytes += data.len() as u64;
+        match &mut self.sink {
+            Sink::Stdout { out, since_unit } => {
+                *since_unit += data.len() as u64;
+                out.write_all(data).map_err(|err| WriterError::Io {
+                    path: "-".into(),
+                    action: "write to",
+                    err,
+                })
+            }
+            Sink::Dir(d) => {
+                if d.cur.is_none() {
+                    d.cur = Some(d.open_new(self.cfg.sync)?);
+                }
+                let f = d.cur.as_mut().expect("opened above");
+                f.file.write_all_at(data, f.len).map_err(|err| WriterError::Io {
+                    path: f.path.clone(),
+                    action: "write",
+                    err,
+                })?;
+                f.len += data.len() as u64;
+                f.dirty = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn unit_end(&mut self, end: Lsn) {
+        self.stats.units += 1;
+        self.pending = Some(end);
+        match &mut self.sink {
+            Sink::Stdout { since_unit, .. } => *since_unit = 0,
+            Sink::Dir(d) => {
+                d.next_start = end;
+                if let Some(f) = &mut d.cur {
+                    f.unit_len = f.len;
+                }
+            }
+        }
+    }
+
+    /// Makes what was written durable and publishes the end of the last complete unit.
+    fn sync(&mut self) -> Result<(), WriterError> {
+        match &mut self.sink {
+            Sink::Stdout { out, .. } => {
+                out.flush().map_err(|err| WriterError::Io { path: "-".into(), action: "write to", err })?
+            }
+            Sink::Dir(d) => {
+                if let Some(f) = &mut d.cur {
+                    if f.dirty {
+                        if self.cfg.sync {
+                            f.file
+                                .sync_data()
+                                .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
+                            self.stats.fsyncs += 1;
+                        }
+                        f.dirty = false;
+                    }
+                }
+                if d.dir_dirty {
+                    if self.cfg.sync {
+                        fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+                    }
+                    d.dir_dirty = false;
+                }
+            }
+        }
+        if let Some(end) = self.pending.take() {
+            self.progress.advance(end);
+            self.wake.notify();
+        }
+        Ok(())
+    }
+
+    fn rotate_if_due(&mut self) -> Result<(), WriterError> {
+        let Sink::Dir(d) = &self.sink else { return Ok(()) };
+        let Some(f) = &d.cur else { return Ok(()) };
+        let due = f.len >= d.rotate_size || d.rotate_interval.is_some_and(|iv| f.opened.elapsed() >= iv);
+        // Only at a unit boundary, so every file holds whole transactions.
+        if !due || f.len == 0 || f.len != f.unit_len {
+            return Ok(());
+        }
+        self.sync()?;
+        let Sink::Dir(d) = &mut self.sink else { unreachable!() };
+        let f = d.cur.take().expect("checked above");
+        if self.cfg.sync {
+            f.file.sync_all().map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
+        }
+        fs::rename(&f.path, &f.done).map_err(|err| WriterError::Io {
+            path: f.done.clone(),
+            action: "rename",
+            err,
+        })?;
+        if self.cfg.sync {
+            fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+        }
+        log::debug!("finished \"{}\" ({} bytes)", f.done.display(), f.len);
+        Ok(())
+    }
+
+    /// The end of a session: anything after the last unit end belongs to a transaction the
+    /// server sends again, so it is cut off (or, on standard output, marked).
+    fn close(&mut self) -> Result<(), WriterError> {
+        match &mut self.sink {
+            Sink::Dir(d) => {
+                if let Some(f) = &mut d.cur {
+                    if f.len > f.unit_len {
+                        f.file.set_len(f.unit_len).map_err(|err| WriterError::Io {
+                            path: f.path.clone(),
+                            action: "truncate",
+                            err,
+                        })?;
+                        log::debug!(
+                            "cut {} bytes of an incomplete transaction off \"{}\"",
+                            f.len - f.unit_len,
+                            f.path.display()
+                        );
+                        f.len = f.unit_len;
+                        f.dirty = true;
+                    }
+                }
+            }
+            Sink::Stdout { out, since_unit } => {
+                if *since_unit > 0 {
+                    let marker: &[u8] = match self.cfg.format {
+                        Format::Json => b"{\"op\":\"rollback_incomplete\"}\n",
+                        Format::Text => b"ROLLBACK INCOMPLETE\n",
+                    };
+                    out.write_all(marker).map_err(|err| WriterError::Io {
+                        path: "-".into(),
+                        action: "write to",
+                        err,
+                    })?;
+                    *since_unit = 0;
+                }
+            }
+        }
+        self.sync()?;
+        log::debug!(
+            "writer done: {} bytes, {} units, {} fsyncs, {} streamed transactions left open",
+            self.stats.bytes,
+            self.stats.units,
+            self.stats.fsyncs,
+            self.spools.open_transactions()
+        );
+        Ok(())
+    }
+}
+
+impl DirSink {
+    fn open_new(&mut self, _sync: bool) -> Result<OpenFile, WriterError> {
+        let done = self.dir.join(file_name(self.next_start, self.format));
+        let path = partial_path(&done);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|err| WriterError::Io { path: path.clone(), action: "create", err })?;
+        // The name must be durable before anything written into the file is reported.
+        self.dir_dirty = true;
+        log::debug!("writing \"{}\"", path.display());
+        Ok(OpenFile { file, path, done, len: 0, unit_len: 0, opened: Instant::now(), dirty: false })
+    }
+}
+
+fn partial_path(done: &Path) -> PathBuf {
+    let mut s = done.as_os_str().to_owned();
+    s.push(PARTIAL_SUFFIX);
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logical::files::{OutputDir, Recovered};
+    use crate::logical::pgoutput::{encode, Column, Insert, RelColumn, Relation};
+    use crate::logical::spool::push_frame;
+
+    fn tmp(label: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("pgrl-writer-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn writer(dir: &Path, rotate_size: u64, partial: Option<Partial>, start: Lsn) -> (Writer, Arc<Progress>) {
+        let progress = Arc::new(Progress::new(Lsn::INVALID));
+        let cfg = WriterConfig {
+            sink: SinkConfig::Directory {
+                dir: dir.to_path_buf(),
+                rotate_size,
+                rotate_interval: None,
+                partial,
+            },
+            format: Format::Json,
+            parse: Context::new(4),
+            sync: true,
+            memory_limit: 64,
+            spill_dir: dir.join(".spill"),
+            start,
+        };
+        (Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap())), progress)
+    }
+
+    fn unit(end: u64) -> WriterMsg {
+        WriterMsg::Lines {
+            data: format!("{{\"op\":\"begin\"}}\n{{\"op\":\"commit\",\"end_lsn\":\"{}\"}}\n", Lsn(end))
+                .into_bytes(),
+            end: Some(Lsn(end)),
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn publishes_only_complete_units_and_rotates_at_their_ends() {
+        let dir = tmp("units");
+        let (mut w, progress) = writer(&dir, 60, None, Lsn(0x10));
+        w.handle(WriterMsg::Lines { data: b"{\"op\":\"begin\"}\n".to_vec(), end: None }).unwrap();
+        w.sync().unwrap();
+        assert_eq!(progress.flushed(), Lsn::INVALID, "half a transaction is not durable output");
+        w.handle(unit(0x100)).unwrap();
+        w.sync().unwrap();
+        assert_eq!(progress.flushed(), Lsn(0x100));
+        w.rotate_if_due().unwrap();
+        // 15 + 15 + 34 bytes > 60: rotated after the unit, named after where it started.
+        assert_eq!(files(&dir), vec!["0000000000000010.jsonl"]);
+        w.handle(unit(0x200)).unwrap();
+        w.handle(WriterMsg::Lines { data: b"{\"op\":\"begin\"}\n".to_vec(), end: None }).unwrap();
+        w.sync().unwrap();
+        w.rotate_if_due().unwrap();
+        assert_eq!(files(&dir), vec!["0000000000000010.jsonl", "0000000000000100.jsonl.partial"]);
+        w.close().unwrap();
+        // The incomplete transaction is cut off at the end of the session.
+        let partial = fs::read_to_string(dir.join("0000000000000100.jsonl.partial")).unwrap();
+        assert!(partial.ends_with("\"end_lsn\":\"0/200\"}\n"), "{partial}");
+        assert_eq!(progress.flushed(), Lsn(0x200));
+
+        // The next run continues the partial file after recovery.
+        let out = OutputDir::open(&dir).unwrap();
+        let rec: Recovered = out.recover(Format::Json, true).unwrap();
+        assert_eq!(rec.resume, Some(Lsn(0x200)));
+        let (mut w, _) = writer(&dir, 1 << 20, rec.partial, Lsn(0x200));
+        w.handle(unit(0x300)).unwrap();
+        w.close().unwrap();
+        let partial = fs::read_to_string(dir.join("0000000000000100.jsonl.partial")).unwrap();
+        assert_eq!(partial.matches("\"op\":\"commit\"").count(), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rotates_by_time_at_unit_ends_only() {
+        let dir = tmp("time");
+        let (mut w, _) = writer(&dir, 1 << 30, None, Lsn(0x10));
+        if let Sink::Dir(d) = &mut w.sink {
+            d.rotate_interval = Some(Duration::ZERO);
+        }
+        w.handle(WriterMsg::Lines { data: b"{\"op\":\"begin\"}\n".to_vec(), end: None }).unwrap();
+        w.rotate_if_due().unwrap();
+        assert_eq!(files(&dir), vec!["0000000000000010.jsonl.partial"], "not inside a transaction");
+        w.handle(unit(0x100)).unwrap();
+        w.rotate_if_due().unwrap();
+        assert_eq!(files(&dir), vec!["0000000000000010.jsonl"]);
+        // Nothing written since: no empty file is made.
+        w.rotate_if_due().unwrap();
+        w.close().unwrap();
+        assert_eq!(files(&dir), vec!["0000000000000010.jsonl"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn rel_and_insert(xid: u32, v: &'static [u8]) -> Vec<u8> {
+        let rel = Message::Relation(Relation {
+            xid: Some(xid),
+            oid: 1,
+            namespace: "public",
+            name: "t",
+            replica_identity: b'd',
+            columns: vec![RelColumn { flags: 1, name: "v", type_oid: 25, type_modifier: -1 }],
+        });
+        let ins = Message::Insert(Insert { xid: Some(xid), relation: 1, new: vec![Column::Text(v)] });
+        let mut c = Vec::new();
+        push_frame(&mut c, Lsn(0x20), &encode(&rel));
+        push_frame(&mut c, Lsn(0x30), &encode(&ins));
+        c
+    }
+
+    #[test]
+    fn streamed_transactions_in_commit_order() {
+        let dir = tmp("stream");
+        let (mut w, progress) = writer(&dir, 1 << 20, None, Lsn(0x10));
+        w.handle(WriterMsg::Spool { xid: 5, data: rel_and_insert(5, b"five"), subxacts: vec![(5, 0)] })
+            .unwrap();
+        w.handle(WriterMsg::Spool { xid: 6, data: rel_and_insert(6, b"six"), subxacts: vec![(6, 0)] })
+            .unwrap();
+        w.handle(WriterMsg::Spool { xid: 7, data: rel_and_insert(7, b"seven"), subxacts: vec![(7, 0)] })
+            .unwrap();
+        w.handle(WriterMsg::StreamAbort { xid: 7, subxid: 7 }).unwrap();
+        w.handle(WriterMsg::StreamCommit {
+            xid: 6,
+            commit_lsn: Lsn(0x500),
+            end_lsn: Lsn(0x528),
+            commit_time: 0,
+        })
+        .unwrap();
+        w.handle(WriterMsg::StreamPrepare {
+            xid: 5,
+            prepare_lsn: Lsn(0x600),
+            end_lsn: Lsn(0x628),
+            prepare_time: 0,
+            gid: "g".into(),
+        })
+        .unwrap();
+        w.close().unwrap();
+        assert_eq!(progress.flushed(), Lsn(0x628));
+        let out = fs::read_to_string(dir.join("0000000000000010.jsonl.partial")).unwrap();
+        let l: Vec<&str> = out.lines().collect();
+        assert_eq!(l.len(), 6, "{out}");
+        assert!(l[0].starts_with("{\"op\":\"begin\",\"xid\":6,\"commit_lsn\":\"0/500\""));
+        assert!(l[1].contains("\"new\":{\"v\":\"six\"}"), "{}", l[1]);
+        assert!(l[2].starts_with("{\"op\":\"commit\",\"end_lsn\":\"0/528\""));
+        assert!(l[3].starts_with("{\"op\":\"begin_prepare\",\"xid\":5"));
+        assert!(l[4].contains("\"five\""));
+        assert!(l[5].starts_with("{\"op\":\"prepare\",\"end_lsn\":\"0/628\""));
+        assert!(!out.contains("seven"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replay_errors_are_fatal() {
+        let dir = tmp("replay");
+        let (mut w, _) = writer(&dir, 1 << 20, None, Lsn(0x10));
+        let mut bad = Vec::new();
+        push_frame(&mut bad, Lsn(1), b"Zgarbage");
+        w.handle(WriterMsg::Spool { xid: 1, data: bad, subxacts: vec![] }).unwrap();
+        let e = w
+            .handle(WriterMsg::StreamCommit { xid: 1, commit_lsn: Lsn(2), end_lsn: Lsn(3), commit_time: 0 })
+            .unwrap_err();
+        assert!(e.is_fatal());
+        assert!(e.to_string().contains("streamed transaction 1"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
