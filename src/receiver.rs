@@ -26,11 +26,13 @@ use crate::timeline::parse_history;
 use crate::walfile::{history_file_name, Tli};
 use crate::writer::{Progress, Writer, WriterConfig, WriterError, WriterMsg};
 
-/// WAL is handed to the writer in batches of up to this many bytes (a batch is also sent as
-/// soon as the socket has nothing more), and the channel holds at most `CHANNEL_BATCHES`
-/// batches: memory stays under 64 MiB however far the disk falls behind the network.
-pub const MAX_BATCH: usize = 2 << 20;
+/// WAL is handed to the writer in batches of up to about this many bytes (a batch is also
+/// sent as soon as the socket has nothing more). The channel holds at most `CHANNEL_BATCHES`
+/// batches and `SPARE_BATCHES` written buffers wait for reuse, so memory stays under 48 MiB
+/// however far the disk falls behind the network.
+pub const MAX_BATCH: usize = 1 << 20;
 pub const CHANNEL_BATCHES: usize = 32;
+const SPARE_BATCHES: usize = 4;
 
 /// How a stream ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,8 @@ pub struct Receiver<'a> {
     stop: &'a StopSignals,
     tx: Option<Sender<WriterMsg>>,
     writer: Option<JoinHandle<Result<(), WriterError>>>,
+    /// Buffers the writer has written and handed back, reused for the next batches.
+    spare: crossbeam_channel::Receiver<Vec<u8>>,
     progress: Arc<Progress>,
     wake: Arc<EventFd>,
     /// End of the WAL received so far (`blockpos`): the `write` of status updates.
@@ -146,7 +150,8 @@ impl<'a> Receiver<'a> {
         let wake =
             Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
-        let writer = Writer::new(writer_cfg, progress.clone(), wake.clone());
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded(SPARE_BATCHES);
+        let writer = Writer::new(writer_cfg, progress.clone(), wake.clone()).recycle_into(spare_tx);
         let handle = std::thread::Builder::new()
             .name("pgrw-writer".into())
             .spawn(move || writer.run(rx))
@@ -157,6 +162,7 @@ impl<'a> Receiver<'a> {
             stop,
             tx: Some(tx),
             writer: Some(handle),
+            spare: spare_rx,
             progress,
             wake,
             received: start,
@@ -308,7 +314,11 @@ impl<'a> Receiver<'a> {
                         }
                         if self.batch.is_empty() {
                             self.batch_start = start;
-                            self.batch.reserve(MAX_BATCH.max(data.len()));
+                            if self.batch.capacity() == 0 {
+                                if let Ok(spare) = self.spare.try_recv() {
+                                    self.batch = spare;
+                                }
+                            }
                         }
                         self.batch.extend_from_slice(data);
                         self.received = Lsn(start.0 + data.len() as u64);
