@@ -24,7 +24,7 @@
 #   BENCH_PGBENCH_SECONDS=20  length of each pgbench run
 #   BENCH_CLIENTS=4           pgbench clients (and threads)
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
-#   BENCH_SKIP=               space-separated parts to skip: catchup sync disk
+#   BENCH_SKIP=               space-separated parts to skip: catchup sync disk logical
 #   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
 #   PGRW_KEEP_TEST_DIRS=1     keep the cluster and logs afterwards
 #
@@ -399,3 +399,11 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         row "disk: 8 kB write + fdatasync, ops/s" "" "" "" "$(fmt_stat 0 "${disk_fsync[@]}")"
     fi
 }
+
+# --- pgrecvlogical against pg_recvlogical (test_decoding) ------------------------------------
+# The same workload's WAL decoded by both tools and written to a file: changes per second and
+# MB/s, on PostgreSQL 15 and 18 (tests/logical.rs, `bench`; PGRL_BENCH_ROWS sets the size).
+if ! skipped logical; then
+    step "pgrecvlogical vs pg_recvlogical"
+    cargo test --release --locked --test tests logical::bench -- --ignored --nocapture --test-threads=1
+fi

