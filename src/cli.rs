@@ -172,6 +172,22 @@ struct Args {
     no_sync: bool,
     synchronous: bool,
     status_interval_secs: Option<u64>,
+    common: CommonArgs,
+    /// The first non-option argument: reported after all options, as getopt does.
+    first_stray: Option<OsString>,
+}
+
+/// An option as matched: its short letter or its full long name.
+#[derive(Clone, Copy)]
+pub enum Opt {
+    Short(char),
+    Long(&'static str),
+}
+
+/// The connection and logging flags every tool of the package takes, parsed and checked the
+/// same way everywhere.
+#[derive(Debug, Default)]
+pub struct CommonArgs {
     verbose: u32,
     dbname: Option<String>,
     host: Option<String>,
@@ -182,15 +198,81 @@ struct Args {
     log_level: Option<log::LevelFilter>,
     log_format: Option<LogFormat>,
     log_add_source: bool,
-    /// The first non-option argument: reported after all options, as getopt does.
-    first_stray: Option<OsString>,
 }
 
-/// An option as matched: its short letter or its full long name.
-#[derive(Clone, Copy)]
-enum Opt {
-    Short(char),
-    Long(&'static str),
+impl CommonArgs {
+    /// Takes `opt` (and its value) if it is one of the shared flags; false for any other.
+    pub fn parse(&mut self, opt: Opt, p: &mut lexopt::Parser) -> Result<bool, UsageError> {
+        use Opt::{Long, Short};
+        match opt {
+            Short('v') | Long("verbose") => self.verbose = self.verbose.saturating_add(1),
+            Short('d') | Long("dbname") => self.dbname = Some(string_value(p, "-d/--dbname")?),
+            Short('h') | Long("host") => self.host = Some(string_value(p, "-h/--host")?),
+            Short('p') | Long("port") => {
+                let port = string_value(p, "-p/--port")?;
+                check_port(&port)?;
+                self.port = Some(port);
+            }
+            Short('U') | Long("username") => self.user = Some(string_value(p, "-U/--username")?),
+            Short('w') | Long("no-password") => self.no_password = true,
+            Short('W') | Long("password") => self.password = true,
+            Long("log-level") => {
+                let s = string_value(p, "--log-level")?;
+                self.log_level = Some(parse_log_level(&s)?);
+            }
+            Long("log-format") => {
+                let s = string_value(p, "--log-format")?;
+                self.log_format = Some(match s.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(usage(format!("invalid log format \"{s}\": use text or json"))),
+                });
+            }
+            Long("log-add-source") => self.log_add_source = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Combinations the shared flags do not allow.
+    pub fn check(&self) -> Result<(), UsageError> {
+        // Not checked by PostgreSQL's tools, where the last of -w/-W wins silently.
+        if self.no_password && self.password {
+            return Err(usage("cannot use --no-password together with --password"));
+        }
+        Ok(())
+    }
+
+    pub fn conn_options(&self) -> ConnOptions {
+        let password = if self.no_password {
+            PasswordMode::Never
+        } else if self.password {
+            PasswordMode::Always
+        } else {
+            PasswordMode::Auto
+        };
+        ConnOptions {
+            dbname: self.dbname.clone(),
+            host: self.host.clone(),
+            port: self.port.clone(),
+            user: self.user.clone(),
+            password,
+        }
+    }
+
+    /// `--log-level` wins over `-v` (debug) and `-vv` (trace); the default is info.
+    pub fn log_options(&self) -> LogOptions {
+        let level = self.log_level.unwrap_or(match self.verbose {
+            0 => log::LevelFilter::Info,
+            1 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        });
+        LogOptions {
+            level,
+            format: self.log_format.unwrap_or(LogFormat::Text),
+            add_source: self.log_add_source,
+        }
+    }
 }
 
 /// Parse the arguments after the program name.
@@ -244,37 +326,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 let s = string_value(&mut p, "-s/--status-interval")?;
                 a.status_interval_secs = Some(parse_status_interval(&s)?);
             }
-            Short('v') | Long("verbose") => a.verbose = a.verbose.saturating_add(1),
             Short('Z') | Long("compress") => {
                 let s = string_value(&mut p, "-Z/--compress")?;
                 check_compression(&s)?;
             }
 
-            Short('d') | Long("dbname") => a.dbname = Some(string_value(&mut p, "-d/--dbname")?),
-            Short('h') | Long("host") => a.host = Some(string_value(&mut p, "-h/--host")?),
-            Short('p') | Long("port") => {
-                let port = string_value(&mut p, "-p/--port")?;
-                check_port(&port)?;
-                a.port = Some(port);
-            }
-            Short('U') | Long("username") => a.user = Some(string_value(&mut p, "-U/--username")?),
-            Short('w') | Long("no-password") => a.no_password = true,
-            Short('W') | Long("password") => a.password = true,
-
-            Long("log-level") => {
-                let s = string_value(&mut p, "--log-level")?;
-                a.log_level = Some(parse_log_level(&s)?);
-            }
-            Long("log-format") => {
-                let s = string_value(&mut p, "--log-format")?;
-                a.log_format = Some(match s.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(usage(format!("invalid log format \"{s}\": use text or json"))),
-                });
-            }
-            Long("log-add-source") => a.log_add_source = true,
-
+            opt if a.common.parse(opt, &mut p)? => {}
             Short(c) => return Err(usage(format!("unrecognized option \"-{c}\""))),
             Long(name) => unreachable!("--{name} is in LONG_OPTIONS but not handled"),
         }
@@ -311,10 +368,7 @@ impl Args {
         if self.directory.is_none() && action == Action::Stream {
             return Err(usage("no target directory specified"));
         }
-        // Not checked by pg_receivewal, where the last of -w/-W wins silently.
-        if self.no_password && self.password {
-            return Err(usage("cannot use --no-password together with --password"));
-        }
+        self.common.check()?;
         // pg_receivewal ignores --if-not-exists when streaming. Here streaming with a slot
         // creates it when missing anyway, so the flag only means something with --create-slot.
         if self.if_not_exists && action != Action::CreateSlot {
@@ -331,18 +385,6 @@ impl Args {
         } else {
             Durability::Default
         };
-        let password = if self.no_password {
-            PasswordMode::Never
-        } else if self.password {
-            PasswordMode::Always
-        } else {
-            PasswordMode::Auto
-        };
-        let level = self.log_level.unwrap_or(match self.verbose {
-            0 => log::LevelFilter::Info,
-            1 => log::LevelFilter::Debug,
-            _ => log::LevelFilter::Trace,
-        });
         let secs = self.status_interval_secs.unwrap_or(DEFAULT_STATUS_INTERVAL_SECS);
         Ok(Config {
             directory: self.directory.unwrap_or_default(),
@@ -353,18 +395,8 @@ impl Args {
             no_loop: self.no_loop,
             durability,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
-            conn: ConnOptions {
-                dbname: self.dbname,
-                host: self.host,
-                port: self.port,
-                user: self.user,
-                password,
-            },
-            log: LogOptions {
-                level,
-                format: self.log_format.unwrap_or(LogFormat::Text),
-                add_source: self.log_add_source,
-            },
+            log: self.common.log_options(),
+            conn: self.common.conn_options(),
         })
     }
 }

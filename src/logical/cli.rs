@@ -12,9 +12,8 @@ use std::time::Duration;
 use lexopt::Arg;
 
 use crate::cli::{
-    check_port, check_slot_name, lexopt_error, parse_log_level, parse_status_interval, resolve_long_in,
-    string_value, usage, ConnOptions, LogFormat, LogOptions, PasswordMode, UsageError,
-    DEFAULT_STATUS_INTERVAL_SECS,
+    check_slot_name, lexopt_error, parse_status_interval, resolve_long_in, string_value, usage, CommonArgs,
+    ConnOptions, LogOptions, Opt, UsageError, DEFAULT_STATUS_INTERVAL_SECS,
 };
 use crate::lsn::Lsn;
 use crate::server::parse_size;
@@ -183,23 +182,8 @@ struct Args {
     no_loop: bool,
     no_sync: bool,
     status_interval_secs: Option<u64>,
-    verbose: u32,
-    dbname: Option<String>,
-    host: Option<String>,
-    port: Option<String>,
-    user: Option<String>,
-    no_password: bool,
-    password: bool,
-    log_level: Option<log::LevelFilter>,
-    log_format: Option<LogFormat>,
-    log_add_source: bool,
+    common: CommonArgs,
     first_stray: Option<OsString>,
-}
-
-#[derive(Clone, Copy)]
-enum Opt {
-    Short(char),
-    Long(&'static str),
 }
 
 /// A size as PostgreSQL writes them: `8192`, `64kB`, `16MB`, `1GB`.
@@ -334,32 +318,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 let s = string_value(&mut p, "-s/--status-interval")?;
                 a.status_interval_secs = Some(parse_status_interval(&s)?);
             }
-            Short('v') | Long("verbose") => a.verbose = a.verbose.saturating_add(1),
 
-            Short('d') | Long("dbname") => a.dbname = Some(string_value(&mut p, "-d/--dbname")?),
-            Short('h') | Long("host") => a.host = Some(string_value(&mut p, "-h/--host")?),
-            Short('p') | Long("port") => {
-                let port = string_value(&mut p, "-p/--port")?;
-                check_port(&port)?;
-                a.port = Some(port);
-            }
-            Short('U') | Long("username") => a.user = Some(string_value(&mut p, "-U/--username")?),
-            Short('w') | Long("no-password") => a.no_password = true,
-            Short('W') | Long("password") => a.password = true,
-            Long("log-level") => {
-                let s = string_value(&mut p, "--log-level")?;
-                a.log_level = Some(parse_log_level(&s)?);
-            }
-            Long("log-format") => {
-                let s = string_value(&mut p, "--log-format")?;
-                a.log_format = Some(match s.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(usage(format!("invalid log format \"{s}\": use text or json"))),
-                });
-            }
-            Long("log-add-source") => a.log_add_source = true,
-
+            opt if a.common.parse(opt, &mut p)? => {}
             Short(c) => return Err(usage(format!("unrecognized option \"-{c}\""))),
             Long(name) => unreachable!("--{name} is in LONG_OPTIONS but not handled"),
         }
@@ -406,9 +366,7 @@ impl Args {
         if self.if_not_exists && !self.create_slot {
             return Err(usage("--if-not-exists can only be used with --create-slot"));
         }
-        if self.no_password && self.password {
-            return Err(usage("cannot use --no-password together with --password"));
-        }
+        self.common.check()?;
 
         let output = match (&self.directory, &self.file) {
             (Some(_), Some(_)) => return Err(usage("cannot use -D/--directory together with -f/--file")),
@@ -455,11 +413,6 @@ impl Args {
             return Err(usage("--snapshot only applies when streaming"));
         }
 
-        let level = self.log_level.unwrap_or(match self.verbose {
-            0 => log::LevelFilter::Info,
-            1 => log::LevelFilter::Debug,
-            _ => log::LevelFilter::Trace,
-        });
         let secs = self.status_interval_secs.unwrap_or(DEFAULT_STATUS_INTERVAL_SECS);
         let rotate = self.rotate_interval.unwrap_or(DEFAULT_ROTATE_INTERVAL_SECS);
         Ok(Config {
@@ -486,24 +439,8 @@ impl Args {
             no_loop: self.no_loop,
             no_sync: self.no_sync,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
-            conn: ConnOptions {
-                dbname: self.dbname,
-                host: self.host,
-                port: self.port,
-                user: self.user,
-                password: if self.no_password {
-                    PasswordMode::Never
-                } else if self.password {
-                    PasswordMode::Always
-                } else {
-                    PasswordMode::Auto
-                },
-            },
-            log: LogOptions {
-                level,
-                format: self.log_format.unwrap_or(LogFormat::Text),
-                add_source: self.log_add_source,
-            },
+            log: self.common.log_options(),
+            conn: self.common.conn_options(),
         })
     }
 }
@@ -599,6 +536,7 @@ variables, the password file ~/.pgpass and the connection service file.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{LogFormat, PasswordMode};
 
     fn try_parse(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
