@@ -108,6 +108,61 @@ pub fn write_durably(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     fsync_dir(dir)
 }
 
+/// Why [`open_locked`] failed; each tool turns it into its own error with its own words.
+#[derive(Debug)]
+pub enum LockedDirError {
+    NotADirectory(PathBuf),
+    Locked(PathBuf),
+    Io { path: PathBuf, action: &'static str, err: io::Error },
+}
+
+/// Opens an output directory, creating it (mode 0700, and its parent's entry fsync'ed) if
+/// missing, and takes an exclusive flock on `lock_name` inside it. The lock lives as long as
+/// the returned file: flock is released when the descriptor closes, also when the process is
+/// killed, so no stale lock survives a crash.
+pub fn open_locked(dir: &Path, lock_name: &str) -> Result<File, LockedDirError> {
+    let io = |path: &Path, action: &'static str| {
+        let path = path.to_path_buf();
+        move |err| LockedDirError::Io { path, action, err }
+    };
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(LockedDirError::NotADirectory(dir.to_path_buf())),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(dir, "create directory"))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent).map_err(io(parent, "fsync directory"))?;
+            }
+        }
+        Err(e) => {
+            return Err(LockedDirError::Io { path: dir.to_path_buf(), action: "access directory", err: e })
+        }
+    }
+    let lock_path = dir.join(lock_name);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io(&lock_path, "open lock file"))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(LockedDirError::Locked(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(LockedDirError::Io { path: lock_path, action: "lock", err: e })
+        }
+    }
+    // The PID is for people looking at the directory; the lock itself is the flock.
+    let _ = lock.set_len(0).and_then(|()| (&lock).write_all(format!("{}\n", std::process::id()).as_bytes()));
+    Ok(lock)
+}
+
 /// The identity of the cluster an archive holds WAL of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterId {
@@ -157,42 +212,11 @@ pub struct Archive {
 impl Archive {
     /// Opens the directory, creating it (mode 0700) if missing, and takes its lock.
     pub fn open(dir: &Path) -> Result<Archive, ArchiveError> {
-        match fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => return Err(ArchiveError::NotADirectory(dir.to_path_buf())),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(io_err(dir, "create directory"))?;
-                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fsync_dir(parent).map_err(io_err(parent, "fsync directory"))?;
-                }
-            }
-            Err(e) => {
-                return Err(ArchiveError::Io { path: dir.to_path_buf(), action: "access directory", err: e })
-            }
-        }
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path, "open lock file"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(ArchiveError::Locked(dir.to_path_buf())),
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(ArchiveError::Io { path: lock_path, action: "lock", err: e })
-            }
-        }
-        // The PID is for people looking at the directory; the lock itself is the flock.
-        let _ =
-            lock.set_len(0).and_then(|()| (&lock).write_all(format!("{}\n", std::process::id()).as_bytes()));
+        let lock = open_locked(dir, LOCK_FILE).map_err(|e| match e {
+            LockedDirError::NotADirectory(p) => ArchiveError::NotADirectory(p),
+            LockedDirError::Locked(p) => ArchiveError::Locked(p),
+            LockedDirError::Io { path, action, err } => ArchiveError::Io { path, action, err },
+        })?;
         Ok(Archive { dir: dir.to_path_buf(), _lock: lock })
     }
 

@@ -11,11 +11,10 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::archive::fsync_dir;
+use crate::archive::{fsync_dir, open_locked, LockedDirError};
 use crate::lsn::Lsn;
 
 use super::output::{unit_end, Format};
@@ -139,41 +138,11 @@ pub struct OutputDir {
 impl OutputDir {
     /// Opens the directory, creating it (mode 0700) if missing, and takes its lock.
     pub fn open(dir: &Path) -> Result<OutputDir, FilesError> {
-        match fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => return Err(FilesError::NotADirectory(dir.to_path_buf())),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(io_err(dir, "create directory"))?;
-                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fsync_dir(parent).map_err(io_err(parent, "fsync directory"))?;
-                }
-            }
-            Err(e) => {
-                return Err(FilesError::Io { path: dir.to_path_buf(), action: "access directory", err: e })
-            }
-        }
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path, "open lock file"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(FilesError::Locked(dir.to_path_buf())),
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(FilesError::Io { path: lock_path, action: "lock", err: e })
-            }
-        }
-        let _ =
-            lock.set_len(0).and_then(|()| (&lock).write_all(format!("{}\n", std::process::id()).as_bytes()));
+        let lock = open_locked(dir, LOCK_FILE).map_err(|e| match e {
+            LockedDirError::NotADirectory(p) => FilesError::NotADirectory(p),
+            LockedDirError::Locked(p) => FilesError::Locked(p),
+            LockedDirError::Io { path, action, err } => FilesError::Io { path, action, err },
+        })?;
         Ok(OutputDir { dir: dir.to_path_buf(), _lock: lock })
     }
 
