@@ -22,8 +22,8 @@ use crate::lsn::Lsn;
 // Built once per run and matched at once; boxing the config would only complicate callers.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Run(Config),
+pub enum Command<C = Config> {
+    Run(C),
     Help,
     Version,
 }

@@ -14,6 +14,7 @@ pub mod receiver;
 pub mod restore;
 pub mod server;
 pub mod timeline;
+pub mod tool;
 pub mod walcheck;
 pub mod walfile;
 pub mod writer;

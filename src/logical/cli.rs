@@ -23,13 +23,7 @@ use super::output::Format;
 pub const PROGRAM: &str = "pgrecvlogical";
 
 /// What the command line asks for.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Run(Config),
-    Help,
-    Version,
-}
+pub type Command = crate::cli::Command<Config>;
 
 /// What a run does once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
