@@ -461,14 +461,3 @@ impl<'a> Receiver<'a> {
         next.ok_or(StreamError::ServerClosed { server: name, at: self.received })
     }
 }
-
-impl Server {
-    /// libpq's error, or a plain description when libpq has none.
-    fn error_or(&self, e: pgrw_ffi::Error, what: &str) -> ServerError {
-        if e.message.is_empty() {
-            self.error(what)
-        } else {
-            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), sqlstate: e.sqlstate })
-        }
-    }
-}

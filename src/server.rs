@@ -224,8 +224,8 @@ impl Server {
         }
     }
 
-    /// A replication connection answers `SHOW` but reports "replication" in its parameters;
-    /// refuse servers too old for what we send.
+    /// Refuses servers too old for the commands we send (`SHOW` over a replication
+    /// connection and `wal_segment_size` as a setting need PostgreSQL 11 or later).
     fn check_replication_connection(&self) -> Result<(), ServerError> {
         if self.version < 110000 {
             return Err(ServerError::fatal(
@@ -391,6 +391,16 @@ impl Server {
 
     pub fn wrap(&self, e: pgrw_ffi::Error) -> ServerError {
         self.err(e)
+    }
+
+    /// libpq's error prefixed with what we were doing, or the connection's own message when
+    /// libpq gave none.
+    pub fn error_or(&self, e: pgrw_ffi::Error, what: &str) -> ServerError {
+        if e.message.is_empty() {
+            self.error(what)
+        } else {
+            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), sqlstate: e.sqlstate })
+        }
     }
 
     pub fn fatal(&self, message: impl Into<String>) -> ServerError {

@@ -274,21 +274,6 @@ impl Conn {
         // SAFETY: live connection.
         unsafe { pq_sys::PQsslInUse(self.raw.as_ptr()) != 0 }
     }
-
-    /// Quotes an identifier (a slot name in a SQL query) as the server expects.
-    pub fn quote_literal(&mut self, s: &str) -> Result<String, Error> {
-        // SAFETY: live connection; the input is passed with its length; the returned buffer
-        // is copied and released with PQfreemem.
-        unsafe {
-            let p = pq_sys::PQescapeLiteral(self.raw.as_ptr(), s.as_ptr().cast::<c_char>(), s.len());
-            if p.is_null() {
-                return Err(self.error());
-            }
-            let out = cstr(p).unwrap_or("").to_owned();
-            pq_sys::PQfreemem(p.cast::<c_void>());
-            Ok(out)
-        }
-    }
 }
 
 impl Drop for Conn {
