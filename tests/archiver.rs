@@ -299,6 +299,12 @@ fn timeline_switch(version: PgVersion) {
     wait_until(Duration::from_secs(60), "both archivers to follow the new timeline", || {
         s.psql(&format!("SELECT count(*) FROM pg_stat_replication WHERE write_lsn >= '{end}'")) == "2"
     });
+    // Both must hold exactly the server's WAL when stopped, or their last .partial files could
+    // differ by a record the server wrote in between (its background writer logs one every
+    // 15 s after activity).
+    wait_until(Duration::from_secs(60), "both archivers to hold all of the server's WAL", || {
+        s.psql("SELECT count(*) FROM pg_stat_replication WHERE write_lsn = pg_current_wal_lsn()") == "2"
+    });
     assert!(a.signal_and_wait("INT", Duration::from_secs(10)).code().is_some());
     assert!(
         b.signal_and_wait("TERM", Duration::from_secs(10)).success(),
