@@ -2,13 +2,14 @@
 #
 #   make build         release build of the workspace (--locked once Cargo.lock exists)
 #   make deps          install what the tests need (scripts/install-deps.sh; quiet when done)
-#   make test          deps, cargo tests against PostgreSQL 15 and 18, then scripts/test-*.sh
+#   make test          deps, cargo tests against PostgreSQL 15 and 18, scripts/test-*.sh, the restore test
 #   make demo          stream a pgbench run into a directory (PGRW_DEMO_VERSION=18 for 18)
 #   make restore-test  scripts/restore-test.sh
 #   make bench         scripts/bench.sh
 #   make install       copy the binaries to $(DESTDIR)$(PREFIX)/bin
 #   make static        fully static x86_64 binaries (musl, libpq and OpenSSL built in)
 #   make deb           target/debian/pgreceivewal_<version>_amd64.deb from the static binaries
+#   make fuzz          run each fuzz target for FUZZ_SECONDS (cargo-fuzz; fuzz/README.md)
 #   make clean         cargo clean
 
 SHELL := /bin/bash
@@ -30,7 +31,7 @@ LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 # Exports PG15_BINDIR, PG18_BINDIR (and PGRW_CACHE) for the recipe line it prefixes.
 WITH_ENV := . scripts/env.sh &&
 
-.PHONY: build deps test demo restore-test bench install clean static deb
+.PHONY: build deps test demo restore-test bench install clean static deb fuzz
 
 build:
 	$(CARGO) build --release $(LOCKED) --workspace
@@ -76,3 +77,12 @@ static:
 # deb: builds the static binaries (seconds when up to date), then the package.
 deb:
 	bash scripts/build-deb.sh
+
+# Coverage-guided fuzzing of the parsers (fuzz/README.md); not part of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := replication_message wal_pages pgoutput history_and_names
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=40000 || exit 1; \
+	done

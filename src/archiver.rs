@@ -286,7 +286,8 @@ impl<'a> Archiver<'a> {
 pub fn standby_names_include(list: &str, app: &str) -> bool {
     let mut s = list.trim();
     for kw in ["FIRST", "ANY"] {
-        if s.len() > kw.len() && s[..kw.len()].eq_ignore_ascii_case(kw) {
+        // `get`, not slicing: the list may start with a multi-byte character.
+        if s.len() > kw.len() && s.get(..kw.len()).is_some_and(|p| p.eq_ignore_ascii_case(kw)) {
             s = s[kw.len()..].trim_start();
             s = s.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
         }
@@ -328,5 +329,7 @@ mod tests {
         assert!(!standby_names_include("\"PGRECEIVEWAL\"", "pgreceivewal"));
         assert!(!standby_names_include("", "pgreceivewal"));
         assert!(!standby_names_include("pg_receivewal", "pgreceivewal"));
+        assert!(!standby_names_include("\"ééé\", x", "pgreceivewal"));
+        assert!(standby_names_include("ééé, pgreceivewal", "pgreceivewal"));
     }
 }

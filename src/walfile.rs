@@ -61,7 +61,8 @@ impl WalName {
             Some(stem) => (stem, true),
             None => (name, false),
         };
-        if stem.len() != 24 {
+        // ASCII first: slicing a 24-byte name of multi-byte characters would split a character.
+        if stem.len() != 24 || !stem.is_ascii() {
             return None;
         }
         let tli = parse_hex8(&stem[0..8]).filter(|&t| t != 0)?;
@@ -148,6 +149,9 @@ mod tests {
             "x00000001.history",
             ".pgreceivewal.lock",
             "000000010000000000000001.00000028.backup",
+            // 24 bytes, but not 24 characters (found by fuzz/history_and_names).
+            "0000000100000000000000\u{e9}",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}.partial",
         ] {
             assert_eq!(WalName::parse(name), None, "{name:?}");
         }
