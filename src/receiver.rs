@@ -190,16 +190,24 @@ impl<'a> Receiver<'a> {
         }
     }
 
+    /// The error of a writer that stopped early: its own, or a plain one if it somehow
+    /// ended cleanly while the receiver still needed it.
+    fn writer_failure(&mut self) -> StreamError {
+        match self.join_writer() {
+            Err(e) => e,
+            Ok(()) => StreamError::Unexpected {
+                server: self.server.name.clone(),
+                message: "the writer thread stopped".into(),
+            },
+        }
+    }
+
     fn send(&mut self, msg: WriterMsg) -> Result<(), StreamError> {
         if self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok()) {
             return Ok(());
         }
         // The writer dropped its end: it failed, and its error is the one to report.
-        self.join_writer()?;
-        Err(StreamError::Unexpected {
-            server: self.server.name.clone(),
-            message: "the writer thread stopped".into(),
-        })
+        Err(self.writer_failure())
     }
 
     /// Runs the session: streams from `start` on `tli`, following timeline switches, until the
@@ -214,7 +222,7 @@ impl<'a> Receiver<'a> {
             (Err(e), Ok(())) => return Err(e),
             (Ok(end), Ok(())) => end,
         };
-        self.status_update(false)?;
+        self.status_update()?;
         self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
         Ok(end)
     }
@@ -273,14 +281,14 @@ impl<'a> Receiver<'a> {
         self.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })
     }
 
-    fn status_update(&mut self, reply_requested: bool) -> Result<(), StreamError> {
+    fn status_update(&mut self) -> Result<(), StreamError> {
         let flush = if self.opts.report_flush() { self.progress.flushed() } else { Lsn::INVALID };
         let msg = StatusUpdate {
             write: self.received,
             flush,
             apply: Lsn::INVALID,
             send_time: pg_now(),
-            reply_requested,
+            reply_requested: false,
         };
         self.server.conn().put_copy_data(&msg.encode()).map_err(|e| self.server.wrap(e))?;
         self.last_status = Some(Instant::now());
@@ -344,7 +352,7 @@ impl<'a> Receiver<'a> {
                             if self.opts.durability != Durability::NoSync && self.opts.report_flush() {
                                 self.send(WriterMsg::Flush)?;
                             }
-                            self.status_update(false)?;
+                            self.status_update()?;
                         }
                     }
                     Err(err) => return Err(StreamError::Protocol { server: self.server.name.clone(), err }),
@@ -365,7 +373,7 @@ impl<'a> Receiver<'a> {
                 (None, Some(_)) => false,
             };
             if due || (self.opts.report_flush() && flushed > self.reported_flush) {
-                self.status_update(false)?;
+                self.status_update()?;
             }
 
             let timeout = match (self.opts.status_interval, self.last_status) {
@@ -387,11 +395,7 @@ impl<'a> Receiver<'a> {
                 // stopped writer (an fsync failure) must end the stream now, not at the next
                 // WAL that arrives on a quiet server.
                 if self.progress.writer_stopped() {
-                    self.join_writer()?;
-                    return Err(StreamError::Unexpected {
-                        server: self.server.name.clone(),
-                        message: "the writer thread stopped".into(),
-                    });
+                    return Err(self.writer_failure());
                 }
             }
             if ready[0] {

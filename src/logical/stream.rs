@@ -306,7 +306,7 @@ impl<'a> Session<'a> {
             (Err(e), Ok(())) => return Err(e),
             (Ok(end), Ok(())) => end,
         };
-        self.status_update(false)?;
+        self.status_update()?;
         self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
         Ok((end, self.stats))
     }
@@ -341,10 +341,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn status_update(&mut self, reply_requested: bool) -> Result<(), StreamError> {
+    fn status_update(&mut self) -> Result<(), StreamError> {
         let flush = self.flush_position();
         let write = if self.idle() { self.written.max(self.idle_pos) } else { self.written }.max(flush);
-        let msg = StatusUpdate { write, flush, apply: flush, send_time: pg_now(), reply_requested };
+        let msg = StatusUpdate { write, flush, apply: flush, send_time: pg_now(), reply_requested: false };
         self.server.conn().put_copy_data(&msg.encode()).map_err(|e| self.server.wrap(e))?;
         self.last_status = Some(Instant::now());
         self.reported_flush = flush;
@@ -540,7 +540,7 @@ impl<'a> Session<'a> {
                         if reply_requested {
                             self.flush_batches()?;
                             self.send(WriterMsg::Flush)?;
-                            self.status_update(false)?;
+                            self.status_update()?;
                         }
                     }
                     Err(err) => return Err(self.protocol(err)),
@@ -559,7 +559,7 @@ impl<'a> Session<'a> {
                 (None, Some(_)) => false,
             };
             if due || flush > self.reported_flush {
-                self.status_update(false)?;
+                self.status_update()?;
             }
 
             let timeout = match (self.opts.status_interval, self.last_status) {
