@@ -3,23 +3,17 @@
 //! end position, a stop signal, or an error no retry can fix.
 
 use std::fmt;
-use std::time::{Duration, Instant};
 
-use pgrw_ffi::sys::{poll, Interest, StopSignals};
+use pgrw_ffi::sys::StopSignals;
 
 use crate::archive::{Archive, ArchiveError, ClusterId};
 use crate::cli::{Action, Config, Durability};
 use crate::lsn::Lsn;
 use crate::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
 use crate::server::{Server, ServerError, SlotInfo};
+use crate::session::{self, SessionFailure};
 use crate::walfile::Tli;
 use crate::writer::WriterConfig;
-
-/// Reconnect delays grow from the first to the last, doubling.
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A session that streamed this long resets the back-off.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub enum RunError {
@@ -41,6 +35,16 @@ impl fmt::Display for RunError {
 }
 
 impl std::error::Error for RunError {}
+
+impl SessionFailure for RunError {
+    fn is_fatal(&self, first: bool) -> bool {
+        match self {
+            RunError::Stream(s) => s.is_fatal(),
+            RunError::Server(s) => s.fatal || first,
+            RunError::Archive(_) | RunError::Slot(_) => true,
+        }
+    }
+}
 
 impl From<ArchiveError> for RunError {
     fn from(e: ArchiveError) -> RunError {
@@ -116,48 +120,8 @@ impl<'a> Archiver<'a> {
     }
 
     fn run(&mut self) -> Result<Outcome, RunError> {
-        let mut backoff = BACKOFF_FIRST;
-        let mut first = true;
-        loop {
-            let started = Instant::now();
-            match self.session() {
-                Ok(end) => return Ok(Outcome::Stream(end)),
-                // A connection error while stopping is part of stopping; a writer error is
-                // not: a failed fsync must never end in exit status 0.
-                Err(e)
-                    if self.stop.received().is_some()
-                        && !matches!(e, RunError::Stream(StreamError::Writer(_))) =>
-                {
-                    log::debug!("stopping after error during shutdown: {e}");
-                    return Ok(Outcome::Stream(StreamEnd::Stopped));
-                }
-                Err(e) => {
-                    let fatal = match &e {
-                        RunError::Stream(s) => s.is_fatal(),
-                        RunError::Server(s) => s.fatal || first,
-                        RunError::Archive(_) | RunError::Slot(_) => true,
-                    };
-                    if fatal || self.cfg.no_loop {
-                        return Err(e);
-                    }
-                    if started.elapsed() >= BACKOFF_RESET_AFTER {
-                        backoff = BACKOFF_FIRST;
-                    }
-                    log::warn!("{e}; trying again in {} s", backoff.as_secs());
-                    if self.sleep(backoff) {
-                        return Ok(Outcome::Stream(StreamEnd::Stopped));
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
-            first = false;
-        }
-    }
-
-    /// Sleeps, waking early for a stop signal (then returns true).
-    fn sleep(&self, d: Duration) -> bool {
-        let _ = poll(&[(self.stop.fd(), Interest::Read)], Some(d));
-        self.stop.received().is_some()
+        let (stop, no_loop) = (self.stop, self.cfg.no_loop);
+        session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream)
     }
 
     /// One connection: identify the server, check it against the archive, find where to

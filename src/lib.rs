@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod receiver;
 pub mod restore;
 pub mod server;
+pub mod session;
 pub mod timeline;
 pub mod tool;
 pub mod walcheck;

@@ -3,28 +3,24 @@
 //! the next one. It never touches a file: WAL goes to the writer thread over a bounded channel,
 //! and the durable position comes back through [`Progress`].
 //!
-//! As in PostgreSQL's `receivelog.c` (`HandleCopyStream`), reads are non-blocking: drain what
-//! libpq has, hand it to the writer, then wait on the socket, the stop signal and the writer's
-//! wake-up with a time-out no longer than the next status update is due, so a slow disk or an
-//! idle server never makes us miss a status update.
+//! The loop itself (non-blocking reads, waits bounded by the next status update, stopping)
+//! is the session core's, shared with pgrecvlogical (`crate::session`); this module is what
+//! the physical tool does with each message.
 
-use std::fmt;
-use std::time::{Duration, Instant};
-
-use std::sync::Arc;
-use std::thread::JoinHandle;
-
-use crossbeam_channel::Sender;
-use pgrw_ffi::sys::{poll, EventFd, Interest, StopSignals};
-use pgrw_ffi::{CopyRead, Status};
+use std::time::Duration;
 
 use crate::cli::Durability;
 use crate::lsn::Lsn;
-use crate::protocol::{pg_now, ProtocolError, ServerMessage, StatusUpdate};
-use crate::server::{Server, ServerError};
+use crate::server::Server;
+use crate::session::{
+    CopyEnd, Core, Handler, Positions, Progress, SessionResult, WriterHandle, WriterThread,
+};
 use crate::timeline::parse_history;
 use crate::walfile::{history_file_name, Tli};
-use crate::writer::{Progress, Writer, WriterConfig, WriterError, WriterMsg};
+use crate::writer::{Writer, WriterConfig, WriterError, WriterMsg};
+use pgrw_ffi::sys::StopSignals;
+
+pub use crate::session::StreamEnd;
 
 /// WAL is handed to the writer in batches of up to about this many bytes (a batch is also
 /// sent as soon as the socket has nothing more). The channel holds at most `CHANNEL_BATCHES`
@@ -34,67 +30,7 @@ pub const MAX_BATCH: usize = 1 << 20;
 pub const CHANNEL_BATCHES: usize = 32;
 const SPARE_BATCHES: usize = 4;
 
-/// How a stream ended without error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    /// The received position passed `--endpos`.
-    EndPos(Lsn),
-    /// SIGINT or SIGTERM.
-    Stopped,
-}
-
-#[derive(Debug)]
-pub enum StreamError {
-    Server(ServerError),
-    Protocol {
-        server: String,
-        err: ProtocolError,
-    },
-    /// The writer failed: its error is the cause.
-    Writer(WriterError),
-    /// The server ended the stream without a new timeline (it is shutting down).
-    ServerClosed {
-        server: String,
-        at: Lsn,
-    },
-    Unexpected {
-        server: String,
-        message: String,
-    },
-}
-
-impl StreamError {
-    pub fn is_fatal(&self) -> bool {
-        match self {
-            StreamError::Server(e) => e.fatal,
-            StreamError::Protocol { .. } | StreamError::Unexpected { .. } => true,
-            StreamError::Writer(e) => e.is_fatal(),
-            StreamError::ServerClosed { .. } => false,
-        }
-    }
-}
-
-impl fmt::Display for StreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamError::Server(e) => e.fmt(f),
-            StreamError::Protocol { server, err } => write!(f, "{err} (server {server})"),
-            StreamError::Writer(e) => e.fmt(f),
-            StreamError::ServerClosed { server, at } => {
-                write!(f, "replication stream was terminated by the server at {at} (server {server})")
-            }
-            StreamError::Unexpected { server, message } => write!(f, "{message} (server {server})"),
-        }
-    }
-}
-
-impl std::error::Error for StreamError {}
-
-impl From<ServerError> for StreamError {
-    fn from(e: ServerError) -> StreamError {
-        StreamError::Server(e)
-    }
-}
+pub type StreamError = crate::session::StreamError<WriterError>;
 
 /// Settings of the receive loop.
 #[derive(Debug, Clone)]
@@ -116,24 +52,31 @@ impl StreamOptions {
     }
 }
 
-/// One streaming session: a replication connection and the writer thread it feeds.
+/// The physical tool's part of a session: WAL batches for the writer, timeline switches.
 pub struct Receiver<'a> {
-    server: &'a mut Server,
+    core: Core<'a, Writer>,
+    wal: WalStream<'a>,
+}
+
+/// What the physical session does with messages (the [`Handler`] of the session core).
+struct WalStream<'a> {
     opts: &'a StreamOptions,
-    stop: &'a StopSignals,
-    tx: Option<Sender<WriterMsg>>,
-    writer: Option<JoinHandle<Result<(), WriterError>>>,
     /// Buffers the writer has written and handed back, reused for the next batches.
     spare: crossbeam_channel::Receiver<Vec<u8>>,
-    progress: Arc<Progress>,
-    wake: Arc<EventFd>,
-    /// End of the WAL received so far (`blockpos`): the `write` of status updates.
+    /// End of the WAL received so far (`blockpos`).
     received: Lsn,
     batch: Vec<u8>,
     batch_start: Lsn,
     tli: Tli,
-    last_status: Option<Instant>,
-    reported_flush: Lsn,
+}
+
+impl WriterThread for Writer {
+    type Msg = WriterMsg;
+    type Output = ();
+    type Error = WriterError;
+    fn run(self, rx: crossbeam_channel::Receiver<WriterMsg>) -> Result<(), WriterError> {
+        Writer::run(self, rx)
+    }
 }
 
 impl<'a> Receiver<'a> {
@@ -145,69 +88,15 @@ impl<'a> Receiver<'a> {
         writer_cfg: WriterConfig,
         start: Lsn,
     ) -> Result<Receiver<'a>, StreamError> {
-        let progress = Arc::new(Progress::new(start));
-        let unexpected = |message: String| StreamError::Unexpected { server: server.name.clone(), message };
-        let wake =
-            Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
-        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
-        let (spare_tx, spare_rx) = crossbeam_channel::bounded(SPARE_BATCHES);
-        let writer = Writer::new(writer_cfg, progress.clone(), wake.clone()).recycle_into(spare_tx);
-        let handle = std::thread::Builder::new()
-            .name("pgrw-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| unexpected(format!("could not start the writer thread: {e}")))?;
+        let (spare_tx, spare) = crossbeam_channel::bounded(SPARE_BATCHES);
+        let writer =
+            WriterHandle::spawn("pgrw-writer", &server.name, CHANNEL_BATCHES, start, |progress, wake| {
+                Writer::new(writer_cfg, progress, wake).recycle_into(spare_tx)
+            })?;
         Ok(Receiver {
-            server,
-            opts,
-            stop,
-            tx: Some(tx),
-            writer: Some(handle),
-            spare: spare_rx,
-            progress,
-            wake,
-            received: start,
-            batch: Vec::new(),
-            batch_start: start,
-            tli: 0,
-            last_status: None,
-            reported_flush: Lsn::INVALID,
+            core: Core::new(server, stop, writer, opts.status_interval),
+            wal: WalStream { opts, spare, received: start, batch: Vec::new(), batch_start: start, tli: 0 },
         })
-    }
-
-    /// Closes the channel and waits for the writer, which then closes its open segment. A
-    /// panic in the writer is reported as an error, never as a clean end.
-    fn join_writer(&mut self) -> Result<(), StreamError> {
-        self.tx = None;
-        match self.writer.take() {
-            None => Ok(()),
-            Some(h) => match h.join() {
-                Ok(r) => r.map_err(StreamError::Writer),
-                Err(_) => Err(StreamError::Unexpected {
-                    server: self.server.name.clone(),
-                    message: "the writer thread panicked".into(),
-                }),
-            },
-        }
-    }
-
-    /// The error of a writer that stopped early: its own, or a plain one if it somehow
-    /// ended cleanly while the receiver still needed it.
-    fn writer_failure(&mut self) -> StreamError {
-        match self.join_writer() {
-            Err(e) => e,
-            Ok(()) => StreamError::Unexpected {
-                server: self.server.name.clone(),
-                message: "the writer thread stopped".into(),
-            },
-        }
-    }
-
-    fn send(&mut self, msg: WriterMsg) -> Result<(), StreamError> {
-        if self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok()) {
-            return Ok(());
-        }
-        // The writer dropped its end: it failed, and its error is the one to report.
-        Err(self.writer_failure())
     }
 
     /// Runs the session: streams from `start` on `tli`, following timeline switches, until the
@@ -216,252 +105,134 @@ impl<'a> Receiver<'a> {
     /// update with that durable position.
     pub fn run(mut self, start: Lsn, tli: Tli) -> Result<StreamEnd, StreamError> {
         let res = self.stream(start, tli);
-        let joined = self.join_writer();
-        let end = match (res, joined) {
-            (_, Err(w)) => return Err(w),
-            (Err(e), Ok(())) => return Err(e),
-            (Ok(end), Ok(())) => end,
-        };
-        self.status_update()?;
-        self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
-        Ok(end)
+        self.core.finish(&self.wal, res).map(|(end, _)| end)
     }
 
     fn stream(&mut self, start: Lsn, tli: Tli) -> Result<StreamEnd, StreamError> {
         let (mut start, mut tli) = (start, tli);
+        let (core, wal) = (&mut self.core, &mut self.wal);
         loop {
-            self.fetch_history(tli)?;
+            wal.fetch_history(core, tli)?;
             log::info!("starting log streaming at {start} (timeline {tli})");
-            self.server.start_replication(self.opts.slot.as_deref(), start, tli)?;
-            self.received = start;
-            self.tli = tli;
-            self.last_status = None;
-            match self.copy_stream()? {
-                Some(end) => return Ok(end),
-                None => {
-                    let (next_tli, next_start) = self.end_of_timeline()?;
-                    // Always start a timeline at a segment boundary, as pg_receivewal does:
-                    // the new timeline's copy of the switch segment is then complete.
-                    log::info!("switched to timeline {next_tli} at {next_start}");
-                    tli = next_tli;
-                    start = next_start.segment_start(self.opts.seg_size);
-                }
+            core.server.start_replication(wal.opts.slot.as_deref(), start, tli)?;
+            wal.received = start;
+            wal.tli = tli;
+            if let CopyEnd::Ours(end) = core.copy_stream(wal)? {
+                return Ok(end);
             }
+            wal.flush_batch(core)?;
+            core.send(WriterMsg::Close)?;
+            let Some((next_tli, next_start)) = core.end_of_copy(wal.tli)? else {
+                return Err(StreamError::ServerClosed { server: core.server_name(), at: wal.received });
+            };
+            // Always start a timeline at a segment boundary, as pg_receivewal does: the new
+            // timeline's copy of the switch segment is then complete.
+            log::info!("switched to timeline {next_tli} at {next_start}");
+            tli = next_tli;
+            start = next_start.segment_start(wal.opts.seg_size);
         }
     }
+}
 
+impl WalStream<'_> {
     /// Writes the history file of a timeline other than 1 before any WAL of it, so the archive
     /// can always tell how its timelines connect.
-    fn fetch_history(&mut self, tli: Tli) -> Result<(), StreamError> {
+    fn fetch_history(&mut self, core: &mut Core<'_, Writer>, tli: Tli) -> Result<(), StreamError> {
         if tli <= 1 {
             return Ok(());
         }
-        let (name, content) = self.server.timeline_history(tli)?;
+        let (name, content) = core.server.timeline_history(tli)?;
         let expected = history_file_name(tli);
         if name != expected {
-            return Err(StreamError::Unexpected {
-                server: self.server.name.clone(),
-                message: format!(
-                    "server sent history file \"{name}\" for timeline {tli}, expected \"{expected}\""
-                ),
-            });
+            return Err(core.unexpected(format!(
+                "server sent history file \"{name}\" for timeline {tli}, expected \"{expected}\""
+            )));
         }
-        parse_history(&content, tli).map_err(|e| StreamError::Unexpected {
-            server: self.server.name.clone(),
-            message: format!("history file \"{name}\" from the server is invalid: {e}"),
+        parse_history(&content, tli).map_err(|e| {
+            core.unexpected(format!("history file \"{name}\" from the server is invalid: {e}"))
         })?;
-        self.send(WriterMsg::History { name, content })
+        core.send(WriterMsg::History { name, content })
     }
 
-    fn flush_batch(&mut self) -> Result<(), StreamError> {
+    fn flush_batch(&mut self, core: &mut Core<'_, Writer>) -> Result<(), StreamError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let data = std::mem::take(&mut self.batch);
-        self.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })
+        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })
     }
+}
 
-    fn status_update(&mut self) -> Result<(), StreamError> {
-        let flush = if self.opts.report_flush() { self.progress.flushed() } else { Lsn::INVALID };
-        let msg = StatusUpdate {
-            write: self.received,
-            flush,
-            apply: Lsn::INVALID,
-            send_time: pg_now(),
-            reply_requested: false,
-        };
-        self.server.conn().put_copy_data(&msg.encode()).map_err(|e| self.server.wrap(e))?;
-        self.last_status = Some(Instant::now());
-        self.reported_flush = flush;
-        log::trace!("sent status update: write {} flush {flush}", self.received);
-        Ok(())
-    }
-
-    /// The COPY BOTH loop. `Some` when we decided to stop, `None` when the server ended the
-    /// timeline.
-    fn copy_stream(&mut self) -> Result<Option<StreamEnd>, StreamError> {
-        loop {
-            // Drain everything libpq has buffered.
-            loop {
-                let buf = match self.server.conn().get_copy_data().map_err(|e| self.server.wrap(e))? {
-                    CopyRead::Data(buf) => buf,
-                    CopyRead::WouldBlock => break,
-                    CopyRead::Done => {
-                        self.flush_batch()?;
-                        self.send(WriterMsg::Close)?;
-                        return Ok(None);
-                    }
-                };
-                match ServerMessage::parse(&buf) {
-                    Ok(ServerMessage::XLogData { start, data, .. }) => {
-                        if start != self.received {
-                            return Err(StreamError::Unexpected {
-                                server: self.server.name.clone(),
-                                message: format!("received WAL at {start}, expected {}", self.received),
-                            });
-                        }
-                        if self.batch.is_empty() {
-                            self.batch_start = start;
-                            if self.batch.capacity() == 0 {
-                                if let Ok(spare) = self.spare.try_recv() {
-                                    self.batch = spare;
-                                }
-                            }
-                        }
-                        self.batch.extend_from_slice(data);
-                        self.received = Lsn(start.0 + data.len() as u64);
-                        if self.batch.len() >= MAX_BATCH {
-                            self.flush_batch()?;
-                        }
-                        if let Some(end) = self.opts.endpos {
-                            if self.received > end {
-                                log::info!(
-                                    "stopped log streaming at {} (timeline {}): passed end position {end}",
-                                    self.received,
-                                    self.tli
-                                );
-                                return self.stop_stream(StreamEnd::EndPos(end)).map(Some);
-                            }
-                        }
-                    }
-                    Ok(ServerMessage::Keepalive { reply_requested, .. }) => {
-                        if reply_requested {
-                            // Answer at once so the server does not time us out; what the
-                            // writer makes durable meanwhile is reported when it is done.
-                            self.flush_batch()?;
-                            if self.opts.durability != Durability::NoSync && self.opts.report_flush() {
-                                self.send(WriterMsg::Flush)?;
-                            }
-                            self.status_update()?;
-                        }
-                    }
-                    Err(err) => return Err(StreamError::Protocol { server: self.server.name.clone(), err }),
+impl Handler<Writer> for WalStream<'_> {
+    fn data(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        start: Lsn,
+        data: &[u8],
+    ) -> SessionResult<Option<StreamEnd>, Writer> {
+        if start != self.received {
+            return Err(core.unexpected(format!("received WAL at {start}, expected {}", self.received)));
+        }
+        if self.batch.is_empty() {
+            self.batch_start = start;
+            if self.batch.capacity() == 0 {
+                if let Ok(spare) = self.spare.try_recv() {
+                    self.batch = spare;
                 }
             }
-            // In --synchronous mode the writer fsyncs after every batch it takes.
-            self.flush_batch()?;
-            if self.stop.received().is_some() {
-                log::info!("received stop signal; stopping at {} (timeline {})", self.received, self.tli);
-                return self.stop_stream(StreamEnd::Stopped).map(Some);
+        }
+        self.batch.extend_from_slice(data);
+        self.received = Lsn(start.0 + data.len() as u64);
+        if self.batch.len() >= MAX_BATCH {
+            self.flush_batch(core)?;
+        }
+        match self.opts.endpos {
+            Some(end) if self.received > end => {
+                log::info!(
+                    "stopped log streaming at {} (timeline {}): passed end position {end}",
+                    self.received,
+                    self.tli
+                );
+                Ok(Some(StreamEnd::EndPos(end)))
             }
-
-            // Report a new durable position at once: this is what releases synchronous commits.
-            let flushed = self.progress.flushed();
-            let due = match (self.opts.status_interval, self.last_status) {
-                (_, None) => true,
-                (Some(iv), Some(t)) => t.elapsed() >= iv,
-                (None, Some(_)) => false,
-            };
-            if due || (self.opts.report_flush() && flushed > self.reported_flush) {
-                self.status_update()?;
-            }
-
-            let timeout = match (self.opts.status_interval, self.last_status) {
-                (Some(iv), Some(t)) => Some(iv.saturating_sub(t.elapsed())),
-                _ => None,
-            };
-            let fds = [
-                (self.server.socket(), Interest::Read),
-                (self.stop.fd(), Interest::Read),
-                (self.wake.fd(), Interest::Read),
-            ];
-            let ready = poll(&fds, timeout).map_err(|e| StreamError::Unexpected {
-                server: self.server.name.clone(),
-                message: format!("could not wait for the server: {e}"),
-            })?;
-            if ready[2] {
-                self.wake.drain();
-                // The writer wakes us when it publishes a position and when it stops; a
-                // stopped writer (an fsync failure) must end the stream now, not at the next
-                // WAL that arrives on a quiet server.
-                if self.progress.writer_stopped() {
-                    return Err(self.writer_failure());
-                }
-            }
-            if ready[0] {
-                self.server
-                    .conn()
-                    .consume_input()
-                    .map_err(|e| self.server.error_or(e, "could not receive data from WAL stream"))?;
-            }
+            _ => Ok(None),
         }
     }
 
-    /// Our decision to stop: hand over what we have and close the open segment. The final
-    /// status update, with the position the writer made durable, is sent by `finish_copy`.
-    fn stop_stream(&mut self, end: StreamEnd) -> Result<StreamEnd, StreamError> {
-        self.flush_batch()?;
-        self.send(WriterMsg::Close)?;
-        Ok(end)
+    fn keepalive(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        _wal_end: Lsn,
+        reply_requested: bool,
+    ) -> SessionResult<Option<StreamEnd>, Writer> {
+        if reply_requested {
+            self.flush_batch(core)?;
+            if self.opts.durability != Durability::NoSync && self.opts.report_flush() {
+                core.send(WriterMsg::Flush)?;
+            }
+        }
+        Ok(None)
     }
 
-    /// After the server's CopyDone: end our side and read where the next timeline starts.
-    fn end_of_timeline(&mut self) -> Result<(Tli, Lsn), StreamError> {
-        let name = self.server.name.clone();
-        // As receivelog.c's HandleEndOfCopyStream: a CopyDone from the server leaves our side
-        // of the COPY open (COPY_IN), and we close it; a server that ended with an error or
-        // CommandComplete has already left COPY mode, and its result says why.
-        let mut res = self.server.conn().get_result();
-        if res.as_ref().map(|r| r.status()) == Some(Status::CopyIn) {
-            self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
-            res = self.server.conn().get_result();
+    /// In --synchronous mode the writer fsyncs after every batch it takes.
+    fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
+        self.flush_batch(core)
+    }
+
+    /// Hand over what we have and close the open segment; the final status update, with the
+    /// position the writer made durable, is sent when the session finishes.
+    fn stopping(&mut self, core: &mut Core<'_, Writer>, end: StreamEnd) -> SessionResult<(), Writer> {
+        if end == StreamEnd::Stopped {
+            log::info!("received stop signal; stopping at {} (timeline {})", self.received, self.tli);
         }
-        let mut next: Option<(Tli, Lsn)> = None;
-        while let Some(r) = res {
-            match r.status() {
-                Status::TuplesOk => {
-                    // The next timeline and where it begins.
-                    let tli = r.get(0, 0).and_then(|s| s.parse::<Tli>().ok());
-                    let pos = r.get(0, 1).and_then(|s| s.parse::<Lsn>().ok());
-                    match (tli, pos) {
-                        (Some(t), Some(p)) if t > self.tli => next = Some((t, p)),
-                        _ => {
-                            return Err(StreamError::Unexpected {
-                                server: name,
-                                message: format!(
-                                    "unexpected end-of-timeline result after timeline {}",
-                                    self.tli
-                                ),
-                            })
-                        }
-                    }
-                }
-                // Without a next timeline first, CommandComplete means the walsender is
-                // done (the server is shutting down) and about to close the connection.
-                Status::CommandOk if next.is_none() => break,
-                Status::CommandOk => {}
-                Status::Error => {
-                    return Err(StreamError::Server(self.server.wrap(r.to_error("replication stream"))))
-                }
-                other => {
-                    return Err(StreamError::Unexpected {
-                        server: name,
-                        message: format!("unexpected result {other:?} at the end of the replication stream"),
-                    })
-                }
-            }
-            res = self.server.conn().get_result();
-        }
-        next.ok_or(StreamError::ServerClosed { server: name, at: self.received })
+        self.flush_batch(core)?;
+        core.send(WriterMsg::Close)
+    }
+
+    /// What the writer wrote and made durable, never what is only received: with
+    /// `synchronous_commit = remote_write` the server releases commits on `write`.
+    fn positions(&self, progress: &Progress) -> Positions {
+        let flush = if self.opts.report_flush() { progress.flushed() } else { Lsn::INVALID };
+        Positions { write: progress.written(), flush, apply: Lsn::INVALID }
     }
 }

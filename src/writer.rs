@@ -13,7 +13,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -22,6 +21,7 @@ use pgrw_ffi::sys::EventFd;
 use crate::archive::{fsync_dir, write_durably, TEMP_SUFFIX};
 use crate::cli::Durability;
 use crate::lsn::Lsn;
+use crate::session::{Progress, WriterFailure};
 use crate::walcheck::{PageVerifier, WalCheckError};
 use crate::walfile::{SegmentId, Tli};
 
@@ -40,34 +40,6 @@ pub enum WriterMsg {
     /// The stream ended (end of timeline, end position, shutdown): fsync the open segment and
     /// close it, keeping `.partial` unless it is complete.
     Close,
-}
-
-/// Positions the writer publishes to the receiver.
-#[derive(Debug, Default)]
-pub struct Progress {
-    flushed: AtomicU64,
-    stopped: AtomicBool,
-}
-
-impl Progress {
-    pub fn new(start: Lsn) -> Progress {
-        Progress { flushed: AtomicU64::new(start.0), stopped: AtomicBool::new(false) }
-    }
-
-    /// The writer has stopped (its result, an error unless the channel was closed, is
-    /// waiting in its join handle).
-    pub fn writer_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
-    }
-
-    /// WAL before this position is on disk (fsync'ed, or written with --no-sync).
-    pub fn flushed(&self) -> Lsn {
-        Lsn(self.flushed.load(Ordering::Acquire))
-    }
-
-    pub fn advance(&self, to: Lsn) {
-        self.flushed.fetch_max(to.0, Ordering::AcqRel);
-    }
 }
 
 #[derive(Debug)]
@@ -98,9 +70,8 @@ pub enum WriterError {
     AlreadyComplete(PathBuf),
 }
 
-impl WriterError {
-    /// Errors a restart cannot cure and that must stop the program instead of a reconnect.
-    pub fn is_fatal(&self) -> bool {
+impl WriterFailure for WriterError {
+    fn is_fatal(&self) -> bool {
         !matches!(self, WriterError::NoSpace { .. } | WriterError::Io { .. })
     }
 }
@@ -200,23 +171,18 @@ impl Writer {
 
     /// The thread body: handles messages until the receiver drops its sender, then closes the
     /// open segment. Every batch the channel holds is written before one fsync.
+    /// The session core marks the writer stopped and wakes the receiver when this returns.
     pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<(), WriterError> {
-        let result = (|| {
-            while let Ok(msg) = rx.recv() {
+        while let Ok(msg) = rx.recv() {
+            self.handle(msg)?;
+            while let Ok(msg) = rx.try_recv() {
                 self.handle(msg)?;
-                while let Ok(msg) = rx.try_recv() {
-                    self.handle(msg)?;
-                }
-                if self.cfg.durability == Durability::Synchronous {
-                    self.sync()?;
-                }
             }
-            self.close()
-        })();
-        // Wake the receiver whatever happened, so it notices a dead writer at once.
-        self.progress.stopped.store(true, Ordering::Release);
-        self.wake.notify();
-        result
+            if self.cfg.durability == Durability::Synchronous {
+                self.sync()?;
+            }
+        }
+        self.close()
     }
 
     fn handle(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
@@ -251,7 +217,7 @@ impl Writer {
     }
 
     fn publish(&self, flushed: Lsn) {
-        self.progress.advance(flushed);
+        self.progress.advance_flushed(flushed);
         self.wake.notify();
     }
 
@@ -341,6 +307,8 @@ impl Writer {
             seg.dirty = true;
             data = &data[n..];
             pos = Lsn(pos.0 + n as u64);
+            // Written, not yet durable: the `write` of status updates (remote_write).
+            self.progress.advance_written(pos);
             if seg.next == seg_size {
                 self.complete_segment()?;
             }

@@ -85,6 +85,18 @@ impl EventFd {
 
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
 static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static HANGUP_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// SIGHUP only wakes the loop, which logs it: systemd's `reload` (or a closed terminal) must
+/// not stop archiving, and a daemon says what it did with every signal it got.
+extern "C" fn on_hangup(_sig: c_int) {
+    let fd = HANGUP_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; fd is an eventfd that lives for the process.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
 
 extern "C" fn on_stop_signal(sig: c_int) {
     LAST_SIGNAL.store(sig, Ordering::SeqCst);
@@ -100,24 +112,30 @@ extern "C" fn on_stop_signal(sig: c_int) {
 /// from its poll instead of being killed in the middle of a write.
 pub struct StopSignals {
     event: &'static EventFd,
+    hangup: &'static EventFd,
 }
 
 impl StopSignals {
     /// Installs the handlers (once per process; later calls return the same descriptor).
     pub fn install() -> io::Result<StopSignals> {
         static EVENT: std::sync::OnceLock<EventFd> = std::sync::OnceLock::new();
-        if let Some(event) = EVENT.get() {
-            return Ok(StopSignals { event });
+        static HANGUP: std::sync::OnceLock<EventFd> = std::sync::OnceLock::new();
+        if let (Some(event), Some(hangup)) = (EVENT.get(), HANGUP.get()) {
+            return Ok(StopSignals { event, hangup });
         }
         let event = EVENT.get_or_init(|| EventFd::new().expect("eventfd"));
+        let hangup = HANGUP.get_or_init(|| EventFd::new().expect("eventfd"));
         SIGNAL_FD.store(event.fd(), Ordering::SeqCst);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
+        HANGUP_FD.store(hangup.fd(), Ordering::SeqCst);
+        let handlers: [(c_int, extern "C" fn(c_int)); 3] =
+            [(libc::SIGINT, on_stop_signal), (libc::SIGTERM, on_stop_signal), (libc::SIGHUP, on_hangup)];
+        for (sig, handler) in handlers {
             // SAFETY: sigaction with a zeroed struct, an empty mask and an extern "C" handler
             // that only does async-signal-safe work (atomic stores and write(2)). SA_RESTART
             // keeps other threads' blocking calls from failing with EINTR.
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_stop_signal as *const () as usize;
+                sa.sa_sigaction = handler as *const () as usize;
                 sa.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&mut sa.sa_mask);
                 if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
@@ -125,7 +143,7 @@ impl StopSignals {
                 }
             }
         }
-        Ok(StopSignals { event })
+        Ok(StopSignals { event, hangup })
     }
 
     /// Readable once a stop signal has arrived.
@@ -139,6 +157,18 @@ impl StopSignals {
             0 => None,
             s => Some(s),
         }
+    }
+
+    /// Readable once SIGHUP has arrived (until [`StopSignals::take_hangup`]).
+    pub fn hangup_fd(&self) -> RawFd {
+        self.hangup.fd()
+    }
+
+    /// Whether SIGHUP arrived since the last call.
+    pub fn take_hangup(&self) -> bool {
+        let ready = poll(&[(self.hangup.fd(), Interest::Read)], Some(Duration::ZERO)).is_ok_and(|r| r[0]);
+        self.hangup.drain();
+        ready
     }
 
     /// Asks for a stop as a signal would (used when the program decides to stop by itself).

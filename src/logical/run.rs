@@ -7,13 +7,13 @@
 //! queries, publications, the DDL trigger and the initial snapshot.
 
 use std::fmt;
-use std::time::{Duration, Instant};
 
-use pgrw_ffi::sys::{poll, Interest, StopSignals};
+use pgrw_ffi::sys::StopSignals;
 use pgrw_ffi::Conn;
 
 use crate::lsn::Lsn;
 use crate::server::{conn_params_for, ConnKind, Replication, Server, ServerError};
+use crate::session::{self, SessionFailure};
 
 use super::cli::{Action, Config, Output, Streaming};
 use super::ddl;
@@ -26,10 +26,6 @@ use super::writer::{SinkConfig, WriterConfig};
 
 pub const KIND: ConnKind = ConnKind { replication: Replication::Database, application_name: "pgrecvlogical" };
 
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
-
 #[derive(Debug)]
 pub enum RunError {
     Files(FilesError),
@@ -39,7 +35,7 @@ pub enum RunError {
     Setup(String),
 }
 
-impl RunError {
+impl SessionFailure for RunError {
     fn is_fatal(&self, first: bool) -> bool {
         match self {
             RunError::Stream(s) => s.is_fatal(),
@@ -270,33 +266,8 @@ impl Runner<'_> {
             // Lock before connecting, so a second writer into the directory is refused at once.
             self.out = Some(OutputDir::open(dir)?);
         }
-        let mut backoff = BACKOFF_FIRST;
-        let mut first = true;
-        loop {
-            let started = Instant::now();
-            match self.session() {
-                Ok(end) => return Ok(Outcome::Stream(end)),
-                Err(e) if self.stop.received().is_some() => {
-                    log::debug!("stopping after error during shutdown: {e}");
-                    return Ok(Outcome::Stream(StreamEnd::Stopped));
-                }
-                Err(e) => {
-                    if e.is_fatal(first) || self.cfg.no_loop {
-                        return Err(e);
-                    }
-                    if started.elapsed() >= BACKOFF_RESET_AFTER {
-                        backoff = BACKOFF_FIRST;
-                    }
-                    log::warn!("{e}; trying again in {} s", backoff.as_secs());
-                    let _ = poll(&[(self.stop.fd(), Interest::Read)], Some(backoff));
-                    if self.stop.received().is_some() {
-                        return Ok(Outcome::Stream(StreamEnd::Stopped));
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
-            first = false;
-        }
+        let (stop, no_loop) = (self.stop, self.cfg.no_loop);
+        session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream)
     }
 
     /// The options this server and the command line agree on.

@@ -1,8 +1,8 @@
 //! The receive loop of pgrecvlogical, on the receiver thread: START_REPLICATION ... LOGICAL,
-//! pgoutput messages inside XLogData, keepalives, standby status updates. Like pgreceivewal's
-//! `receiver.rs` (and PostgreSQL's `receivelog.c`) it reads without blocking, hands batches to
-//! the writer thread over a bounded channel, and waits on the socket, the stop signal and the
-//! writer's wake-up with a time-out no longer than the next status update is due.
+//! pgoutput messages inside XLogData, keepalives, standby status updates. The loop (reads
+//! without blocking, batches to the writer thread over a bounded channel, waits no longer than
+//! the next status update is due, stopping) is the session core's, shared with pgreceivewal
+//! (`crate::session`); this module is what pgrecvlogical does with each message.
 //!
 //! Ordinary transactions arrive whole, in commit order: their messages are encoded here, at
 //! once, and the lines handed to the writer in pieces, so a transaction of any size costs no
@@ -16,19 +16,15 @@
 //! never pins WAL.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use pgrw_ffi::sys::{poll, EventFd, Interest, StopSignals};
-use pgrw_ffi::CopyRead;
+use pgrw_ffi::sys::StopSignals;
 
 use crate::lsn::Lsn;
-use crate::protocol::{pg_now, ServerMessage, StatusUpdate};
-use crate::server::{Server, ServerError};
-use crate::writer::Progress;
+use crate::server::Server;
+use crate::session::{
+    CopyEnd, Core, Handler, Positions, Progress, SessionResult, WriterHandle, WriterThread,
+};
 
 use super::cli::Streaming;
 use super::output::{Effect, Encoder, Format, Schema};
@@ -36,68 +32,14 @@ use super::pgoutput::{Context, Decoder, Message};
 use super::spool::push_frame;
 use super::writer::{Writer, WriterConfig, WriterError, WriterMsg, WriterStats};
 
+pub use crate::session::StreamEnd;
+
 /// Lines and spooled messages are handed over in batches of up to this many bytes; the
 /// channel holds at most `CHANNEL_BATCHES` of them.
 pub const MAX_BATCH: usize = 1 << 20;
 pub const CHANNEL_BATCHES: usize = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    /// Everything up to `--endpos` is written.
-    EndPos(Lsn),
-    /// SIGINT or SIGTERM.
-    Stopped,
-}
-
-#[derive(Debug)]
-pub enum StreamError {
-    Server(ServerError),
-    Protocol { server: String, message: String },
-    Writer(WriterError),
-    ServerClosed { server: String },
-    Unexpected { server: String, message: String },
-}
-
-impl StreamError {
-    pub fn is_fatal(&self) -> bool {
-        match self {
-            StreamError::Server(e) => e.fatal,
-            StreamError::Protocol { .. } | StreamError::Unexpected { .. } => true,
-            StreamError::Writer(e) => e.is_fatal(),
-            StreamError::ServerClosed { .. } => false,
-        }
-    }
-}
-
-impl fmt::Display for StreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamError::Server(e) => e.fmt(f),
-            StreamError::Protocol { server, message } => write!(f, "{message} (server {server})"),
-            StreamError::Writer(e) => e.fmt(f),
-            StreamError::ServerClosed { server } => {
-                write!(f, "replication stream was terminated by the server (server {server})")
-            }
-            StreamError::Unexpected { server, message } => write!(f, "{message} (server {server})"),
-        }
-    }
-}
-
-impl std::error::Error for StreamError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StreamError::Server(e) => Some(e),
-            StreamError::Writer(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<ServerError> for StreamError {
-    fn from(e: ServerError) -> StreamError {
-        StreamError::Server(e)
-    }
-}
+pub type StreamError = crate::session::StreamError<WriterError>;
 
 /// What START_REPLICATION asks pgoutput for, and how the loop behaves.
 #[derive(Debug, Clone)]
@@ -172,13 +114,13 @@ pub struct SessionStats {
 
 /// One streaming session: a replication connection and the writer thread it feeds.
 pub struct Session<'a> {
-    server: &'a mut Server,
+    core: Core<'a, Writer>,
+    dec: Decoding<'a>,
+}
+
+/// What the logical session does with messages (the [`Handler`] of the session core).
+struct Decoding<'a> {
     opts: &'a StreamOptions,
-    stop: &'a StopSignals,
-    tx: Option<Sender<WriterMsg>>,
-    writer: Option<JoinHandle<Result<WriterStats, WriterError>>>,
-    progress: Arc<Progress>,
-    wake: Arc<EventFd>,
     decoder: Decoder,
     encoder: Encoder,
     streams: HashMap<u32, OpenStream>,
@@ -188,12 +130,19 @@ pub struct Session<'a> {
     spool: Vec<u8>,
     spool_marks: Vec<(u32, usize)>,
     /// End of the last unit handed to the writer.
-    written: Lsn,
+    handed: Lsn,
     /// A keepalive position received while nothing was pending.
     idle_pos: Lsn,
-    last_status: Option<Instant>,
-    reported_flush: Lsn,
-    pub stats: SessionStats,
+    stats: SessionStats,
+}
+
+impl WriterThread for Writer {
+    type Msg = WriterMsg;
+    type Output = WriterStats;
+    type Error = WriterError;
+    fn run(self, rx: crossbeam_channel::Receiver<WriterMsg>) -> Result<WriterStats, WriterError> {
+        Writer::run(self, rx)
+    }
 }
 
 impl<'a> Session<'a> {
@@ -205,37 +154,26 @@ impl<'a> Session<'a> {
         writer_cfg: WriterConfig,
         start: Lsn,
     ) -> Result<Session<'a>, StreamError> {
-        let progress = Arc::new(Progress::new(start));
-        let unexpected = |message: String| StreamError::Unexpected { server: server.name.clone(), message };
-        let wake =
-            Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
-        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
         let parse = writer_cfg.parse;
-        let writer = Writer::new(writer_cfg, progress.clone(), wake.clone());
-        let handle = std::thread::Builder::new()
-            .name("pgrl-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| unexpected(format!("could not start the writer thread: {e}")))?;
+        let writer =
+            WriterHandle::spawn("pgrl-writer", &server.name, CHANNEL_BATCHES, start, |progress, wake| {
+                Writer::new(writer_cfg, progress, wake)
+            })?;
         Ok(Session {
-            server,
-            opts,
-            stop,
-            tx: Some(tx),
-            writer: Some(handle),
-            progress,
-            wake,
-            decoder: Decoder::new(Context { in_stream: false, ..parse }),
-            encoder: Encoder::new(opts.format),
-            streams: HashMap::new(),
-            cur_stream: None,
-            lines: Vec::new(),
-            spool: Vec::new(),
-            spool_marks: Vec::new(),
-            written: start,
-            idle_pos: start,
-            last_status: None,
-            reported_flush: Lsn::INVALID,
-            stats: SessionStats::default(),
+            core: Core::new(server, stop, writer, opts.status_interval),
+            dec: Decoding {
+                opts,
+                decoder: Decoder::new(Context { in_stream: false, ..parse }),
+                encoder: Encoder::new(opts.format),
+                streams: HashMap::new(),
+                cur_stream: None,
+                lines: Vec::new(),
+                spool: Vec::new(),
+                spool_marks: Vec::new(),
+                handed: start,
+                idle_pos: start,
+                stats: SessionStats::default(),
+            },
         })
     }
 
@@ -243,56 +181,16 @@ impl<'a> Session<'a> {
     /// complete a unit.
     pub fn write_lines(&mut self, data: Vec<u8>, end: Option<Lsn>) -> Result<(), StreamError> {
         if let Some(e) = end {
-            self.written = self.written.max(e);
-            self.idle_pos = self.idle_pos.max(e);
+            self.dec.handed = self.dec.handed.max(e);
+            self.dec.idle_pos = self.dec.idle_pos.max(e);
         }
-        self.send(WriterMsg::Lines { data, end })
+        self.core.send(WriterMsg::Lines { data, end })
     }
 
     /// Waits until the writer made everything handed over so far durable.
     pub fn wait_durable(&mut self) -> Result<(), StreamError> {
-        self.send(WriterMsg::Flush)?;
-        while self.progress.flushed() < self.written {
-            let _ = poll(&[(self.wake.fd(), Interest::Read)], Some(Duration::from_millis(100)));
-            self.wake.drain();
-            if self.writer.as_ref().is_some_and(|h| h.is_finished()) {
-                self.join_writer()?;
-                return Err(self.unexpected("the writer thread stopped"));
-            }
-        }
-        Ok(())
-    }
-
-    fn unexpected(&self, message: impl Into<String>) -> StreamError {
-        StreamError::Unexpected { server: self.server.name.clone(), message: message.into() }
-    }
-
-    fn protocol(&self, message: impl fmt::Display) -> StreamError {
-        StreamError::Protocol { server: self.server.name.clone(), message: message.to_string() }
-    }
-
-    fn join_writer(&mut self) -> Result<(), StreamError> {
-        self.tx = None;
-        match self.writer.take() {
-            None => Ok(()),
-            Some(h) => match h.join() {
-                Ok(Ok(stats)) => {
-                    self.stats.writer = stats;
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(StreamError::Writer(e)),
-                Err(_) => Err(self.unexpected("the writer thread panicked")),
-            },
-        }
-    }
-
-    fn send(&mut self, msg: WriterMsg) -> Result<(), StreamError> {
-        if self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok()) {
-            return Ok(());
-        }
-        // The writer dropped its end: it failed, and its error is the one to report.
-        self.join_writer()?;
-        Err(self.unexpected("the writer thread stopped"))
+        self.core.send(WriterMsg::Flush)?;
+        self.core.writer.wait_flushed(self.dec.handed)
     }
 
     /// Runs the session from `start` until the end position, a stop signal, or an error. The
@@ -300,30 +198,41 @@ impl<'a> Session<'a> {
     /// returns; on a clean end the server then gets a last status update.
     pub fn run(mut self, start: Lsn) -> Result<(StreamEnd, SessionStats), StreamError> {
         let res = self.stream(start);
-        let joined = self.join_writer();
-        let end = match (res, joined) {
-            (_, Err(w)) => return Err(w),
-            (Err(e), Ok(())) => return Err(e),
-            (Ok(end), Ok(())) => end,
-        };
-        self.status_update()?;
-        self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
-        Ok((end, self.stats))
+        let (end, writer) = self.core.finish(&self.dec, res)?;
+        let mut stats = self.dec.stats;
+        stats.writer = writer.unwrap_or_default();
+        Ok((end, stats))
     }
 
     fn stream(&mut self, start: Lsn) -> Result<StreamEnd, StreamError> {
-        let cmd = start_replication_command(self.opts, start);
+        let opts = self.dec.opts;
+        let cmd = start_replication_command(opts, start);
         log::info!(
             "starting logical decoding of slot \"{}\" at {start} (protocol version {}, streaming {:?})",
-            self.opts.slot,
-            self.opts.version,
-            self.opts.streaming
+            opts.slot,
+            opts.version,
+            opts.streaming
         );
         log::debug!("{cmd}");
-        self.server.conn().start_copy_both(&cmd).map_err(|e| self.server.wrap(e))?;
-        self.copy_stream()
+        let server = &mut *self.core.server;
+        server.conn().start_copy_both(&cmd).map_err(|e| server.wrap(e))?;
+        match self.core.copy_stream(&mut self.dec)? {
+            CopyEnd::Ours(end) => Ok(end),
+            // The server ended the stream: with an error (its message is the cause, e.g. a
+            // publication that was dropped), or because it is shutting down.
+            CopyEnd::Server => match self.core.end_of_copy(0)? {
+                None => {
+                    Err(StreamError::ServerClosed { server: self.core.server_name(), at: self.dec.handed })
+                }
+                Some((tli, _)) => Err(self
+                    .core
+                    .unexpected(format!("server ended logical decoding with a switch to timeline {tli}"))),
+            },
+        }
     }
+}
 
+impl Decoding<'_> {
     fn idle(&self) -> bool {
         !self.encoder.in_transaction()
             && self.cur_stream.is_none()
@@ -331,54 +240,25 @@ impl<'a> Session<'a> {
             && self.spool.is_empty()
     }
 
-    /// The position the server may consider ours: see the module comment.
-    fn flush_position(&self) -> Lsn {
-        let durable = self.progress.flushed();
-        if self.idle() && durable >= self.written {
-            durable.max(self.idle_pos)
-        } else {
-            durable
-        }
-    }
-
-    fn status_update(&mut self) -> Result<(), StreamError> {
-        let flush = self.flush_position();
-        let write = if self.idle() { self.written.max(self.idle_pos) } else { self.written }.max(flush);
-        let msg = StatusUpdate { write, flush, apply: flush, send_time: pg_now(), reply_requested: false };
-        self.server.conn().put_copy_data(&msg.encode()).map_err(|e| self.server.wrap(e))?;
-        self.last_status = Some(Instant::now());
-        self.reported_flush = flush;
-        log::trace!("sent status update: write {write} flush {flush}");
-        Ok(())
-    }
-
-    fn flush_lines(&mut self, end: Option<Lsn>) -> Result<(), StreamError> {
+    fn flush_lines(&mut self, core: &mut Core<'_, Writer>, end: Option<Lsn>) -> Result<(), StreamError> {
         if self.lines.is_empty() && end.is_none() {
             return Ok(());
         }
         if let Some(e) = end {
-            self.written = self.written.max(e);
+            self.handed = self.handed.max(e);
         }
         let data = std::mem::take(&mut self.lines);
-        self.send(WriterMsg::Lines { data, end })
+        core.send(WriterMsg::Lines { data, end })
     }
 
-    fn flush_spool(&mut self) -> Result<(), StreamError> {
+    fn flush_spool(&mut self, core: &mut Core<'_, Writer>) -> Result<(), StreamError> {
         if self.spool.is_empty() {
             return Ok(());
         }
         let xid = self.cur_stream.expect("spooled data belongs to the open stream");
         let data = std::mem::take(&mut self.spool);
         let subxacts = std::mem::take(&mut self.spool_marks);
-        self.send(WriterMsg::Spool { xid, data, subxacts })
-    }
-
-    fn flush_batches(&mut self) -> Result<(), StreamError> {
-        self.flush_lines(None)?;
-        if self.cur_stream.is_some() {
-            self.flush_spool()?;
-        }
-        Ok(())
+        core.send(WriterMsg::Spool { xid, data, subxacts })
     }
 
     fn past_endpos(&self, lsn: Lsn) -> bool {
@@ -386,14 +266,19 @@ impl<'a> Session<'a> {
     }
 
     /// One pgoutput message. `Some` when the end position is reached.
-    fn handle_message(&mut self, at: Lsn, data: &[u8]) -> Result<Option<StreamEnd>, StreamError> {
+    fn handle_message(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        at: Lsn,
+        data: &[u8],
+    ) -> Result<Option<StreamEnd>, StreamError> {
         self.stats.messages += 1;
         self.stats.bytes += data.len() as u64;
-        let msg = self.decoder.decode(data).map_err(|e| self.protocol(e))?;
+        let msg = self.decoder.decode(data).map_err(|e| core.protocol(e))?;
         if let Some(top) = self.cur_stream {
             let sub = match &msg {
                 Message::StreamStop => {
-                    self.flush_spool()?;
+                    self.flush_spool(core)?;
                     self.cur_stream = None;
                     return Ok(None);
                 }
@@ -406,7 +291,7 @@ impl<'a> Session<'a> {
                 Message::Message(m) => m.xid,
                 Message::Origin { .. } => None,
                 other => {
-                    return Err(self.protocol(format!(
+                    return Err(core.protocol(format!(
                         "unexpected pgoutput message '{}' inside a streamed block of transaction {top}",
                         char::from(other.kind())
                     )))
@@ -421,34 +306,34 @@ impl<'a> Session<'a> {
             }
             push_frame(&mut self.spool, at, data);
             if self.spool.len() >= MAX_BATCH {
-                self.flush_spool()?;
+                self.flush_spool(core)?;
             }
             return Ok(None);
         }
         match msg {
             Message::StreamStart(s) => {
                 if self.encoder.in_transaction() {
-                    return Err(self.protocol("pgoutput started a stream inside a transaction"));
+                    return Err(core.protocol("pgoutput started a stream inside a transaction"));
                 }
-                self.flush_lines(None)?;
+                self.flush_lines(core, None)?;
                 self.streams.entry(s.xid).or_default();
                 self.cur_stream = Some(s.xid);
             }
-            Message::StreamStop => return Err(self.protocol("pgoutput sent Stream Stop outside of a stream")),
+            Message::StreamStop => return Err(core.protocol("pgoutput sent Stream Stop outside of a stream")),
             Message::StreamCommit(c) => {
                 if self.past_endpos(c.commit_lsn) {
                     return Ok(self.opts.endpos.map(StreamEnd::EndPos));
                 }
                 let st = self.streams.remove(&c.xid).unwrap_or_default();
                 self.encoder.schema.merge(st.schema);
-                self.send(WriterMsg::StreamCommit {
+                core.send(WriterMsg::StreamCommit {
                     xid: c.xid,
                     commit_lsn: c.commit_lsn,
                     end_lsn: c.end_lsn,
                     commit_time: c.commit_time,
                 })?;
                 self.stats.streamed_commits += 1;
-                self.written = self.written.max(c.end_lsn);
+                self.handed = self.handed.max(c.end_lsn);
                 if self.past_endpos(c.end_lsn) {
                     return Ok(self.opts.endpos.map(StreamEnd::EndPos));
                 }
@@ -457,7 +342,7 @@ impl<'a> Session<'a> {
                 if a.xid == a.subxid {
                     self.streams.remove(&a.xid);
                 }
-                self.send(WriterMsg::StreamAbort { xid: a.xid, subxid: a.subxid })?;
+                core.send(WriterMsg::StreamAbort { xid: a.xid, subxid: a.subxid })?;
             }
             Message::StreamPrepare(p) => {
                 if self.past_endpos(p.prepare_lsn) {
@@ -465,14 +350,14 @@ impl<'a> Session<'a> {
                 }
                 let st = self.streams.remove(&p.xid).unwrap_or_default();
                 self.encoder.schema.merge(st.schema);
-                self.send(WriterMsg::StreamPrepare {
+                core.send(WriterMsg::StreamPrepare {
                     xid: p.xid,
                     prepare_lsn: p.prepare_lsn,
                     end_lsn: p.end_lsn,
                     prepare_time: p.prepare_time,
                     gid: p.gid.to_owned(),
                 })?;
-                self.written = self.written.max(p.end_lsn);
+                self.handed = self.handed.max(p.end_lsn);
             }
             other => {
                 // A unit that starts past the end position is not written.
@@ -489,16 +374,16 @@ impl<'a> Session<'a> {
                         return Ok(self.opts.endpos.map(StreamEnd::EndPos));
                     }
                 }
-                match self.encoder.encode(&mut self.lines, at, &other).map_err(|e| self.protocol(e))? {
+                match self.encoder.encode(&mut self.lines, at, &other).map_err(|e| core.protocol(e))? {
                     Effect::UnitEnd(end) => {
-                        self.flush_lines(Some(end))?;
+                        self.flush_lines(core, Some(end))?;
                         if self.past_endpos(end) {
                             return Ok(self.opts.endpos.map(StreamEnd::EndPos));
                         }
                     }
                     Effect::None => {
                         if self.lines.len() >= MAX_BATCH {
-                            self.flush_lines(None)?;
+                            self.flush_lines(core, None)?;
                         }
                     }
                 }
@@ -506,96 +391,65 @@ impl<'a> Session<'a> {
         }
         Ok(None)
     }
+}
 
-    /// The COPY BOTH loop.
-    fn copy_stream(&mut self) -> Result<StreamEnd, StreamError> {
-        loop {
-            loop {
-                let buf = match self.server.conn().get_copy_data().map_err(|e| self.server.wrap(e))? {
-                    CopyRead::Data(buf) => buf,
-                    CopyRead::WouldBlock => break,
-                    CopyRead::Done => {
-                        return Err(StreamError::ServerClosed { server: self.server.name.clone() });
-                    }
-                };
-                match ServerMessage::parse(&buf) {
-                    Ok(ServerMessage::XLogData { start, data, .. }) => {
-                        if let Some(end) = self.handle_message(start, data)? {
-                            log::info!("reached end position {}", self.opts.endpos.unwrap_or_default());
-                            return self.stop_stream(end);
-                        }
-                    }
-                    Ok(ServerMessage::Keepalive { wal_end, reply_requested, .. }) => {
-                        if self.idle() {
-                            self.idle_pos = self.idle_pos.max(wal_end);
-                            if self.opts.endpos.is_some_and(|e| wal_end >= e) {
-                                log::info!(
-                                    "server sent everything up to end position {}",
-                                    self.opts.endpos.unwrap_or_default()
-                                );
-                                return self
-                                    .stop_stream(StreamEnd::EndPos(self.opts.endpos.unwrap_or_default()));
-                            }
-                        }
-                        if reply_requested {
-                            self.flush_batches()?;
-                            self.send(WriterMsg::Flush)?;
-                            self.status_update()?;
-                        }
-                    }
-                    Err(err) => return Err(self.protocol(err)),
-                }
-            }
-            self.flush_batches()?;
-            if self.stop.received().is_some() {
-                log::info!("received stop signal; stopping");
-                return self.stop_stream(StreamEnd::Stopped);
-            }
-
-            let flush = self.flush_position();
-            let due = match (self.opts.status_interval, self.last_status) {
-                (_, None) => true,
-                (Some(iv), Some(t)) => t.elapsed() >= iv,
-                (None, Some(_)) => false,
-            };
-            if due || flush > self.reported_flush {
-                self.status_update()?;
-            }
-
-            let timeout = match (self.opts.status_interval, self.last_status) {
-                (Some(iv), Some(t)) => Some(iv.saturating_sub(t.elapsed())),
-                _ => None,
-            };
-            let fds = [
-                (self.server.socket(), Interest::Read),
-                (self.stop.fd(), Interest::Read),
-                (self.wake.fd(), Interest::Read),
-            ];
-            let ready = poll(&fds, timeout)
-                .map_err(|e| self.unexpected(format!("could not wait for the server: {e}")))?;
-            if ready[2] {
-                self.wake.drain();
-                if self.writer.as_ref().is_some_and(|h| h.is_finished()) {
-                    self.join_writer()?;
-                    return Err(self.unexpected("the writer thread stopped"));
-                }
-            }
-            if ready[0] {
-                self.server.conn().consume_input().map_err(|e| {
-                    let mut err = self.server.wrap(e);
-                    err.message =
-                        format!("could not receive data from the replication stream: {}", err.message);
-                    err
-                })?;
-            }
+impl Handler<Writer> for Decoding<'_> {
+    fn data(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        start: Lsn,
+        data: &[u8],
+    ) -> SessionResult<Option<StreamEnd>, Writer> {
+        let end = self.handle_message(core, start, data)?;
+        if end.is_some() {
+            log::info!("reached end position {}", self.opts.endpos.unwrap_or_default());
         }
+        Ok(end)
     }
 
-    /// Our decision to stop: hand over the complete units (an open transaction is not written;
-    /// the writer cuts off its start), then let `run` close the writer and report.
-    fn stop_stream(&mut self, end: StreamEnd) -> Result<StreamEnd, StreamError> {
-        self.flush_lines(None)?;
-        Ok(end)
+    fn keepalive(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        wal_end: Lsn,
+        reply_requested: bool,
+    ) -> SessionResult<Option<StreamEnd>, Writer> {
+        if self.idle() {
+            self.idle_pos = self.idle_pos.max(wal_end);
+            if let Some(e) = self.opts.endpos.filter(|&e| wal_end >= e) {
+                log::info!("server sent everything up to end position {e}");
+                return Ok(Some(StreamEnd::EndPos(e)));
+            }
+        }
+        if reply_requested {
+            self.hand_over(core)?;
+            core.send(WriterMsg::Flush)?;
+        }
+        Ok(None)
+    }
+
+    fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
+        self.flush_lines(core, None)?;
+        if self.cur_stream.is_some() {
+            self.flush_spool(core)?;
+        }
+        Ok(())
+    }
+
+    /// Hand over the complete units; an open transaction is not written (the writer cuts off
+    /// its start when it closes).
+    fn stopping(&mut self, core: &mut Core<'_, Writer>, end: StreamEnd) -> SessionResult<(), Writer> {
+        if end == StreamEnd::Stopped {
+            log::info!("received stop signal; stopping at {}", self.handed);
+        }
+        self.flush_lines(core, None)
+    }
+
+    /// The flush position becomes the slot's `confirmed_flush_lsn`: see the module comment.
+    /// The logical writer publishes what it wrote when it is durable, so `write` is the same.
+    fn positions(&self, progress: &Progress) -> Positions {
+        let durable = progress.flushed();
+        let flush = if self.idle() && durable >= self.handed { durable.max(self.idle_pos) } else { durable };
+        Positions { write: progress.written().max(flush), flush, apply: flush }
     }
 }
 

@@ -21,7 +21,7 @@ use pgrw_ffi::sys::EventFd;
 
 use crate::archive::fsync_dir;
 use crate::lsn::Lsn;
-use crate::writer::Progress;
+use crate::session::{Progress, WriterFailure};
 
 use super::files::{file_name, Partial, PARTIAL_SUFFIX};
 use super::output::{Effect, Encoder, Format};
@@ -89,9 +89,8 @@ pub enum WriterError {
     },
 }
 
-impl WriterError {
-    /// Errors a reconnect cannot cure.
-    pub fn is_fatal(&self) -> bool {
+impl WriterFailure for WriterError {
+    fn is_fatal(&self) -> bool {
         !matches!(self, WriterError::Io { .. })
     }
 }
@@ -247,8 +246,7 @@ impl Writer {
             self.close()?;
             Ok(self.stats)
         })();
-        // Wake the receiver whatever happened, so it notices a dead writer at once.
-        self.wake.notify();
+        // The session core marks the writer stopped and wakes the receiver when this returns.
         result
     }
 
@@ -407,7 +405,7 @@ impl Writer {
             }
         }
         if let Some(end) = self.pending.take() {
-            self.progress.advance(end);
+            self.progress.advance_flushed(end);
             self.wake.notify();
         }
         Ok(())

@@ -1,0 +1,701 @@
+//! The session core both tools share: the skeleton of a replication session, which differs
+//! between the physical and the logical tool only in what is done with a message.
+//!
+//! - [`WriterHandle`]: the writer thread as the receiver sees it: spawn, send, join, and the
+//!   positions it publishes ([`Progress`]). Whatever way the writer ends (an error, a clean
+//!   end, a panic), it marks itself stopped *before* it wakes the receiver, so the receiver
+//!   never misses a dead writer on a quiet server.
+//! - [`Core::copy_stream`]: the COPY BOTH loop of PostgreSQL's `receivelog.c`
+//!   (`HandleCopyStream`): drain what libpq has without blocking, hand it over, report a new
+//!   durable position at once, then wait on the socket, the stop signal, SIGHUP and the
+//!   writer's wake-up, never longer than the next status update is due.
+//! - [`reconnect`]: sessions with back-off after anything transient, and the stopping rule:
+//!   a stop signal turns only the errors a retry would cure into a clean stop; a writer
+//!   failure (a failed fsync) never ends in exit status 0.
+//!
+//! Each tool supplies a [`Handler`] (its messages, its positions) and a [`WriterThread`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use pgrw_ffi::sys::{poll, EventFd, Interest, StopSignals};
+use pgrw_ffi::{CopyRead, Status};
+
+use crate::lsn::Lsn;
+use crate::protocol::{pg_now, ServerMessage, StatusUpdate};
+use crate::server::{Server, ServerError};
+
+/// Reconnect delays grow from the first to the last, doubling.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A session that streamed this long resets the back-off.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+
+/// How a stream ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Everything up to the end position (`--endpos`) is written.
+    EndPos(Lsn),
+    /// SIGINT or SIGTERM.
+    Stopped,
+}
+
+/// Positions the writer publishes to the receiver.
+#[derive(Debug, Default)]
+pub struct Progress {
+    written: AtomicU64,
+    flushed: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Progress {
+    pub fn new(start: Lsn) -> Progress {
+        Progress {
+            written: AtomicU64::new(start.0),
+            flushed: AtomicU64::new(start.0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Output before this position has been handed to the kernel (written, maybe not durable):
+    /// the `write` of status updates, which `synchronous_commit = remote_write` waits for.
+    pub fn written(&self) -> Lsn {
+        Lsn(self.written.load(Ordering::Acquire))
+    }
+
+    /// Output before this position is on disk (fsync'ed, or written with --no-sync): the
+    /// `flush` of status updates.
+    pub fn flushed(&self) -> Lsn {
+        Lsn(self.flushed.load(Ordering::Acquire))
+    }
+
+    pub fn advance_written(&self, to: Lsn) {
+        self.written.fetch_max(to.0, Ordering::AcqRel);
+    }
+
+    /// What is durable is also written.
+    pub fn advance_flushed(&self, to: Lsn) {
+        self.advance_written(to);
+        self.flushed.fetch_max(to.0, Ordering::AcqRel);
+    }
+
+    /// The writer has stopped: its result (an error, unless the channel was closed) waits in
+    /// its join handle.
+    pub fn writer_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+/// A writer error, as the session needs to judge it.
+pub trait WriterFailure: std::error::Error + Send + 'static {
+    /// Errors a restart cannot cure, which must stop the program instead of a reconnect.
+    fn is_fatal(&self) -> bool;
+}
+
+/// The body of a writer thread: it handles messages until the channel closes, then makes
+/// its output durable.
+pub trait WriterThread: Send + 'static {
+    type Msg: Send + 'static;
+    type Output: Send + 'static;
+    type Error: WriterFailure;
+    fn run(self, rx: Receiver<Self::Msg>) -> Result<Self::Output, Self::Error>;
+}
+
+/// Errors of a streaming session, with the tool's writer error `W`.
+#[derive(Debug)]
+pub enum StreamError<W> {
+    Server(ServerError),
+    Protocol {
+        server: String,
+        message: String,
+    },
+    /// The writer failed: its error is the cause.
+    Writer(W),
+    /// The server ended the stream without an error and without a new timeline (it is
+    /// shutting down).
+    ServerClosed {
+        server: String,
+        at: Lsn,
+    },
+    Unexpected {
+        server: String,
+        message: String,
+    },
+}
+
+impl<W: WriterFailure> StreamError<W> {
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            StreamError::Server(e) => e.fatal,
+            StreamError::Protocol { .. } | StreamError::Unexpected { .. } => true,
+            StreamError::Writer(e) => e.is_fatal(),
+            StreamError::ServerClosed { .. } => false,
+        }
+    }
+
+    pub fn is_writer_failure(&self) -> bool {
+        matches!(self, StreamError::Writer(_))
+    }
+}
+
+impl<W: fmt::Display> fmt::Display for StreamError<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Server(e) => e.fmt(f),
+            StreamError::Protocol { server, message } => write!(f, "{message} (server {server})"),
+            StreamError::Writer(e) => e.fmt(f),
+            StreamError::ServerClosed { server, at } => {
+                write!(f, "replication stream was terminated by the server at {at} (server {server})")
+            }
+            StreamError::Unexpected { server, message } => write!(f, "{message} (server {server})"),
+        }
+    }
+}
+
+impl<W: std::error::Error + 'static> std::error::Error for StreamError<W> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StreamError::Server(e) => Some(e),
+            StreamError::Writer(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<W> From<ServerError> for StreamError<W> {
+    fn from(e: ServerError) -> StreamError<W> {
+        StreamError::Server(e)
+    }
+}
+
+/// Marks the writer stopped and wakes the receiver when the writer thread ends, by return or
+/// by panic (tantivy's "bomb"): the order matters, the receiver reads the flag on wake-up.
+struct StoppedOnDrop {
+    progress: Arc<Progress>,
+    wake: Arc<EventFd>,
+}
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.progress.stopped.store(true, Ordering::Release);
+        self.wake.notify();
+    }
+}
+
+/// The writer thread as the receiver sees it.
+pub struct WriterHandle<W: WriterThread> {
+    server: String,
+    tx: Option<Sender<W::Msg>>,
+    thread: Option<JoinHandle<Result<W::Output, W::Error>>>,
+    progress: Arc<Progress>,
+    wake: Arc<EventFd>,
+}
+
+impl<W: WriterThread> WriterHandle<W> {
+    /// Starts the writer that `make` builds from the shared progress and wake-up, with a
+    /// channel of `capacity` messages. `server` names the connection in errors.
+    pub fn spawn(
+        name: &str,
+        server: &str,
+        capacity: usize,
+        start: Lsn,
+        make: impl FnOnce(Arc<Progress>, Arc<EventFd>) -> W,
+    ) -> Result<WriterHandle<W>, StreamError<W::Error>> {
+        let unexpected = |message: String| StreamError::Unexpected { server: server.to_owned(), message };
+        let progress = Arc::new(Progress::new(start));
+        let wake =
+            Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
+        let writer = make(progress.clone(), wake.clone());
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let guard = StoppedOnDrop { progress: progress.clone(), wake: wake.clone() };
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _guard = guard;
+                writer.run(rx)
+            })
+            .map_err(|e| unexpected(format!("could not start the writer thread: {e}")))?;
+        Ok(WriterHandle { server: server.to_owned(), tx: Some(tx), thread: Some(thread), progress, wake })
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    pub fn send(&mut self, msg: W::Msg) -> Result<(), StreamError<W::Error>> {
+        if self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok()) {
+            return Ok(());
+        }
+        // The writer dropped its end: it failed, and its error is the one to report.
+        Err(self.failure())
+    }
+
+    /// Closes the channel and waits for the writer, which then makes its output durable. A
+    /// panic is an error, never a clean end.
+    pub fn join(&mut self) -> Result<Option<W::Output>, StreamError<W::Error>> {
+        self.tx = None;
+        match self.thread.take() {
+            None => Ok(None),
+            Some(h) => match h.join() {
+                Ok(r) => r.map(Some).map_err(StreamError::Writer),
+                Err(_) => Err(self.unexpected("the writer thread panicked")),
+            },
+        }
+    }
+
+    /// The error of a writer that stopped while it was still needed: its own, or a plain one
+    /// if it somehow ended cleanly.
+    pub fn failure(&mut self) -> StreamError<W::Error> {
+        match self.join() {
+            Err(e) => e,
+            Ok(_) => self.unexpected("the writer thread stopped"),
+        }
+    }
+
+    /// Waits until the writer has made everything before `to` durable.
+    pub fn wait_flushed(&mut self, to: Lsn) -> Result<(), StreamError<W::Error>> {
+        while self.progress.flushed() < to {
+            if self.progress.writer_stopped() {
+                return Err(self.failure());
+            }
+            poll(&[(self.wake.fd(), Interest::Read)], None)
+                .map_err(|e| self.unexpected(&format!("could not wait for the writer: {e}")))?;
+            self.wake.drain();
+        }
+        Ok(())
+    }
+
+    fn unexpected(&self, message: &str) -> StreamError<W::Error> {
+        StreamError::Unexpected { server: self.server.clone(), message: message.into() }
+    }
+}
+
+/// When the next standby status update is due.
+#[derive(Debug, Clone, Copy)]
+struct StatusClock {
+    interval: Option<Duration>,
+    last: Option<Instant>,
+}
+
+impl StatusClock {
+    fn due(&self) -> bool {
+        match (self.interval, self.last) {
+            (_, None) => true,
+            (Some(iv), Some(t)) => t.elapsed() >= iv,
+            (None, Some(_)) => false,
+        }
+    }
+
+    /// How long a wait may last before an update is due (`None`: no periodic updates).
+    fn until_due(&self) -> Option<Duration> {
+        match (self.interval, self.last) {
+            (Some(iv), Some(t)) => Some(iv.saturating_sub(t.elapsed())),
+            (Some(_), None) => Some(Duration::ZERO),
+            (None, _) => None,
+        }
+    }
+}
+
+/// The positions of a standby status update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions {
+    pub write: Lsn,
+    /// `Lsn::INVALID` when the tool does not report a flush position.
+    pub flush: Lsn,
+    pub apply: Lsn,
+}
+
+/// What a tool does with the messages of its stream.
+pub trait Handler<W: WriterThread> {
+    /// The payload of one XLogData message. `Some` ends the stream (the end position).
+    fn data(
+        &mut self,
+        core: &mut Core<'_, W>,
+        start: Lsn,
+        data: &[u8],
+    ) -> SessionResult<Option<StreamEnd>, W>;
+    /// A keepalive; when the server asks for a reply, hand over what is pending and ask the
+    /// writer for durability: the core sends the status update right after.
+    fn keepalive(
+        &mut self,
+        core: &mut Core<'_, W>,
+        wal_end: Lsn,
+        reply_requested: bool,
+    ) -> SessionResult<Option<StreamEnd>, W>;
+    /// libpq has nothing more for now: hand what is batched to the writer.
+    fn hand_over(&mut self, core: &mut Core<'_, W>) -> SessionResult<(), W>;
+    /// We decided to stop (`end`): what must reach the writer before it is closed.
+    fn stopping(&mut self, core: &mut Core<'_, W>, end: StreamEnd) -> SessionResult<(), W>;
+    /// The positions to report now.
+    fn positions(&self, progress: &Progress) -> Positions;
+}
+
+pub type SessionResult<T, W> = Result<T, StreamError<<W as WriterThread>::Error>>;
+
+/// How the COPY BOTH loop ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyEnd {
+    /// We stopped it.
+    Ours(StreamEnd),
+    /// The server ended it (CopyDone): see [`Core::end_of_copy`].
+    Server,
+}
+
+/// One replication session: the connection, the stop signal and the writer thread.
+pub struct Core<'a, W: WriterThread> {
+    pub server: &'a mut Server,
+    pub stop: &'a StopSignals,
+    pub writer: WriterHandle<W>,
+    clock: StatusClock,
+    reported_flush: Lsn,
+}
+
+impl<'a, W: WriterThread> Core<'a, W> {
+    pub fn new(
+        server: &'a mut Server,
+        stop: &'a StopSignals,
+        writer: WriterHandle<W>,
+        status_interval: Option<Duration>,
+    ) -> Core<'a, W> {
+        Core {
+            server,
+            stop,
+            writer,
+            clock: StatusClock { interval: status_interval, last: None },
+            reported_flush: Lsn::INVALID,
+        }
+    }
+
+    pub fn server_name(&self) -> String {
+        self.server.name.clone()
+    }
+
+    pub fn unexpected(&self, message: impl Into<String>) -> StreamError<W::Error> {
+        StreamError::Unexpected { server: self.server.name.clone(), message: message.into() }
+    }
+
+    pub fn protocol(&self, message: impl fmt::Display) -> StreamError<W::Error> {
+        StreamError::Protocol { server: self.server.name.clone(), message: message.to_string() }
+    }
+
+    pub fn send(&mut self, msg: W::Msg) -> SessionResult<(), W> {
+        self.writer.send(msg)
+    }
+
+    /// Sends a standby status update with the handler's positions.
+    pub fn status_update(&mut self, handler: &impl Handler<W>) -> SessionResult<(), W> {
+        let p = handler.positions(self.writer.progress());
+        let msg = StatusUpdate {
+            write: p.write,
+            flush: p.flush,
+            apply: p.apply,
+            send_time: pg_now(),
+            reply_requested: false,
+        };
+        self.server.conn().put_copy_data(&msg.encode()).map_err(|e| self.server.wrap(e))?;
+        self.clock.last = Some(Instant::now());
+        self.reported_flush = p.flush;
+        log::trace!("sent status update: write {} flush {}", p.write, p.flush);
+        Ok(())
+    }
+
+    /// The COPY BOTH loop, after START_REPLICATION.
+    pub fn copy_stream(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
+        self.clock.last = None;
+        loop {
+            // Drain everything libpq has buffered.
+            loop {
+                let buf = match self.server.conn().get_copy_data().map_err(|e| self.server.wrap(e))? {
+                    CopyRead::Data(buf) => buf,
+                    CopyRead::WouldBlock => break,
+                    CopyRead::Done => return Ok(CopyEnd::Server),
+                };
+                let end = match ServerMessage::parse(&buf) {
+                    Ok(ServerMessage::XLogData { start, data, .. }) => handler.data(self, start, data)?,
+                    Ok(ServerMessage::Keepalive { wal_end, reply_requested, .. }) => {
+                        let end = handler.keepalive(self, wal_end, reply_requested)?;
+                        if reply_requested && end.is_none() {
+                            // Answer at once so the server does not time us out; what the writer
+                            // makes durable meanwhile is reported when it is done.
+                            self.status_update(handler)?;
+                        }
+                        end
+                    }
+                    Err(err) => return Err(self.protocol(err)),
+                };
+                if let Some(end) = end {
+                    handler.stopping(self, end)?;
+                    return Ok(CopyEnd::Ours(end));
+                }
+            }
+            handler.hand_over(self)?;
+            if self.stop.received().is_some() {
+                handler.stopping(self, StreamEnd::Stopped)?;
+                return Ok(CopyEnd::Ours(StreamEnd::Stopped));
+            }
+            // Report a new durable position at once: this is what releases synchronous commits.
+            let flush = handler.positions(self.writer.progress()).flush;
+            if self.clock.due() || flush > self.reported_flush {
+                self.status_update(handler)?;
+            }
+            self.wait()?;
+        }
+    }
+
+    /// Waits for the server, a stop signal, SIGHUP or the writer, at most until the next status
+    /// update is due.
+    fn wait(&mut self) -> SessionResult<(), W> {
+        let fds = [
+            (self.server.socket(), Interest::Read),
+            (self.stop.fd(), Interest::Read),
+            (self.writer.wake.fd(), Interest::Read),
+            (self.stop.hangup_fd(), Interest::Read),
+        ];
+        let ready = poll(&fds, self.clock.until_due())
+            .map_err(|e| self.unexpected(format!("could not wait for the server: {e}")))?;
+        if ready[2] {
+            self.writer.wake.drain();
+            // The writer wakes us when it publishes a position and when it stops; a stopped
+            // writer (an fsync failure) must end the stream now, not at the next message that
+            // arrives on a quiet server.
+            if self.writer.progress.writer_stopped() {
+                return Err(self.writer.failure());
+            }
+        }
+        if ready[3] {
+            log_hangup(self.stop);
+        }
+        if ready[0] {
+            self.server
+                .conn()
+                .consume_input()
+                .map_err(|e| self.server.error_or(e, "could not receive data from the replication stream"))?;
+        }
+        Ok(())
+    }
+
+    /// After the server's CopyDone: end our side and read what the server said. `Some` is the
+    /// next timeline and where it starts (the end of a timeline); `None` means the server
+    /// ended the stream cleanly (it is shutting down); a server error is returned as such, with
+    /// its message.
+    pub fn end_of_copy(&mut self, tli: u32) -> SessionResult<Option<(u32, Lsn)>, W> {
+        // As receivelog.c's HandleEndOfCopyStream: a CopyDone from the server leaves our side
+        // of the COPY open (COPY_IN), and we close it; a server that ended with an error or
+        // CommandComplete has already left COPY mode, and its result says why.
+        let mut res = self.server.conn().get_result();
+        if res.as_ref().map(|r| r.status()) == Some(Status::CopyIn) {
+            self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
+            res = self.server.conn().get_result();
+        }
+        let mut next: Option<(u32, Lsn)> = None;
+        while let Some(r) = res {
+            match r.status() {
+                Status::TuplesOk => {
+                    let t = r.get(0, 0).and_then(|s| s.parse::<u32>().ok());
+                    let pos = r.get(0, 1).and_then(|s| s.parse::<Lsn>().ok());
+                    match (t, pos) {
+                        (Some(t), Some(p)) if t > tli => next = Some((t, p)),
+                        _ => {
+                            return Err(self.unexpected(format!(
+                                "unexpected end-of-timeline result after timeline {tli}"
+                            )))
+                        }
+                    }
+                }
+                // Without a next timeline first, CommandComplete means the walsender is done
+                // (the server is shutting down) and about to close the connection.
+                Status::CommandOk if next.is_none() => break,
+                Status::CommandOk => {}
+                Status::Error => {
+                    return Err(StreamError::Server(self.server.wrap(r.to_error("replication stream"))))
+                }
+                other => {
+                    return Err(self.unexpected(format!(
+                        "unexpected result {other:?} at the end of the replication stream"
+                    )))
+                }
+            }
+            res = self.server.conn().get_result();
+        }
+        Ok(next)
+    }
+
+    /// Ends the session with the stream's result: waits for the writer to make its output
+    /// durable (its error wins over the stream's), and on a clean end gives the server a last
+    /// status update with that durable position and ends our side of the COPY.
+    pub fn finish(
+        mut self,
+        handler: &impl Handler<W>,
+        res: SessionResult<StreamEnd, W>,
+    ) -> SessionResult<(StreamEnd, Option<W::Output>), W> {
+        let joined = self.writer.join();
+        let (end, output) = match (res, joined) {
+            (_, Err(w)) => return Err(w),
+            (Err(e), Ok(_)) => return Err(e),
+            (Ok(end), Ok(output)) => (end, output),
+        };
+        self.status_update(handler)?;
+        self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
+        Ok((end, output))
+    }
+}
+
+fn log_hangup(stop: &StopSignals) {
+    if stop.take_hangup() {
+        log::info!("received SIGHUP; ignored: settings are read only at start, restart to change them");
+    }
+}
+
+/// An error that ends a session, as the reconnect loop judges it.
+pub trait SessionFailure: fmt::Display {
+    /// No retry can cure it. `first`: the first session, where a connection error means the
+    /// settings are wrong rather than the server away (pg_receivewal exits then too).
+    fn is_fatal(&self, first: bool) -> bool;
+}
+
+/// Runs sessions until one ends cleanly, with back-off between them, until an error no retry
+/// can fix (or any error with `no_loop`). While stopping, an error a retry would have cured
+/// (the connection dropped, the connect interrupted) is part of stopping; any other error,
+/// a writer failure above all, is returned.
+pub fn reconnect<E: SessionFailure>(
+    stop: &StopSignals,
+    no_loop: bool,
+    mut session: impl FnMut() -> Result<StreamEnd, E>,
+) -> Result<StreamEnd, E> {
+    let mut backoff = BACKOFF_FIRST;
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        match session() {
+            Ok(end) => return Ok(end),
+            Err(e) if stop.received().is_some() && !e.is_fatal(false) => {
+                log::info!("stopped; the session ended with: {e}");
+                return Ok(StreamEnd::Stopped);
+            }
+            Err(e) => {
+                if e.is_fatal(first) || no_loop || stop.received().is_some() {
+                    return Err(e);
+                }
+                if started.elapsed() >= BACKOFF_RESET_AFTER {
+                    backoff = BACKOFF_FIRST;
+                }
+                log::warn!("{e}; trying again in {} s", backoff.as_secs());
+                if sleep(stop, backoff) {
+                    log::info!("received stop signal while waiting to reconnect; stopping");
+                    return Ok(StreamEnd::Stopped);
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        first = false;
+    }
+}
+
+/// Sleeps for `d`, waking early for a stop signal (then returns true); SIGHUP is logged.
+fn sleep(stop: &StopSignals, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    while stop.received().is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let fds = [(stop.fd(), Interest::Read), (stop.hangup_fd(), Interest::Read)];
+        match poll(&fds, Some(left)) {
+            Ok(ready) if ready[1] => log_hangup(stop),
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("could not wait: {e}");
+                break;
+            }
+        }
+    }
+    stop.received().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_flushed_implies_written() {
+        let p = Progress::new(Lsn(10));
+        p.advance_written(Lsn(30));
+        assert_eq!((p.written(), p.flushed()), (Lsn(30), Lsn(10)));
+        p.advance_flushed(Lsn(20));
+        assert_eq!((p.written(), p.flushed()), (Lsn(30), Lsn(20)), "positions never go back");
+        p.advance_flushed(Lsn(40));
+        assert_eq!((p.written(), p.flushed()), (Lsn(40), Lsn(40)));
+    }
+
+    #[test]
+    fn status_clock() {
+        let c = StatusClock { interval: Some(Duration::from_secs(10)), last: None };
+        assert!(c.due());
+        assert_eq!(c.until_due(), Some(Duration::ZERO));
+        let c = StatusClock { interval: Some(Duration::from_secs(10)), last: Some(Instant::now()) };
+        assert!(!c.due());
+        assert!(c.until_due().unwrap() > Duration::from_secs(5));
+        let c = StatusClock { interval: None, last: Some(Instant::now()) };
+        assert!(!c.due());
+        assert_eq!(c.until_due(), None);
+    }
+
+    struct Failing;
+    #[derive(Debug)]
+    struct Boom;
+    impl fmt::Display for Boom {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("boom")
+        }
+    }
+    impl std::error::Error for Boom {}
+    impl WriterFailure for Boom {
+        fn is_fatal(&self) -> bool {
+            true
+        }
+    }
+    impl WriterThread for Failing {
+        type Msg = ();
+        type Output = ();
+        type Error = Boom;
+        fn run(self, rx: Receiver<()>) -> Result<(), Boom> {
+            let _ = rx.recv();
+            Err(Boom)
+        }
+    }
+
+    struct Panicking;
+    impl WriterThread for Panicking {
+        type Msg = ();
+        type Output = ();
+        type Error = Boom;
+        fn run(self, _rx: Receiver<()>) -> Result<(), Boom> {
+            panic!("writer bug")
+        }
+    }
+
+    /// A writer that fails is marked stopped before the wake-up, so a receiver that wakes
+    /// sees it; its own error is what the receiver reports.
+    #[test]
+    fn a_failed_writer_is_stopped_before_it_wakes_the_receiver() {
+        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Failing).unwrap();
+        h.send(()).unwrap();
+        poll(&[(h.wake.fd(), Interest::Read)], None).unwrap();
+        assert!(h.progress().writer_stopped(), "woken before it was marked stopped");
+        assert!(matches!(h.failure(), StreamError::Writer(Boom)));
+    }
+
+    #[test]
+    fn a_panicking_writer_is_an_error() {
+        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Panicking).unwrap();
+        poll(&[(h.wake.fd(), Interest::Read)], None).unwrap();
+        assert!(h.progress().writer_stopped());
+        let e = h.join().unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        assert!(h.wait_flushed(Lsn(1)).is_err(), "waiting on a dead writer ends");
+    }
+}
