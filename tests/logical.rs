@@ -33,14 +33,14 @@ fn pgrecvlogical() -> Command {
     cmd
 }
 
-fn tool(c: &Cluster, args: &[&str]) -> Command {
+pub(crate) fn tool(c: &Cluster, args: &[&str]) -> Command {
     let mut cmd = pgrecvlogical();
     cmd.args(c.conn_args()).args(["-s", "1"]).args(args);
     cmd
 }
 
 /// A cluster that decodes logically, streams transactions over 64kB, and can prepare.
-fn logical_cluster(version: PgVersion) -> Cluster {
+pub(crate) fn logical_cluster(version: PgVersion) -> Cluster {
     Cluster::builder(version)
         .conf(
             "wal_level = logical\n\
@@ -52,7 +52,7 @@ fn logical_cluster(version: PgVersion) -> Cluster {
 }
 
 /// Starts the tool with stderr into `log`.
-fn spawn(cmd: &mut Command, log: &Path) -> KillOnDrop {
+pub(crate) fn spawn(cmd: &mut Command, log: &Path) -> KillOnDrop {
     let f = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     KillOnDrop::spawn(cmd.stdout(Stdio::null()).stderr(f))
 }
@@ -65,7 +65,7 @@ fn slot_confirmed(c: &Cluster, slot: &str) -> Option<String> {
 
 /// Waits until the slot confirmed everything the server wrote so far (the tool wrote it all);
 /// fails at once if the tool exits.
-fn wait_caught_up(c: &Cluster, slot: &str, child: &mut KillOnDrop, log: &Path) {
+pub(crate) fn wait_caught_up(c: &Cluster, slot: &str, child: &mut KillOnDrop, log: &Path) {
     let target = c.current_lsn();
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -102,7 +102,7 @@ fn stop(child: &mut KillOnDrop, log: &Path) {
 }
 
 /// Output files in stream order (names sort by start LSN).
-fn output_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn output_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

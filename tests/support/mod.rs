@@ -709,15 +709,20 @@ impl Drop for ReadOnly {
 
 /// Compiles tests/support/failfsync.c into `dir` and returns the library's path.
 pub fn build_failfsync(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/failfsync.c");
-    let lib = dir.join("failfsync.so");
+    build_shim(dir, "failfsync")
+}
+
+/// Compiles the LD_PRELOAD shim tests/support/`name`.c into `dir` and returns its path.
+pub fn build_shim(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/support/{name}.c"));
+    let lib = dir.join(format!("{name}.so"));
     let out = Command::new("gcc")
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
         .arg(&lib)
         .arg(&src)
         .arg("-ldl")
         .output()
-        .expect("run gcc (the fsync-failure test needs a C compiler)");
+        .expect("run gcc (the fault-injection tests need a C compiler)");
     assert!(
         out.status.success(),
         "gcc failed on {}: {}",
