@@ -19,3 +19,27 @@ pub mod tool;
 pub mod walcheck;
 pub mod walfile;
 pub mod writer;
+
+#[cfg(test)]
+mod tests {
+    /// `unsafe` lives in `ffi/` only: the library forbids it above, and so must every binary's
+    /// own crate root, or a new `src/bin/` file could bring it back unnoticed.
+    #[test]
+    fn every_binary_forbids_unsafe() {
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&bin).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.contains("\n#![forbid(unsafe_code)]\n"),
+                    "{} lacks #![forbid(unsafe_code)]",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "found {seen} binaries in {}", bin.display());
+    }
+}

@@ -16,9 +16,6 @@ use crate::walfile::Tli;
 pub mod sqlstate {
     pub const DUPLICATE_OBJECT: &str = "42710";
     pub const UNDEFINED_OBJECT: &str = "42704";
-    pub const INVALID_PASSWORD: &str = "28P01";
-    pub const INVALID_AUTHORIZATION: &str = "28000";
-    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     /// What walsender reports for "requested WAL segment ... has already been removed".
     pub const UNDEFINED_FILE: &str = "58P01";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
@@ -103,10 +100,6 @@ impl ConnKind {
 
 /// The keyword/value pairs for libpq: the user's connection string (if any) first, then
 /// explicit flags, which win as in pg_receivewal. libpq adds PG* variables and ~/.pgpass.
-pub fn conn_params(opts: &ConnOptions, password: Option<&str>) -> Vec<(String, String)> {
-    conn_params_for(opts, password, ConnKind::PHYSICAL)
-}
-
 pub fn conn_params_for(opts: &ConnOptions, password: Option<&str>, kind: ConnKind) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = Vec::new();
     if let Some(d) = &opts.dbname {
@@ -432,7 +425,7 @@ mod tests {
             user: Some("u".into()),
             password: PasswordMode::Auto,
         };
-        let p = conn_params(&opts, Some("pw"));
+        let p = conn_params_for(&opts, Some("pw"), ConnKind::PHYSICAL);
         let pos = |k: &str| p.iter().rposition(|(key, _)| key == k).unwrap();
         assert!(pos("host") > pos("dbname"));
         assert_eq!(p[pos("host")].1, "b");

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::{
     pg_tool, pgreceivewal, wait_for_exit, wait_until, Cluster, KillOnDrop, PgVersion, TestDir,
@@ -156,14 +156,14 @@ fn resume_after_stop(version: PgVersion) {
             "SELECT flush_lsn >= '{target}' FROM pg_stat_replication WHERE application_name = 'pgreceivewal'"
         )) == "t"
     });
-    let stopped = Instant::now();
+    // How soon a stop takes effect is for the SIGTERM tests in faults.rs; here it is what the
+    // stop leaves on disk.
     let status = first.signal_and_wait("TERM", Duration::from_secs(10));
     assert!(
         status.success(),
         "SIGTERM must exit 0, got {status}: {}",
         fs::read_to_string(t.join("first.log")).unwrap()
     );
-    assert!(stopped.elapsed() < Duration::from_secs(3), "SIGTERM took {:?}", stopped.elapsed());
     let partials: Vec<String> = wal_files(&d).into_iter().filter(|n| n.ends_with(".partial")).collect();
     assert_eq!(partials.len(), 1, "{:?}", wal_files(&d));
 
@@ -239,8 +239,15 @@ fn synchronous_commit(version: PgVersion) {
     assert!(a.signal_and_wait("TERM", Duration::from_secs(10)).success());
 
     let mut pending = c.psql_async("INSERT INTO t VALUES (2)");
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(pending.try_wait().unwrap().is_none(), "a commit returned with no synchronous archiver running");
+    // The server's own word that the commit is held for a synchronous standby, rather than a
+    // pause long enough for it to have returned.
+    wait_until(Duration::from_secs(30), "the commit to wait for a synchronous standby", || {
+        assert!(
+            pending.try_wait().unwrap().is_none(),
+            "a commit returned with no synchronous archiver running"
+        );
+        c.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1"
+    });
     let mut b = start("b.log");
     let status = wait_for_exit(&mut pending, Duration::from_secs(30))
         .expect("the commit completes once the archiver runs");
@@ -248,7 +255,7 @@ fn synchronous_commit(version: PgVersion) {
     assert_eq!(c.psql("SELECT count(*) FROM t"), "2");
     // The commit's WAL is in the archive: stop cleanly and check the durable flush covered it.
     let lsn2 = c.current_lsn();
-    wait_until(Duration::from_secs(10), "flush to reach the commit", || {
+    wait_until(Duration::from_secs(30), "flush to reach the commit", || {
         c.psql(&format!(
             "SELECT flush_lsn >= '{lsn2}' FROM pg_stat_replication WHERE application_name = 'pgreceivewal'"
         )) == "t"

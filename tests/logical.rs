@@ -929,8 +929,11 @@ fn refusals() {
     // A second writer into the same directory is refused while the first runs.
     let log = t.join("tool.log");
     let mut first = spawn(&mut tool(&c, &["-S", "x", "-P", "pub", "-D", d]), &log);
-    wait_until(TIMEOUT, "the first run to lock", || dir.join(".pgrecvlogical.lock").exists());
-    thread::sleep(Duration::from_millis(300));
+    // The lock file is there since the run above, so its existence proves nothing; the server
+    // showing slot x in use does: the tool locks the directory before it connects.
+    wait_until(TIMEOUT, "the first run to stream from slot x", || {
+        c.psql("SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = 'x'") == "t"
+    });
     let out = tool(&c, &["-S", "x", "-P", "pub", "-D", d, "-n"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("already writing into"), "{out:?}");
     stop(&mut first, &log);

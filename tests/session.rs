@@ -163,7 +163,6 @@ fn remote_write_means_written(version: PgVersion) {
     );
     let t = TestDir::new("remotewrite");
     let (d, log, slow) = (t.join("archive"), t.join("ours.log"), t.join("slow"));
-    c.psql("CREATE TABLE rw (v text)");
     let mut cmd = ours(&c, &d, &["-s", "1"], &log);
     cmd.env("LD_PRELOAD", build_shim(t.path(), "slowwrite"))
         .env("SLOWWRITE_MATCH", d.to_str().unwrap())
@@ -173,6 +172,8 @@ fn remote_write_means_written(version: PgVersion) {
     wait_until(TIMEOUT, "pgreceivewal as the synchronous standby", || {
         c.psql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pgreceivewal'") == "sync"
     });
+    // Every commit waits for the archiver from here on.
+    c.psql("CREATE TABLE rw (v text)");
     fs::write(&slow, b"").unwrap();
     c.psql("INSERT INTO rw VALUES ('released on remote_write')");
     let end = lsn(&c.psql("SELECT pg_current_wal_insert_lsn()"));

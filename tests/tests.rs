@@ -1,5 +1,6 @@
 //! The one integration-test binary: every module here drives the real
 //! binaries against real PostgreSQL servers (see util/ for the harness).
+#![forbid(unsafe_code)]
 
 mod util;
 

@@ -204,7 +204,7 @@ impl Conn {
     }
 
     /// Sends whatever libpq has queued; the connection is in blocking mode, so this waits.
-    pub fn flush(&mut self) -> Result<(), Error> {
+    fn flush(&mut self) -> Result<(), Error> {
         // SAFETY: live connection.
         match unsafe { pq_sys::PQflush(self.raw.as_ptr()) } {
             0 => Ok(()),
@@ -264,16 +264,6 @@ impl Conn {
         // SAFETY: as for host.
         unsafe { cstr(pq_sys::PQport(self.raw.as_ptr())) }.unwrap_or("").to_owned()
     }
-
-    pub fn user(&self) -> String {
-        // SAFETY: as for host.
-        unsafe { cstr(pq_sys::PQuser(self.raw.as_ptr())) }.unwrap_or("").to_owned()
-    }
-
-    pub fn ssl_in_use(&self) -> bool {
-        // SAFETY: live connection.
-        unsafe { pq_sys::PQsslInUse(self.raw.as_ptr()) != 0 }
-    }
 }
 
 impl Drop for Conn {
@@ -284,42 +274,6 @@ impl Drop for Conn {
     }
 }
 
-/// Parses a libpq connection string or URI into keyword/value pairs (`PQconninfoParse`), so a
-/// bad `--dbname` is reported before any connection attempt, and so a password can be
-/// recognised and kept out of logs.
-pub fn conninfo_parse(conninfo: &str) -> Result<Vec<(String, String)>, String> {
-    let c = CString::new(conninfo).map_err(|_| "connection string contains a NUL byte".to_string())?;
-    let mut err: *mut c_char = std::ptr::null_mut();
-    // SAFETY: NUL-terminated input; libpq allocates the options array (freed with
-    // PQconninfoFree) or an error message (freed with PQfreemem).
-    let opts = unsafe { pq_sys::PQconninfoParse(c.as_ptr(), &mut err) };
-    if opts.is_null() {
-        // SAFETY: err is null or a libpq-allocated message that we free after copying.
-        let msg = unsafe {
-            let m = tidy(cstr(err).unwrap_or("out of memory"));
-            if !err.is_null() {
-                pq_sys::PQfreemem(err.cast::<c_void>());
-            }
-            m
-        };
-        return Err(msg);
-    }
-    let mut out = Vec::new();
-    // SAFETY: opts is an array terminated by an entry with a null keyword; we read it and free
-    // it once.
-    unsafe {
-        let mut p = opts;
-        while !(*p).keyword.is_null() {
-            if let (Some(k), Some(v)) = (cstr((*p).keyword), cstr((*p).val)) {
-                out.push((k.to_owned(), v.to_owned()));
-            }
-            p = p.add(1);
-        }
-        pq_sys::PQconninfoFree(opts);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,17 +281,6 @@ mod tests {
     #[test]
     fn libpq_is_thread_safe() {
         assert!(is_thread_safe());
-    }
-
-    #[test]
-    fn parses_conninfo() {
-        let kv = conninfo_parse("host=127.0.0.1 port=5433 password=secret").unwrap();
-        assert!(kv.contains(&("host".into(), "127.0.0.1".into())));
-        assert!(kv.contains(&("password".into(), "secret".into())));
-        let kv = conninfo_parse("postgresql://u@h:1/db").unwrap();
-        assert!(kv.contains(&("user".into(), "u".into())));
-        assert!(conninfo_parse("host='unterminated").is_err());
-        assert!(conninfo_parse("nosuchkey=1").unwrap_err().contains("nosuchkey"));
     }
 
     #[test]

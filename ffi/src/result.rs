@@ -81,14 +81,6 @@ impl PgResult {
         }
     }
 
-    pub fn field_name(&self, col: usize) -> Option<&str> {
-        if col >= self.nfields() {
-            return None;
-        }
-        // SAFETY: col in range; the name lives as long as the result.
-        unsafe { cstr(pq_sys::PQfname(self.raw.as_ptr(), col as c_int)) }
-    }
-
     /// The server's SQLSTATE for an error result.
     pub fn sqlstate(&self) -> Option<String> {
         // SAFETY: live result; PQresultErrorField returns null when the field is absent.

@@ -170,12 +170,6 @@ impl StopSignals {
         self.hangup.drain();
         ready
     }
-
-    /// Asks for a stop as a signal would (used when the program decides to stop by itself).
-    pub fn request(&self, sig: i32) {
-        LAST_SIGNAL.store(sig, Ordering::SeqCst);
-        self.event.notify();
-    }
 }
 
 /// Bytes available to an unprivileged writer on the filesystem holding `path`.

@@ -2,6 +2,7 @@
 //!
 //! Exit status: 0 when done (end position reached, stopped by SIGINT/SIGTERM, slot created or
 //! dropped), 1 on an error, 2 on a usage error.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

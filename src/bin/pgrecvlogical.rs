@@ -3,6 +3,7 @@
 //!
 //! Exit status: 0 when done (end position reached, stopped by SIGINT/SIGTERM, slot action
 //! done), 1 on an error, 2 on a usage error.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

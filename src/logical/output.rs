@@ -523,11 +523,6 @@ impl Encoder {
         self.txn.is_some()
     }
 
-    /// Forgets the open transaction (the connection was lost in the middle of it).
-    pub fn reset_transaction(&mut self) {
-        self.txn = None;
-    }
-
     fn begin_txn(&mut self, t: Txn) -> Result<(), OutputError> {
         if let Some(open) = &self.txn {
             return Err(OutputError::NestedTransaction { xid: open.xid });

@@ -1,8 +1,9 @@
 //! The messages of PostgreSQL's `pgoutput` plugin, protocol versions 1 to 4 ("Logical
 //! Replication Message Formats" in the PostgreSQL documentation; `proto.c` writes them). Pure
 //! code: [`parse`] turns the payload of one XLogData message into a [`Message`] that borrows
-//! from it, and never panics whatever the bytes; [`encode`] is its inverse, used by the tests
-//! and by anyone who wants to replay a stream.
+//! from it, and never panics whatever the bytes; `encode` is its inverse, for the unit tests
+//! and the fuzz targets only: the tools never write pgoutput, so it is compiled only under
+//! `cfg(test)` or with the `pgoutput-encoder` feature (which fuzz/ turns on).
 //!
 //! A few messages carry a transaction id only inside a streamed block (between Stream Start
 //! and Stream Stop), and Stream Abort carries its LSN and time only with `streaming =
@@ -70,6 +71,7 @@ pub enum OldKind {
     Full,
 }
 
+#[cfg(any(test, feature = "pgoutput-encoder"))]
 impl OldKind {
     fn byte(self) -> u8 {
         match self {
@@ -732,10 +734,12 @@ impl Decoder {
 }
 
 /// Writes fields the way `pqformat.c` does.
+#[cfg(any(test, feature = "pgoutput-encoder"))]
 struct Writer {
     out: Vec<u8>,
 }
 
+#[cfg(any(test, feature = "pgoutput-encoder"))]
 impl Writer {
     fn u8(&mut self, v: u8) {
         self.out.push(v);
@@ -800,6 +804,7 @@ impl Writer {
 
 /// The bytes pgoutput would send for `msg`. The optional transaction ids and abort fields are
 /// written when present in `msg`, so `parse(encode(m), ctx) == m` for the matching context.
+#[cfg(any(test, feature = "pgoutput-encoder"))]
 pub fn encode(msg: &Message<'_>) -> Vec<u8> {
     let mut w = Writer { out: vec![msg.kind()] };
     match msg {

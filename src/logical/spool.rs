@@ -65,6 +65,7 @@ impl Spools {
         }
     }
 
+    #[cfg(test)]
     pub fn in_memory(&self) -> u64 {
         self.in_memory
     }
@@ -74,6 +75,7 @@ impl Spools {
     }
 
     /// Whether the transaction's spool is on disk.
+    #[cfg(test)]
     pub fn spilled(&self, xid: u32) -> bool {
         self.map.get(&xid).is_some_and(|s| s.file.is_some())
     }
