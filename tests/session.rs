@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::faults::support::{
-    build_failfsync, build_shim, fault_cluster, lines_at, lsn, ours, read_log, seg_name, wait_received, SEG,
+    build_failfsync, build_shim, fault_cluster, lines_at, lsn, ours, read_log, reported, seg_name,
+    wait_received, SEG,
 };
 use crate::logical::{output_files, spawn, tool, wait_caught_up};
 use crate::util::{send_signal, wait_for_exit, wait_until, Cluster, KillOnDrop, Mode, PgVersion, TestDir};
@@ -117,35 +118,41 @@ fn logical_writer_failure_is_noticed_on_an_idle_server_18() {
     assert!(lines_at(&text, "error").iter().any(|l| l.contains("could not fsync")), "{text}");
 }
 
-/// The server ends logical decoding with an error (the publication was dropped; on 18,
-/// a walsender terminated by an administrator): the log must carry the server's message,
-/// not only "terminated by the server".
-fn logical_server_error_is_reported(version: PgVersion) {
+/// The server ends logical decoding with an error: the log must carry the server's message,
+/// not only "terminated by the server". On 15 the publication is dropped (pgoutput fails);
+/// 18 skips a missing publication with a warning, so there an administrator terminates the
+/// walsender.
+fn logical_server_error_is_reported(version: PgVersion, fault: &str, message: &str) {
     let c = logical_source(version, "");
     let t = TestDir::new("lsrverr");
     let (out, log) = (t.join("out"), t.join("tool.log"));
     let mut child = spawn(&mut tool(&c, &["-S", "cdc", "-P", "p", "-D", out.to_str().unwrap(), "-n"]), &log);
     wait_until(TIMEOUT, "the slot in use", || slot_active(&c, "cdc"));
-    c.psql("DROP PUBLICATION p");
-    c.psql("INSERT INTO t VALUES (1, 'after the drop')");
+    c.psql(fault);
+    c.psql("INSERT INTO t VALUES (1, 'after the fault')");
     let code = exit_within(&mut child, &log, "after the server's error");
     let text = read_log(&log);
     assert_eq!(code, Some(1), "-n: the error ends the run:\n{text}");
     let errors = lines_at(&text, "error");
-    assert!(
-        errors.len() == 1 && errors[0].contains("publication \"p\" does not exist"),
-        "the server's own message:\n{text}"
-    );
+    assert!(errors.len() == 1 && errors[0].contains(message), "the server's own message:\n{text}");
 }
 
 #[test]
 fn logical_server_error_is_reported_15() {
-    logical_server_error_is_reported(PgVersion::V15);
+    logical_server_error_is_reported(
+        PgVersion::V15,
+        "DROP PUBLICATION p",
+        "publication \"p\" does not exist",
+    );
 }
 
 #[test]
 fn logical_server_error_is_reported_18() {
-    logical_server_error_is_reported(PgVersion::V18);
+    logical_server_error_is_reported(
+        PgVersion::V18,
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'cdc'",
+        "terminating connection due to administrator command",
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -163,7 +170,10 @@ fn remote_write_means_written(version: PgVersion) {
     );
     let t = TestDir::new("remotewrite");
     let (d, log, slow) = (t.join("archive"), t.join("ours.log"), t.join("slow"));
-    let mut cmd = ours(&c, &d, &["-s", "1"], &log);
+    // A standby that reports no flush position is never chosen as synchronous; with a slot
+    // (and without --synchronous) pgreceivewal reports one, fsync'ed only at segment ends.
+    c.create_physical_slot("arch");
+    let mut cmd = ours(&c, &d, &["-S", "arch", "-s", "1"], &log);
     cmd.env("LD_PRELOAD", build_shim(t.path(), "slowwrite"))
         .env("SLOWWRITE_MATCH", d.to_str().unwrap())
         .env("SLOWWRITE_TRIGGER", &slow)
@@ -236,6 +246,7 @@ fn hangup_and_stop_while_reconnecting_pgreceivewal_18() {
     let (d, log) = (t.join("archive"), t.join("ours.log"));
     c.create_physical_slot("arch");
     let child = KillOnDrop::spawn(&mut ours(&c, &d, &["-S", "arch", "-s", "1"], &log));
+    wait_until(TIMEOUT, "streaming", || reported(&c, "write_lsn").is_some());
     hangup_then_stop_while_reconnecting(&mut c, child, &log, |c, _| {
         c.generate_wal(1);
         wait_received(c, lsn(&c.current_lsn()), TIMEOUT);
