@@ -77,3 +77,109 @@ fn reused_partial_fsyncs_its_directory_15() {
 fn reused_partial_fsyncs_its_directory_18() {
     reused_partial_fsyncs_its_directory(PgVersion::V18);
 }
+
+// ---------------------------------------------------------------------------
+// Defect 21: pgrestorewal checks a segment's first page before serving it
+// ---------------------------------------------------------------------------
+
+/// An archive with metadata (system 7, 1 MiB segments) and segments 1 to 5 of timeline 1: 1
+/// and 5 good, 2 zero-filled, 3 of another system, 4 with a later timeline in its header.
+/// Before the fix every one of them was served (exit 0), and recovery reading zeros or another
+/// cluster's WAL ends early and promotes.
+#[test]
+fn pgrestorewal_refuses_segments_that_are_not_this_archives_wal() {
+    let t = TestDir::new("restorecheck");
+    let archive = t.mkdir("archive");
+    let pg_wal = t.mkdir("data/pg_wal");
+    fs::write(archive.join(".pgreceivewal.meta"), format!("system_identifier=7\nwal_segment_size={SEG}\n"))
+        .unwrap();
+    let put = |n: u32, header: Option<[u8; 40]>| {
+        let name = seg_name(1, u64::from(n), SEG);
+        let mut data = vec![0u8; SEG as usize];
+        if let Some(h) = header {
+            data[..40].copy_from_slice(&h);
+        }
+        fs::write(archive.join(&name), data).unwrap();
+        name
+    };
+    let good = |n: u32| crate::restore::long_header(&seg_name(1, u64::from(n), SEG), SEG, 7);
+    let first = put(1, Some(good(1)));
+    let zeros = put(2, None);
+    let foreign = put(3, Some(crate::restore::long_header(&seg_name(1, 3, SEG), SEG, 8)));
+    let mut later_tli = good(4);
+    later_tli[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let wrong_tli = put(4, Some(later_tli));
+    let last = put(5, Some(good(5)));
+    let restore = |name: &str| {
+        let o = crate::util::pgrestorewal()
+            .current_dir(t.join("data"))
+            .args(["-D"])
+            .arg(&archive)
+            .args([name, "pg_wal/RECOVERYXLOG"])
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    for name in [&first, &last] {
+        assert_eq!(restore(name), (Some(0), String::new()), "{name}");
+    }
+    fs::remove_file(pg_wal.join("RECOVERYXLOG")).unwrap();
+    for (name, why) in [
+        (&zeros, "its first page has magic number 0000, which is no WAL page header".to_string()),
+        (&foreign, "it is WAL of database system 8, but the archive holds WAL of database system 7 (from .pgreceivewal.meta)".into()),
+        (&wrong_tli, "its first page says timeline 2, but the file name says timeline 1".into()),
+    ] {
+        let (code, err) = restore(name);
+        assert_eq!(code, Some(255), "{name}: {err}");
+        assert_eq!(
+            err,
+            format!(
+                "pgrestorewal: error: refusing to serve \"{name}\": {why}; the file is damaged or not WAL of \
+                 this archive, restore it from a copy of the archive\n"
+            )
+        );
+        assert!(!pg_wal.join("RECOVERYXLOG").exists(), "nothing served for {name}");
+    }
+}
+
+/// Several pgrestorewal processes restoring into one destination at once (a restarted
+/// recovery while the old command still runs) must all succeed. Before the fix they shared one
+/// temporary name and removed each other's file: "could not rename file" or "could not create
+/// file", exit 255.
+#[test]
+fn concurrent_pgrestorewal_runs_to_one_destination_all_succeed() {
+    const BIG: u64 = 16 << 20;
+    let t = TestDir::new("restoreconc");
+    let archive = t.mkdir("archive");
+    t.mkdir("data/pg_wal");
+    let name = seg_name(1, 3, BIG);
+    let mut data = vec![0x5Au8; BIG as usize];
+    data[..40].copy_from_slice(&crate::restore::long_header(&name, BIG, 7));
+    fs::write(archive.join(&name), &data).unwrap();
+    for round in 0..10 {
+        let runs: Vec<KillOnDrop> = (0..4)
+            .map(|_| {
+                KillOnDrop::spawn(
+                    crate::util::pgrestorewal()
+                        .current_dir(t.join("data"))
+                        .arg("-D")
+                        .arg(&archive)
+                        .args([name.as_str(), "pg_wal/RECOVERYXLOG"])
+                        .stderr(std::process::Stdio::piped()),
+                )
+            })
+            .collect();
+        for run in runs {
+            let o = run.into_inner().wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "round {round}: {}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    assert_eq!(fs::read(t.join("data/pg_wal/RECOVERYXLOG")).unwrap(), data);
+    let left: Vec<_> = fs::read_dir(t.join("data/pg_wal")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["RECOVERYXLOG"], "no temporary file left behind");
+}
