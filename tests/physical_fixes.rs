@@ -5,7 +5,8 @@ use std::fs;
 use std::time::Duration;
 
 use crate::faults::support::{
-    build_failfsync, fault_cluster, lines_at, lsn, ours, read_log, seg_name, wait_received, Tmpfs, SEG,
+    build_failfsync, fault_cluster, lines_at, lsn, ours, read_log, run_capture, seg_name, wait_received,
+    Tmpfs, SEG,
 };
 use crate::util::{wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
@@ -274,4 +275,35 @@ fn recreated_slot_is_a_warning_15() {
 #[test]
 fn recreated_slot_is_a_warning_18() {
     recreated_slot_is_a_warning(PgVersion::V18);
+}
+
+// ---------------------------------------------------------------------------
+// Defect 18: -d must be a connection string
+// ---------------------------------------------------------------------------
+
+/// `-d "host 127.0.0.1 port N"` (no `=`) with PGHOST/PGPORT naming another cluster. Before the
+/// fix libpq took the value for a database name, the archiver connected to the PGHOST/PGPORT
+/// cluster, tied a new directory to it and streamed. Now it stops before connecting, as
+/// pg_receivewal does, with libpq's message, and creates nothing.
+#[test]
+fn dbname_without_equals_is_refused_before_connecting() {
+    let c = Cluster::new(PgVersion::V18);
+    let t = TestDir::new("dbnamecheck");
+    let d = t.join("archive");
+    let mut cmd = crate::util::pgreceivewal();
+    cmd.args(["-n", "-D"])
+        .arg(&d)
+        .args(["-d", &format!("host 127.0.0.1 port {}", crate::util::free_port())])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", c.port().to_string())
+        .env("PGUSER", "postgres");
+    let (code, err) = run_capture(&mut cmd, CATCH_UP);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err,
+        "pgreceivewal: error: invalid connection string given with -d/--dbname: missing \"=\" after \"host\" in \
+         connection info string\nTry \"pgreceivewal --help\" for more information.\n"
+    );
+    assert!(!d.exists(), "nothing is created before the connection string is checked");
+    assert_eq!(c.psql("SELECT count(*) FROM pg_stat_replication"), "0");
 }

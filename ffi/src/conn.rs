@@ -15,6 +15,31 @@ pub fn is_thread_safe() -> bool {
     unsafe { pq_sys::PQisthreadsafe() != 0 }
 }
 
+/// Checks a libpq connection string or URI the way `PQconninfoParse` does (pg_receivewal
+/// parses its `-d` so): `Err` carries libpq's message, such as `missing "=" after "host" in
+/// connection info string`. Nothing is kept: the caller passes the string on to libpq.
+pub fn check_conninfo(conninfo: &str) -> Result<(), String> {
+    let c = CString::new(conninfo).map_err(|_| "connection string contains a NUL byte".to_string())?;
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: NUL-terminated input; libpq returns an options array we free with
+    // PQconninfoFree, or null and (unless out of memory) a message we free with PQfreemem.
+    let opts = unsafe { pq_sys::PQconninfoParse(c.as_ptr(), &mut err) };
+    if !opts.is_null() {
+        // SAFETY: opts came from PQconninfoParse and is freed once.
+        unsafe { pq_sys::PQconninfoFree(opts) };
+        return Ok(());
+    }
+    // SAFETY: err is null or a libpq-allocated, NUL-terminated message, copied before it is
+    // freed once.
+    Err(unsafe {
+        let m = tidy(cstr(err).unwrap_or("out of memory"));
+        if !err.is_null() {
+            pq_sys::PQfreemem(err.cast::<c_void>());
+        }
+        m
+    })
+}
+
 /// Why a connection could not be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectError {
@@ -338,6 +363,21 @@ mod tests {
         assert!(kv.contains(&("user".into(), "u".into())));
         assert!(conninfo_parse("host='unterminated").is_err());
         assert!(conninfo_parse("nosuchkey=1").unwrap_err().contains("nosuchkey"));
+    }
+
+    #[test]
+    fn checks_conninfo_as_libpq_parses_it() {
+        check_conninfo("host=127.0.0.1 port=5433").unwrap();
+        check_conninfo("postgresql://u@h:1/db").unwrap();
+        check_conninfo("").unwrap();
+        assert_eq!(
+            check_conninfo("host 127.0.0.1 port 5605").unwrap_err(),
+            "missing \"=\" after \"host\" in connection info string"
+        );
+        assert!(check_conninfo("mydb").unwrap_err().contains("missing \"=\" after \"mydb\""));
+        assert!(check_conninfo("nosuchkey=1").unwrap_err().contains("nosuchkey"));
+        assert!(check_conninfo("host='unterminated").is_err());
+        assert!(check_conninfo("a\0b").is_err());
     }
 
     #[test]

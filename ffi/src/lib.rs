@@ -10,6 +10,7 @@ mod error;
 mod result;
 pub mod sys;
 
+pub use conn::check_conninfo;
 pub use conn::{conninfo_parse, is_thread_safe, Conn, ConnectError, CopyBuf, CopyRead};
 pub use error::Error;
 pub use result::{PgResult, Status};
