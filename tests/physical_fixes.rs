@@ -307,3 +307,67 @@ fn dbname_without_equals_is_refused_before_connecting() {
     assert!(!d.exists(), "nothing is created before the connection string is checked");
     assert_eq!(c.psql("SELECT count(*) FROM pg_stat_replication"), "0");
 }
+
+// ---------------------------------------------------------------------------
+// Defect 17: Ctrl-C at the password prompt
+// ---------------------------------------------------------------------------
+
+/// Runs `argv` on a new pseudo-terminal (python3's pty module), waits for the `Password: `
+/// prompt, types Ctrl-C, and reports `exit=<code>` once the program has ended, or
+/// `still-running` if it has not 30 s later (then it is killed).
+const CTRL_C_AT_PROMPT: &str = r#"
+import os, pty, select, signal, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b""
+def read(timeout):
+    global out
+    r, _, _ = select.select([fd], [], [], timeout)
+    if r:
+        try:
+            out += os.read(fd, 4096)
+        except OSError:
+            pass
+deadline = time.time() + 30
+while b"Password: " not in out and time.time() < deadline:
+    read(0.1)
+if b"Password: " not in out:
+    print("no-prompt", out)
+    os.kill(pid, signal.SIGKILL)
+    sys.exit(0)
+os.write(fd, b"\x03")
+deadline = time.time() + 30
+while time.time() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        read(0.1)
+        print("exit=%d" % os.waitstatus_to_exitcode(status))
+        print(out.decode(errors="replace"))
+        sys.exit(0)
+    read(0.1)
+os.kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+print("still-running")
+print(out.decode(errors="replace"))
+"#;
+
+/// `-W` prompts before connecting. Ctrl-C there must end the program at once, as a stop
+/// while connecting does (exit 0: stopped before anything was received). Before the fix the
+/// handler's SA_RESTART resumed the terminal read, so nothing happened until Enter.
+#[test]
+fn ctrl_c_at_the_password_prompt_stops_at_once() {
+    let t = TestDir::new("ctrlc");
+    let port = crate::util::free_port().to_string();
+    let out = std::process::Command::new("python3")
+        .args(["-c", CTRL_C_AT_PROMPT, env!("CARGO_BIN_EXE_pgreceivewal")])
+        .args(["-W", "-h", "127.0.0.1", "-p", &port, "-D"])
+        .arg(t.join("archive"))
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("run python3 (the test needs it for a pseudo-terminal)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.starts_with("exit=0\n"), "Ctrl-C at the prompt did not end the program:\n{report}");
+    assert!(!report.contains("could not connect"), "it went on to connect:\n{report}");
+}
