@@ -371,3 +371,90 @@ fn ctrl_c_at_the_password_prompt_stops_at_once() {
     assert!(report.starts_with("exit=0\n"), "Ctrl-C at the prompt did not end the program:\n{report}");
     assert!(!report.contains("could not connect"), "it went on to connect:\n{report}");
 }
+
+// ---------------------------------------------------------------------------
+// Defect 16: connect_timeout
+// ---------------------------------------------------------------------------
+
+/// A TCP port on 127.0.0.1 whose connections are accepted and never answered, as a hung
+/// server or a firewall that drops packets after the handshake behaves; nothing leaves the
+/// machine. The connections are held until the test ends.
+struct SilentHost {
+    port: u16,
+    _held: std::thread::JoinHandle<()>,
+}
+
+impl SilentHost {
+    fn start() -> SilentHost {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            for c in listener.incoming().flatten() {
+                conns.push(c);
+            }
+        });
+        SilentHost { port, _held: held }
+    }
+}
+
+/// With connect_timeout=2 (in -d, or PGCONNECT_TIMEOUT) a silent host ends the attempt with
+/// libpq's "timeout expired" naming the host. Before the fix the tool waited for an answer
+/// for ever (run_capture gives up after a minute and fails the test).
+#[test]
+fn connect_timeout_ends_a_silent_host() {
+    let silent = SilentHost::start();
+    let t = TestDir::new("conntimeout");
+    let expected =
+        format!("connection to server at \"127.0.0.1\", port {} failed: timeout expired", silent.port);
+    let mut in_connstr = crate::util::pgreceivewal();
+    in_connstr
+        .args(["-n", "-D"])
+        .arg(t.join("a"))
+        .args(["-d", &format!("host=127.0.0.1 port={} user=postgres connect_timeout=2", silent.port)]);
+    let mut in_env = crate::util::pgreceivewal();
+    in_env
+        .args(["-n", "-h", "127.0.0.1", "-p", &silent.port.to_string(), "-U", "postgres", "-D"])
+        .arg(t.join("b"))
+        .env("PGCONNECT_TIMEOUT", "2");
+    for cmd in [&mut in_connstr, &mut in_env] {
+        let (code, err) = run_capture(cmd, CATCH_UP);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(&expected), "{err}");
+    }
+}
+
+/// `host=silent,real`: after connect_timeout the next host is tried and the archiver streams
+/// from the real server. Before the fix it never got past the silent host.
+fn connect_timeout_fails_over_to_the_next_host(version: PgVersion) {
+    let c = Cluster::new(version);
+    let silent = SilentHost::start();
+    let t = TestDir::new("connfailover");
+    let log = t.join("ours.log");
+    let mut cmd = crate::util::pgreceivewal();
+    cmd.args(["-s", "1", "-D"]).arg(t.join("archive")).args([
+        "-d",
+        &format!(
+            "host=127.0.0.1,127.0.0.1 port={},{} user=postgres connect_timeout=2",
+            silent.port,
+            c.port()
+        ),
+    ]);
+    cmd.stdout(std::process::Stdio::null()).stderr(crate::faults::support::append(&log));
+    let mut child = KillOnDrop::spawn(&mut cmd);
+    wait_until(CATCH_UP, "pgreceivewal to stream from the second host", || {
+        c.psql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgreceivewal'") == "1"
+    });
+    let status = child.signal_and_wait("TERM", STOP);
+    assert!(status.success(), "{status}: {}", read_log(&log));
+}
+
+#[test]
+fn connect_timeout_fails_over_to_the_next_host_15() {
+    connect_timeout_fails_over_to_the_next_host(PgVersion::V15);
+}
+
+#[test]
+fn connect_timeout_fails_over_to_the_next_host_18() {
+    connect_timeout_fails_over_to_the_next_host(PgVersion::V18);
+}
