@@ -256,7 +256,7 @@ impl<'a> Archiver<'a> {
                     // A warning: if the slot existed before (and was dropped, or lost with a
                     // failover), the server may have removed WAL no slot held any more.
                     log::warn!(
-                        "replication slot \"{slot}\" did not exist on server {}, created it; if this archive streamed through a slot of that name before, WAL between then and now may be missing from the archive",
+                        "created replication slot \"{slot}\" on server {}: it did not exist; if this archive streamed through a slot of that name before, WAL between then and now may be missing from the archive",
                         server.name
                     );
                 }
