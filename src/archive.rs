@@ -104,7 +104,13 @@ pub fn write_durably(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     f.write_all(content)?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, path)?;
+    // Both names, as PostgreSQL's durable_rename reports a failed rename.
+    fs::rename(&tmp, path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("could not rename file \"{}\" to \"{}\": {e}", tmp.display(), path.display()),
+        )
+    })?;
     fsync_dir(dir)
 }
 
@@ -517,6 +523,22 @@ mod tests {
         let scan = a.scan(SEG).unwrap();
         let e = a.check_cluster(ClusterId { system_id: 7, seg_size: SEG }, &scan).unwrap_err();
         assert!(matches!(e, ArchiveError::ForeignSegment { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_failed_durable_write_names_both_files() {
+        let d = Dir::new("rename");
+        fs::create_dir_all(d.0.join("target/inner")).unwrap();
+        let e = write_durably(&d.0.join("target"), b"x", 0o600).unwrap_err();
+        let tmp = d.0.join(format!("target{TEMP_SUFFIX}"));
+        assert!(
+            e.to_string().starts_with(&format!(
+                "could not rename file \"{}\" to \"{}\": ",
+                tmp.display(),
+                d.0.join("target").display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]

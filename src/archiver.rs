@@ -217,7 +217,12 @@ impl<'a> Archiver<'a> {
             Some(SlotInfo::Missing) | None => {
                 // Older servers cannot tell us; creating is then also the existence check.
                 if server.create_physical_slot(slot)? {
-                    log::info!("created replication slot \"{slot}\" (server {})", server.name);
+                    // A warning: if the slot existed before (and was dropped, or lost with a
+                    // failover), the server may have removed WAL no slot held any more.
+                    log::warn!(
+                        "created replication slot \"{slot}\" on server {}: it did not exist; if this archive streamed through a slot of that name before, WAL between then and now may be missing from the archive",
+                        server.name
+                    );
                 }
                 Ok(None)
             }

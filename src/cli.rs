@@ -243,6 +243,28 @@ impl CommonArgs {
         Ok(())
     }
 
+    /// `-d` as pg_receivewal takes it: a connection string or URI, never a bare database name
+    /// (a physical replication connection has no database). pg_receivewal hands it to
+    /// `PQconninfoParse` and stops on its error; so do we, before connecting: a value such as
+    /// `host 127.0.0.1 port 5605` (no `=`) would otherwise reach libpq as a database name and
+    /// the archiver would connect through PGHOST/PGPORT to whatever cluster they name.
+    pub fn check_conninfo(&self) -> Result<(), UsageError> {
+        match &self.dbname {
+            Some(d) => check_conninfo(d),
+            None => Ok(()),
+        }
+    }
+
+    /// `-d` as pg_recvlogical takes it: a database name, or a connection string or URI
+    /// (libpq's `expand_dbname`, which expands a value that contains `=` or starts with a URI
+    /// prefix). Such a string must parse, checked before connecting.
+    pub fn check_dbname(&self) -> Result<(), UsageError> {
+        match &self.dbname {
+            Some(d) if is_conninfo(d) => check_conninfo(d),
+            _ => Ok(()),
+        }
+    }
+
     pub fn conn_options(&self) -> ConnOptions {
         let password = if self.no_password {
             PasswordMode::Never
@@ -273,6 +295,19 @@ impl CommonArgs {
             add_source: self.log_add_source,
         }
     }
+}
+
+/// Whether libpq's `expand_dbname` reads `dbname` as a connection string or URI rather than
+/// a database name (`recognized_connection_string` in fe-connect.c).
+pub fn is_conninfo(dbname: &str) -> bool {
+    dbname.contains('=') || dbname.starts_with("postgresql://") || dbname.starts_with("postgres://")
+}
+
+/// libpq's verdict on a `-d` connection string. The string itself is not repeated: it may
+/// hold a password.
+fn check_conninfo(conninfo: &str) -> Result<(), UsageError> {
+    pgrw_ffi::check_conninfo(conninfo)
+        .map_err(|e| usage(format!("invalid connection string given with -d/--dbname: {e}")))
 }
 
 /// Parse the arguments after the program name.
@@ -369,6 +404,7 @@ impl Args {
             return Err(usage("no target directory specified"));
         }
         self.common.check()?;
+        self.common.check_conninfo()?;
         // pg_receivewal ignores --if-not-exists when streaming. Here streaming with a slot
         // creates it when missing anyway, so the flag only means something with --create-slot.
         if self.if_not_exists && action != Action::CreateSlot {
@@ -855,7 +891,35 @@ mod tests {
             with_dir(&["--dbname=postgresql://u@h/x"]).conn.dbname.as_deref(),
             Some("postgresql://u@h/x")
         );
-        assert_eq!(with_dir(&["--dbname", "x=1"]).conn.dbname.as_deref(), Some("x=1"));
+        assert_eq!(with_dir(&["-d", ""]).conn.dbname.as_deref(), Some(""));
+    }
+
+    /// pg_receivewal's `-d` is a connection string: libpq's `PQconninfoParse` must accept
+    /// it, or the run stops before connecting (pg_receivewal: the same message, exit 1; our
+    /// usage errors exit 2).
+    #[test]
+    fn dbname_must_be_a_connection_string() {
+        assert_eq!(
+            err_with_dir(&["-d", "host 127.0.0.1 port 5605"]),
+            "invalid connection string given with -d/--dbname: missing \"=\" after \"host\" in connection info string"
+        );
+        // A bare word is no connection string either (pg_receivewal refuses it the same way).
+        assert_eq!(
+            err_with_dir(&["-d", "mydb"]),
+            "invalid connection string given with -d/--dbname: missing \"=\" after \"mydb\" in connection info string"
+        );
+        assert!(err_with_dir(&["--dbname", "x=1"]).ends_with("invalid connection option \"x\""));
+        assert!(err_with_dir(&["--dbname=host='db"]).contains("unterminated quoted string"));
+        assert!(err_with_dir(&["-d", "postgresql://u@h/x?nosuch=1"]).contains("invalid URI query parameter"));
+        assert_eq!(
+            with_dir(&["-d", "postgresql://u@h/x"]).conn.dbname.as_deref(),
+            Some("postgresql://u@h/x")
+        );
+        // The password is never repeated in the message.
+        let e = err_with_dir(&["-d", "password=hunter2 host 1"]);
+        assert!(!e.contains("hunter2"), "{e}");
+        // Checked for the slot actions too, which connect as well.
+        assert!(err(&["--create-slot", "-S", "s", "-d", "host h"]).contains("missing \"=\" after \"host\""));
     }
 
     #[test]

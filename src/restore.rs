@@ -19,10 +19,13 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::archive::{parse_meta, META_FILE};
+use crate::archive::{parse_meta, ClusterId, META_FILE};
+use crate::lsn::Lsn;
+use crate::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
 use crate::walfile::{Tli, WalName, PARTIAL_SUFFIX};
 
 /// Exit status for a file that was restored.
@@ -115,6 +118,19 @@ pub enum RestoreError {
         path: PathBuf,
         detail: String,
     },
+    /// A segment file whose first page is not the start of this segment of this cluster (a
+    /// zero-filled file, another cluster's or another position's WAL): serving it could end
+    /// recovery early.
+    NotWal {
+        file: String,
+        problem: WalCheckError,
+    },
+    /// A rename failed: both names, as PostgreSQL's `durable_rename` reports it.
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
     /// The archive changed under us while copying.
     ShortCopy {
         file: String,
@@ -202,6 +218,39 @@ impl fmt::Display for RestoreError {
             RestoreError::BadMeta { path, detail } => {
                 write!(f, "invalid metadata file \"{}\": {detail}", path.display())
             }
+            RestoreError::NotWal { file, problem } => {
+                write!(f, "refusing to serve \"{file}\": ")?;
+                match problem {
+                    WalCheckError::Magic { found, .. } => {
+                        write!(f, "its first page has magic number {found:04X}, which is no WAL page header")?
+                    }
+                    WalCheckError::Timeline { found, file_tli, .. } => write!(
+                        f,
+                        "its first page says timeline {found}, but the file name says timeline {file_tli}"
+                    )?,
+                    WalCheckError::PageAddress { page, found } => {
+                        write!(f, "its first page has address {found}, but the file name says {page}")?
+                    }
+                    WalCheckError::NotLongHeader { .. } => write!(f, "its first page has no long page header")?,
+                    WalCheckError::SystemId { found, expected, .. } => write!(
+                        f,
+                        "it is WAL of database system {found}, but the archive holds WAL of database system {expected} (from {META_FILE})"
+                    )?,
+                    WalCheckError::SegmentSize { found, expected, .. } => write!(
+                        f,
+                        "its long page header says its segment size is {found} bytes, but it is {expected} bytes"
+                    )?,
+                    other => write!(f, "{other}")?,
+                }
+                write!(f, "; the file is damaged or not WAL of this archive, restore it from a copy of the archive")
+            }
+            RestoreError::Rename { from, to, source } => write!(
+                f,
+                "could not rename file \"{}\" to \"{}\": {}",
+                from.display(),
+                to.display(),
+                os_error_text(source)
+            ),
             RestoreError::ShortCopy { file, copied, expected } => write!(
                 f,
                 "could not copy \"{file}\": copied {copied} bytes instead of {expected}; is something else writing \
@@ -214,7 +263,7 @@ impl fmt::Display for RestoreError {
 impl std::error::Error for RestoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RestoreError::Io { source, .. } => Some(source),
+            RestoreError::Io { source, .. } | RestoreError::Rename { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -331,6 +380,14 @@ fn restore_segment(
         };
         let size = file_len(&src, &complete_path)?;
         check_size(archive, name, size, &segments)?;
+        if !check_header(archive, &src, &complete_path, name, (tli, log, seg), size)? {
+            // Zeros where the segment starts: whatever wrote this file, it holds no WAL, and
+            // served it would end recovery here.
+            return Err(RestoreError::NotWal {
+                file: name.to_owned(),
+                problem: WalCheckError::Magic { page: segment_start((log, seg), size), found: 0 },
+            });
+        }
         let bytes = durable_copy(&mut src, &complete_path, Some(size), dest)?;
         return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
     }
@@ -341,6 +398,12 @@ fn restore_segment(
         }
         let size = file_len(&src, &partial_path)?;
         check_size(archive, &partial_name, size, &segments)?;
+        if !check_header(archive, &src, &partial_path, &partial_name, (tli, log, seg), size)? {
+            // A `.partial` padded but never written (the archiver stopped right after creating
+            // it): nothing of this segment reached the archive. "Not found" lets PostgreSQL
+            // look in pg_wal, where the segment may be, instead of reading zeros.
+            return Err(RestoreError::NotFound { name: name.to_owned() });
+        }
         let bytes = durable_copy(&mut src, &partial_path, Some(size), dest)?;
         return Ok(Restored { source: partial_path, served: Served::Partial, bytes, leftover_partial: None });
     }
@@ -361,6 +424,39 @@ fn restore_segment(
     Err(RestoreError::NotFound { name: name.to_owned() })
 }
 
+/// Where segment `pos` of a timeline starts, with `seg_size`-byte segments.
+fn segment_start((log, seg): SegPos, seg_size: u64) -> Lsn {
+    Lsn((u64::from(log) << 32) + u64::from(seg) * seg_size)
+}
+
+/// Checks the first page of a segment file (already known to be `size` bytes, the segment
+/// size) with the archiver's own page checks, against what the archive knows: the file's
+/// name, and the system identifier from the metadata file when there is one. `Ok(false)` when
+/// the first page is all zeros (the caller decides what an empty file means).
+fn check_header(
+    archive: &Path,
+    src: &File,
+    path: &Path,
+    file: &str,
+    (tli, log, seg): (Tli, u32, u32),
+    size: u64,
+) -> Result<bool, RestoreError> {
+    let mut h = [0u8; STORED_HEADER_LEN];
+    src.read_exact_at(&mut h, 0).map_err(|e| RestoreError::io("read file", path, e))?;
+    if h.iter().all(|&b| b == 0) {
+        return Ok(false);
+    }
+    let stored = StoredSegment {
+        tli,
+        start: segment_start((log, seg), size),
+        seg_size: size,
+        system_id: read_meta(archive)?.map(|m| m.system_id),
+    };
+    check_stored_segment(&h, &stored)
+        .map_err(|problem| RestoreError::NotWal { file: file.to_owned(), problem })?;
+    Ok(true)
+}
+
 fn file_len(f: &File, path: &Path) -> Result<u64, RestoreError> {
     f.metadata().map(|m| m.len()).map_err(|e| RestoreError::io("stat file", path, e))
 }
@@ -374,6 +470,11 @@ pub fn is_valid_segment_size(size: u64) -> bool {
 /// from an archive written by pg_receivewal). A metadata file that cannot be read is an error:
 /// it is the archive's own record of what it holds.
 pub fn read_meta_segment_size(archive: &Path) -> Result<Option<u64>, RestoreError> {
+    Ok(read_meta(archive)?.map(|m| m.seg_size))
+}
+
+/// The cluster the archive's metadata file names, if it has one.
+fn read_meta(archive: &Path) -> Result<Option<ClusterId>, RestoreError> {
     let path = archive.join(META_FILE);
     let content = match fs::read(&path) {
         Ok(c) => c,
@@ -387,7 +488,7 @@ pub fn read_meta_segment_size(archive: &Path) -> Result<Option<u64>, RestoreErro
             detail: format!("wal_segment_size {} is no valid WAL segment size", id.seg_size),
         });
     }
-    Ok(Some(id.seg_size))
+    Ok(Some(id))
 }
 
 /// A segment must be exactly the segment size: PostgreSQL itself stops with "archive file has
@@ -441,13 +542,41 @@ fn check_size(
     Ok(())
 }
 
-/// The temporary name `dest` is written under before it is renamed into place.
+/// The temporary name `dest` is written under before it is renamed into place:
+/// `<dest>.pgrestorewal.<pid>.<n>.tmp`, unique to this process and this copy, so runs that
+/// restore into one destination at once (a restarted recovery while the old command still
+/// runs, two standbys sharing a directory by mistake) never remove each other's file.
 fn temp_path(dest: &Path) -> Result<PathBuf, RestoreError> {
+    static COPIES: AtomicU64 = AtomicU64::new(0);
     let file_name =
         dest.file_name().ok_or_else(|| RestoreError::BadDestination { dest: dest.to_path_buf() })?;
     let mut tmp = OsString::from(file_name);
-    tmp.push(".pgrestorewal.tmp");
+    tmp.push(format!(
+        "{TEMP_INFIX}{}.{}{TEMP_SUFFIX}",
+        std::process::id(),
+        COPIES.fetch_add(1, Ordering::Relaxed)
+    ));
     Ok(dest.with_file_name(tmp))
+}
+
+const TEMP_INFIX: &str = ".pgrestorewal.";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes temporary files of earlier copies to `dest` whose process is gone (killed while
+/// copying). A file of a live process is left alone: it may be renamed into place any moment.
+fn remove_stale_temps(dest: &Path) {
+    let (Some(dir), Some(name)) = (Some(parent_dir(dest)), dest.file_name()) else { return };
+    let prefix = format!("{}{TEMP_INFIX}", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        let Some(pid) = rest.strip_suffix(TEMP_SUFFIX).and_then(|r| r.split('.').next()) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// `dest`'s directory, "." for a bare file name (PostgreSQL passes `pg_wal/RECOVERYXLOG`
@@ -470,12 +599,7 @@ fn durable_copy(
 ) -> Result<u64, RestoreError> {
     let tmp = temp_path(dest)?;
     let dir = parent_dir(dest);
-    // A leftover from a copy that was killed: ours to replace.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(RestoreError::io("remove file", &tmp, e)),
-    }
+    remove_stale_temps(dest);
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -500,7 +624,7 @@ fn durable_copy(
     };
     if let Err(e) = fs::rename(&tmp, dest) {
         let _ = fs::remove_file(&tmp);
-        return Err(RestoreError::Io { action: "rename file", path: tmp, source: e });
+        return Err(RestoreError::Rename { from: tmp, to: dest.to_path_buf(), source: e });
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| RestoreError::io("fsync directory", dir, e))?;
     Ok(copied)
@@ -542,15 +666,42 @@ mod tests {
         }
     }
 
-    /// A segment-sized file whose first byte tells which one it is.
+    const SYSID: u64 = 7;
+    const TAG_AT: usize = 100;
+
+    /// The long page header a segment named `name` opens with, written on timeline `tli`.
+    fn header(name: &str, size: u64, tli: u32, sysid: u64) -> [u8; 40] {
+        let (log, seg) = match WalName::parse(name) {
+            Some(WalName::Segment { log, seg, .. } | WalName::Partial { log, seg, .. }) => (log, seg),
+            _ => panic!("{name} is no segment name"),
+        };
+        let mut h = [0u8; 40];
+        h[0..2].copy_from_slice(&0xD118u16.to_le_bytes());
+        h[2..4].copy_from_slice(&2u16.to_le_bytes());
+        h[4..8].copy_from_slice(&tli.to_le_bytes());
+        h[8..16].copy_from_slice(&segment_start((log, seg), size).0.to_le_bytes());
+        h[24..32].copy_from_slice(&sysid.to_le_bytes());
+        h[32..36].copy_from_slice(&(size as u32).to_le_bytes());
+        h[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        h
+    }
+
+    /// A file whose byte TAG_AT tells which one it is; a segment-named one opens with the
+    /// long page header its name calls for.
     fn put(dir: &Path, name: &str, size: u64, tag: u8) {
         let mut data = vec![0u8; size as usize];
-        data[0] = tag;
+        match WalName::parse(name) {
+            Some(WalName::Segment { tli, .. } | WalName::Partial { tli, .. }) => {
+                data[..40].copy_from_slice(&header(name, size, tli, SYSID));
+                data[TAG_AT] = tag;
+            }
+            _ => data[0] = tag,
+        }
         fs::write(dir.join(name), data).unwrap();
     }
 
     fn tag(path: &Path) -> u8 {
-        fs::read(path).unwrap()[0]
+        fs::read(path).unwrap()[TAG_AT]
     }
 
     struct Setup {
@@ -776,9 +927,13 @@ mod tests {
         // PostgreSQL removes %p first, but an old file there must be replaced whole, and a
         // temp file left by a killed copy must not get in the way.
         put(&s.pg_wal, "RECOVERYXLOG", 10, 9);
-        fs::write(s.pg_wal.join("RECOVERYXLOG.pgrestorewal.tmp"), "stale").unwrap();
+        // No process has pid 999999999 (above Linux's pid_max): its file is a leftover. Pid 1
+        // is alive, so its file may still be renamed into place and is left alone.
+        fs::write(s.pg_wal.join("RECOVERYXLOG.pgrestorewal.999999999.0.tmp"), "stale").unwrap();
+        fs::write(s.pg_wal.join("RECOVERYXLOG.pgrestorewal.1.0.tmp"), "live").unwrap();
         restore(&s.archive, "000000010000000000000001", &dest).unwrap();
-        assert_eq!(only_entries(&s.pg_wal), ["RECOVERYXLOG"]);
+        assert_eq!(only_entries(&s.pg_wal), ["RECOVERYXLOG", "RECOVERYXLOG.pgrestorewal.1.0.tmp"]);
+        fs::remove_file(s.pg_wal.join("RECOVERYXLOG.pgrestorewal.1.0.tmp")).unwrap();
         assert_eq!(tag(&dest), 1);
         assert_eq!(fs::metadata(&dest).unwrap().len(), MB);
         use std::os::unix::fs::PermissionsExt;
@@ -790,6 +945,102 @@ mod tests {
         assert_eq!(only_entries(&s.pg_wal), ["RECOVERYXLOG"]);
         assert_eq!(tag(&dest), 1);
         assert_eq!(only_entries(&s.archive).len(), 4);
+    }
+
+    #[test]
+    fn zero_filled_segment_is_refused() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        fs::write(s.archive.join("000000010000000000000002"), vec![0u8; MB as usize]).unwrap();
+        put(&s.archive, "000000010000000000000003", MB, 3);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        let e = restore(&s.archive, "000000010000000000000002", &dest).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        assert_eq!(
+            e.to_string(),
+            "refusing to serve \"000000010000000000000002\": its first page has magic number 0000, which is \
+             no WAL page header; the file is damaged or not WAL of this archive, restore it from a copy of the \
+             archive"
+        );
+        assert!(only_entries(&s.pg_wal).is_empty());
+    }
+
+    #[test]
+    fn unwritten_newest_partial_is_not_found() {
+        // Padded, never written: nothing of the segment reached the archive; pg_wal may have it.
+        let s = setup();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        fs::write(s.archive.join("000000010000000000000002.partial"), vec![0u8; MB as usize]).unwrap();
+        let e = restore(&s.archive, "000000010000000000000002", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+    }
+
+    #[test]
+    fn foreign_or_misplaced_segments_are_refused() {
+        let s = setup();
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        fs::write(s.archive.join(META_FILE), format!("system_identifier={SYSID}\nwal_segment_size={MB}\n"))
+            .unwrap();
+        let name = "000000020000000000000005";
+        let write = |h: [u8; 40]| {
+            let mut data = vec![0u8; MB as usize];
+            data[..40].copy_from_slice(&h);
+            fs::write(s.archive.join(name), data).unwrap();
+        };
+        write(header(name, MB, 2, SYSID + 1));
+        let e = restore(&s.archive, name, &dest).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL);
+        assert!(
+            e.to_string()
+                .contains("it is WAL of database system 8, but the archive holds WAL of database system 7"),
+            "{e}"
+        );
+        write(header(name, MB, 3, SYSID));
+        let e = restore(&s.archive, name, &dest).unwrap_err();
+        assert!(
+            e.to_string().contains("its first page says timeline 3, but the file name says timeline 2"),
+            "{e}"
+        );
+        write(header("000000020000000000000004", MB, 2, SYSID));
+        let e = restore(&s.archive, name, &dest).unwrap_err();
+        assert!(
+            e.to_string().contains("its first page has address 0/400000, but the file name says 0/500000"),
+            "{e}"
+        );
+        // A new timeline's segment opens with a page written on the old timeline: fine.
+        write(header(name, MB, 1, SYSID));
+        restore(&s.archive, name, &dest).unwrap();
+        // The same checks for a .partial.
+        fs::remove_file(s.archive.join(name)).unwrap();
+        let partial = format!("{name}.partial");
+        let mut data = vec![0u8; MB as usize];
+        data[..40].copy_from_slice(&header(name, MB, 2, SYSID + 1));
+        fs::write(s.archive.join(&partial), data).unwrap();
+        let e = restore(&s.archive, name, &dest).unwrap_err();
+        assert!(matches!(e, RestoreError::NotWal { problem: WalCheckError::SystemId { .. }, .. }), "{e}");
+    }
+
+    #[test]
+    fn concurrent_copies_to_one_destination_all_succeed() {
+        let s = setup();
+        put(&s.archive, "000000010000000000000001", MB, 1);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        std::thread::scope(|sc| {
+            let runs: Vec<_> = (0..8)
+                .map(|_| {
+                    sc.spawn(|| {
+                        for _ in 0..10 {
+                            restore(&s.archive, "000000010000000000000001", &dest).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for r in runs {
+                r.join().unwrap();
+            }
+        });
+        assert_eq!(tag(&dest), 1);
+        assert_eq!(only_entries(&s.pg_wal), ["RECOVERYXLOG"]);
     }
 
     #[test]

@@ -124,6 +124,15 @@ pub fn conn_params_for(opts: &ConnOptions, password: Option<&str>, kind: ConnKin
     p
 }
 
+/// Asks for the password on the terminal; a stop signal ends the prompt at once, as it ends
+/// a connection attempt ("interrupted while connecting").
+fn prompt_password(stop: Option<RawFd>) -> Result<String, ServerError> {
+    pgrw_ffi::sys::read_password("Password: ", stop).map_err(|e| match e.kind() {
+        std::io::ErrorKind::Interrupted => ServerError::fatal("", "interrupted while reading the password"),
+        _ => ServerError::fatal("", format!("could not read password: {e}")),
+    })
+}
+
 /// A replication connection. Not `Send`: it lives on the receiver thread.
 pub struct Server {
     conn: Conn,
@@ -176,10 +185,7 @@ impl Server {
             }
         };
         if opts.password == PasswordMode::Always && password.is_none() {
-            *password = Some(
-                pgrw_ffi::sys::read_password("Password: ")
-                    .map_err(|e| ServerError::fatal("", format!("could not read password: {e}")))?,
-            );
+            *password = Some(prompt_password(stop)?);
         }
         loop {
             let params = conn_params_for(opts, password.as_deref(), kind);
@@ -197,10 +203,7 @@ impl Server {
                         && opts.password == PasswordMode::Auto
                         && std::io::IsTerminal::is_terminal(&std::io::stdin()) =>
                 {
-                    *password = Some(
-                        pgrw_ffi::sys::read_password("Password: ")
-                            .map_err(|e| ServerError::fatal("", format!("could not read password: {e}")))?,
-                    );
+                    *password = Some(prompt_password(stop)?);
                 }
                 Err(e) => {
                     let mut err =

@@ -54,6 +54,17 @@ pub enum WalCheckError {
         found: u32,
         expected: u32,
     },
+    /// Not a WAL page header of any PostgreSQL version (checked on stored files only).
+    Magic {
+        page: Lsn,
+        found: u16,
+    },
+    /// The page says it was written on a later timeline than the file it is in (or on none).
+    Timeline {
+        page: Lsn,
+        found: u32,
+        file_tli: u32,
+    },
 }
 
 impl fmt::Display for WalCheckError {
@@ -76,11 +87,76 @@ impl fmt::Display for WalCheckError {
             WalCheckError::BlockSize { page, found, expected } => {
                 write!(f, "received WAL segment at {page} says its page size is {found} bytes, expected {expected}")
             }
+            WalCheckError::Magic { page, found } => {
+                write!(f, "WAL page at {page} has magic number {found:04X}, which is no WAL page header")
+            }
+            WalCheckError::Timeline { page, found, file_tli } => {
+                write!(f, "WAL page at {page} has timeline {found} in its header, but the file is of timeline {file_tli}")
+            }
         }
     }
 }
 
 impl std::error::Error for WalCheckError {}
+
+/// The long header's own fields: the flag, the system identifier (when known) and the segment
+/// size. Shared by the stream check and the check of stored segments.
+fn check_long_header(page: Lsn, h: &[u8], sysid: Option<u64>, seg_size: u64) -> Result<(), WalCheckError> {
+    if le_u16(h, 2) & XLP_LONG_HEADER == 0 {
+        return Err(WalCheckError::NotLongHeader { page });
+    }
+    let found = le_u64(h, 24);
+    if let Some(expected) = sysid.filter(|&e| e != found) {
+        return Err(WalCheckError::SystemId { page, found, expected });
+    }
+    let seg = le_u32(h, 32);
+    if u64::from(seg) != seg_size {
+        return Err(WalCheckError::SegmentSize { page, found: seg, expected: seg_size });
+    }
+    Ok(())
+}
+
+/// Bytes of a stored segment [`check_stored_segment`] reads: the long page header's fields.
+pub const STORED_HEADER_LEN: usize = LONG_HEADER_CHECKED;
+
+/// What the archive knows about a segment file it is about to serve.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredSegment {
+    /// The timeline in the file's name.
+    pub tli: u32,
+    /// The LSN the segment starts at (from its name and the segment size).
+    pub start: Lsn,
+    pub seg_size: u64,
+    /// The cluster's system identifier, when the archive's metadata records it.
+    pub system_id: Option<u64>,
+}
+
+/// Checks the long header that opens a stored segment (its first [`STORED_HEADER_LEN`] bytes)
+/// before the file is served for recovery: a WAL page magic number, a timeline no later than
+/// the file's (the first page of a new timeline's segment is a copy written on the old one),
+/// its own address, and the long header's fields. A zero-filled or foreign file fails, and
+/// would otherwise end recovery early at its start.
+pub fn check_stored_segment(h: &[u8], seg: &StoredSegment) -> Result<(), WalCheckError> {
+    let page = seg.start;
+    if h.len() < LONG_HEADER_CHECKED {
+        return Err(WalCheckError::NotLongHeader { page });
+    }
+    // XLOG_PAGE_MAGIC changes with every major version (0xD110 in 15, 0xD118 in 18) and the
+    // archive does not record which one wrote it; every release since 9.0 uses 0xD0xx-0xD1xx.
+    let magic = le_u16(h, 0);
+    if !matches!(magic >> 8, 0xD0 | 0xD1) {
+        return Err(WalCheckError::Magic { page, found: magic });
+    }
+    let tli = le_u32(h, 4);
+    if tli == 0 || tli > seg.tli {
+        return Err(WalCheckError::Timeline { page, found: tli, file_tli: seg.tli });
+    }
+    let found = Lsn(le_u64(h, 8));
+    if found != page {
+        return Err(WalCheckError::PageAddress { page, found });
+    }
+    check_long_header(page, h, seg.system_id, seg.seg_size)
+}
 
 /// Verifies a contiguous stream of WAL chunks, carrying a page header that straddles two
 /// chunks over to the next call.
@@ -141,17 +217,7 @@ impl PageVerifier {
             return Ok(());
         }
         if segment_start {
-            if le_u16(h, 2) & XLP_LONG_HEADER == 0 {
-                return Err(WalCheckError::NotLongHeader { page });
-            }
-            let sysid = le_u64(h, 24);
-            if sysid != self.sysid {
-                return Err(WalCheckError::SystemId { page, found: sysid, expected: self.sysid });
-            }
-            let seg = le_u32(h, 32);
-            if u64::from(seg) != self.seg_size {
-                return Err(WalCheckError::SegmentSize { page, found: seg, expected: self.seg_size });
-            }
+            check_long_header(page, h, Some(self.sysid), self.seg_size)?;
             let blck = le_u32(h, 36);
             if blck != self.blcksz {
                 return Err(WalCheckError::BlockSize { page, found: blck, expected: self.blcksz });
@@ -295,6 +361,49 @@ mod tests {
         d[2] = 0;
         let e = PageVerifier::new(SYSID, SEG, BLCK).check(Lsn(SEG), &d).unwrap_err();
         assert_eq!(e, WalCheckError::NotLongHeader { page: Lsn(SEG) });
+    }
+
+    fn stored(tli: u32, start: u64, system_id: Option<u64>) -> StoredSegment {
+        StoredSegment { tli, start: Lsn(start), seg_size: SEG, system_id }
+    }
+
+    fn with_tli(mut data: Vec<u8>, tli: u32) -> Vec<u8> {
+        data[4..8].copy_from_slice(&tli.to_le_bytes());
+        data
+    }
+
+    #[test]
+    fn stored_segment_header() {
+        let good = with_tli(wal(3 * SEG, 1), 2);
+        check_stored_segment(&good, &stored(2, 3 * SEG, Some(SYSID))).unwrap();
+        check_stored_segment(&good, &stored(2, 3 * SEG, None)).unwrap();
+        // A new timeline's segment opens with a page written on the old one.
+        check_stored_segment(&good, &stored(3, 3 * SEG, Some(SYSID))).unwrap();
+        let e = |h: &[u8], s: StoredSegment| check_stored_segment(h, &s).unwrap_err();
+        assert_eq!(
+            e(&vec![0; 8192], stored(2, 3 * SEG, None)),
+            WalCheckError::Magic { page: Lsn(3 * SEG), found: 0 }
+        );
+        assert_eq!(
+            e(&good, stored(1, 3 * SEG, None)),
+            WalCheckError::Timeline { page: Lsn(3 * SEG), found: 2, file_tli: 1 }
+        );
+        assert!(matches!(
+            e(&with_tli(good.clone(), 0), stored(2, 3 * SEG, None)),
+            WalCheckError::Timeline { .. }
+        ));
+        assert_eq!(
+            e(&good, stored(2, 4 * SEG, None)),
+            WalCheckError::PageAddress { page: Lsn(4 * SEG), found: Lsn(3 * SEG) }
+        );
+        assert!(matches!(e(&good, stored(2, 3 * SEG, Some(SYSID + 1))), WalCheckError::SystemId { .. }));
+        let mut short = good.clone();
+        short[2] = 0;
+        assert!(matches!(e(&short, stored(2, 3 * SEG, None)), WalCheckError::NotLongHeader { .. }));
+        let s = StoredSegment { seg_size: 2 * SEG, start: Lsn(6 * SEG), ..stored(2, 0, None) };
+        let two = with_tli(wal(6 * SEG, 1), 2);
+        assert!(matches!(e(&two, s), WalCheckError::SegmentSize { .. }));
+        assert!(matches!(e(&good[..39], stored(2, 3 * SEG, None)), WalCheckError::NotLongHeader { .. }));
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub enum WriterError {
         action: &'static str,
         err: io::Error,
     },
+    /// A rename failed: both names, as PostgreSQL's `durable_rename` reports it.
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        err: io::Error,
+    },
     /// fsync failed: never retried (see the module comment).
     Fsync {
         path: PathBuf,
@@ -72,7 +78,7 @@ pub enum WriterError {
 
 impl WriterFailure for WriterError {
     fn is_fatal(&self) -> bool {
-        !matches!(self, WriterError::NoSpace { .. } | WriterError::Io { .. })
+        !matches!(self, WriterError::NoSpace { .. } | WriterError::Io { .. } | WriterError::Rename { .. })
     }
 }
 
@@ -80,6 +86,9 @@ impl fmt::Display for WriterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WriterError::Io { path, action, err } => write!(f, "could not {action} file \"{}\": {err}", path.display()),
+            WriterError::Rename { from, to, err } => {
+                write!(f, "could not rename file \"{}\" to \"{}\": {err}", from.display(), to.display())
+            }
             WriterError::Fsync { path, err } => write!(
                 f,
                 "could not fsync file \"{}\": {err}; the disk may have lost written WAL, so pgreceivewal stops (a restart streams the segment again)",
@@ -112,6 +121,7 @@ impl std::error::Error for WriterError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WriterError::Io { err, .. }
+            | WriterError::Rename { err, .. }
             | WriterError::Fsync { err, .. }
             | WriterError::NoSpace { err, .. } => Some(err),
             WriterError::Check(e) => Some(e),
@@ -275,6 +285,17 @@ impl Writer {
         }
     }
 
+    /// Renames `from` to `to`; a full disk is reported as such, anything else names both.
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), WriterError> {
+        fs::rename(from, to).map_err(|err| {
+            if is_no_space(&err) {
+                self.io_error(to, "rename", err, 0)
+            } else {
+                WriterError::Rename { from: from.to_path_buf(), to: to.to_path_buf(), err }
+            }
+        })
+    }
+
     fn write_wal(&mut self, tli: Tli, start: Lsn, mut data: &[u8]) -> Result<(), WriterError> {
         self.verifier.check(start, data).map_err(WriterError::Check)?;
         let seg_size = self.cfg.seg_size;
@@ -322,7 +343,7 @@ impl Writer {
         let seg = self.current.take().expect("segment is open");
         self.fsync(&seg.file, &seg.path)?;
         let done = self.cfg.dir.join(seg.id.file_name(self.cfg.seg_size));
-        fs::rename(&seg.path, &done).map_err(|err| self.io_error(&done, "rename", err, 0))?;
+        self.rename(&seg.path, &done)?;
         self.fsync_dir()?;
         pgrw_ffi::sys::drop_from_page_cache(&seg.file);
         log::debug!("finished segment \"{}\"", done.file_name().unwrap_or_default().to_string_lossy());
@@ -330,8 +351,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Opens `<segment>.partial` for writing: an existing one of full size is reused (and
-    /// fsync'ed, in case an earlier run used --no-sync), an empty one is padded, a missing one
+    /// Opens `<segment>.partial` for writing: an existing one of full size is reused (it and
+    /// the directory fsync'ed, in case an earlier run used --no-sync or was killed before its
+    /// directory fsync), an empty one is padded, a missing one
     /// is created padded under a temporary name and renamed, so a crash never leaves a
     /// half-padded `.partial` behind.
     fn open_segment(&mut self, id: SegmentId) -> Result<OpenSegment, WriterError> {
@@ -346,7 +368,11 @@ impl Writer {
             Ok(m) if m.len() == seg_size => {
                 let file =
                     open(&path).map_err(|err| WriterError::Io { path: path.clone(), action: "open", err })?;
+                // The file and its name, as walmethods.c does on every open: a kill between an
+                // earlier run's rename and its directory fsync leaves a name that a power loss
+                // can still take back, and flushes reported inside the file would go with it.
                 self.fsync(&file, &path)?;
+                self.fsync_dir()?;
                 log::debug!("reusing \"{}\"", path.display());
                 return Ok(OpenSegment { id, file, path, next: 0, dirty: false });
             }
@@ -368,13 +394,19 @@ impl Writer {
             .mode(self.cfg.file_mode)
             .open(&tmp)
             .map_err(|err| self.io_error(&tmp, "create", err, seg_size))?;
-        if let Err(e) = self.pad(&file, &tmp) {
+        if let Err(mut e) = self.pad(&file, &tmp) {
             // The temporary file is ours and holds nothing: do not leave it filling the disk.
+            drop(file);
             let _ = fs::remove_file(&tmp);
+            if let WriterError::NoSpace { available, .. } = &mut e {
+                // Measured again now that the half-padded file is gone: while it existed the
+                // disk looked full ("0 bytes available") though a retry finds this much free.
+                *available = pgrw_ffi::sys::free_space(&self.cfg.dir).ok();
+            }
             return Err(e);
         }
         self.fsync(&file, &tmp)?;
-        fs::rename(&tmp, &path).map_err(|err| self.io_error(&path, "rename", err, 0))?;
+        self.rename(&tmp, &path)?;
         self.fsync_dir()?;
         log::trace!("created \"{}\"", path.display());
         Ok(OpenSegment { id, file, path, next: 0, dirty: false })
@@ -508,6 +540,29 @@ mod tests {
         w.handle(WriterMsg::Close).unwrap();
         let got = fs::read(d.0.join("000000010000000000000000.partial")).unwrap();
         assert_eq!(&got[..data.len()], &data[..]);
+    }
+
+    #[test]
+    fn a_failed_rename_names_both_files() {
+        let (d, mut w, _) = setup("rename", Durability::Default);
+        let data = wal(0, SEG as usize);
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..100].to_vec() }).unwrap();
+        // Something takes the final name while the segment is being written: a non-empty
+        // directory, which rename(2) cannot replace.
+        let done = d.0.join("000000010000000000000000");
+        fs::create_dir(&done).unwrap();
+        fs::write(done.join("x"), b"x").unwrap();
+        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(100), data: data[100..].to_vec() }).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, WriterError::Rename { .. }), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "could not rename file \"{}\" to \"{}\": ",
+                d.0.join("000000010000000000000000.partial").display(),
+                done.display()
+            )),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -28,9 +28,12 @@ impl Dirs {
         Dirs { dir, archive, pg_wal }
     }
 
+    /// A segment file that opens with the long page header its name calls for (pgrestorewal
+    /// checks it), tagged at byte TAG_AT.
     fn put(&self, name: &str, size: usize, tag: u8) {
         let mut data = vec![0u8; size];
-        data[0] = tag;
+        data[..40].copy_from_slice(&long_header(name, size as u64, SYSID));
+        data[TAG_AT] = tag;
         fs::write(self.archive.join(name), data).unwrap();
     }
 
@@ -55,8 +58,28 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+const TAG_AT: usize = 100;
+const SYSID: u64 = 7;
+
+/// The long page header that opens segment `name` (`TTTTTTTTLLLLLLLLSSSSSSSS`, `.partial` or
+/// not) of a cluster with `sysid` and `seg_size`-byte segments, written on its own timeline.
+pub fn long_header(name: &str, seg_size: u64, sysid: u64) -> [u8; 40] {
+    let hex = |r: std::ops::Range<usize>| u32::from_str_radix(&name[r], 16).unwrap();
+    let (tli, log, seg) = (hex(0..8), hex(8..16), hex(16..24));
+    let mut h = [0u8; 40];
+    h[0..2].copy_from_slice(&0xD118u16.to_le_bytes());
+    h[2..4].copy_from_slice(&2u16.to_le_bytes());
+    h[4..8].copy_from_slice(&tli.to_le_bytes());
+    let addr = (u64::from(log) << 32) + u64::from(seg) * seg_size;
+    h[8..16].copy_from_slice(&addr.to_le_bytes());
+    h[24..32].copy_from_slice(&sysid.to_le_bytes());
+    h[32..36].copy_from_slice(&(seg_size as u32).to_le_bytes());
+    h[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    h
+}
+
 fn first_byte(p: &Path) -> u8 {
-    fs::read(p).unwrap()[0]
+    fs::read(p).unwrap()[TAG_AT]
 }
 
 #[test]

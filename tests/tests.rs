@@ -17,3 +17,5 @@ mod badinput;
 mod logical;
 
 mod session;
+
+mod physical_fixes;

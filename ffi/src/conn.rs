@@ -2,6 +2,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::fmt;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 use pq_sys::{ConnStatusType, PostgresPollingStatusType};
 
@@ -13,6 +14,47 @@ use crate::sys::{poll, Interest};
 pub fn is_thread_safe() -> bool {
     // SAFETY: PQisthreadsafe has no preconditions.
     unsafe { pq_sys::PQisthreadsafe() != 0 }
+}
+
+/// The options of a libpq connection string or URI, parsed by `PQconninfoParse` (as
+/// pg_receivewal parses its `-d`): `Err` carries libpq's message, such as
+/// `missing "=" after "host" in connection info string`.
+pub fn conninfo_parse(conninfo: &str) -> Result<Vec<(String, String)>, String> {
+    let c = CString::new(conninfo).map_err(|_| "connection string contains a NUL byte".to_string())?;
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: NUL-terminated input; libpq allocates the options array (freed with
+    // PQconninfoFree) or an error message (freed with PQfreemem).
+    let opts = unsafe { pq_sys::PQconninfoParse(c.as_ptr(), &mut err) };
+    if opts.is_null() {
+        // SAFETY: err is null or a libpq-allocated message that we free after copying.
+        let msg = unsafe {
+            let m = tidy(cstr(err).unwrap_or("out of memory"));
+            if !err.is_null() {
+                pq_sys::PQfreemem(err.cast::<c_void>());
+            }
+            m
+        };
+        return Err(msg);
+    }
+    let mut out = Vec::new();
+    // SAFETY: opts is an array terminated by an entry with a null keyword; we read it and free
+    // it once.
+    unsafe {
+        let mut p = opts;
+        while !(*p).keyword.is_null() {
+            if let (Some(k), Some(v)) = (cstr((*p).keyword), cstr((*p).val)) {
+                out.push((k.to_owned(), v.to_owned()));
+            }
+            p = p.add(1);
+        }
+        pq_sys::PQconninfoFree(opts);
+    }
+    Ok(out)
+}
+
+/// Whether `conninfo` is a valid connection string or URI (see [`conninfo_parse`]).
+pub fn check_conninfo(conninfo: &str) -> Result<(), String> {
+    conninfo_parse(conninfo).map(|_| ())
 }
 
 /// Why a connection could not be made.
@@ -72,12 +114,102 @@ fn c_string(s: &str, what: &str) -> Result<CString, Error> {
     CString::new(s).map_err(|_| Error::new(format!("{what} contains a NUL byte")))
 }
 
+/// libpq's reading of `connect_timeout` (`pqParseIntParam`, then "at least two seconds").
+fn parse_connect_timeout(value: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else { return Ok(None) };
+    let secs: i32 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid integer value \"{v}\" for connection option \"connect_timeout\""))?;
+    Ok((secs > 0).then(|| Duration::from_secs(secs.max(2) as u64)))
+}
+
+/// The options to try the hosts after the one (`host`, `port`) that timed out: libpq's
+/// comma-separated `host`, `hostaddr` and `port` lists without that entry. `None` when it was
+/// the only one, or cannot be told apart.
+fn without_host(opts: &[(String, String)], host: &str, port: &str) -> Option<Vec<(String, String)>> {
+    let list = |key: &str| -> Vec<String> {
+        opts.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let (hosts, addrs, ports) = (list("host"), list("hostaddr"), list("port"));
+    let n = hosts.len().max(addrs.len());
+    if n < 2 {
+        return None;
+    }
+    // PQhost names the host, or its hostaddr when the host entry is empty.
+    let index = (0..n).find(|&i| {
+        let name = hosts.get(i).filter(|h| !h.is_empty()).or(addrs.get(i)).map(String::as_str).unwrap_or("");
+        let p =
+            if ports.len() == 1 { ports[0].as_str() } else { ports.get(i).map(String::as_str).unwrap_or("") };
+        name == host && (p.is_empty() || p == port)
+    })?;
+    let drop = |v: &[String]| -> Option<String> {
+        (v.len() == n).then(|| {
+            let mut v = v.to_vec();
+            v.remove(index);
+            v.join(",")
+        })
+    };
+    let mut out: Vec<(String, String)> = opts.to_vec();
+    for (key, values) in [("host", &hosts), ("hostaddr", &addrs), ("port", &ports)] {
+        if let Some(rest) = drop(values) {
+            if let Some(entry) = out.iter_mut().find(|(k, _)| k == key) {
+                entry.1 = rest;
+            }
+        }
+    }
+    Some(out)
+}
+
 impl Conn {
     /// Connects with libpq keyword/value pairs. `dbname` may be a connection string or URI
     /// (libpq's `expand_dbname`), and libpq applies PG* variables, the service file and
     /// ~/.pgpass as usual. While connecting, `stop` (if any) is watched so a SIGTERM does not
     /// wait for a TCP time-out.
+    ///
+    /// `connect_timeout` (or PGCONNECT_TIMEOUT) is honoured as `PQconnectdb` honours it: a
+    /// deadline per host, at least 2 s, none when 0 or absent. libpq applies it only in its own
+    /// blocking wait, not to `PQconnectPoll`, so without this a host that accepts TCP but never
+    /// answers (a hung server, a firewall) held us until the kernel gave up, and `host=a,b`
+    /// never reached `b`. libpq offers no call to skip to its next host, so on a time-out the
+    /// connection is started again without the host that timed out.
     pub fn connect(params: &[(&str, &str)], stop: Option<RawFd>) -> Result<Conn, ConnectError> {
+        let fail = |message: String| ConnectError { message, needs_password: false, interrupted: false };
+        let mut conn = Conn::start(params, true)?;
+        let timeout = conn.connect_timeout().map_err(fail)?;
+        // Earlier hosts that timed out, for the final message (libpq lists every host's error).
+        let mut timed_out: Vec<String> = Vec::new();
+        let with_earlier = |mut e: ConnectError, earlier: &[String]| {
+            if !earlier.is_empty() {
+                e.message = format!("{}; {}", earlier.join("; "), e.message);
+            }
+            e
+        };
+        loop {
+            match conn.poll_connect(stop, timeout) {
+                Ok(true) => return Ok(conn),
+                Ok(false) => {}
+                Err(e) => return Err(with_earlier(e, &timed_out)),
+            }
+            let (host, port) = (conn.host(), conn.port());
+            timed_out
+                .push(format!("connection to server at \"{host}\", port {port} failed: timeout expired"));
+            let Some(rest) = without_host(&conn.conninfo(), &host, &port) else {
+                return Err(fail(timed_out.join("; ")));
+            };
+            let rest: Vec<(&str, &str)> = rest.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            // The options are libpq's own, expanded: dbname is a plain name now.
+            conn = Conn::start(&rest, false).map_err(|e| with_earlier(e, &timed_out))?;
+        }
+    }
+
+    /// `PQconnectStartParams`, checked for an immediate failure.
+    fn start(params: &[(&str, &str)], expand_dbname: bool) -> Result<Conn, ConnectError> {
         let fail = |message: String| ConnectError { message, needs_password: false, interrupted: false };
         let mut owned = Vec::with_capacity(params.len());
         for (k, v) in params {
@@ -92,7 +224,8 @@ impl Conn {
         vals.push(std::ptr::null());
         // SAFETY: both arrays are NULL-terminated and point into `owned`, alive for the call;
         // libpq copies what it keeps.
-        let raw = unsafe { pq_sys::PQconnectStartParams(keys.as_ptr(), vals.as_ptr(), 1) };
+        let raw =
+            unsafe { pq_sys::PQconnectStartParams(keys.as_ptr(), vals.as_ptr(), c_int::from(expand_dbname)) };
         let Some(raw) = NonNull::new(raw) else {
             return Err(fail("out of memory allocating a libpq connection".into()));
         };
@@ -101,13 +234,25 @@ impl Conn {
         if conn.status_bad() {
             return Err(conn.connect_error());
         }
+        Ok(conn)
+    }
+
+    /// Drives `PQconnectPoll` until the connection is made (`Ok(true)`), fails, is
+    /// interrupted by `stop`, or the host being tried has had `timeout` (`Ok(false)`). The
+    /// deadline restarts whenever libpq moves on to another host by itself (after a refused
+    /// connection, say), as `PQconnectdb`'s does.
+    fn poll_connect(&self, stop: Option<RawFd>, timeout: Option<Duration>) -> Result<bool, ConnectError> {
+        let fail = |message: String| ConnectError { message, needs_password: false, interrupted: false };
         let mut interest = Interest::Write;
+        let mut current = (self.host(), self.port());
+        let mut deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let mut fds = vec![(conn.socket(), interest)];
+            let mut fds = vec![(self.socket(), interest)];
             if let Some(stop) = stop {
                 fds.push((stop, Interest::Read));
             }
-            let ready = poll(&fds, None).map_err(|e| fail(format!("could not wait for the server: {e}")))?;
+            let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ready = poll(&fds, wait).map_err(|e| fail(format!("could not wait for the server: {e}")))?;
             if stop.is_some() && ready[1] {
                 return Err(ConnectError {
                     message: "interrupted while connecting".into(),
@@ -116,17 +261,55 @@ impl Conn {
                 });
             }
             if !ready[0] {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
                 continue;
             }
             // SAFETY: live connection in the connecting state, polled as libpq documents.
-            match unsafe { pq_sys::PQconnectPoll(conn.raw.as_ptr()) } {
-                PostgresPollingStatusType::PGRES_POLLING_OK => return Ok(conn),
+            match unsafe { pq_sys::PQconnectPoll(self.raw.as_ptr()) } {
+                PostgresPollingStatusType::PGRES_POLLING_OK => return Ok(true),
                 PostgresPollingStatusType::PGRES_POLLING_READING => interest = Interest::Read,
                 PostgresPollingStatusType::PGRES_POLLING_WRITING => interest = Interest::Write,
-                PostgresPollingStatusType::PGRES_POLLING_FAILED => return Err(conn.connect_error()),
+                PostgresPollingStatusType::PGRES_POLLING_FAILED => return Err(self.connect_error()),
                 PostgresPollingStatusType::PGRES_POLLING_ACTIVE => {}
             }
+            let now = (self.host(), self.port());
+            if now != current {
+                current = now;
+                deadline = timeout.map(|t| Instant::now() + t);
+            }
         }
+    }
+
+    /// The connection's effective options (`PQconninfo`): what was given, PG* variables, the
+    /// service file and libpq's defaults, with `dbname` already expanded.
+    fn conninfo(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        // SAFETY: live connection; the returned array ends with a null keyword and is freed
+        // once with PQconninfoFree after its strings are copied.
+        unsafe {
+            let opts = pq_sys::PQconninfo(self.raw.as_ptr());
+            if opts.is_null() {
+                return out;
+            }
+            let mut p = opts;
+            while !(*p).keyword.is_null() {
+                if let (Some(k), Some(v)) = (cstr((*p).keyword), cstr((*p).val)) {
+                    out.push((k.to_owned(), v.to_owned()));
+                }
+                p = p.add(1);
+            }
+            pq_sys::PQconninfoFree(opts);
+        }
+        out
+    }
+
+    /// `connect_timeout` as `PQconnectdb` reads it: an integer in seconds, at least 2 when
+    /// positive, no limit when 0, negative or absent.
+    fn connect_timeout(&self) -> Result<Option<Duration>, String> {
+        let value = self.conninfo().into_iter().find(|(k, _)| k == "connect_timeout").map(|(_, v)| v);
+        parse_connect_timeout(value.as_deref())
     }
 
     fn status_bad(&self) -> bool {
@@ -281,6 +464,96 @@ mod tests {
     #[test]
     fn libpq_is_thread_safe() {
         assert!(is_thread_safe());
+    }
+
+    #[test]
+    fn parses_conninfo() {
+        let kv = conninfo_parse("host=127.0.0.1 port=5433 password=secret").unwrap();
+        assert!(kv.contains(&("host".into(), "127.0.0.1".into())));
+        assert!(kv.contains(&("password".into(), "secret".into())));
+        let kv = conninfo_parse("postgresql://u@h:1/db").unwrap();
+        assert!(kv.contains(&("user".into(), "u".into())));
+        assert!(conninfo_parse("host='unterminated").is_err());
+        assert!(conninfo_parse("nosuchkey=1").unwrap_err().contains("nosuchkey"));
+    }
+
+    #[test]
+    fn checks_conninfo_as_libpq_parses_it() {
+        check_conninfo("host=127.0.0.1 port=5433").unwrap();
+        check_conninfo("postgresql://u@h:1/db").unwrap();
+        check_conninfo("").unwrap();
+        assert_eq!(
+            check_conninfo("host 127.0.0.1 port 5605").unwrap_err(),
+            "missing \"=\" after \"host\" in connection info string"
+        );
+        assert!(check_conninfo("mydb").unwrap_err().contains("missing \"=\" after \"mydb\""));
+        assert!(check_conninfo("nosuchkey=1").unwrap_err().contains("nosuchkey"));
+        assert!(check_conninfo("host='unterminated").is_err());
+        assert!(check_conninfo("a\0b").is_err());
+    }
+
+    #[test]
+    fn connect_timeout_as_libpq_reads_it() {
+        assert_eq!(parse_connect_timeout(None), Ok(None));
+        assert_eq!(parse_connect_timeout(Some("")), Ok(None));
+        assert_eq!(parse_connect_timeout(Some("0")), Ok(None));
+        assert_eq!(parse_connect_timeout(Some("-5")), Ok(None));
+        assert_eq!(parse_connect_timeout(Some("1")), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(parse_connect_timeout(Some(" 10 ")), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(
+            parse_connect_timeout(Some("ten")),
+            Err("invalid integer value \"ten\" for connection option \"connect_timeout\"".into())
+        );
+    }
+
+    fn opts(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn get<'a>(o: &'a [(String, String)], key: &str) -> &'a str {
+        o.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap()
+    }
+
+    #[test]
+    fn the_host_that_timed_out_is_dropped() {
+        let o = opts(&[("host", "a,b,c"), ("port", "1,2,3"), ("user", "u")]);
+        let rest = without_host(&o, "b", "2").unwrap();
+        assert_eq!((get(&rest, "host"), get(&rest, "port"), get(&rest, "user")), ("a,c", "1,3", "u"));
+        // One port for all hosts stays; the same host twice is told apart by its port.
+        let o = opts(&[("host", "h,h"), ("port", "5")]);
+        assert_eq!(get(&without_host(&o, "h", "5").unwrap(), "host"), "h");
+        let o = opts(&[("host", "127.0.0.1,127.0.0.1"), ("port", "7,8")]);
+        let rest = without_host(&o, "127.0.0.1", "7").unwrap();
+        assert_eq!((get(&rest, "host"), get(&rest, "port")), ("127.0.0.1", "8"));
+        // hostaddr names the host when the host entry is empty.
+        let o = opts(&[("host", ",b"), ("hostaddr", "10.0.0.1,10.0.0.2"), ("port", "5")]);
+        let rest = without_host(&o, "10.0.0.1", "5").unwrap();
+        assert_eq!((get(&rest, "host"), get(&rest, "hostaddr")), ("b", "10.0.0.2"));
+        // The last host, or one that is not in the list: nothing left to try.
+        assert!(without_host(&opts(&[("host", "a"), ("port", "1")]), "a", "1").is_none());
+        assert!(without_host(&opts(&[("host", "a,b"), ("port", "1")]), "c", "1").is_none());
+    }
+
+    /// A host that accepts TCP and never answers: with connect_timeout the attempt ends with
+    /// "timeout expired" (before the fix it waited for ever); without it, a stop ends it.
+    #[test]
+    fn connect_timeout_ends_a_silent_host() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let err = Conn::connect(
+            &[("host", "127.0.0.1"), ("port", &port), ("connect_timeout", "1"), ("sslmode", "disable")],
+            None,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.message,
+            format!("connection to server at \"127.0.0.1\", port {port} failed: timeout expired")
+        );
+        let err = Conn::connect(&[("host", "127.0.0.1"), ("port", &port), ("connect_timeout", "x")], None)
+            .err()
+            .unwrap();
+        assert!(err.message.contains("invalid integer value \"x\""), "{}", err.message);
     }
 
     #[test]

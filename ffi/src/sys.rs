@@ -195,9 +195,14 @@ pub fn drop_from_page_cache(file: &File) {
 
 /// Prompts on the terminal and reads a line with echo off (what `-W` does in PostgreSQL's
 /// tools). Falls back to standard input when there is no terminal.
-pub fn read_password(prompt: &str) -> io::Result<String> {
+///
+/// The wait watches `stop` (the stop-signal descriptor) too: our SIGINT/SIGTERM handlers use
+/// SA_RESTART, so a blocking read of the terminal would carry on after Ctrl-C until Enter. A
+/// stop ends the prompt at once with an error of kind `Interrupted`.
+pub fn read_password(prompt: &str, stop: Option<RawFd>) -> io::Result<String> {
     let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty");
     let Ok(mut tty) = tty else {
+        wait_readable(libc::STDIN_FILENO, stop)?;
         let mut line = String::new();
         io::stdin().lock().read_line(&mut line)?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
@@ -218,12 +223,24 @@ pub fn read_password(prompt: &str) -> io::Result<String> {
         saved
     };
     let mut line = String::new();
-    let res = io::BufReader::new(&tty).read_line(&mut line);
+    // In canonical mode the terminal is readable once a whole line (or end of file) is there.
+    let res = wait_readable(fd, stop).and_then(|()| io::BufReader::new(&tty).read_line(&mut line));
     // SAFETY: as above.
     unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &saved) };
     let _ = tty.write_all(b"\n");
     res?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Waits until `fd` is readable, or fails with `Interrupted` once `stop` is.
+fn wait_readable(fd: RawFd, stop: Option<RawFd>) -> io::Result<()> {
+    let mut fds = vec![(fd, Interest::Read)];
+    fds.extend(stop.map(|s| (s, Interest::Read)));
+    let ready = poll(&fds, None)?;
+    if ready.get(1) == Some(&true) {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted by a stop signal"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -239,6 +256,24 @@ mod tests {
         assert_eq!(poll(&[(e.fd(), Interest::Read)], Some(Duration::ZERO)).unwrap(), vec![true]);
         e.drain();
         assert_eq!(poll(&[(e.fd(), Interest::Read)], Some(Duration::ZERO)).unwrap(), vec![false]);
+    }
+
+    #[test]
+    fn a_stop_ends_the_wait_for_input() {
+        // A pipe nobody writes to stands for a terminal nobody types at.
+        let mut fds = [0 as c_int; 2];
+        // SAFETY: pipe(2) fills two descriptors we then own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned only here.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let stop = EventFd::new().unwrap();
+        stop.notify();
+        let e = wait_readable(r.as_raw_fd(), Some(stop.fd())).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted);
+        stop.drain();
+        // SAFETY: writes one byte from a live buffer to the pipe's write end.
+        assert_eq!(unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) }, 1);
+        wait_readable(r.as_raw_fd(), Some(stop.fd())).unwrap();
     }
 
     #[test]

@@ -37,7 +37,8 @@ Exit status:
        of the archive, recovery ends)
   255  anything else: an I/O error, a usage error, a damaged or ambiguous
        archive (a .partial followed by later WAL, a missing segment between
-       present ones, a segment of the wrong size). PostgreSQL stops recovery
+       present ones, a segment of the wrong size, a segment whose first page
+       is not WAL of this segment of this archive). PostgreSQL stops recovery
        with FATAL on exit codes above 125, so a problem never passes for the
        end of the archive
 "

@@ -361,6 +361,7 @@ impl Args {
             return Err(usage("--if-not-exists can only be used with --create-slot"));
         }
         self.common.check()?;
+        self.common.check_dbname()?;
 
         let output = match (&self.directory, &self.file) {
             (Some(_), Some(_)) => return Err(usage("cannot use -D/--directory together with -f/--file")),
@@ -561,6 +562,25 @@ mod tests {
         let mut all = vec!["-S", "s", "-P", "p", "-D", "/out"];
         all.extend_from_slice(args);
         err(&all)
+    }
+
+    /// pg_recvlogical's `-d` names the database, or is a connection string or URI (libpq's
+    /// `expand_dbname`); a connection string must parse, checked before connecting.
+    #[test]
+    fn dbname_is_a_database_or_a_valid_connection_string() {
+        assert_eq!(stream(&["-d", "mydb"]).conn.dbname.as_deref(), Some("mydb"));
+        assert_eq!(stream(&["-d", "my db"]).conn.dbname.as_deref(), Some("my db"));
+        assert_eq!(stream(&["-d", "dbname=app host=h"]).conn.dbname.as_deref(), Some("dbname=app host=h"));
+        assert_eq!(
+            stream(&["-d", "postgresql://u@h/app"]).conn.dbname.as_deref(),
+            Some("postgresql://u@h/app")
+        );
+        assert_eq!(
+            stream_err(&["-d", "dbname=app host 127.0.0.1"]),
+            "invalid connection string given with -d/--dbname: missing \"=\" after \"host\" in connection info string"
+        );
+        assert!(stream_err(&["-d", "x=1"]).ends_with("invalid connection option \"x\""));
+        assert!(err(&["--list-slots", "-d", "dbname='app"]).contains("unterminated quoted string"));
     }
 
     #[test]

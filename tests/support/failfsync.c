@@ -8,6 +8,9 @@
  *   FAILFSYNC_SKIP     let this many candidate calls succeed first (default 0)
  *   FAILFSYNC_TRIGGER  only while this file exists (unset: always)
  *   FAILFSYNC_LOG      append one line per failed call: "<function> <path>"
+ *   FAILFSYNC_RECORD   append one line per call, failed or not: "<function> <path>", in call
+ *                      order (with FAILFSYNC_TRIGGER naming a missing file, nothing fails and
+ *                      the shim only records which files and directories were fsync'ed)
  * Once a call has failed, every later candidate call fails too: after a real EIO the kernel
  * may have dropped the dirty pages, so a later fsync "succeeding" would prove nothing.
  *
@@ -26,9 +29,8 @@
 static atomic_long candidates;
 static atomic_int failing;
 
-static void log_failure(const char *fn, const char *path)
+static void append_line(const char *log, const char *fn, const char *path)
 {
-	const char *log = getenv("FAILFSYNC_LOG");
 	if (log == NULL)
 		return;
 	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -41,6 +43,11 @@ static void log_failure(const char *fn, const char *path)
 	close(fd);
 }
 
+static void log_failure(const char *fn, const char *path)
+{
+	append_line(getenv("FAILFSYNC_LOG"), fn, path);
+}
+
 static int should_fail(const char *fn, int fd)
 {
 	char link[64], path[4096];
@@ -49,6 +56,7 @@ static int should_fail(const char *fn, int fd)
 	if (n < 0)
 		return 0;
 	path[n] = '\0';
+	append_line(getenv("FAILFSYNC_RECORD"), fn, path);
 
 	const char *match = getenv("FAILFSYNC_MATCH");
 	if (match != NULL && strstr(path, match) == NULL)
