@@ -118,9 +118,10 @@ pub const LOGICAL_SETTINGS: &str =
 /// PGOPTIONS once `options` is given, and we always give it on a logical connection).
 fn user_options(opts: &ConnOptions) -> Option<String> {
     // libpq's recognized_connection_string: anything else is a plain database name.
-    let conninfo = opts.dbname.as_deref().filter(|d| {
-        d.starts_with("postgresql://") || d.starts_with("postgres://") || d.contains('=')
-    });
+    let conninfo = opts
+        .dbname
+        .as_deref()
+        .filter(|d| d.starts_with("postgresql://") || d.starts_with("postgres://") || d.contains('='));
     match conninfo.and_then(|d| pgrw_ffi::conninfo_parse(d).ok()) {
         Some(kv) => kv.into_iter().find(|(k, _)| k == "options").map(|(_, v)| v),
         None => None,
@@ -480,7 +481,9 @@ mod tests {
     fn logical_connections_pin_encoding_and_output_settings() {
         let kind = ConnKind { replication: Replication::Database, application_name: "x" };
         let mut opts = ConnOptions {
-            dbname: Some("dbname=app client_encoding=LATIN1 options='-c search_path=s -c datestyle=SQL'".into()),
+            dbname: Some(
+                "dbname=app client_encoding=LATIN1 options='-c search_path=s -c datestyle=SQL'".into(),
+            ),
             host: None,
             port: None,
             user: None,

@@ -94,8 +94,10 @@ fn directory_tied_to_its_slot(version: PgVersion) {
     assert_eq!(slot_confirmed(&c2, "one"), None, "no slot was created on the other cluster");
 
     // A directory of an older version (no metadata file) on another cluster, where its slot
-    // does not exist: refused. On its own cluster, where the slot is: adopted.
+    // does not exist: refused. On its own cluster, where the slot is: adopted. (The other
+    // cluster gets ahead first, or the output would be refused as beyond its WAL.)
     fs::remove_file(&meta_path).unwrap();
+    c2.generate_wal(16);
     let (code, err) = run_to_end(&mut tool(&c2, &["-S", "one", "-P", "pub", "-D", d]), &log);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("has no .pgrecvlogical.meta and replication slot \"one\" does not exist"), "{err}");
@@ -138,7 +140,11 @@ fn output_beyond_server_wal_refused(version: PgVersion) {
     let mut child = spawn(&mut tool(&p, &["-S", "one", "-P", "pub", "-D", d]), &log);
     wait_until(TIMEOUT, "the slot", || slot_confirmed(&p, "one").is_some());
     for i in 0..20 {
-        p.psql(&format!("INSERT INTO a SELECT g, repeat('x', 500) FROM generate_series({}, {}) g", i * 1000, i * 1000 + 999));
+        p.psql(&format!(
+            "INSERT INTO a SELECT g, repeat('x', 500) FROM generate_series({}, {}) g",
+            i * 1000,
+            i * 1000 + 999
+        ));
     }
     wait_caught_up(&p, "one", &mut child, &log);
     stop(&mut child, &log);

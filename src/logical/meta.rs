@@ -178,7 +178,11 @@ fn path(dir: &Path) -> PathBuf {
 pub fn read(dir: &Path) -> Result<Option<Result<Meta, String>>, FilesError> {
     let tmp = dir.join(format!("{META_FILE}{TEMP_SUFFIX}"));
     match fs::remove_file(&tmp) {
-        Ok(()) => fsync_dir(dir).map_err(|err| FilesError::Io { path: dir.to_path_buf(), action: "fsync directory", err })?,
+        Ok(()) => fsync_dir(dir).map_err(|err| FilesError::Io {
+            path: dir.to_path_buf(),
+            action: "fsync directory",
+            err,
+        })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(FilesError::Io { path: tmp, action: "remove leftover temporary file", err }),
     }
@@ -194,7 +198,11 @@ pub fn read(dir: &Path) -> Result<Option<Result<Meta, String>>, FilesError> {
 /// decides from it whether a slot may be dropped.
 pub fn write(dir: &Path, meta: &Meta) -> Result<(), FilesError> {
     let p = path(dir);
-    write_durably(&p, meta.render().as_bytes(), 0o600).map_err(|err| FilesError::Io { path: p, action: "write", err })
+    write_durably(&p, meta.render().as_bytes(), 0o600).map_err(|err| FilesError::Io {
+        path: p,
+        action: "write",
+        err,
+    })
 }
 
 #[cfg(test)]
@@ -203,7 +211,12 @@ mod tests {
 
     fn meta() -> Meta {
         Meta {
-            id: Identity { system_id: 7, database_oid: 5, database: "a\\b\nc=d é".into(), slot: "cdc".into() },
+            id: Identity {
+                system_id: 7,
+                database_oid: 5,
+                database: "a\\b\nc=d é".into(),
+                slot: "cdc".into(),
+            },
             snapshot: SnapshotState::Pending,
         }
     }
@@ -223,7 +236,8 @@ mod tests {
         assert!(Meta::parse(b"system_identifier=x\ndatabase_oid=1\ndatabase=a\nslot=b\n").is_err());
         assert!(Meta::parse(b"garbage\n").is_err());
         assert!(Meta::parse(b"system_identifier=1\ndatabase_oid=1\ndatabase=a\\q\nslot=b\n").is_err());
-        assert!(Meta::parse(b"system_identifier=1\ndatabase_oid=1\ndatabase=a\nslot=b\nsnapshot=maybe\n").is_err());
+        assert!(Meta::parse(b"system_identifier=1\ndatabase_oid=1\ndatabase=a\nslot=b\nsnapshot=maybe\n")
+            .is_err());
     }
 
     #[test]
