@@ -406,19 +406,18 @@ impl Runner<'_> {
 
     /// Drops the slot an interrupted snapshot left, waiting for the server to notice that the
     /// killed run's connection is gone (the slot stays active until its walsender exits).
-    fn drop_slot_for_snapshot(&self, server: &mut Server, sql: &mut Conn) -> Result<(), RunError> {
+    /// False when a stop signal came first.
+    fn drop_slot_for_snapshot(&self, server: &mut Server) -> Result<bool, RunError> {
         let deadline = Instant::now() + DROP_WAIT;
         loop {
             match server.drop_slot(&self.cfg.slot) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err(e) if e.has_sqlstate(OBJECT_IN_USE) && Instant::now() < deadline => {
                     log::debug!("{e}; waiting");
                     let _ = poll(&[(self.stop.fd(), Interest::Read)], Some(Duration::from_millis(200)));
                     if self.stop.received().is_some() {
-                        return Err(RunError::Setup("stopped while waiting to drop the slot".into()));
+                        return Ok(false);
                     }
-                    // Keeps the ordinary connection from idling out meanwhile.
-                    let _ = sql.exec("SELECT 1");
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -506,7 +505,9 @@ impl Runner<'_> {
                         "the initial snapshot of replication slot \"{}\" was interrupted; its snapshot cannot be read again: dropping the slot, creating it again and taking a new snapshot",
                         cfg.slot
                     );
-                    self.drop_slot_for_snapshot(&mut server, &mut sql)?;
+                    if !self.drop_slot_for_snapshot(&mut server)? {
+                        return Ok(StreamEnd::Stopped);
+                    }
                     existing = None;
                 }
             }
@@ -542,12 +543,19 @@ impl Runner<'_> {
         }
         let needs_snapshot = cfg.snapshot && !self.snapshot_done && resume.is_none();
         let snapshot = match (&created, needs_snapshot) {
-            (Some(Created { consistent_point, snapshot: Some(s) }), true) => Some((s.clone(), *consistent_point)),
+            (Some(Created { consistent_point, snapshot: Some(s) }), true) => {
+                Some((s.clone(), *consistent_point))
+            }
             (_, true) => {
+                if meta.snapshot == SnapshotState::Pending {
+                    // Someone else's slot: never ours to drop at the next start.
+                    meta.snapshot = SnapshotState::None;
+                    self.write_meta(&meta)?;
+                }
                 return Err(RunError::Setup(format!(
                     "--snapshot needs a slot created by this run, but slot \"{}\" already exists and the output holds no snapshot; drop the slot (--drop-slot) or leave out --snapshot",
                     cfg.slot
-                )))
+                )));
             }
             _ => None,
         };
