@@ -19,6 +19,8 @@ pub mod sqlstate {
     /// What walsender reports for "requested WAL segment ... has already been removed".
     pub const UNDEFINED_FILE: &str = "58P01";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// "replication slot ... is active for PID ...".
+    pub const OBJECT_IN_USE: &str = "55006";
 }
 
 /// An error from the server or from talking to it, with which server it was.
@@ -100,6 +102,28 @@ impl ConnKind {
 
 /// The keyword/value pairs for libpq: the user's connection string (if any) first, then
 /// explicit flags, which win as in pg_receivewal. libpq adds PG* variables and ~/.pgpass.
+/// What a logical connection pins, as PostgreSQL's own subscriber does (`libpqwalreceiver.c`,
+/// matching pg_dump), plus `bytea_output`: otherwise `extra_float_digits = 0` drops digits of
+/// floats and `DateStyle`, `IntervalStyle` and `bytea_output` change how values are written.
+/// Later `-c` settings win, so these come after the user's own options.
+pub const LOGICAL_SETTINGS: &str =
+    "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c bytea_output=hex";
+
+/// The `options` the user gave: in the connection string, or else in PGOPTIONS (libpq ignores
+/// PGOPTIONS once `options` is given, and we always give it on a logical connection).
+fn user_options(opts: &ConnOptions) -> Option<String> {
+    // libpq's recognized_connection_string: anything else is a plain database name.
+    let conninfo = opts
+        .dbname
+        .as_deref()
+        .filter(|d| d.starts_with("postgresql://") || d.starts_with("postgres://") || d.contains('='));
+    match conninfo.and_then(|d| pgrw_ffi::conninfo_parse(d).ok()) {
+        Some(kv) => kv.into_iter().find(|(k, _)| k == "options").map(|(_, v)| v),
+        None => None,
+    }
+    .or_else(|| std::env::var("PGOPTIONS").ok())
+}
+
 pub fn conn_params_for(opts: &ConnOptions, password: Option<&str>, kind: ConnKind) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = Vec::new();
     if let Some(d) = &opts.dbname {
@@ -110,6 +134,17 @@ pub fn conn_params_for(opts: &ConnOptions, password: Option<&str>, kind: ConnKin
         Replication::Database => "database",
     };
     p.push(("replication".into(), replication.into()));
+    if kind.replication == Replication::Database {
+        // After dbname, so they win over a connection string's own: decoded text is written as
+        // UTF-8 (the walsender converts pgoutput's text to client_encoding), and values are
+        // written the same whatever the server, database or role settings.
+        p.push(("client_encoding".into(), "UTF8".into()));
+        let options = match user_options(opts) {
+            Some(user) if !user.trim().is_empty() => format!("{user} {LOGICAL_SETTINGS}"),
+            _ => LOGICAL_SETTINGS.to_owned(),
+        };
+        p.push(("options".into(), options));
+    }
     // A fallback, so an application_name in the user's connection string or PGAPPNAME wins;
     // this is the name synchronous_standby_names must list.
     p.push(("fallback_application_name".into(), kind.application_name.into()));
@@ -436,5 +471,35 @@ mod tests {
         assert_eq!(p[pos("fallback_application_name")].1, "pgreceivewal");
         assert_eq!(p[pos("password")].1, "pw");
         assert!(!p.iter().any(|(k, _)| k == "port"));
+        // The physical tool asks for no settings.
+        assert!(!p.iter().any(|(k, _)| k == "options" || k == "client_encoding"));
+    }
+
+    #[test]
+    fn logical_connections_pin_encoding_and_output_settings() {
+        let kind = ConnKind { replication: Replication::Database, application_name: "x" };
+        let mut opts = ConnOptions {
+            dbname: Some(
+                "dbname=app client_encoding=LATIN1 options='-c search_path=s -c datestyle=SQL'".into(),
+            ),
+            host: None,
+            port: None,
+            user: None,
+            password: PasswordMode::Auto,
+        };
+        let p = conn_params_for(&opts, None, kind);
+        let pos = |p: &[(String, String)], k: &str| p.iter().rposition(|(key, _)| key == k).unwrap();
+        assert!(pos(&p, "options") > pos(&p, "dbname") && pos(&p, "client_encoding") > pos(&p, "dbname"));
+        assert_eq!(p[pos(&p, "client_encoding")].1, "UTF8");
+        // The user's options are kept; ours come last, so they win.
+        assert_eq!(p[pos(&p, "options")].1, format!("-c search_path=s -c datestyle=SQL {LOGICAL_SETTINGS}"));
+        opts.dbname = Some("postgresql://h/db?options=-c%20work_mem%3D1MB".into());
+        let p = conn_params_for(&opts, None, kind);
+        assert_eq!(p[pos(&p, "options")].1, format!("-c work_mem=1MB {LOGICAL_SETTINGS}"));
+        opts.dbname = Some("plain_name".into());
+        let p = conn_params_for(&opts, None, kind);
+        if std::env::var_os("PGOPTIONS").is_none() {
+            assert_eq!(p[pos(&p, "options")].1, LOGICAL_SETTINGS);
+        }
     }
 }

@@ -596,7 +596,7 @@ pub fn reconnect<E: SessionFailure>(
 }
 
 /// Sleeps for `d`, waking early for a stop signal (then returns true); SIGHUP is logged.
-fn sleep(stop: &StopSignals, d: Duration) -> bool {
+pub fn sleep(stop: &StopSignals, d: Duration) -> bool {
     let deadline = Instant::now() + d;
     while stop.received().is_none() {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::{pg_tool, wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
-const TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `pgrecvlogical` as built for this test run, stdin closed, libpq's PG* variables removed.
-fn pgrecvlogical() -> Command {
+pub(crate) fn pgrecvlogical() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgrecvlogical"));
     cmd.stdin(Stdio::null());
     for var in [
@@ -57,7 +57,7 @@ pub(crate) fn spawn(cmd: &mut Command, log: &Path) -> KillOnDrop {
     KillOnDrop::spawn(cmd.stdout(Stdio::null()).stderr(f))
 }
 
-fn slot_confirmed(c: &Cluster, slot: &str) -> Option<String> {
+pub(crate) fn slot_confirmed(c: &Cluster, slot: &str) -> Option<String> {
     let s =
         c.psql(&format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"));
     (!s.is_empty()).then_some(s)
@@ -92,7 +92,7 @@ pub(crate) fn wait_caught_up(c: &Cluster, slot: &str, child: &mut KillOnDrop, lo
     }
 }
 
-fn stop(child: &mut KillOnDrop, log: &Path) {
+pub(crate) fn stop(child: &mut KillOnDrop, log: &Path) {
     let status = child.signal_and_wait("TERM", Duration::from_secs(20));
     assert!(
         status.success(),
@@ -112,7 +112,7 @@ pub(crate) fn output_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn output_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn output_lines(dir: &Path) -> Vec<String> {
     output_files(dir)
         .iter()
         .flat_map(|p| fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
@@ -124,7 +124,7 @@ fn output_lines(dir: &Path) -> Vec<String> {
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
-enum J {
+pub(crate) enum J {
     Null,
     Bool(bool),
     /// The number's text, as written.
@@ -135,26 +135,26 @@ enum J {
 }
 
 impl J {
-    fn get(&self, k: &str) -> Option<&J> {
+    pub(crate) fn get(&self, k: &str) -> Option<&J> {
         match self {
             J::Obj(v) => v.iter().find(|(n, _)| n == k).map(|(_, v)| v),
             _ => None,
         }
     }
-    fn str(&self, k: &str) -> &str {
+    pub(crate) fn str(&self, k: &str) -> &str {
         match self.get(k) {
             Some(J::Str(s)) => s,
             other => panic!("{k} is not a string in {self:?}: {other:?}"),
         }
     }
-    fn fields(&self) -> &[(String, J)] {
+    pub(crate) fn fields(&self) -> &[(String, J)] {
         match self {
             J::Obj(v) => v,
             other => panic!("not an object: {other:?}"),
         }
     }
     /// A canonical text form: numbers as written, strings quoted.
-    fn canon(&self) -> String {
+    pub(crate) fn canon(&self) -> String {
         match self {
             J::Null => "null".into(),
             J::Bool(b) => b.to_string(),
@@ -301,7 +301,7 @@ impl P<'_> {
     }
 }
 
-fn parse_json(line: &str) -> J {
+pub(crate) fn parse_json(line: &str) -> J {
     let mut p = P { s: line.as_bytes(), i: 0 };
     let v = p.value();
     p.ws();
@@ -320,10 +320,10 @@ fn json_reader_reads_what_we_write() {
 // Replaying the output into tables
 // ---------------------------------------------------------------------------
 
-type Row = BTreeMap<String, J>;
+pub(crate) type Row = BTreeMap<String, J>;
 
 #[derive(Default, Debug)]
-struct Replay {
+pub(crate) struct Replay {
     /// "schema.table" → key → row.
     tables: BTreeMap<String, BTreeMap<String, Row>>,
     open: Option<Vec<J>>,
@@ -333,9 +333,9 @@ struct Replay {
     /// The DDL tags seen, with the number of changes applied before each.
     ddl: Vec<(String, usize)>,
     changes: usize,
-    incomplete: usize,
+    pub(crate) incomplete: usize,
     unchanged_toast: usize,
-    lines: usize,
+    pub(crate) lines: usize,
 }
 
 fn key_of(obj: &J) -> String {
@@ -432,7 +432,7 @@ impl Replay {
         }
     }
 
-    fn read_dir(dir: &Path) -> Replay {
+    pub(crate) fn read_dir(dir: &Path) -> Replay {
         let mut r = Replay::default();
         for line in output_lines(dir) {
             r.line(&line);
@@ -441,7 +441,7 @@ impl Replay {
     }
 
     /// Rows of a table as sorted canonical strings, NULL columns left out.
-    fn rows(&self, table: &str) -> Vec<String> {
+    pub(crate) fn rows(&self, table: &str) -> Vec<String> {
         let mut v: Vec<String> =
             self.tables.get(table).map(|t| t.values().map(canon_row).collect()).unwrap_or_default();
         v.sort();
@@ -449,7 +449,7 @@ impl Replay {
     }
 
     /// No transaction was written twice.
-    fn assert_no_duplicates(&self) {
+    pub(crate) fn assert_no_duplicates(&self) {
         let mut seen = std::collections::HashSet::new();
         for c in &self.commits {
             assert!(seen.insert(c), "transaction {c} written twice");
@@ -457,7 +457,7 @@ impl Replay {
     }
 }
 
-fn canon_row(row: &Row) -> String {
+pub(crate) fn canon_row(row: &Row) -> String {
     row.iter()
         .filter(|(_, v)| **v != J::Null)
         .map(|(k, v)| format!("{k}={}", v.canon()))
@@ -480,7 +480,7 @@ fn db_rows(c: &Cluster, table: &str) -> Vec<String> {
     v
 }
 
-fn assert_tables_equal(c: &Cluster, replay: &Replay, tables: &[&str]) {
+pub(crate) fn assert_tables_equal(c: &Cluster, replay: &Replay, tables: &[&str]) {
     for t in tables {
         let (ours, theirs) = (replay.rows(t), db_rows(c, t));
         if ours != theirs {

@@ -19,3 +19,5 @@ mod logical;
 mod session;
 
 mod physical_fixes;
+
+mod logical_server;

@@ -157,7 +157,7 @@ impl OutputDir {
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "read directory"))? {
             let entry = entry.map_err(io_err(&self.dir, "read directory"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == LOCK_FILE || name == SPILL_DIR {
+            if name == LOCK_FILE || name == SPILL_DIR || name == super::meta::META_FILE {
                 continue;
             }
             match parse_file_name(&name) {

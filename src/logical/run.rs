@@ -7,17 +7,19 @@
 //! queries, publications, the DDL trigger and the initial snapshot.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use pgrw_ffi::sys::StopSignals;
 use pgrw_ffi::Conn;
 
 use crate::lsn::Lsn;
-use crate::server::{conn_params_for, ConnKind, Replication, Server, ServerError};
+use crate::server::{conn_params_for, sqlstate, ConnKind, Replication, Server, ServerError};
 use crate::session::{self, SessionFailure};
 
 use super::cli::{Action, Config, Output, Streaming};
 use super::ddl;
 use super::files::{FilesError, OutputDir};
+use super::meta::{self, Identity, Meta, SnapshotState};
 use super::pgoutput::Context;
 use super::snapshot::{self, ident, SnapshotSource};
 use super::spool::Spools;
@@ -25,6 +27,9 @@ use super::stream::{literal, Session, StreamEnd, StreamError, StreamOptions};
 use super::writer::{SinkConfig, WriterConfig};
 
 pub const KIND: ConnKind = ConnKind { replication: Replication::Database, application_name: "pgrecvlogical" };
+
+/// How long a slot left by a killed run may stay active before we give up dropping it.
+const DROP_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub enum RunError {
@@ -106,6 +111,26 @@ struct SlotRow {
 struct Created {
     consistent_point: Lsn,
     snapshot: Option<String>,
+}
+
+/// The encoding every connection asked for (client_encoding=UTF8): the server converts names
+/// and text to it, except from SQL_ASCII, which it cannot convert.
+fn check_encoding(server: &Server) -> Result<(), RunError> {
+    match server.parameter("client_encoding").as_deref() {
+        Some("UTF8") | None => {}
+        Some(enc) => {
+            return Err(RunError::Setup(format!(
+                "the server uses client_encoding {enc} although UTF8 was asked for (server {})",
+                server.name
+            )))
+        }
+    }
+    if server.parameter("server_encoding").as_deref() == Some("SQL_ASCII") {
+        log::warn!(
+            "the database encoding is SQL_ASCII, which the server cannot convert: names must be UTF-8 and other text that is not is written with replacement characters"
+        );
+    }
+    Ok(())
 }
 
 fn sql_error(server: &str, e: pgrw_ffi::Error) -> ServerError {
@@ -343,34 +368,120 @@ impl Runner<'_> {
         Ok(())
     }
 
+    fn write_meta(&self, m: &Meta) -> Result<(), RunError> {
+        match &self.out {
+            Some(out) => Ok(meta::write(&out.dir, m)?),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the slot an interrupted snapshot left, waiting for the server to notice that the
+    /// killed run's connection is gone (the slot stays active until its walsender exits).
+    /// False when a stop signal came first.
+    fn drop_slot_for_snapshot(&self, server: &mut Server) -> Result<bool, RunError> {
+        let deadline = Instant::now() + DROP_WAIT;
+        loop {
+            match server.drop_slot(&self.cfg.slot) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.has_sqlstate(sqlstate::OBJECT_IN_USE) && Instant::now() < deadline => {
+                    log::debug!("{e}; waiting");
+                    if session::sleep(self.stop, Duration::from_millis(200)) {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn session(&mut self) -> Result<StreamEnd, RunError> {
         let cfg = self.cfg;
         let (mut server, mut sql) = self.connect()?;
         let opts = self.negotiate(&server)?;
-        match server.parameter("server_encoding").as_deref() {
-            Some("UTF8") | Some("SQL_ASCII") | None => {}
-            Some(enc) => log::warn!(
-                "the database encoding is {enc}: names must be UTF-8 and other text is written with replacement characters"
-            ),
-        }
         let name = server.name.clone();
-        self.ensure_publications(&mut sql, &name)?;
-        if cfg.ddl {
-            sql.exec(&ddl::install_sql()).map_err(|e| sql_error(&name, e))?;
-            log::debug!("DDL event trigger installed");
-        }
+        check_encoding(&server)?;
+        let sys = server.identify_system()?;
+        let db = sql
+            .exec("SELECT oid::int8, datname FROM pg_database WHERE datname = current_database()")
+            .map_err(|e| sql_error(&name, e))?;
+        let database = db.get(0, 1).unwrap_or_default().to_owned();
+        let id = Identity {
+            system_id: sys.system_id,
+            database_oid: db.get(0, 0).and_then(|s| s.parse().ok()).unwrap_or(0),
+            database: database.clone(),
+            slot: cfg.slot.clone(),
+        };
 
+        // The directory is tied to one slot before anything changes here or on the server.
+        let found = match &self.out {
+            Some(out) => match meta::read(&out.dir)? {
+                Some(Ok(m)) => match m.mismatch(&out.dir, &id, &name) {
+                    Some(why) => return Err(RunError::Setup(why)),
+                    None => Some(m),
+                },
+                Some(Err(why)) => {
+                    return Err(RunError::Setup(format!(
+                        "invalid metadata file \"{}\": {why}; restore it, or write into a new directory",
+                        out.dir.join(meta::META_FILE).display()
+                    )))
+                }
+                None => None,
+            },
+            None => None,
+        };
         // Where the output ends: that is where this session resumes.
         let recovered = match &self.out {
             Some(out) => Some(out.recover(cfg.format, !cfg.no_sync)?),
             None => None,
         };
         let resume = recovered.as_ref().and_then(|r| r.resume);
+        if let Some(r) = resume.filter(|&r| r > sys.xlogpos) {
+            // Only WAL the server flushed is ever decoded: output beyond it comes from another
+            // cluster's history, and the server would skip every transaction below it.
+            return Err(RunError::Setup(format!(
+                "the output ends at {r}, beyond the server's current WAL position {} (server {name}): the directory holds changes of another history of this cluster (restored from a backup, or a promoted standby); write into a new directory",
+                sys.xlogpos
+            )));
+        }
 
-        let db = sql.exec("SELECT current_database()").map_err(|e| sql_error(&name, e))?;
-        let database = db.get(0, 0).unwrap_or_default().to_owned();
+        self.ensure_publications(&mut sql, &name)?;
+        if cfg.ddl {
+            sql.exec(&ddl::install_sql()).map_err(|e| sql_error(&name, e))?;
+            log::debug!("DDL event trigger installed");
+        }
+
         let mut created = None;
-        let existing = slot_row(&mut sql, &cfg.slot, &name)?;
+        let mut existing = slot_row(&mut sql, &cfg.slot, &name)?;
+        // A directory without metadata: new, or written by a version without it, which is
+        // adopted only when its slot is here to continue it.
+        let mut unrecorded = self.out.is_some() && found.is_none();
+        if unrecorded && resume.is_some() && existing.is_none() {
+            return Err(RunError::Setup(format!(
+                "output directory \"{}\" has no {} and replication slot \"{}\" does not exist (server {name}): the output may come from another cluster; write into a new directory",
+                self.out.as_ref().map(|o| o.dir.display().to_string()).unwrap_or_default(),
+                meta::META_FILE,
+                cfg.slot
+            )));
+        }
+        let mut meta = found.unwrap_or(Meta { id: id.clone(), snapshot: SnapshotState::None });
+        if meta.snapshot == SnapshotState::Pending && cfg.snapshot && !self.snapshot_done {
+            if resume.is_some() {
+                // The snapshot became durable just before a crash; nothing comes before it.
+                meta.snapshot = SnapshotState::Done;
+                self.write_meta(&meta)?;
+            } else if let Some(row) = existing.as_ref().filter(|r| r.plugin.as_deref() == Some("pgoutput")) {
+                if row.database.as_deref() == Some(database.as_str()) {
+                    log::warn!(
+                        "the initial snapshot of replication slot \"{}\" was interrupted; its snapshot cannot be read again: dropping the slot, creating it again and taking a new snapshot",
+                        cfg.slot
+                    );
+                    if !self.drop_slot_for_snapshot(&mut server)? {
+                        return Ok(StreamEnd::Stopped);
+                    }
+                    existing = None;
+                }
+            }
+        }
         match &existing {
             Some(row) => {
                 if row.plugin.as_deref() != Some("pgoutput") {
@@ -391,20 +502,36 @@ impl Runner<'_> {
             }
             None => {
                 let export = cfg.snapshot && !self.snapshot_done && resume.is_none();
+                if export && self.out.is_some() {
+                    // Recorded first: a crash after the slot exists must find it recorded.
+                    meta.snapshot = SnapshotState::Pending;
+                    self.write_meta(&meta)?;
+                    unrecorded = false;
+                }
                 created = create_slot(&mut server, &cfg.slot, export, cfg.two_phase)?;
             }
         }
         let needs_snapshot = cfg.snapshot && !self.snapshot_done && resume.is_none();
         let snapshot = match (&created, needs_snapshot) {
-            (Some(Created { consistent_point, snapshot: Some(s) }), true) => Some((s.clone(), *consistent_point)),
+            (Some(Created { consistent_point, snapshot: Some(s) }), true) => {
+                Some((s.clone(), *consistent_point))
+            }
             (_, true) => {
+                if meta.snapshot == SnapshotState::Pending {
+                    // Someone else's slot: never ours to drop at the next start.
+                    meta.snapshot = SnapshotState::None;
+                    self.write_meta(&meta)?;
+                }
                 return Err(RunError::Setup(format!(
                     "--snapshot needs a slot created by this run, but slot \"{}\" already exists and the output holds no snapshot; drop the slot (--drop-slot) or leave out --snapshot",
                     cfg.slot
-                )))
+                )));
             }
             _ => None,
         };
+        if unrecorded {
+            self.write_meta(&meta)?;
+        }
         if let (Some(row), Some(r)) = (&existing, resume) {
             if let Some(c) = row.confirmed_flush.filter(|&c| c > r) {
                 log::debug!(
@@ -463,6 +590,8 @@ impl Runner<'_> {
             let stats = snapshot::copy(&mut sql, &src, &mut session)?;
             log::info!("initial snapshot written: {} rows of {} tables", stats.rows, stats.tables);
             self.snapshot_done = true;
+            meta.snapshot = SnapshotState::Done;
+            self.write_meta(&meta)?;
         }
         drop(sql);
         let (end, stats) = session.run(start)?;

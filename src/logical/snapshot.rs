@@ -7,7 +7,9 @@
 //! Rows are read through a cursor, a batch at a time, on an ordinary (non-replication)
 //! connection; the exported snapshot stays valid while the replication connection runs no
 //! other command, which is why this runs before START_REPLICATION. Publication row filters
-//! and column lists are not applied to the snapshot (every row and column is written).
+//! and column lists are not applied to the snapshot (every row and column is written). The
+//! tables are the ones the publication publishes under the names it publishes them by: a
+//! partitioned root when `publish_via_partition_root` is set, its partitions otherwise.
 
 use pgrw_ffi::Conn;
 
@@ -35,6 +37,9 @@ struct Table {
     oid: u32,
     namespace: String,
     name: String,
+    /// A partitioned table: pg_publication_tables names it (instead of its partitions) when
+    /// the publication has `publish_via_partition_root`, and it holds no rows of its own.
+    partitioned: bool,
     columns: Vec<(String, u32, bool)>,
 }
 
@@ -52,7 +57,7 @@ fn published_tables(
     let r = exec(
         conn,
         &format!(
-            "SELECT DISTINCT c.oid::int8, n.nspname, c.relname FROM pg_publication_tables pt \
+            "SELECT DISTINCT c.oid::int8, n.nspname, c.relname, c.relkind = 'p' FROM pg_publication_tables pt \
              JOIN pg_namespace n ON n.nspname = pt.schemaname \
              JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
              WHERE pt.pubname IN ({}) ORDER BY 2, 3",
@@ -66,6 +71,7 @@ fn published_tables(
             oid,
             namespace: r.get(row, 1).unwrap_or_default().to_owned(),
             name: r.get(row, 2).unwrap_or_default().to_owned(),
+            partitioned: r.get(row, 3) == Some("t"),
             columns: Vec::new(),
         });
     }
@@ -152,7 +158,8 @@ pub fn copy(
         exec(
             conn,
             &format!(
-                "DECLARE pgrl_snapshot NO SCROLL CURSOR FOR SELECT {select} FROM ONLY {}.{}",
+                "DECLARE pgrl_snapshot NO SCROLL CURSOR FOR SELECT {select} FROM {}{}.{}",
+                from_clause(t.partitioned),
                 ident(&t.namespace),
                 ident(&t.name)
             ),
@@ -187,6 +194,17 @@ pub fn copy(
     }
     session.wait_durable()?;
     Ok(stats)
+}
+
+/// A partitioned root's rows are its partitions' (the stream, too, sends their changes as the
+/// root's); an ordinary table is read alone, since pg_publication_tables lists each of its
+/// inheritance children on its own line.
+fn from_clause(partitioned: bool) -> &'static str {
+    if partitioned {
+        ""
+    } else {
+        "ONLY "
+    }
 }
 
 #[cfg(test)]
