@@ -320,7 +320,9 @@ impl Archive {
     pub fn recorded_slot(&self) -> Result<Option<String>, ArchiveError> {
         let meta = self.dir.join(META_FILE);
         match fs::read(&meta) {
-            Ok(content) => parse_meta_slot(&content).map_err(|reason| ArchiveError::BadMetadata { path: meta, reason }),
+            Ok(content) => {
+                parse_meta_slot(&content).map_err(|reason| ArchiveError::BadMetadata { path: meta, reason })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ArchiveError::Io { path: meta, action: "read", err: e }),
         }

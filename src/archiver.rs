@@ -380,7 +380,8 @@ impl LostWal<'_> {
         };
         let removed = server_err.has_sqlstate(sqlstate::UNDEFINED_FILE);
         // On PostgreSQL 18 an invalidated slot cannot even be acquired.
-        let invalidated = self.slot.is_some() && server_err.has_sqlstate(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
+        let invalidated =
+            self.slot.is_some() && server_err.has_sqlstate(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
         // START_REPLICATION on a server that cannot tell us beforehand (before 15), or a
         // slot dropped since we looked.
         let missing = self.slot.is_some() && server_err.has_sqlstate(sqlstate::UNDEFINED_OBJECT);

@@ -80,7 +80,9 @@ fn missing_slot(version: PgVersion) {
     let out = succeeds(&mut ours(&c, &d, &["-S", "arch", "--create-slot-if-missing", "-n", "-E", &endpos]));
     let warned = lines_at(&out, "warning");
     assert!(
-        warned.iter().any(|l| l.contains("created replication slot \"arch\"") && l.contains(&c.port().to_string())),
+        warned
+            .iter()
+            .any(|l| l.contains("created replication slot \"arch\"") && l.contains(&c.port().to_string())),
         "slot creation must be a warning naming the server:\n{out}"
     );
     assert_eq!(slot_count(&c, "arch"), "1");
@@ -100,7 +102,10 @@ fn missing_slot(version: PgVersion) {
     c.generate_wal(1);
     let endpos = c.psql("SELECT pg_current_wal_lsn() - 1");
     let out = succeeds(&mut ours(&c, &d, &["-S", "arch", "--create-slot-if-missing", "-n", "-E", &endpos]));
-    assert!(lines_at(&out, "warning").iter().any(|l| l.contains("created replication slot \"arch\"")), "{out}");
+    assert!(
+        lines_at(&out, "warning").iter().any(|l| l.contains("created replication slot \"arch\"")),
+        "{out}"
+    );
     assert_eq!(slot_count(&c, "arch"), "1");
 
     // An archive that holds WAL but recorded no slot (streamed without one, or by an older
@@ -165,7 +170,8 @@ fn invalidated_slot(version: PgVersion) {
         .filter(|n| n.len() >= 24 && n[..24].bytes().all(|b| b.is_ascii_hexdigit()))
         .max()
         .unwrap();
-    let segno = u64::from_str_radix(&newest[8..16], 16).unwrap() << 32 | u64::from_str_radix(&newest[16..24], 16).unwrap();
+    let segno = u64::from_str_radix(&newest[8..16], 16).unwrap() << 32
+        | u64::from_str_radix(&newest[16..24], 16).unwrap();
     let segno = if newest.ends_with(".partial") { segno } else { segno + 1 };
     let resume = segno << 20;
     let resume = format!("{:X}/{:X}", resume >> 32, resume & 0xFFFF_FFFF);
@@ -219,7 +225,10 @@ fn missing_logical_slot(version: PgVersion) {
     let status = crate::util::wait_for_exit(&mut child, QUICK).expect("-E ends the run");
     let out = fs::read_to_string(t.join("log")).unwrap();
     assert!(status.success(), "{out}");
-    assert!(lines_at(&out, "warning").iter().any(|l| l.contains("created replication slot \"cdc\"")), "{out}");
+    assert!(
+        lines_at(&out, "warning").iter().any(|l| l.contains("created replication slot \"cdc\"")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -178,7 +178,11 @@ fn create_slot(
                     server.name
                 ))
             })?;
-            log::log!(level, "created replication slot \"{slot}\" at {consistent_point} (server {})", server.name);
+            log::log!(
+                level,
+                "created replication slot \"{slot}\" at {consistent_point} (server {})",
+                server.name
+            );
             Ok(Some(Created { consistent_point, snapshot: r.get(0, 2).map(str::to_owned) }))
         }
         Err(e) if e.sqlstate.as_deref() == Some(crate::server::sqlstate::DUPLICATE_OBJECT) => Ok(None),
