@@ -337,7 +337,7 @@ impl Archive {
             .map_err(|_| ArchiveError::BadMetadata { path: meta.clone(), reason: "not UTF-8".into() })?;
         let mut out: String = text
             .lines()
-            .filter(|l| l.split_once('=').map_or(true, |(k, _)| k.trim() != "slot"))
+            .filter(|l| l.split_once('=').is_none_or(|(k, _)| k.trim() != "slot"))
             .map(|l| format!("{l}\n"))
             .collect();
         out.push_str(&format!("slot={slot}\n"));

@@ -400,7 +400,9 @@ impl LostWal<'_> {
             ),
             (Some(slot), false) => {
                 let why = match self.slot_state {
-                    _ if invalidated => format!("replication slot \"{slot}\" has been invalidated"),
+                    _ if invalidated => format!(
+                        "replication slot \"{slot}\" has been invalidated (pg_replication_slots shows it with wal_status 'lost')"
+                    ),
                     SlotState::HoldsNothing => format!(
                         "replication slot \"{slot}\" holds no WAL any more: it has been invalidated (max_slot_wal_keep_size; pg_replication_slots shows it with wal_status 'lost')"
                     ),

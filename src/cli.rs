@@ -596,9 +596,9 @@ would otherwise leave a slot holding WAL on the server for ever. Create it with
 --create-slot, or pass --create-slot-if-missing where a server may lack it (a
 new primary after a failover); then a missing slot is created, reserving WAL
 at once, with a warning, but only the slot the archive was streamed with.
---create-slot and --drop-slot do not need -D and exit once done. -s 0 turns status packets off.
---log-level overrides -v. Archived segments are kept byte-identical to the
-server's WAL, so compression is not offered.
+--create-slot and --drop-slot do not need -D and exit once done. -s 0 turns
+status packets off. --log-level overrides -v. Archived segments are kept
+byte-identical to the server's WAL, so compression is not offered.
 
 Connection settings not given here are taken by libpq from the PG* environment
 variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSERVICE, PGSSLMODE, ...), the

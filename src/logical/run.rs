@@ -429,7 +429,7 @@ impl Runner<'_> {
                 // by --create-slot-if-missing, or by --create-slot --start --snapshot (whose
                 // slot is created here, exporting its snapshot).
                 let asked = matches!(cfg.action, Action::CreateSlot { then_stream: true }) && cfg.snapshot;
-                if !cfg.create_slot_if_missing && !(asked && !self.snapshot_done) {
+                if !cfg.create_slot_if_missing && (!asked || self.snapshot_done) {
                     return Err(RunError::Setup(format!(
                         "replication slot \"{}\" does not exist (server {name}); create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing",
                         cfg.slot
