@@ -240,3 +240,72 @@ fn missing_logical_slot_15() {
 fn missing_logical_slot_18() {
     missing_logical_slot(PgVersion::V18);
 }
+
+/// A failover to a new primary that lacks the slot (a standby's base backup carries no
+/// slots): the archiver with --create-slot-if-missing creates it there, with a warning naming
+/// the new server, and streams on; the one without keeps trying (the missing slot is an error
+/// only for the first connection) and creates nothing.
+fn failover(version: PgVersion) {
+    let mut p = Cluster::builder(version).wal_segsize_mb(1).conf("autovacuum = off").start();
+    let s = Cluster::builder(version).standby_of(&p).start();
+    let t = TestDir::new("failoverslot");
+    p.create_physical_slot("asked");
+    p.create_physical_slot("unasked");
+    let both = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres target_session_attrs=read-write",
+        p.port(),
+        s.port()
+    );
+    let spawn = |slot: &str, extra: &[&str]| {
+        let mut cmd = pgreceivewal();
+        cmd.args(["-d", &both, "-D"]).arg(t.join(slot)).args(["-S", slot, "-s", "1"]).args(extra);
+        crate::util::KillOnDrop::spawn(
+            cmd.stdout(Stdio::null()).stderr(fs::File::create(t.join(format!("{slot}.log"))).unwrap()),
+        )
+    };
+    let mut asked = spawn("asked", &["--create-slot-if-missing"]);
+    let mut unasked = spawn("unasked", &[]);
+    wait_until(QUICK, "both archivers to stream", || {
+        p.psql("SELECT count(*) FROM pg_replication_slots WHERE active") == "2"
+    });
+    p.generate_wal(1);
+    let target = p.current_lsn();
+    wait_until(QUICK, "the standby to replay", || {
+        s.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'")) == "t"
+    });
+
+    p.stop(crate::util::Mode::Fast);
+    s.promote();
+    let log = |slot: &str| fs::read_to_string(t.join(format!("{slot}.log"))).unwrap();
+    wait_until(QUICK, "the asked-for slot on the new primary", || {
+        s.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'asked' AND active") == "1"
+    });
+    // The log line may reach the file a moment after the server sees the slot in use.
+    let port = format!(":{}", s.port());
+    wait_until(QUICK, "a warning naming the new primary", || {
+        lines_at(&log("asked"), "warning")
+            .iter()
+            .any(|l| l.contains("created replication slot \"asked\"") && l.contains(&port))
+    });
+    wait_until(QUICK, "the other archiver to report the missing slot", || {
+        lines_at(&log("unasked"), "warning")
+            .iter()
+            .any(|l| l.contains("replication slot \"unasked\" does not exist"))
+    });
+    assert_eq!(slot_count(&s, "unasked"), "0");
+    for (name, child) in [("asked", &mut asked), ("unasked", &mut unasked)] {
+        let status = child.signal_and_wait("TERM", QUICK);
+        assert!(status.success(), "{name}: {status}\n{}", log(name));
+        assert!(lines_at(&log(name), "error").is_empty(), "{}", log(name));
+    }
+}
+
+#[test]
+fn failover_15() {
+    failover(PgVersion::V15);
+}
+
+#[test]
+fn failover_18() {
+    failover(PgVersion::V18);
+}
