@@ -419,7 +419,8 @@ impl LostWal<'_> {
                 )
             }
         };
-        RunError::Server(ServerError { message: msg, fatal: true, ..server_err.clone() })
+        // A slot dropped since we looked is retried after a reconnect, as a missing slot is.
+        RunError::Server(ServerError { message: msg, fatal: !missing, ..server_err.clone() })
     }
 
     /// The WAL missing from the archive, as far as we know it.
@@ -485,5 +486,74 @@ mod tests {
         assert!(!standby_names_include("pg_receivewal", "pgreceivewal"));
         assert!(!standby_names_include("\"ééé\", x", "pgreceivewal"));
         assert!(standby_names_include("ééé, pgreceivewal", "pgreceivewal"));
+    }
+
+    fn server_error(sqlstate: &str, message: &str) -> RunError {
+        RunError::Stream(StreamError::Server(ServerError {
+            server: "db1:5432".into(),
+            message: message.into(),
+            sqlstate: Some(sqlstate.into()),
+            fatal: false,
+        }))
+    }
+
+    fn explained(lost: &LostWal, e: RunError) -> ServerError {
+        match lost.explain(e) {
+            RunError::Server(s) => s,
+            other => panic!("not explained: {other}"),
+        }
+    }
+
+    #[test]
+    fn lost_wal_is_explained() {
+        let dir = std::path::Path::new("/wal");
+        let lost = LostWal {
+            slot: Some("arch"),
+            slot_state: SlotState::HoldsNothing,
+            dir,
+            resume: Some(Lsn(0x700000)),
+            server_at: Lsn(0x925488),
+        };
+        // 15: the slot holds nothing and the WAL is gone.
+        let e = explained(
+            &lost,
+            server_error("58P01", "requested WAL segment 000000010000000000000007 has already been removed"),
+        );
+        assert!(e.fatal);
+        for want in [
+            "replication slot \"arch\" holds no WAL any more: it has been invalidated",
+            "wal_status 'lost'",
+            "requested WAL segment 000000010000000000000007 has already been removed",
+            "WAL from 0/700000 up to the oldest WAL the server still has (at most up to 0/925488",
+            "take a new base backup",
+            "pgreceivewal --drop-slot -S arch, then --create-slot -S arch",
+        ] {
+            assert!(e.message.contains(want), "{want:?} missing: {e}");
+        }
+        // 18: the server refuses the invalidated slot itself.
+        let e = explained(
+            &LostWal { slot_state: SlotState::Unknown, ..lost },
+            server_error("55000", "can no longer access replication slot \"arch\""),
+        );
+        assert!(e.fatal && e.message.starts_with("replication slot \"arch\" has been invalidated"), "{e}");
+        // A slot that holds WAL only after the archive's end.
+        let e = explained(
+            &LostWal { slot_state: SlotState::Holds(Lsn(0x900000)), ..lost },
+            server_error("58P01", "requested WAL segment has already been removed"),
+        );
+        assert!(e.message.contains("holds WAL only from 0/900000"), "{e}");
+        // An empty archive misses nothing.
+        let e = explained(&LostWal { resume: None, ..lost }, server_error("55000", "can no longer access"));
+        assert!(e.message.contains("holds no WAL yet, so none is missing from it"), "{e}");
+        // Without a slot: the advice to use one. 55000 without a slot is not ours to explain.
+        let no_slot = LostWal { slot: None, slot_state: SlotState::Unknown, ..lost };
+        let e = explained(&no_slot, server_error("58P01", "requested WAL segment has already been removed"));
+        assert!(e.fatal && e.message.contains("use a replication slot (-S)"), "{e}");
+        assert!(matches!(no_slot.explain(server_error("55000", "x")), RunError::Stream(_)));
+        // A slot dropped between READ_REPLICATION_SLOT and START_REPLICATION: retried later.
+        let e = explained(&lost, server_error("42704", "replication slot \"arch\" does not exist"));
+        assert!(!e.fatal && e.message.contains("--create-slot-if-missing"), "{e}");
+        // Anything else passes through untouched.
+        assert!(matches!(lost.explain(server_error("XX000", "other")), RunError::Stream(_)));
     }
 }
