@@ -379,9 +379,11 @@ impl LostWal<'_> {
             _ => return e,
         };
         let removed = server_err.has_sqlstate(sqlstate::UNDEFINED_FILE);
-        // On PostgreSQL 18 an invalidated slot cannot even be acquired.
-        let invalidated =
-            self.slot.is_some() && server_err.has_sqlstate(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
+        // On PostgreSQL 18 an invalidated slot cannot even be acquired; READ_REPLICATION_SLOT
+        // showed it holding no WAL (55000 is not only used for this).
+        let invalidated = self.slot.is_some()
+            && !matches!(self.slot_state, SlotState::Holds(_))
+            && server_err.has_sqlstate(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
         // START_REPLICATION on a server that cannot tell us beforehand (before 15), or a
         // slot dropped since we looked.
         let missing = self.slot.is_some() && server_err.has_sqlstate(sqlstate::UNDEFINED_OBJECT);
@@ -536,6 +538,9 @@ mod tests {
             server_error("55000", "can no longer access replication slot \"arch\""),
         );
         assert!(e.fatal && e.message.starts_with("replication slot \"arch\" has been invalidated"), "{e}");
+        // 55000 for a slot that holds WAL is something else: passed through.
+        let holding = LostWal { slot_state: SlotState::Holds(Lsn(0x700000)), ..lost };
+        assert!(matches!(holding.explain(server_error("55000", "x")), RunError::Stream(_)));
         // A slot that holds WAL only after the archive's end.
         let e = explained(
             &LostWal { slot_state: SlotState::Holds(Lsn(0x900000)), ..lost },
