@@ -229,6 +229,38 @@ fn missing_logical_slot(version: PgVersion) {
         lines_at(&out, "warning").iter().any(|l| l.contains("created replication slot \"cdc\"")),
         "{out}"
     );
+
+    // --create-slot --start --snapshot asks for the slot by name: created (no warning), the
+    // snapshot written, then streamed.
+    let d2 = t.join("snap");
+    let endpos = c.current_lsn();
+    let mut child = crate::util::KillOnDrop::spawn(
+        pgrecvlogical(
+            &c,
+            &[
+                "-S",
+                "snap",
+                "-P",
+                "pub",
+                "-D",
+                d2.to_str().unwrap(),
+                "--create-slot",
+                "--start",
+                "--snapshot",
+                "-E",
+                &endpos,
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(t.join("snap.log")).unwrap()),
+    );
+    wait_until(QUICK, "the snapshot slot to be created", || slot_count(&c, "snap") == "1");
+    c.psql("INSERT INTO t VALUES (3)");
+    let status = crate::util::wait_for_exit(&mut child, QUICK).expect("-E ends the run");
+    let out = fs::read_to_string(t.join("snap.log")).unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("initial snapshot written: 2 rows of 1 tables"), "{out}");
+    assert!(lines_at(&out, "warning").is_empty(), "{out}");
 }
 
 #[test]
