@@ -294,7 +294,7 @@ sync_round() {
 
 sync_commit() {
     step "synchronous commit: pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds"
-    # Slots first: our tool creates a missing slot itself, pg_receivewal needs it made.
+    # Slots first: neither tool creates a missing slot by itself (ours only when asked to).
     "$pgbench" "${conn[@]}" -i -q -s 10 postgres >"$work/pgbench-init.log" 2>&1 ||
         { cat "$work/pgbench-init.log" >&2; fail "pgbench -i failed"; }
     cluster_psql pg "VACUUM ANALYZE"

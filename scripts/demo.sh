@@ -3,7 +3,7 @@
 #
 # Starts a throwaway PostgreSQL cluster (15; PGRW_DEMO_VERSION=18 for 18) with
 # 1 MB WAL segments, streams its WAL into a scratch directory with
-#   pgreceivewal -D <dir> -S demo_slot --synchronous
+#   pgreceivewal -D <dir> -S demo_slot --create-slot-if-missing --synchronous
 # (the slot is created by pgreceivewal), makes it the synchronous standby, runs
 # `pgbench -i -s 5` and `pgbench -T 10 -c 2`, switches WAL, stops pgreceivewal
 # with SIGTERM and shows the archive and a pg_waldump summary of its last
@@ -46,8 +46,8 @@ archive=$work/archive
 mkdir -m 0700 "$archive"
 receiver_log=$work/pgreceivewal.log
 
-step "pgreceivewal -D $archive -S demo_slot --synchronous"
-"$receiver" -D "$archive" -h 127.0.0.1 -p "$port" -U postgres -S demo_slot --synchronous \
+step "pgreceivewal -D $archive -S demo_slot --create-slot-if-missing --synchronous"
+"$receiver" -D "$archive" -h 127.0.0.1 -p "$port" -U postgres -S demo_slot --create-slot-if-missing --synchronous \
     </dev/null >"$receiver_log" 2>&1 &
 receiver_pid=$!
 register_pid "$receiver_pid"

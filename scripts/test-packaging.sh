@@ -218,9 +218,9 @@ ls "$work/full"/*.partial >/dev/null 2>&1 || fail "verify-full: the segment hold
 say "sslmode=verify-full: ${segs[*]} archived (identical to the server's) up to $endpos"
 
 # require, as a service runs: in the background, stopped by SIGTERM. The slot does not exist
-# yet: streaming creates it.
+# yet: streaming creates it, as the packaged example configuration asks.
 "$STATIC/pgreceivewal" -d "$base sslmode=require application_name=pkgtest_require" \
-    -S pkgtest_require --synchronous -D "$work/require" 2>"$work/require.log" &
+    -S pkgtest_require --create-slot-if-missing --synchronous -D "$work/require" 2>"$work/require.log" &
 req_pid=$!
 register_pid "$req_pid"
 ssl_in_use() {

@@ -321,6 +321,35 @@ impl Archive {
         }
     }
 
+    /// The replication slot the archive was last streamed with, from the metadata file
+    /// (`None` for an archive not yet streamed with a slot, or from before slots were recorded).
+    pub fn recorded_slot(&self) -> Result<Option<String>, ArchiveError> {
+        let meta = self.dir.join(META_FILE);
+        match fs::read(&meta) {
+            Ok(content) => {
+                parse_meta_slot(&content).map_err(|reason| ArchiveError::BadMetadata { path: meta, reason })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ArchiveError::Io { path: meta, action: "read", err: e }),
+        }
+    }
+
+    /// Records `slot` in the metadata file written by [`Archive::check_cluster`], keeping its
+    /// other lines (keys of later versions included) as they are.
+    pub fn record_slot(&self, slot: &str) -> Result<(), ArchiveError> {
+        let meta = self.dir.join(META_FILE);
+        let content = fs::read(&meta).map_err(io_err(&meta, "read"))?;
+        let text = std::str::from_utf8(&content)
+            .map_err(|_| ArchiveError::BadMetadata { path: meta.clone(), reason: "not UTF-8".into() })?;
+        let mut out: String = text
+            .lines()
+            .filter(|l| l.split_once('=').is_none_or(|(k, _)| k.trim() != "slot"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push_str(&format!("slot={slot}\n"));
+        write_durably(&meta, out.as_bytes(), 0o600).map_err(io_err(&meta, "write"))
+    }
+
     /// Removes our own temporary files left by a crash (never anything else).
     pub fn remove_leftovers(&self, scan: &Scan) -> Result<(), ArchiveError> {
         for p in &scan.leftovers {
@@ -369,6 +398,27 @@ pub fn parse_meta(content: &[u8]) -> Result<ClusterId, String> {
         (Some(system_id), Some(seg_size)) => Ok(ClusterId { system_id, seg_size }),
         _ => Err("system_identifier or wal_segment_size is missing".into()),
     }
+}
+
+/// The `slot` key of `.pgreceivewal.meta`, checked as a slot name (the file may have been
+/// edited; a name that is not one must never reach a replication command).
+pub fn parse_meta_slot(content: &[u8]) -> Result<Option<String>, String> {
+    let text = std::str::from_utf8(content).map_err(|_| "not UTF-8".to_string())?;
+    let mut slot = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if let Some((k, v)) = line.split_once('=') {
+            if k.trim() == "slot" {
+                let v = v.trim();
+                let valid = (1..=63).contains(&v.len())
+                    && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(format!("slot has invalid value \"{v}\""));
+                }
+                slot = Some(v.to_owned());
+            }
+        }
+    }
+    Ok(slot)
 }
 
 /// Reads the identity from a segment's first page (its long header), `None` if that page was
@@ -539,6 +589,29 @@ mod tests {
             )),
             "{e}"
         );
+    }
+
+    #[test]
+    fn slot_is_recorded_in_the_metadata() {
+        let d = Dir::new("metaslot");
+        let a = Archive::open(&d.0).unwrap();
+        let me = ClusterId { system_id: 42, seg_size: SEG };
+        a.check_cluster(me, &Scan::default()).unwrap();
+        // A metadata file from before slots were recorded reads as "no slot".
+        assert_eq!(a.recorded_slot().unwrap(), None);
+        let mut old = fs::read_to_string(d.0.join(META_FILE)).unwrap();
+        old.push_str("future=3\n");
+        fs::write(d.0.join(META_FILE), &old).unwrap();
+        a.record_slot("one").unwrap();
+        a.record_slot("two").unwrap();
+        assert_eq!(a.recorded_slot().unwrap().as_deref(), Some("two"));
+        let text = fs::read_to_string(d.0.join(META_FILE)).unwrap();
+        assert_eq!(text, format!("{old}slot=two\n"), "other lines are kept, one slot line");
+        a.check_cluster(me, &Scan::default()).unwrap();
+        assert_eq!(parse_meta(text.as_bytes()).unwrap(), me);
+        fs::write(d.0.join(META_FILE), format!("{old}slot=a b\n")).unwrap();
+        assert!(matches!(a.recorded_slot(), Err(ArchiveError::BadMetadata { .. })));
+        assert_eq!(parse_meta_slot(b"slot= s_1 \n").unwrap().as_deref(), Some("s_1"));
     }
 
     #[test]

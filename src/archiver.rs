@@ -10,7 +10,7 @@ use crate::archive::{Archive, ArchiveError, ClusterId};
 use crate::cli::{Action, Config, Durability};
 use crate::lsn::Lsn;
 use crate::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
-use crate::server::{Server, ServerError, SlotInfo};
+use crate::server::{sqlstate, Server, ServerError, SlotInfo};
 use crate::session::{self, SessionFailure};
 use crate::walfile::Tli;
 use crate::writer::WriterConfig;
@@ -172,16 +172,24 @@ impl<'a> Archiver<'a> {
             self.archive.set_group_access(group_access)?;
         }
 
-        let slot_start = match &cfg.slot {
-            Some(slot) => self.ensure_slot(&mut server, slot)?,
-            None => None,
+        let resume = scan.resume_point(seg_size);
+        let (slot_start, slot_state) = match &cfg.slot {
+            Some(slot) => self.ensure_slot(&mut server, slot, scan.newest.is_some())?,
+            None => (None, SlotState::Unknown),
         };
         self.warn_about_sync_traps(&mut server);
 
         // Resume from the archive; else where the slot holds WAL for us; else the server's
         // current position; always from the start of that segment.
-        let (start, tli) = scan.resume_point(seg_size).or(slot_start).unwrap_or((sys.xlogpos, sys.tli));
+        let (start, tli) = resume.or(slot_start).unwrap_or((sys.xlogpos, sys.tli));
         let start = start.segment_start(seg_size);
+        let lost = LostWal {
+            slot: cfg.slot.as_deref(),
+            slot_state,
+            dir: &self.archive.dir,
+            resume: resume.map(|(lsn, _)| lsn),
+            server_at: sys.xlogpos,
+        };
 
         let opts = StreamOptions {
             slot: cfg.slot.clone(),
@@ -198,35 +206,89 @@ impl<'a> Archiver<'a> {
             system_id: sys.system_id,
             block_size,
         };
-        let receiver =
-            Receiver::new(&mut server, &opts, self.stop, writer_cfg, start).map_err(RunError::Stream)?;
-        receiver.run(start, tli).map_err(RunError::Stream)
+        let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
+            .map_err(|e| lost.explain(RunError::Stream(e)))?;
+        receiver.run(start, tli).map_err(|e| lost.explain(RunError::Stream(e)))
     }
 
-    /// Makes sure the slot exists and is physical; returns where it holds WAL from.
-    fn ensure_slot(&mut self, server: &mut Server, slot: &str) -> Result<Option<(Lsn, Tli)>, RunError> {
-        match server.read_replication_slot(slot)? {
-            Some(SlotInfo::Logical) => Err(RunError::Slot(format!(
-                "replication slot \"{slot}\" is a logical slot (server {}); pgreceivewal needs a physical slot: use another name or drop it",
-                server.name
-            ))),
-            Some(SlotInfo::Physical { restart_lsn: Some(lsn), restart_tli }) => {
-                Ok(Some((lsn, restart_tli.unwrap_or(server.identify_system()?.tli))))
+    /// Makes sure the slot exists and is physical, creating a missing one only when asked to
+    /// (`--create-slot-if-missing`) and only the slot the archive was streamed with; records
+    /// the slot in the archive's metadata. Returns where the slot holds WAL from, and what
+    /// READ_REPLICATION_SLOT said of it.
+    fn ensure_slot(
+        &mut self,
+        server: &mut Server,
+        slot: &str,
+        archive_has_wal: bool,
+    ) -> Result<(Option<(Lsn, Tli)>, SlotState), RunError> {
+        let recorded = self.archive.recorded_slot()?;
+        let info = server.read_replication_slot(slot)?;
+        let (start, state) = match info {
+            Some(SlotInfo::Logical) => {
+                return Err(RunError::Slot(format!(
+                    "replication slot \"{slot}\" is a logical slot (server {}); pgreceivewal needs a physical slot: use another name or drop it",
+                    server.name
+                )))
             }
-            Some(SlotInfo::Physical { .. }) => Ok(None),
+            Some(SlotInfo::Physical { restart_lsn: Some(lsn), restart_tli }) => {
+                let tli = restart_tli.unwrap_or(server.identify_system()?.tli);
+                (Some((lsn, tli)), SlotState::Holds(lsn))
+            }
+            Some(SlotInfo::Physical { restart_lsn: None, .. }) => (None, SlotState::HoldsNothing),
             Some(SlotInfo::Missing) | None => {
+                let missing = info.is_some();
+                // As pg_receivewal: a mistyped name must not leave a slot that holds WAL on
+                // the server for ever.
+                if !self.cfg.create_slot_if_missing {
+                    if missing {
+                        return Err(RunError::Server(server.transient(format!(
+                            "replication slot \"{slot}\" does not exist; create it with pgreceivewal --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)"
+                        ))));
+                    }
+                    // Before PostgreSQL 15 nothing tells us; START_REPLICATION will.
+                    return Ok((None, SlotState::Unknown));
+                }
+                let may_create = match &recorded {
+                    Some(r) => r == slot,
+                    None => !archive_has_wal,
+                };
+                if !may_create {
+                    let streamed_with = match &recorded {
+                        Some(r) => format!("was streamed with slot \"{r}\""),
+                        None => "already holds WAL streamed without a recorded slot".to_string(),
+                    };
+                    if !missing {
+                        // Creating is the only way to know on this server; do not try.
+                        return Ok((None, SlotState::Unknown));
+                    }
+                    return Err(RunError::Slot(format!(
+                        "replication slot \"{slot}\" does not exist (server {}), and --create-slot-if-missing creates only the slot an archive was streamed with: archive \"{}\" {streamed_with}; check the slot name, or create the slot with pgreceivewal --create-slot -S {slot}",
+                        server.name,
+                        self.archive.dir.display()
+                    )));
+                }
                 // Older servers cannot tell us; creating is then also the existence check.
                 if server.create_physical_slot(slot)? {
                     // A warning: if the slot existed before (and was dropped, or lost with a
                     // failover), the server may have removed WAL no slot held any more.
                     log::warn!(
-                        "created replication slot \"{slot}\" on server {}: it did not exist; if this archive streamed through a slot of that name before, WAL between then and now may be missing from the archive",
+                        "created replication slot \"{slot}\" on server {}: it did not exist; it holds WAL on that server until it is dropped, and if this archive streamed through a slot of that name before, WAL between then and now may be missing from the archive",
                         server.name
                     );
                 }
-                Ok(None)
+                (None, SlotState::Unknown)
             }
+        };
+        if recorded.as_deref() != Some(slot) {
+            if let Some(r) = &recorded {
+                log::warn!(
+                    "archive \"{}\" was streamed with replication slot \"{r}\" and now is with \"{slot}\"; drop \"{r}\" if nothing else uses it, or it holds WAL for ever",
+                    self.archive.dir.display()
+                );
+            }
+            self.archive.record_slot(slot)?;
         }
+        Ok((start, state))
     }
 
     /// The two ways a synchronous archiver goes wrong quietly.
@@ -246,6 +308,98 @@ impl<'a> Archiver<'a> {
                     );
                 }
             }
+        }
+    }
+}
+
+/// What READ_REPLICATION_SLOT said of the slot before streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// The slot holds WAL from this position.
+    Holds(Lsn),
+    /// The slot exists but holds no WAL: invalidated (`max_slot_wal_keep_size`), or created
+    /// without reserving WAL and never used.
+    HoldsNothing,
+    /// No slot, a server too old to say (before 15), or a slot just created.
+    Unknown,
+}
+
+/// What an archiver session knows when the server says WAL it needs is gone, so that the
+/// error says which slot, what is missing from the archive, and what to do.
+struct LostWal<'a> {
+    slot: Option<&'a str>,
+    slot_state: SlotState,
+    dir: &'a std::path::Path,
+    /// Where the archive resumes (`None`: it holds no WAL yet).
+    resume: Option<Lsn>,
+    /// The server's WAL position when the session started.
+    server_at: Lsn,
+}
+
+impl LostWal<'_> {
+    /// Rewrites a "WAL removed" or "slot invalidated" error from START_REPLICATION or the
+    /// stream into one final error; anything else passes through.
+    fn explain(&self, e: RunError) -> RunError {
+        let server_err = match &e {
+            RunError::Stream(StreamError::Server(s)) | RunError::Server(s) => s,
+            _ => return e,
+        };
+        let removed = server_err.has_sqlstate(sqlstate::UNDEFINED_FILE);
+        // On PostgreSQL 18 an invalidated slot cannot even be acquired; READ_REPLICATION_SLOT
+        // showed it holding no WAL (55000 is not only used for this).
+        let invalidated = self.slot.is_some()
+            && !matches!(self.slot_state, SlotState::Holds(_))
+            && server_err.has_sqlstate(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE);
+        // START_REPLICATION on a server that cannot tell us beforehand (before 15), or a
+        // slot dropped since we looked.
+        let missing = self.slot.is_some() && server_err.has_sqlstate(sqlstate::UNDEFINED_OBJECT);
+        if !removed && !invalidated && !missing {
+            return e;
+        }
+        let what = &server_err.message;
+        let dir = self.dir.display();
+        let msg = match (self.slot, missing) {
+            (Some(slot), true) => format!(
+                "{what}; create it with pgreceivewal --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)"
+            ),
+            (None, _) => format!(
+                "{what}; {}: use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup",
+                self.gap()
+            ),
+            (Some(slot), false) => {
+                let why = match self.slot_state {
+                    _ if invalidated => format!(
+                        "replication slot \"{slot}\" has been invalidated (pg_replication_slots shows it with wal_status 'lost')"
+                    ),
+                    SlotState::HoldsNothing => format!(
+                        "replication slot \"{slot}\" holds no WAL any more: it has been invalidated (max_slot_wal_keep_size; pg_replication_slots shows it with wal_status 'lost')"
+                    ),
+                    SlotState::Holds(r) if self.resume.is_some_and(|a| a < r) => format!(
+                        "replication slot \"{slot}\" holds WAL only from {r}, after the end of archive \"{dir}\" (was the slot dropped and recreated?)"
+                    ),
+                    _ => format!(
+                        "the server no longer has WAL that archive \"{dir}\" needs, although replication slot \"{slot}\" is used (was the slot created after that WAL was removed, as on a new primary?)"
+                    ),
+                };
+                format!(
+                    "{why}: {what}; {}: take a new base backup and start a new archive directory, and recreate the slot (pgreceivewal --drop-slot -S {slot}, then --create-slot -S {slot})",
+                    self.gap()
+                )
+            }
+        };
+        // A slot dropped since we looked is retried after a reconnect, as a missing slot is.
+        RunError::Server(ServerError { message: msg, fatal: !missing, ..server_err.clone() })
+    }
+
+    /// The WAL missing from the archive, as far as we know it.
+    fn gap(&self) -> String {
+        match self.resume {
+            Some(at) => format!(
+                "the archive cannot be continued without a gap: WAL from {at} up to the oldest WAL the server still has (at most up to {}, its position) is missing from archive \"{}\"",
+                self.server_at,
+                self.dir.display()
+            ),
+            None => format!("archive \"{}\" holds no WAL yet, so none is missing from it", self.dir.display()),
         }
     }
 }
@@ -300,5 +454,77 @@ mod tests {
         assert!(!standby_names_include("pg_receivewal", "pgreceivewal"));
         assert!(!standby_names_include("\"ééé\", x", "pgreceivewal"));
         assert!(standby_names_include("ééé, pgreceivewal", "pgreceivewal"));
+    }
+
+    fn server_error(sqlstate: &str, message: &str) -> RunError {
+        RunError::Stream(StreamError::Server(ServerError {
+            server: "db1:5432".into(),
+            message: message.into(),
+            sqlstate: Some(sqlstate.into()),
+            fatal: false,
+        }))
+    }
+
+    fn explained(lost: &LostWal, e: RunError) -> ServerError {
+        match lost.explain(e) {
+            RunError::Server(s) => s,
+            other => panic!("not explained: {other}"),
+        }
+    }
+
+    #[test]
+    fn lost_wal_is_explained() {
+        let dir = std::path::Path::new("/wal");
+        let lost = LostWal {
+            slot: Some("arch"),
+            slot_state: SlotState::HoldsNothing,
+            dir,
+            resume: Some(Lsn(0x700000)),
+            server_at: Lsn(0x925488),
+        };
+        // 15: the slot holds nothing and the WAL is gone.
+        let e = explained(
+            &lost,
+            server_error("58P01", "requested WAL segment 000000010000000000000007 has already been removed"),
+        );
+        assert!(e.fatal);
+        for want in [
+            "replication slot \"arch\" holds no WAL any more: it has been invalidated",
+            "wal_status 'lost'",
+            "requested WAL segment 000000010000000000000007 has already been removed",
+            "WAL from 0/700000 up to the oldest WAL the server still has (at most up to 0/925488",
+            "take a new base backup",
+            "pgreceivewal --drop-slot -S arch, then --create-slot -S arch",
+        ] {
+            assert!(e.message.contains(want), "{want:?} missing: {e}");
+        }
+        // 18: the server refuses the invalidated slot itself.
+        let e = explained(
+            &LostWal { slot_state: SlotState::Unknown, ..lost },
+            server_error("55000", "can no longer access replication slot \"arch\""),
+        );
+        assert!(e.fatal && e.message.starts_with("replication slot \"arch\" has been invalidated"), "{e}");
+        // 55000 for a slot that holds WAL is something else: passed through.
+        let holding = LostWal { slot_state: SlotState::Holds(Lsn(0x700000)), ..lost };
+        assert!(matches!(holding.explain(server_error("55000", "x")), RunError::Stream(_)));
+        // A slot that holds WAL only after the archive's end.
+        let e = explained(
+            &LostWal { slot_state: SlotState::Holds(Lsn(0x900000)), ..lost },
+            server_error("58P01", "requested WAL segment has already been removed"),
+        );
+        assert!(e.message.contains("holds WAL only from 0/900000"), "{e}");
+        // An empty archive misses nothing.
+        let e = explained(&LostWal { resume: None, ..lost }, server_error("55000", "can no longer access"));
+        assert!(e.message.contains("holds no WAL yet, so none is missing from it"), "{e}");
+        // Without a slot: the advice to use one. 55000 without a slot is not ours to explain.
+        let no_slot = LostWal { slot: None, slot_state: SlotState::Unknown, ..lost };
+        let e = explained(&no_slot, server_error("58P01", "requested WAL segment has already been removed"));
+        assert!(e.fatal && e.message.contains("use a replication slot (-S)"), "{e}");
+        assert!(matches!(no_slot.explain(server_error("55000", "x")), RunError::Stream(_)));
+        // A slot dropped between READ_REPLICATION_SLOT and START_REPLICATION: retried later.
+        let e = explained(&lost, server_error("42704", "replication slot \"arch\" does not exist"));
+        assert!(!e.fatal && e.message.contains("--create-slot-if-missing"), "{e}");
+        // Anything else passes through untouched.
+        assert!(matches!(lost.explain(server_error("XX000", "other")), RunError::Stream(_)));
     }
 }

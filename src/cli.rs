@@ -95,6 +95,9 @@ pub struct Config {
     pub action: Action,
     /// With `--create-slot`: an existing slot is not an error.
     pub if_not_exists: bool,
+    /// `--create-slot-if-missing`: streaming creates the `-S` slot when the server lacks it
+    /// (a new archive, or a new primary after a failover) instead of refusing to start.
+    pub create_slot_if_missing: bool,
     /// Stop after receiving this position. `-E 0/0` is no end position, as in pg_receivewal
     /// (it compares against `InvalidXLogRecPtr`).
     pub endpos: Option<Lsn>,
@@ -153,6 +156,7 @@ const LONG_OPTIONS: &[&str] = &[
     "no-password",
     "password",
     "create-slot",
+    "create-slot-if-missing",
     "drop-slot",
     "log-level",
     "log-format",
@@ -167,6 +171,7 @@ struct Args {
     create_slot: bool,
     drop_slot: bool,
     if_not_exists: bool,
+    create_slot_if_missing: bool,
     endpos: Option<Lsn>,
     no_loop: bool,
     no_sync: bool,
@@ -341,6 +346,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 a.slot = Some(slot);
             }
             Long("create-slot") => a.create_slot = true,
+            Long("create-slot-if-missing") => a.create_slot_if_missing = true,
             Long("drop-slot") => a.drop_slot = true,
             Long("if-not-exists") => a.if_not_exists = true,
             Short('E') | Long("endpos") => {
@@ -405,13 +411,23 @@ impl Args {
         }
         self.common.check()?;
         self.common.check_conninfo()?;
-        // pg_receivewal ignores --if-not-exists when streaming. Here streaming with a slot
-        // creates it when missing anyway, so the flag only means something with --create-slot.
+        // pg_receivewal ignores --if-not-exists when streaming; here it is refused, so nobody
+        // takes it for "create the slot when missing", which has a flag of its own.
         if self.if_not_exists && action != Action::CreateSlot {
             return Err(usage(
                 "--if-not-exists can only be used with --create-slot \
-                 (a slot given with --slot is created when missing while streaming)",
+                 (to create a missing slot when streaming, use --create-slot-if-missing)",
             ));
+        }
+        if self.create_slot_if_missing {
+            if action != Action::Stream {
+                return Err(usage(
+                    "--create-slot-if-missing can only be used when streaming, not with --create-slot or --drop-slot",
+                ));
+            }
+            if self.slot.is_none() {
+                return Err(usage("--create-slot-if-missing needs a slot to be specified using --slot"));
+            }
         }
 
         let durability = if self.synchronous {
@@ -427,6 +443,7 @@ impl Args {
             slot: self.slot,
             action,
             if_not_exists: self.if_not_exists,
+            create_slot_if_missing: self.create_slot_if_missing,
             endpos: self.endpos,
             no_loop: self.no_loop,
             durability,
@@ -582,7 +599,7 @@ Options:
       --no-sync          do not wait for changes to be written safely to disk
   -s, --status-interval=SECS
                          time between status packets sent to server (default: {status})
-  -S, --slot=SLOTNAME    replication slot to use (created if missing)
+  -S, --slot=SLOTNAME    replication slot to use (it must exist)
       --synchronous      flush write-ahead log immediately after writing
   -v, --verbose          output verbose messages (-v debug, -vv trace)
   -V, --version          output version information, then exit
@@ -599,6 +616,9 @@ Connection options:
 
 Optional actions:
       --create-slot      create a new replication slot (for the slot's name see --slot)
+      --create-slot-if-missing
+                         when streaming, create the --slot slot if the server
+                         lacks it (a new archive, a new primary after failover)
       --drop-slot        drop the replication slot (for the slot's name see --slot)
 
 Logging:
@@ -607,11 +627,14 @@ Logging:
                          text or json, one message per line (default: text)
       --log-add-source   add the source file and line to each message
 
-A slot given with --slot that does not exist yet is created when streaming
-starts, so the server reserves WAL for it from then on. --create-slot and
---drop-slot do not need -D and exit once done. -s 0 turns status packets off.
---log-level overrides -v. Archived segments are kept byte-identical to the
-server's WAL, so compression is not offered.
+A slot given with --slot must exist, as for pg_receivewal: a mistyped name
+would otherwise leave a slot holding WAL on the server for ever. Create it with
+--create-slot, or pass --create-slot-if-missing where a server may lack it (a
+new primary after a failover); then a missing slot is created, reserving WAL
+at once, with a warning, but only the slot the archive was streamed with.
+--create-slot and --drop-slot do not need -D and exit once done. -s 0 turns
+status packets off. --log-level overrides -v. Archived segments are kept
+byte-identical to the server's WAL, so compression is not offered.
 
 Connection settings not given here are taken by libpq from the PG* environment
 variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSERVICE, PGSSLMODE, ...), the
@@ -667,6 +690,7 @@ mod tests {
                 slot: None,
                 action: Action::Stream,
                 if_not_exists: false,
+                create_slot_if_missing: false,
                 endpos: None,
                 no_loop: false,
                 durability: Durability::Default,
@@ -747,6 +771,24 @@ mod tests {
         assert!(!c.if_not_exists);
         // -D is allowed (and unused), as in pg_receivewal.
         assert_eq!(config(&["--create-slot", "-S", "s", "-D", "/w"]).action, Action::CreateSlot);
+    }
+
+    #[test]
+    fn create_slot_if_missing() {
+        assert!(!with_dir(&["-S", "s"]).create_slot_if_missing);
+        assert!(with_dir(&["-S", "s", "--create-slot-if-missing"]).create_slot_if_missing);
+        assert!(with_dir(&["-S", "s", "--create-slot-if"]).create_slot_if_missing);
+        assert_eq!(
+            err_with_dir(&["--create-slot-if-missing"]),
+            "--create-slot-if-missing needs a slot to be specified using --slot"
+        );
+        for action in ["--create-slot", "--drop-slot"] {
+            assert_eq!(
+                err(&[action, "-S", "s", "--create-slot-if-missing"]),
+                "--create-slot-if-missing can only be used when streaming, not with --create-slot or --drop-slot"
+            );
+        }
+        assert!(err_with_dir(&["-S", "s", "--if-not-exists"]).contains("use --create-slot-if-missing"));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub mod sqlstate {
     pub const UNDEFINED_OBJECT: &str = "42704";
     /// What walsender reports for "requested WAL segment ... has already been removed".
     pub const UNDEFINED_FILE: &str = "58P01";
+    /// What START_REPLICATION reports for an invalidated slot on PostgreSQL 18 ("can no
+    /// longer access replication slot"): object_not_in_prerequisite_state.
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     /// "replication slot ... is active for PID ...".
     pub const OBJECT_IN_USE: &str = "55006";
@@ -278,11 +281,9 @@ impl Server {
         let mut err = ServerError::from_pq(&self.name, e);
         if err.has_sqlstate(sqlstate::UNDEFINED_FILE) {
             // "requested WAL segment ... has already been removed": no retry brings it back,
-            // and the archive has a hole from here on.
+            // and the archive has a hole from here on. The caller, which knows whether a slot
+            // was used and where the archive ends, says what that means and what to do.
             err.fatal = true;
-            err.message.push_str(
-                "; the archive cannot be continued without a gap: use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup",
-            );
         }
         err
     }
@@ -359,6 +360,12 @@ impl Server {
             },
             Some(_) => SlotInfo::Logical,
         }))
+    }
+
+    /// A retryable error: a later connection (another server after a failover, a slot
+    /// created meanwhile) may succeed.
+    pub fn transient(&self, message: impl Into<String>) -> ServerError {
+        ServerError::new(&self.name, message)
     }
 
     /// Creates a physical slot that reserves WAL at once, so WAL from now on is kept for us

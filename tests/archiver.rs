@@ -221,7 +221,8 @@ fn synchronous_commit(version: PgVersion) {
     let d = t.join("archive");
     let start = |name: &str| {
         KillOnDrop::spawn(
-            ours(&c, &d, &["-S", "sync", "--synchronous"]).stderr(fs::File::create(t.join(name)).unwrap()),
+            ours(&c, &d, &["-S", "sync", "--create-slot-if-missing", "--synchronous"])
+                .stderr(fs::File::create(t.join(name)).unwrap()),
         )
     };
     let mut a = start("a.log");
@@ -337,7 +338,7 @@ fn timeline_switch_18() {
     timeline_switch(PgVersion::V18);
 }
 
-/// --create-slot / --drop-slot / --if-not-exists, and the automatic slot on streaming.
+/// --create-slot / --drop-slot / --if-not-exists, and --create-slot-if-missing on streaming.
 fn slot_actions(version: PgVersion) {
     let c = Cluster::new(version);
     let t = TestDir::new("slots");
@@ -365,14 +366,20 @@ fn slot_actions(version: PgVersion) {
     assert_eq!(status.code(), Some(1));
     assert!(out.contains("replication slot \"s1\" does not exist"), "{out}");
 
-    // Streaming with a slot that does not exist creates it, reserving WAL.
+    // Streaming with a slot that does not exist is refused, as by pg_receivewal; with
+    // --create-slot-if-missing it creates the slot, reserving WAL.
     c.generate_wal(1);
     let endpos = endpos_before_end(&c);
     let d = t.join("auto");
+    let (status, out) = run(&mut ours(&c, &d, &["-S", "auto", "-n", "-E", &endpos]), &log);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("replication slot \"auto\" does not exist"), "{out}");
+    assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots"), "0");
     // Started at the server's current position there is nothing before endpos to wait for:
     // give it WAL to pass once it runs.
     let mut child = KillOnDrop::spawn(
-        ours(&c, &d, &["-S", "auto", "-n", "-E", &endpos]).stderr(fs::File::create(&log).unwrap()),
+        ours(&c, &d, &["-S", "auto", "--create-slot-if-missing", "-n", "-E", &endpos])
+            .stderr(fs::File::create(&log).unwrap()),
     );
     wait_until(Duration::from_secs(30), "the slot to be created", || {
         c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'auto'") == "1"
@@ -406,8 +413,10 @@ fn archive_refuses_second_archiver_and_other_cluster() {
     let c2 = Cluster::builder(PgVersion::V18).wal_segsize_mb(1).start();
     let t = TestDir::new("refuse");
     let d = t.join("archive");
-    let mut running =
-        KillOnDrop::spawn(ours(&c1, &d, &["-S", "one"]).stderr(fs::File::create(t.join("one.log")).unwrap()));
+    let mut running = KillOnDrop::spawn(
+        ours(&c1, &d, &["-S", "one", "--create-slot-if-missing"])
+            .stderr(fs::File::create(t.join("one.log")).unwrap()),
+    );
     wait_until(Duration::from_secs(30), "the first archiver to stream", || {
         c1.psql("SELECT count(*) FROM pg_stat_replication") == "1"
     });

@@ -210,11 +210,16 @@ fn roles_and_slots(version: PgVersion) {
         &["pg_hba.conf rejects replication connection", "\"rejected\""],
     );
 
-    // A missing slot is created and streamed from (documented: --help says "created if
-    // missing"; pg_receivewal would fail instead). With -n, losing the connection then ends
+    // With --create-slot-if-missing a missing slot is created and streamed from (without it,
+    // refused as by pg_receivewal: tests/slots.rs). With -n, losing the connection then ends
     // the run with exit 1, as pg_receivewal -n does.
     let log = t.join("missing.log");
-    let mut child = KillOnDrop::spawn(&mut ours(&c, &t.join("missing"), &["-S", "brandnew", "-n"], &log));
+    let mut child = KillOnDrop::spawn(&mut ours(
+        &c,
+        &t.join("missing"),
+        &["-S", "brandnew", "--create-slot-if-missing", "-n"],
+        &log,
+    ));
     wait_until(QUICK, "streaming on the new slot", || reported(&c, "write_lsn").is_some());
     assert!(read_log(&log).contains("created replication slot \"brandnew\""), "{}", read_log(&log));
     assert!(slot_restart_lsn(&c, "brandnew").is_some(), "the created slot reserves WAL");

@@ -569,7 +569,7 @@ fn replay_equals_source(version: PgVersion, two_phase: bool, streaming: &str) {
     let log = t.join("tool.log");
     let mut args =
         vec!["-S", "cdc", "-P", "pub", "--create-publication", "-D", dir.to_str().unwrap(), "--ddl"];
-    args.extend(["--memory-limit", "64kB", "-v", "--streaming", streaming]);
+    args.extend(["--create-slot-if-missing", "--memory-limit", "64kB", "-v", "--streaming", streaming]);
     if two_phase {
         args.push("--two-phase");
     }
@@ -739,8 +739,18 @@ fn idle_slot_advances(version: PgVersion) {
     c.psql("CREATE TABLE quiet (id int PRIMARY KEY); CREATE DATABASE busy");
     let dir = t.join("out");
     let log = t.join("tool.log");
-    let args =
-        ["-S", "idle", "-P", "quietpub", "--create-publication", "-t", "quiet", "-D", dir.to_str().unwrap()];
+    let args = [
+        "-S",
+        "idle",
+        "-P",
+        "quietpub",
+        "--create-publication",
+        "-t",
+        "quiet",
+        "--create-slot-if-missing",
+        "-D",
+        dir.to_str().unwrap(),
+    ];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the slot", || slot_confirmed(&c, "idle").is_some());
     let before = lsn(&slot_confirmed(&c, "idle").unwrap());
@@ -811,7 +821,8 @@ fn snapshot_then_stream(version: PgVersion) {
     );
     let dir = t.join("out");
     let log = t.join("tool.log");
-    let args = ["-S", "snap", "-P", "pub", "--snapshot", "-D", dir.to_str().unwrap()];
+    let args =
+        ["-S", "snap", "-P", "pub", "--snapshot", "--create-slot-if-missing", "-D", dir.to_str().unwrap()];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the slot", || slot_confirmed(&c, "snap").is_some());
     c.psql("UPDATE s SET name = 'changed' WHERE id % 100 = 0; DELETE FROM s WHERE id > 24990");
@@ -923,8 +934,12 @@ fn refusals() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a pgoutput logical slot"), "{out:?}");
     // A fresh slot with --snapshot, stopping at the end position by itself.
     let endpos = c.current_lsn();
-    let out =
-        tool(&c, &["-S", "x", "-P", "pub", "-D", d, "-n", "--snapshot", "-E", &endpos]).output().unwrap();
+    let out = tool(
+        &c,
+        &["-S", "x", "-P", "pub", "-D", d, "-n", "--snapshot", "--create-slot-if-missing", "-E", &endpos],
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // A second writer into the same directory is refused while the first runs.
     let log = t.join("tool.log");
@@ -950,6 +965,7 @@ fn memory_stays_flat(version: PgVersion, streaming: &str) {
     let args = [
         "-S",
         "mem",
+        "--create-slot-if-missing",
         "-P",
         "pub",
         "-D",

@@ -21,3 +21,5 @@ mod session;
 mod physical_fixes;
 
 mod logical_server;
+
+mod slots;

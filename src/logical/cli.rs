@@ -28,7 +28,7 @@ pub type Command = crate::cli::Command<Config>;
 /// What a run does once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Stream changes (the default; the slot is created when missing).
+    /// Stream changes (the default; the slot must exist unless `--create-slot-if-missing`).
     Stream,
     /// `--create-slot`: create the slot, then exit (or stream, with `--start`).
     CreateSlot { then_stream: bool },
@@ -71,6 +71,8 @@ pub struct Config {
     /// Empty only for `--list-slots` and `--teardown` alone.
     pub slot: String,
     pub if_not_exists: bool,
+    /// `--create-slot-if-missing`: streaming creates the slot when the server lacks it.
+    pub create_slot_if_missing: bool,
     pub publications: Vec<String>,
     pub create_publication: bool,
     /// Tables for `--create-publication`; empty means FOR ALL TABLES.
@@ -116,6 +118,7 @@ const LONG_OPTIONS: &[&str] = &[
     "create-publication",
     "table",
     "create-slot",
+    "create-slot-if-missing",
     "if-not-exists",
     "start",
     "drop-slot",
@@ -160,6 +163,7 @@ struct Args {
     create_publication: bool,
     tables: Vec<String>,
     create_slot: bool,
+    create_slot_if_missing: bool,
     if_not_exists: bool,
     start: bool,
     drop_slot: bool,
@@ -269,6 +273,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 a.tables.push(t);
             }
             Long("create-slot") => a.create_slot = true,
+            Long("create-slot-if-missing") => a.create_slot_if_missing = true,
             Long("if-not-exists") => a.if_not_exists = true,
             Long("start") => a.start = true,
             Long("drop-slot") => a.drop_slot = true,
@@ -360,6 +365,11 @@ impl Args {
         if self.if_not_exists && !self.create_slot {
             return Err(usage("--if-not-exists can only be used with --create-slot"));
         }
+        if self.create_slot_if_missing && action != Action::Stream {
+            return Err(usage(
+                "--create-slot-if-missing can only be used when streaming (--create-slot --start creates the slot itself)",
+            ));
+        }
         self.common.check()?;
         self.common.check_dbname()?;
 
@@ -414,6 +424,7 @@ impl Args {
             action,
             slot: self.slot.unwrap_or_default(),
             if_not_exists: self.if_not_exists,
+            create_slot_if_missing: self.create_slot_if_missing,
             publications: self.publications,
             create_publication: self.create_publication,
             tables: self.tables,
@@ -476,7 +487,7 @@ Output:
   -?, --help             show this help, then exit
 
 Replication:
-  -S, --slot=SLOTNAME    logical replication slot (pgoutput; created if missing)
+  -S, --slot=SLOTNAME    logical replication slot (pgoutput; it must exist)
   -P, --publication=NAME publication to stream (repeatable)
       --create-publication
                          create the publication if missing (for all tables, or
@@ -497,6 +508,9 @@ Optional actions:
       --create-slot      create the slot (with --start, then stream)
       --if-not-exists    do not error if the slot already exists
       --start            stream after --create-slot
+      --create-slot-if-missing
+                         when streaming, create the slot if the server lacks
+                         it (a new primary after a failover), with a warning
       --drop-slot        drop the slot
       --teardown         remove what --ddl installed
       --list-slots       list the database's logical slots
@@ -519,6 +533,10 @@ The position confirmed to the server is the end of the last transaction whose
 output is on disk (fsync'ed) or written to standard output; while nothing is
 pending, keepalive positions are confirmed so an idle slot never holds WAL.
 After a restart streaming resumes where the output ends, without gaps.
+
+The slot must exist: a forgotten slot holds back WAL and the catalog on the
+server, so a missing one is created only by --create-slot (--start to stream
+at once) or, when streaming, with --create-slot-if-missing.
 
 Connection settings not given here are taken by libpq from the PG* environment
 variables, the password file ~/.pgpass and the connection service file.
@@ -686,6 +704,17 @@ mod tests {
         );
         // --ddl needs the messages the trigger emits.
         assert!(stream(&["--ddl"]).messages);
+    }
+
+    #[test]
+    fn create_slot_if_missing() {
+        assert!(!stream(&[]).create_slot_if_missing);
+        assert!(stream(&["--create-slot-if-missing"]).create_slot_if_missing);
+        for action in [&["--create-slot", "--start"][..], &["--drop-slot"][..], &["--list-slots"][..]] {
+            let mut args = action.to_vec();
+            args.push("--create-slot-if-missing");
+            assert!(stream_err(&args).starts_with("--create-slot-if-missing can only be used when streaming"));
+        }
     }
 
     #[test]

@@ -172,12 +172,14 @@ fn slot_row(sql: &mut Conn, slot: &str, server: &str) -> Result<Option<SlotRow>,
     }))
 }
 
-/// CREATE_REPLICATION_SLOT ... LOGICAL pgoutput; `None` when it already exists.
+/// CREATE_REPLICATION_SLOT ... LOGICAL pgoutput; `None` when it already exists. Logged at
+/// `level`: a warning when nobody asked for this slot by name on this run.
 fn create_slot(
     server: &mut Server,
     slot: &str,
     export: bool,
     two_phase: bool,
+    level: log::Level,
 ) -> Result<Option<Created>, RunError> {
     let sql = if server.version >= 150000 {
         let mut o = vec![format!("SNAPSHOT '{}'", if export { "export" } else { "nothing" })];
@@ -197,7 +199,11 @@ fn create_slot(
                     server.name
                 ))
             })?;
-            log::info!("created replication slot \"{slot}\" at {consistent_point} (server {})", server.name);
+            log::log!(
+                level,
+                "created replication slot \"{slot}\" at {consistent_point} (server {})",
+                server.name
+            );
             Ok(Some(Created { consistent_point, snapshot: r.get(0, 2).map(str::to_owned) }))
         }
         Err(e) if e.sqlstate.as_deref() == Some(crate::server::sqlstate::DUPLICATE_OBJECT) => Ok(None),
@@ -273,7 +279,7 @@ impl Runner<'_> {
 
     fn create_only(&mut self) -> Result<Outcome, RunError> {
         let (mut server, _sql) = self.connect()?;
-        match create_slot(&mut server, &self.cfg.slot, false, self.cfg.two_phase)? {
+        match create_slot(&mut server, &self.cfg.slot, false, self.cfg.two_phase, log::Level::Info)? {
             Some(_) => Ok(Outcome::SlotCreated),
             None if self.cfg.if_not_exists => {
                 log::info!("replication slot \"{}\" already exists", self.cfg.slot);
@@ -501,6 +507,17 @@ impl Runner<'_> {
                 }
             }
             None => {
+                // A forgotten slot holds back WAL and the catalog: create one only when asked,
+                // by --create-slot-if-missing, or by --create-slot --start --snapshot (whose
+                // slot is created here, exporting its snapshot).
+                let asked = matches!(cfg.action, Action::CreateSlot { then_stream: true }) && cfg.snapshot;
+                if !cfg.create_slot_if_missing && (!asked || self.snapshot_done) {
+                    return Err(RunError::Setup(format!(
+                        "replication slot \"{}\" does not exist (server {name}); create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing",
+                        cfg.slot
+                    )));
+                }
+                let level = if asked { log::Level::Info } else { log::Level::Warn };
                 let export = cfg.snapshot && !self.snapshot_done && resume.is_none();
                 if export && self.out.is_some() {
                     // Recorded first: a crash after the slot exists must find it recorded.
@@ -508,7 +525,7 @@ impl Runner<'_> {
                     self.write_meta(&meta)?;
                     unrecorded = false;
                 }
-                created = create_slot(&mut server, &cfg.slot, export, cfg.two_phase)?;
+                created = create_slot(&mut server, &cfg.slot, export, cfg.two_phase, level)?;
             }
         }
         let needs_snapshot = cfg.snapshot && !self.snapshot_done && resume.is_none();
