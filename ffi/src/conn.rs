@@ -36,11 +36,21 @@ pub fn conninfo_parse(conninfo: &str) -> Result<Vec<(String, String)>, String> {
         };
         return Err(msg);
     }
+    // SAFETY: a non-null array from PQconninfoParse, not used after this.
+    Ok(unsafe { take_conninfo_options(opts) })
+}
+
+/// Copies the set options out of a `PQconninfoOption` array and frees it.
+///
+/// # Safety
+/// `opts` is a non-null array from libpq, terminated by an entry with a null keyword, that
+/// nothing else frees or uses afterwards.
+unsafe fn take_conninfo_options(opts: *mut pq_sys::PQconninfoOption) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    // SAFETY: opts is an array terminated by an entry with a null keyword; we read it and free
-    // it once.
+    let mut p = opts;
+    // SAFETY: as the caller promises: every entry up to the terminator is readable, its
+    // strings are NUL-terminated or null, and the array is freed once, after the copies.
     unsafe {
-        let mut p = opts;
         while !(*p).keyword.is_null() {
             if let (Some(k), Some(v)) = (cstr((*p).keyword), cstr((*p).val)) {
                 out.push((k.to_owned(), v.to_owned()));
@@ -49,7 +59,7 @@ pub fn conninfo_parse(conninfo: &str) -> Result<Vec<(String, String)>, String> {
         }
         pq_sys::PQconninfoFree(opts);
     }
-    Ok(out)
+    out
 }
 
 /// Whether `conninfo` is a valid connection string or URI (see [`conninfo_parse`]).
@@ -285,24 +295,13 @@ impl Conn {
     /// The connection's effective options (`PQconninfo`): what was given, PG* variables, the
     /// service file and libpq's defaults, with `dbname` already expanded.
     fn conninfo(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        // SAFETY: live connection; the returned array ends with a null keyword and is freed
-        // once with PQconninfoFree after its strings are copied.
-        unsafe {
-            let opts = pq_sys::PQconninfo(self.raw.as_ptr());
-            if opts.is_null() {
-                return out;
-            }
-            let mut p = opts;
-            while !(*p).keyword.is_null() {
-                if let (Some(k), Some(v)) = (cstr((*p).keyword), cstr((*p).val)) {
-                    out.push((k.to_owned(), v.to_owned()));
-                }
-                p = p.add(1);
-            }
-            pq_sys::PQconninfoFree(opts);
+        // SAFETY: live connection; PQconninfo returns null (out of memory) or an array we own.
+        let opts = unsafe { pq_sys::PQconninfo(self.raw.as_ptr()) };
+        if opts.is_null() {
+            return Vec::new();
         }
-        out
+        // SAFETY: a non-null array from PQconninfo, not used after this.
+        unsafe { take_conninfo_options(opts) }
     }
 
     /// `connect_timeout` as `PQconnectdb` reads it: an integer in seconds, at least 2 when
