@@ -589,7 +589,7 @@ mod tests {
 
         // The next run continues the partial file after recovery.
         let out = OutputDir::open(&dir).unwrap();
-        let rec: Recovered = out.recover(Format::Json, true).unwrap();
+        let rec: Recovered = out.recover(Format::Json, true, None).unwrap();
         assert_eq!(rec.resume, Some(Lsn(0x200)));
         let (mut w, _) = writer(&dir, 1 << 20, rec.partial, Lsn(0x200));
         w.handle(unit(0x300)).unwrap();
