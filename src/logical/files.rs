@@ -211,7 +211,9 @@ impl OutputDir {
             }
             // Known durable: up to the last unit end the slot confirmed. Checked: every line after.
             let trusted = match durable {
-                Some(c) => last_unit_end(&mut file, len, format, |end| end <= c).map_err(io_err(&path, "read"))?,
+                Some(c) => {
+                    last_unit_end(&mut file, len, format, |end| end <= c).map_err(io_err(&path, "read"))?
+                }
                 None => None,
             };
             let checked = check_tail(&mut file, trusted, len, format).map_err(io_err(&path, "read"))?;
@@ -477,7 +479,8 @@ mod tests {
         let out = OutputDir::open(&t.0).unwrap();
         let p = t.0.join(format!("{}{PARTIAL_SUFFIX}", file_name(Lsn(0x10), Format::Json)));
         let first = format!("{{\"op\":\"begin\"}}\n{}", commit(0x100));
-        let second = format!("{{\"op\":\"begin\"}}\n{{\"op\":\"insert\",\"v\":\"\\u0000\"}}\n{}", commit(0x200));
+        let second =
+            format!("{{\"op\":\"begin\"}}\n{{\"op\":\"insert\",\"v\":\"\\u0000\"}}\n{}", commit(0x200));
         let good = format!("{first}{second}");
         let mut holey = good.clone().into_bytes();
         // Pages are lost whole: the surviving page starts in the middle of a line.

@@ -211,7 +211,7 @@ impl<'a> Session<'a> {
             Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
         let parse = writer_cfg.parse;
-        let writer = Writer::new(writer_cfg, progress.clone(), wake.clone());
+        let writer = Writer::new(writer_cfg, progress.clone(), wake.clone()).map_err(StreamError::Writer)?;
         let handle = std::thread::Builder::new()
             .name("pgrl-writer".into())
             .spawn(move || writer.run(rx))
