@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{pg_tool, wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
-const TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `pgrecvlogical` as built for this test run, stdin closed, libpq's PG* variables removed.
 fn pgrecvlogical() -> Command {
@@ -33,14 +33,14 @@ fn pgrecvlogical() -> Command {
     cmd
 }
 
-fn tool(c: &Cluster, args: &[&str]) -> Command {
+pub(crate) fn tool(c: &Cluster, args: &[&str]) -> Command {
     let mut cmd = pgrecvlogical();
     cmd.args(c.conn_args()).args(["-s", "1"]).args(args);
     cmd
 }
 
 /// A cluster that decodes logically, streams transactions over 64kB, and can prepare.
-fn logical_cluster(version: PgVersion) -> Cluster {
+pub(crate) fn logical_cluster(version: PgVersion) -> Cluster {
     Cluster::builder(version)
         .conf(
             "wal_level = logical\n\
@@ -52,12 +52,12 @@ fn logical_cluster(version: PgVersion) -> Cluster {
 }
 
 /// Starts the tool with stderr into `log`.
-fn spawn(cmd: &mut Command, log: &Path) -> KillOnDrop {
+pub(crate) fn spawn(cmd: &mut Command, log: &Path) -> KillOnDrop {
     let f = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     KillOnDrop::spawn(cmd.stdout(Stdio::null()).stderr(f))
 }
 
-fn slot_confirmed(c: &Cluster, slot: &str) -> Option<String> {
+pub(crate) fn slot_confirmed(c: &Cluster, slot: &str) -> Option<String> {
     let s =
         c.psql(&format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"));
     (!s.is_empty()).then_some(s)
@@ -65,7 +65,7 @@ fn slot_confirmed(c: &Cluster, slot: &str) -> Option<String> {
 
 /// Waits until the slot confirmed everything the server wrote so far (the tool wrote it all);
 /// fails at once if the tool exits.
-fn wait_caught_up(c: &Cluster, slot: &str, child: &mut KillOnDrop, log: &Path) {
+pub(crate) fn wait_caught_up(c: &Cluster, slot: &str, child: &mut KillOnDrop, log: &Path) {
     let target = c.current_lsn();
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -92,7 +92,7 @@ fn wait_caught_up(c: &Cluster, slot: &str, child: &mut KillOnDrop, log: &Path) {
     }
 }
 
-fn stop(child: &mut KillOnDrop, log: &Path) {
+pub(crate) fn stop(child: &mut KillOnDrop, log: &Path) {
     let status = child.signal_and_wait("TERM", Duration::from_secs(20));
     assert!(
         status.success(),
@@ -102,7 +102,7 @@ fn stop(child: &mut KillOnDrop, log: &Path) {
 }
 
 /// Output files in stream order (names sort by start LSN).
-fn output_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn output_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -112,7 +112,7 @@ fn output_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn output_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn output_lines(dir: &Path) -> Vec<String> {
     output_files(dir)
         .iter()
         .flat_map(|p| fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
@@ -124,7 +124,7 @@ fn output_lines(dir: &Path) -> Vec<String> {
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
-enum J {
+pub(crate) enum J {
     Null,
     Bool(bool),
     /// The number's text, as written.
@@ -135,13 +135,13 @@ enum J {
 }
 
 impl J {
-    fn get(&self, k: &str) -> Option<&J> {
+    pub(crate) fn get(&self, k: &str) -> Option<&J> {
         match self {
             J::Obj(v) => v.iter().find(|(n, _)| n == k).map(|(_, v)| v),
             _ => None,
         }
     }
-    fn str(&self, k: &str) -> &str {
+    pub(crate) fn str(&self, k: &str) -> &str {
         match self.get(k) {
             Some(J::Str(s)) => s,
             other => panic!("{k} is not a string in {self:?}: {other:?}"),
@@ -301,7 +301,7 @@ impl P<'_> {
     }
 }
 
-fn parse_json(line: &str) -> J {
+pub(crate) fn parse_json(line: &str) -> J {
     let mut p = P { s: line.as_bytes(), i: 0 };
     let v = p.value();
     p.ws();
@@ -323,7 +323,7 @@ fn json_reader_reads_what_we_write() {
 type Row = BTreeMap<String, J>;
 
 #[derive(Default, Debug)]
-struct Replay {
+pub(crate) struct Replay {
     /// "schema.table" → key → row.
     tables: BTreeMap<String, BTreeMap<String, Row>>,
     open: Option<Vec<J>>,
@@ -432,7 +432,7 @@ impl Replay {
         }
     }
 
-    fn read_dir(dir: &Path) -> Replay {
+    pub(crate) fn read_dir(dir: &Path) -> Replay {
         let mut r = Replay::default();
         for line in output_lines(dir) {
             r.line(&line);
@@ -449,7 +449,7 @@ impl Replay {
     }
 
     /// No transaction was written twice.
-    fn assert_no_duplicates(&self) {
+    pub(crate) fn assert_no_duplicates(&self) {
         let mut seen = std::collections::HashSet::new();
         for c in &self.commits {
             assert!(seen.insert(c), "transaction {c} written twice");
@@ -480,7 +480,7 @@ fn db_rows(c: &Cluster, table: &str) -> Vec<String> {
     v
 }
 
-fn assert_tables_equal(c: &Cluster, replay: &Replay, tables: &[&str]) {
+pub(crate) fn assert_tables_equal(c: &Cluster, replay: &Replay, tables: &[&str]) {
     for t in tables {
         let (ours, theirs) = (replay.rows(t), db_rows(c, t));
         if ours != theirs {

@@ -14,3 +14,5 @@ mod faults;
 mod badinput;
 
 mod logical;
+
+mod logical_integrity;
