@@ -2136,4 +2136,36 @@ mod tests {
             }
         }
     }
+
+    /// Property: the DDL-content check never panics on any text, and what it gives back is one
+    /// line, checks again to itself, and holds no character that breaks lines.
+    #[test]
+    fn json_object_check_is_total_and_idempotent() {
+        const PIECES: &[&str] = &[
+            "{", "}", "[", "]", "\"", "\\", "\\u", "d800", "dc00", "00e9", ":", ",", "0", "-", "1.5", "e",
+            "E+", "true", "fals", "null", " ", "\n", "\t", "\u{2028}", "\u{85}", "\u{1}", "é", "a", "\"op\"",
+        ];
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut objects = 0;
+        for _ in 0..50_000 {
+            let mut s = String::from("{");
+            for _ in 0..rng.below(16) {
+                if rng.below(8) == 0 {
+                    s.push(char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('x'));
+                } else {
+                    s.push_str(PIECES[rng.below(PIECES.len() as u64) as usize]);
+                }
+            }
+            if rng.below(2) == 0 {
+                s.push('}');
+            }
+            if let Some(o) = json_object(&s) {
+                objects += 1;
+                assert_eq!(json_object(&o).as_deref(), Some(o.as_str()), "{s:?}");
+                assert!(!o.chars().any(must_escape), "{o:?} from {s:?}");
+                assert!(json_object_keys(&o).is_some());
+            }
+        }
+        assert!(objects > 100, "the generator makes objects too: {objects}");
+    }
 }
