@@ -91,7 +91,7 @@ impl<'a> Receiver<'a> {
         let (spare_tx, spare) = crossbeam_channel::bounded(SPARE_BATCHES);
         let writer =
             WriterHandle::spawn("pgrw-writer", &server.name, CHANNEL_BATCHES, start, |progress, wake| {
-                Writer::new(writer_cfg, progress, wake).recycle_into(spare_tx)
+                Ok(Writer::new(writer_cfg, progress, wake).recycle_into(spare_tx))
             })?;
         Ok(Receiver {
             core: Core::new(server, stop, writer, opts.status_interval),

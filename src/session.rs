@@ -196,20 +196,20 @@ pub struct WriterHandle<W: WriterThread> {
 }
 
 impl<W: WriterThread> WriterHandle<W> {
-    /// Starts the writer that `make` builds from the shared progress and wake-up, with a
-    /// channel of `capacity` messages. `server` names the connection in errors.
+    /// Starts the writer that `make` builds from the shared progress and wake-up (or fails
+    /// to), with a channel of `capacity` messages. `server` names the connection in errors.
     pub fn spawn(
         name: &str,
         server: &str,
         capacity: usize,
         start: Lsn,
-        make: impl FnOnce(Arc<Progress>, Arc<EventFd>) -> W,
+        make: impl FnOnce(Arc<Progress>, Arc<EventFd>) -> Result<W, W::Error>,
     ) -> Result<WriterHandle<W>, StreamError<W::Error>> {
         let unexpected = |message: String| StreamError::Unexpected { server: server.to_owned(), message };
         let progress = Arc::new(Progress::new(start));
         let wake =
             Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
-        let writer = make(progress.clone(), wake.clone());
+        let writer = make(progress.clone(), wake.clone()).map_err(StreamError::Writer)?;
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let guard = StoppedOnDrop { progress: progress.clone(), wake: wake.clone() };
         let thread = std::thread::Builder::new()
@@ -682,7 +682,7 @@ mod tests {
     /// sees it; its own error is what the receiver reports.
     #[test]
     fn a_failed_writer_is_stopped_before_it_wakes_the_receiver() {
-        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Failing).unwrap();
+        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Ok(Failing)).unwrap();
         h.send(()).unwrap();
         poll(&[(h.wake.fd(), Interest::Read)], None).unwrap();
         assert!(h.progress().writer_stopped(), "woken before it was marked stopped");
@@ -691,7 +691,7 @@ mod tests {
 
     #[test]
     fn a_panicking_writer_is_an_error() {
-        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Panicking).unwrap();
+        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Ok(Panicking)).unwrap();
         poll(&[(h.wake.fd(), Interest::Read)], None).unwrap();
         assert!(h.progress().writer_stopped());
         let e = h.join().unwrap_err();

@@ -23,3 +23,5 @@ mod physical_fixes;
 mod logical_server;
 
 mod slots;
+
+mod logical_integrity;

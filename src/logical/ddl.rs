@@ -5,6 +5,17 @@
 //!
 //! Event triggers need a superuser, and the messages need pgoutput's `messages` option
 //! (PostgreSQL 14 and later).
+//!
+//! What a record holds: `tag` (the command tag), `objects` (from
+//! `pg_event_trigger_ddl_commands()` or `pg_event_trigger_dropped_objects()`: exactly the
+//! objects this statement created, changed or dropped), and `query`, the whole query string the
+//! client sent (`current_query()`). An event trigger cannot see which part of that string it
+//! fires for: a string of several statements (`CREATE TABLE t (...); INSERT INTO t ...`) comes
+//! whole, with the other statements, once per DDL statement in it, and DDL run by a function
+//! shows the statement that called the function. Cutting the statement out would need
+//! PostgreSQL's lexer (dollar quotes, nested comments, `standard_conforming_strings`), and it
+//! is not in the string at all in the function case, so the field is named for what it is, and
+//! `tag` plus `objects` say what the DDL did.
 
 use super::output::DDL_PREFIX;
 
@@ -31,7 +42,7 @@ BEGIN
             'schema', r.schema_name, 'command_tag', r.command_tag);
     END LOOP;
     PERFORM pg_logical_emit_message(true, '{DDL_PREFIX}',
-        jsonb_build_object('tag', tg_tag, 'command', current_query(), 'objects', objects)::text);
+        jsonb_build_object('tag', tg_tag, 'query', current_query(), 'objects', objects)::text);
 END
 $pgrl$;
 DO $pgrl$
@@ -70,7 +81,7 @@ BEGIN
             'type', r.object_type, 'identity', r.object_identity, 'schema', r.schema_name);
     END LOOP;
     PERFORM pg_logical_emit_message(true, '{DDL_PREFIX}',
-        jsonb_build_object('tag', tg_tag, 'command', current_query(), 'objects', objects)::text);
+        jsonb_build_object('tag', tg_tag, 'query', current_query(), 'objects', objects)::text);
 END
 $pgrl$"#
     )
@@ -98,5 +109,8 @@ mod tests {
                 < sql.find("EXECUTE FUNCTION pgrecvlogical.emit_drop").unwrap()
         );
         assert!(teardown_sql().contains("DROP SCHEMA IF EXISTS pgrecvlogical CASCADE"));
+        // The client's whole query string, named for what it is (see the module comment).
+        assert_eq!(sql.matches("'query', current_query()").count(), 2);
+        assert!(!sql.contains("'command'"));
     }
 }

@@ -8,16 +8,26 @@
 //! non-transactional message), so the only incomplete output a crash can leave is the tail of
 //! the `.partial` after its last unit end: recovery cuts that tail off (the server sends those
 //! transactions again, since they were never confirmed) and resumes after the last unit end.
+//!
+//! A crash can leave worse than a torn last line: bytes never fsync'ed may come back as zeros
+//! (a power loss with the later pages written, or pages dropped after a failed fsync), with a
+//! complete commit line after the hole. So recovery never trusts the last line that looks like
+//! a unit end. What the slot confirmed (`confirmed_flush_lsn`) was fsync'ed before it was
+//! confirmed: the partial file is trusted up to its last unit end at or below that position,
+//! and every line after it is checked ([`line_is_ours`], unit ends increasing); the output is
+//! cut at the first line that fails, and the server sends the rest again. Without a slot
+//! position the whole partial file is checked. Complete files were fsync'ed before their
+//! rename and are trusted.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::archive::{fsync_dir, open_locked, LockedDirError};
 use crate::lsn::Lsn;
 
-use super::output::{unit_end, Format};
+use super::output::{line_is_ours, unit_end, Format};
 
 pub const LOCK_FILE: &str = ".pgrecvlogical.lock";
 /// Spill files of streamed transactions: temporary, emptied at every start.
@@ -150,9 +160,10 @@ impl OutputDir {
         self.dir.join(SPILL_DIR)
     }
 
-    /// Finds where the output ends and cuts an incomplete tail off the partial file. With
-    /// `sync`, the cut is made durable before streaming starts.
-    pub fn recover(&self, format: Format, sync: bool) -> Result<Recovered, FilesError> {
+    /// Finds where the output ends and cuts an incomplete or damaged tail off the partial file
+    /// (see the module comment). `durable` is the slot's `confirmed_flush_lsn`, `None` when
+    /// there is no slot yet. With `sync`, the cut is made durable before streaming starts.
+    pub fn recover(&self, format: Format, sync: bool, durable: Option<Lsn>) -> Result<Recovered, FilesError> {
         let mut ours: Vec<(Lsn, bool, String)> = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "read directory"))? {
             let entry = entry.map_err(io_err(&self.dir, "read directory"))?;
@@ -185,8 +196,8 @@ impl OutputDir {
             let mut file =
                 OpenOptions::new().read(true).write(partial).open(&path).map_err(io_err(&path, "open"))?;
             let len = file.metadata().map_err(io_err(&path, "stat"))?.len();
-            let last = last_unit_end(&mut file, len, format).map_err(io_err(&path, "read"))?;
             if !partial {
+                let last = last_unit_end(&mut file, len, format, |_| true).map_err(io_err(&path, "read"))?;
                 // A complete file ends with a unit end; if it does not (edited by hand), resume
                 // from the last one it has.
                 rec.resume = last.map(|(lsn, _)| lsn);
@@ -198,7 +209,28 @@ impl OutputDir {
                 }
                 continue;
             }
+            // Known durable: up to the last unit end the slot confirmed. Checked: every line after.
+            let trusted = match durable {
+                Some(c) => {
+                    last_unit_end(&mut file, len, format, |end| end <= c).map_err(io_err(&path, "read"))?
+                }
+                None => None,
+            };
+            let checked = check_tail(&mut file, trusted, len, format).map_err(io_err(&path, "read"))?;
+            let last = checked.last.or(trusted);
             let keep = last.map_or(0, |(_, off)| off);
+            if let Some(at) = checked.damage {
+                log::warn!(
+                    "\"{}\" holds {} bytes at offset {at} that are not output of ours (a crash lost writes that were never fsync'ed); cutting the file back to offset {keep}{}",
+                    path.display(),
+                    len - at,
+                    if durable.is_some() {
+                        ", after the last transaction the slot confirmed or a checked one: the server sends the rest again"
+                    } else {
+                        "; there is no slot, so transactions after it cannot be sent again"
+                    }
+                );
+            }
             if keep < len {
                 file.set_len(keep).map_err(io_err(&path, "truncate"))?;
                 if sync {
@@ -232,9 +264,15 @@ impl OutputDir {
     }
 }
 
-/// The last line of the file that ends a unit: its end LSN and the offset just past it. Reads
-/// backwards in growing windows, so a large file costs little when it ends well.
-pub fn last_unit_end(file: &mut File, len: u64, format: Format) -> io::Result<Option<(Lsn, u64)>> {
+/// The last line of the file that ends a unit at a position `wanted` accepts: its end LSN and
+/// the offset just past it. Reads backwards in growing windows, so a large file costs little
+/// when it ends well.
+pub fn last_unit_end(
+    file: &mut File,
+    len: u64,
+    format: Format,
+    wanted: impl Fn(Lsn) -> bool,
+) -> io::Result<Option<(Lsn, u64)>> {
     let mut window: u64 = 64 << 10;
     loop {
         let from = len.saturating_sub(window);
@@ -258,7 +296,7 @@ pub fn last_unit_end(file: &mut File, len: u64, format: Format) -> io::Result<Op
                 None if from == 0 => 0,
                 None => break,
             };
-            if let Some(lsn) = unit_end(&buf[line_start..end], format) {
+            if let Some(lsn) = unit_end(&buf[line_start..end], format).filter(|&l| wanted(l)) {
                 return Ok(Some((lsn, from + end as u64 + 1)));
             }
             if line_start == 0 {
@@ -270,6 +308,48 @@ pub fn last_unit_end(file: &mut File, len: u64, format: Format) -> io::Result<Op
             return Ok(None);
         }
         window = window.saturating_mul(4);
+    }
+}
+
+/// What checking the tail of a partial file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checked {
+    /// The last unit end in the checked part, before any damage.
+    last: Option<(Lsn, u64)>,
+    /// Offset of the first line that is not ours (or ends no later than the unit before it).
+    damage: Option<u64>,
+}
+
+/// Reads every line after `after` (a unit end and its offset; the start of the file when
+/// `None`) and stops at the first one that [`line_is_ours`] refuses, or that ends a unit at or
+/// before the one before it. A last line without its newline is a torn write, not damage.
+fn check_tail(file: &mut File, after: Option<(Lsn, u64)>, len: u64, format: Format) -> io::Result<Checked> {
+    let (mut prev, mut off) = match after {
+        Some((lsn, off)) => (Some(lsn), off),
+        None => (None, 0),
+    };
+    file.seek(SeekFrom::Start(off))?;
+    let mut reader = BufReader::with_capacity(1 << 16, Read::by_ref(file).take(len - off));
+    let mut line = Vec::new();
+    let mut last = None;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(Checked { last, damage: None });
+        }
+        let body = &line[..n - 1];
+        if !line_is_ours(body, format) {
+            return Ok(Checked { last, damage: Some(off) });
+        }
+        off += n as u64;
+        if let Some(end) = unit_end(body, format) {
+            if prev.is_some_and(|p| end <= p) {
+                return Ok(Checked { last, damage: Some(off - n as u64) });
+            }
+            prev = Some(end);
+            last = Some((end, off));
+        }
     }
 }
 
@@ -329,18 +409,18 @@ mod tests {
         fs::write(&p, &content).unwrap();
         let mut f = File::open(&p).unwrap();
         let len = content.len() as u64;
-        assert_eq!(last_unit_end(&mut f, len, Format::Json).unwrap(), Some((Lsn(0x100), good)));
+        assert_eq!(last_unit_end(&mut f, len, Format::Json, |_| true).unwrap(), Some((Lsn(0x100), good)));
         // No unit end at all; empty file.
         fs::write(&p, "{\"op\":\"begin\"}\npartial").unwrap();
         let mut f = File::open(&p).unwrap();
-        assert_eq!(last_unit_end(&mut f, 22, Format::Json).unwrap(), None);
-        assert_eq!(last_unit_end(&mut f, 0, Format::Json).unwrap(), None);
+        assert_eq!(last_unit_end(&mut f, 22, Format::Json, |_| true).unwrap(), None);
+        assert_eq!(last_unit_end(&mut f, 0, Format::Json, |_| true).unwrap(), None);
         // The very first line, no newline before it.
         let c = commit(0x42);
         fs::write(&p, &c).unwrap();
         let mut f = File::open(&p).unwrap();
         assert_eq!(
-            last_unit_end(&mut f, c.len() as u64, Format::Json).unwrap(),
+            last_unit_end(&mut f, c.len() as u64, Format::Json, |_| true).unwrap(),
             Some((Lsn(0x42), c.len() as u64))
         );
     }
@@ -350,7 +430,7 @@ mod tests {
         let t = Tmp::new("recover");
         let out = OutputDir::open(&t.0).unwrap();
         assert!(matches!(OutputDir::open(&t.0), Err(FilesError::Locked(_))));
-        assert_eq!(out.recover(Format::Json, true).unwrap(), Recovered::default());
+        assert_eq!(out.recover(Format::Json, true, None).unwrap(), Recovered::default());
 
         let done = t.0.join(file_name(Lsn(0x10), Format::Json));
         fs::write(&done, format!("{{\"op\":\"begin\"}}\n{}", commit(0x100))).unwrap();
@@ -359,7 +439,7 @@ mod tests {
         fs::write(&partial_path, format!("{kept}{{\"op\":\"begin\"}}\n{{\"op\":\"ins")).unwrap();
         fs::write(t.0.join("README"), "not ours").unwrap();
 
-        let r = out.recover(Format::Json, true).unwrap();
+        let r = out.recover(Format::Json, true, None).unwrap();
         assert_eq!(r.resume, Some(Lsn(0x200)));
         assert_eq!(
             r.partial,
@@ -370,16 +450,16 @@ mod tests {
 
         // A partial with nothing complete is removed; the complete file tells the resume point.
         fs::write(&partial_path, "{\"op\":\"begin\"}\n").unwrap();
-        let r = out.recover(Format::Json, false).unwrap();
+        let r = out.recover(Format::Json, false, None).unwrap();
         assert_eq!((r.resume, r.partial), (Some(Lsn(0x100)), None));
         assert!(!partial_path.exists());
 
         // The other format is refused; a partial that is not the newest too.
         fs::write(t.0.join(file_name(Lsn(0x300), Format::Text)), "").unwrap();
-        assert!(matches!(out.recover(Format::Json, false), Err(FilesError::OtherFormat { .. })));
+        assert!(matches!(out.recover(Format::Json, false, None), Err(FilesError::OtherFormat { .. })));
         fs::remove_file(t.0.join(file_name(Lsn(0x300), Format::Text))).unwrap();
         fs::write(t.0.join(format!("{}{PARTIAL_SUFFIX}", file_name(Lsn(0x1), Format::Json))), "").unwrap();
-        assert!(matches!(out.recover(Format::Json, false), Err(FilesError::StrayPartial(_))));
+        assert!(matches!(out.recover(Format::Json, false, None), Err(FilesError::StrayPartial(_))));
     }
 
     #[test]
@@ -388,5 +468,74 @@ mod tests {
         fs::write(&t.0, "x").unwrap();
         assert!(matches!(OutputDir::open(&t.0), Err(FilesError::NotADirectory(_))));
         let _ = fs::remove_file(&t.0);
+    }
+
+    /// Zeros where a crash lost unsynced pages, then a commit line that did reach the disk:
+    /// recovery must not resume after that line, or the slot would skip the transactions in
+    /// the hole for ever.
+    #[test]
+    fn a_hole_in_the_tail_stops_recovery() {
+        let t = Tmp::new("hole");
+        let out = OutputDir::open(&t.0).unwrap();
+        let p = t.0.join(format!("{}{PARTIAL_SUFFIX}", file_name(Lsn(0x10), Format::Json)));
+        let first = format!("{{\"op\":\"begin\"}}\n{}", commit(0x100));
+        let second =
+            format!("{{\"op\":\"begin\"}}\n{{\"op\":\"insert\",\"v\":\"\\u0000\"}}\n{}", commit(0x200));
+        let good = format!("{first}{second}");
+        let mut holey = good.clone().into_bytes();
+        // Pages are lost whole: the surviving page starts in the middle of a line.
+        holey.extend(std::iter::repeat_n(0u8, 8192));
+        holey.extend(b"middle of a line\"}\n");
+        holey.extend(commit(0x900).bytes());
+        for durable in [None, Some(Lsn(0x100)), Some(Lsn(0x50)), Some(Lsn(0x300))] {
+            fs::write(&p, &holey).unwrap();
+            let r = out.recover(Format::Json, true, durable).unwrap();
+            assert_eq!(r.resume, Some(Lsn(0x200)), "slot at {durable:?}");
+            assert_eq!(fs::read_to_string(&p).unwrap(), good);
+            assert_eq!(r.cut, holey.len() as u64 - good.len() as u64);
+        }
+        // A hole right after the confirmed unit: nothing after it is kept.
+        let mut holey = first.clone().into_bytes();
+        holey.extend([0u8; 100]);
+        holey.push(b'\n');
+        holey.extend(second.bytes());
+        fs::write(&p, &holey).unwrap();
+        let r = out.recover(Format::Json, true, Some(Lsn(0x100))).unwrap();
+        assert_eq!((r.resume, fs::read_to_string(&p).unwrap()), (Some(Lsn(0x100)), first.clone()));
+        // The slot confirmed the line after the hole: it was fsync'ed then, and the server
+        // sends nothing before it again, so that is where decoding resumes.
+        fs::write(&p, &holey).unwrap();
+        let r = out.recover(Format::Json, true, Some(Lsn(0x200))).unwrap();
+        assert_eq!(r.resume, Some(Lsn(0x200)));
+        // Unit ends that go backwards are stale blocks, not our output.
+        fs::write(&p, format!("{first}{}{}", commit(0x300), commit(0x250))).unwrap();
+        let r = out.recover(Format::Json, true, None).unwrap();
+        assert_eq!(r.resume, Some(Lsn(0x300)));
+        // Nothing before the hole: the file goes, and the slot tells where to resume.
+        let mut holey = vec![0u8; 4096];
+        holey.extend(b"x\"}\n");
+        holey.extend(commit(0x900).bytes());
+        fs::write(&p, &holey).unwrap();
+        let r = out.recover(Format::Json, true, Some(Lsn(0x80))).unwrap();
+        assert_eq!((r.resume, r.partial), (None, None));
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_hole_in_a_text_file_and_lines_written_before_escaping() {
+        let t = Tmp::new("holetext");
+        let out = OutputDir::open(&t.0).unwrap();
+        let p = t.0.join(format!("{}{PARTIAL_SUFFIX}", file_name(Lsn(0x10), Format::Text)));
+        // Raw control characters in a value: what files written before escaping may hold.
+        let good = "BEGIN xid=1 commit_lsn=0/100 ts=x\n\
+                    table public.t: INSERT: xid=1 seq=1 lsn=0/20 v[text]:'a\tb\x01'\n\
+                    COMMIT end_lsn=0/128 xid=1 commit_lsn=0/100 ts=x changes=1\n";
+        let mut holey = good.as_bytes().to_vec();
+        holey.extend([0u8; 512]);
+        holey.extend(b"x'\nCOMMIT end_lsn=FFFFFFFF/0 xid=2 commit_lsn=0/100 ts=x changes=1\n");
+        fs::write(&p, &holey).unwrap();
+        let r = out.recover(Format::Text, true, Some(Lsn(0x10))).unwrap();
+        assert_eq!(r.resume, Some(Lsn(0x128)));
+        assert_eq!(fs::read_to_string(&p).unwrap(), good);
     }
 }

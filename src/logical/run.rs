@@ -436,8 +436,10 @@ impl Runner<'_> {
             None => None,
         };
         // Where the output ends: that is where this session resumes.
+        // The slot's confirmed position was fsync'ed: recovery checks every byte after it.
+        let durable = slot_row(&mut sql, &cfg.slot, &name)?.and_then(|r| r.confirmed_flush);
         let recovered = match &self.out {
-            Some(out) => Some(out.recover(cfg.format, !cfg.no_sync)?),
+            Some(out) => Some(out.recover(cfg.format, !cfg.no_sync, durable)?),
             None => None,
         };
         let resume = recovered.as_ref().and_then(|r| r.resume);

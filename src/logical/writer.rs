@@ -87,8 +87,11 @@ pub enum WriterError {
         xid: u32,
         message: String,
     },
+    /// Standard output is a pipe whose reader went away (EPIPE: Rust ignores SIGPIPE).
+    StdoutClosed,
 }
 
+/// A closed standard output is fatal: reconnecting would only find it closed again.
 impl WriterFailure for WriterError {
     fn is_fatal(&self) -> bool {
         !matches!(self, WriterError::Io { .. })
@@ -107,6 +110,10 @@ impl fmt::Display for WriterError {
             WriterError::Replay { xid, message } => {
                 write!(f, "could not decode streamed transaction {xid} at its commit: {message}")
             }
+            WriterError::StdoutClosed => write!(
+                f,
+                "could not write to standard output: the reader of the pipe closed it (Broken pipe); stopping"
+            ),
         }
     }
 }
@@ -115,7 +122,7 @@ impl std::error::Error for WriterError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WriterError::Io { err, .. } | WriterError::Fsync { err, .. } => Some(err),
-            WriterError::Replay { .. } => None,
+            WriterError::Replay { .. } | WriterError::StdoutClosed => None,
         }
     }
 }
@@ -187,23 +194,19 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(cfg: WriterConfig, progress: Arc<Progress>, wake: Arc<EventFd>) -> Writer {
+    /// Fails when the partial file recovery found cannot be reopened and made durable: output
+    /// must continue in that file, never in a second partial one the next start refuses.
+    pub fn new(
+        cfg: WriterConfig,
+        progress: Arc<Progress>,
+        wake: Arc<EventFd>,
+    ) -> Result<Writer, WriterError> {
         let sink = match &cfg.sink {
             SinkConfig::Directory { dir, rotate_size, rotate_interval, partial } => {
-                let cur = partial.as_ref().and_then(|p| {
-                    // Reopened lazily below if this fails: the error is reported on first write.
-                    let file = OpenOptions::new().write(true).open(&p.path).ok()?;
-                    let done = p.path.with_file_name(file_name(p.start, cfg.format));
-                    Some(OpenFile {
-                        file,
-                        path: p.path.clone(),
-                        done,
-                        len: p.len,
-                        unit_len: p.len,
-                        opened: Instant::now(),
-                        dirty: false,
-                    })
-                });
+                let cur = match partial {
+                    Some(p) => Some(reopen(dir, p, cfg.format, cfg.sync)?),
+                    None => None,
+                };
                 Sink::Dir(DirSink {
                     dir: dir.clone(),
                     format: cfg.format,
@@ -219,7 +222,7 @@ impl Writer {
             }
         };
         let spools = Spools::new(&cfg.spill_dir, cfg.memory_limit);
-        Writer { cfg, sink, spools, progress, wake, pending: None, stats: WriterStats::default() }
+        Ok(Writer { cfg, sink, spools, progress, wake, pending: None, stats: WriterStats::default() })
     }
 
     /// The thread body: handles messages until the receiver drops its sender, then makes the
@@ -341,11 +344,7 @@ impl Writer {
         match &mut self.sink {
             Sink::Stdout { out, since_unit } => {
                 *since_unit += data.len() as u64;
-                out.write_all(data).map_err(|err| WriterError::Io {
-                    path: "-".into(),
-                    action: "write to",
-                    err,
-                })
+                out.write_all(data).map_err(stdout_error)
             }
             Sink::Dir(d) => {
                 if d.cur.is_none() {
@@ -381,9 +380,7 @@ impl Writer {
     /// Makes what was written durable and publishes the end of the last complete unit.
     fn sync(&mut self) -> Result<(), WriterError> {
         match &mut self.sink {
-            Sink::Stdout { out, .. } => {
-                out.flush().map_err(|err| WriterError::Io { path: "-".into(), action: "write to", err })?
-            }
+            Sink::Stdout { out, .. } => out.flush().map_err(stdout_error)?,
             Sink::Dir(d) => {
                 if let Some(f) = &mut d.cur {
                     if f.dirty {
@@ -465,11 +462,7 @@ impl Writer {
                         Format::Json => b"{\"op\":\"rollback_incomplete\"}\n",
                         Format::Text => b"ROLLBACK INCOMPLETE\n",
                     };
-                    out.write_all(marker).map_err(|err| WriterError::Io {
-                        path: "-".into(),
-                        action: "write to",
-                        err,
-                    })?;
+                    out.write_all(marker).map_err(stdout_error)?;
                     *since_unit = 0;
                 }
             }
@@ -484,6 +477,31 @@ impl Writer {
         );
         Ok(())
     }
+}
+
+/// Opens the partial file output continues in, and fsyncs it and its directory first, as
+/// PostgreSQL's `walmethods.c` does on every open: what an earlier run wrote may still be only
+/// in the page cache (that run may have died before its fsync, or its fsync failed), and the
+/// file's name may not be durable yet, yet this run will confirm positions after it.
+fn reopen(dir: &Path, p: &Partial, format: Format, sync: bool) -> Result<OpenFile, WriterError> {
+    let file = OpenOptions::new().write(true).open(&p.path).map_err(|err| WriterError::Io {
+        path: p.path.clone(),
+        action: "reopen",
+        err,
+    })?;
+    if sync {
+        file.sync_all().map_err(|err| WriterError::Fsync { path: p.path.clone(), err })?;
+        fsync_dir(dir).map_err(|err| WriterError::Fsync { path: dir.to_path_buf(), err })?;
+    }
+    Ok(OpenFile {
+        file,
+        path: p.path.clone(),
+        done: p.path.with_file_name(file_name(p.start, format)),
+        len: p.len,
+        unit_len: p.len,
+        opened: Instant::now(),
+        dirty: false,
+    })
 }
 
 impl DirSink {
@@ -501,6 +519,20 @@ impl DirSink {
         self.dir_dirty = true;
         log::debug!("writing \"{}\"", path.display());
         Ok(OpenFile { file, path, done, len: 0, unit_len: 0, opened: Instant::now(), dirty: false })
+    }
+}
+
+/// A write to standard output failed. A broken pipe ends the program, with one line and
+/// status 1, and is never retried: the reader is gone for good (`pgrecvlogical -f - | head`).
+/// Not status 0 as for a finished job: what was written into the pipe but never read was
+/// already confirmed to the server, so the reader may have missed transactions the slot will
+/// not send again, and a script or service manager must be able to see that. PostgreSQL's
+/// pg_recvlogical dies of SIGPIPE there, which a shell reports as a failure too.
+fn stdout_error(err: io::Error) -> WriterError {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        WriterError::StdoutClosed
+    } else {
+        WriterError::Io { path: "-".into(), action: "write to", err }
     }
 }
 
@@ -540,7 +572,7 @@ mod tests {
             spill_dir: dir.join(".spill"),
             start,
         };
-        (Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap())), progress)
+        (Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap())).unwrap(), progress)
     }
 
     fn unit(end: u64) -> WriterMsg {
@@ -587,7 +619,7 @@ mod tests {
 
         // The next run continues the partial file after recovery.
         let out = OutputDir::open(&dir).unwrap();
-        let rec: Recovered = out.recover(Format::Json, true).unwrap();
+        let rec: Recovered = out.recover(Format::Json, true, None).unwrap();
         assert_eq!(rec.resume, Some(Lsn(0x200)));
         let (mut w, _) = writer(&dir, 1 << 20, rec.partial, Lsn(0x200));
         w.handle(unit(0x300)).unwrap();
@@ -686,6 +718,42 @@ mod tests {
             .unwrap_err();
         assert!(e.is_fatal());
         assert!(e.to_string().contains("streamed transaction 1"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The partial file recovery found must be where output continues: if it cannot be
+    /// reopened, that is an error, not a second partial file the next start would refuse.
+    #[test]
+    fn a_failed_reopen_is_an_error() {
+        let dir = tmp("reopen");
+        let path = dir.join("0000000000000010.jsonl.partial");
+        let partial = Partial { path: path.clone(), len: 0, start: Lsn(0x10) };
+        let progress = Arc::new(Progress::new(Lsn::INVALID));
+        let cfg = |partial| WriterConfig {
+            sink: SinkConfig::Directory {
+                dir: dir.clone(),
+                rotate_size: 1 << 20,
+                rotate_interval: None,
+                partial,
+            },
+            format: Format::Json,
+            parse: Context::new(4),
+            sync: true,
+            memory_limit: 64,
+            spill_dir: dir.join(".spill"),
+            start: Lsn(0x100),
+        };
+        let wake = || Arc::new(EventFd::new().unwrap());
+        let e = Writer::new(cfg(Some(partial.clone())), progress.clone(), wake()).err().expect("an error");
+        assert!(e.to_string().contains("could not reopen") && e.to_string().contains(".partial"), "{e}");
+        assert!(files(&dir).is_empty(), "no second partial file: {:?}", files(&dir));
+        // When it is there, it is reopened (and fsync'ed with its directory) and continued.
+        fs::write(&path, "x\n").unwrap();
+        let mut w = Writer::new(cfg(Some(Partial { len: 2, ..partial })), progress, wake()).unwrap();
+        w.handle(unit(0x200)).unwrap();
+        w.close().unwrap();
+        assert_eq!(files(&dir), vec!["0000000000000010.jsonl.partial"]);
+        assert!(fs::read_to_string(&path).unwrap().starts_with("x\n{\"op\":\"begin\"}"));
         let _ = fs::remove_dir_all(&dir);
     }
 }
