@@ -59,7 +59,8 @@ fn directory_tied_to_its_slot(version: PgVersion) {
     let dir = t.join("out");
     let d = dir.to_str().unwrap();
     let log = t.join("tool.log");
-    let mut child = spawn(&mut tool(&c, &["-S", "one", "-P", "pub", "-D", d]), &log);
+    let mut child =
+        spawn(&mut tool(&c, &["-S", "one", "-P", "pub", "-D", d, "--create-slot-if-missing"]), &log);
     wait_until(TIMEOUT, "the slot", || slot_confirmed(&c, "one").is_some());
     c.psql("INSERT INTO a SELECT generate_series(1, 10)");
     wait_caught_up(&c, "one", &mut child, &log);
@@ -137,7 +138,8 @@ fn output_beyond_server_wal_refused(version: PgVersion) {
     let dir = t.join("out");
     let d = dir.to_str().unwrap();
     let log = t.join("tool.log");
-    let mut child = spawn(&mut tool(&p, &["-S", "one", "-P", "pub", "-D", d]), &log);
+    let mut child =
+        spawn(&mut tool(&p, &["-S", "one", "-P", "pub", "-D", d, "--create-slot-if-missing"]), &log);
     wait_until(TIMEOUT, "the slot", || slot_confirmed(&p, "one").is_some());
     for i in 0..20 {
         p.psql(&format!(
@@ -195,7 +197,8 @@ fn kill9_during_snapshot(version: PgVersion) {
     );
     let dir = t.join("out");
     let log = t.join("tool.log");
-    let args = ["-S", "snap", "-P", "pub", "--snapshot", "-D", dir.to_str().unwrap()];
+    let args =
+        ["-S", "snap", "-P", "pub", "--create-slot", "--start", "--snapshot", "-D", dir.to_str().unwrap()];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the snapshot's output to grow", || output_bytes(&dir) > 4 << 20);
     let _ = child.kill();
@@ -284,7 +287,17 @@ fn snapshot_of_partitions(version: PgVersion) {
 
     // Through the root: every row once, under the root's name, as the stream names them.
     let dir = t.join("viaroot");
-    let args = ["-S", "viaroot", "-P", "viaroot", "--snapshot", "-D", dir.to_str().unwrap()];
+    let args = [
+        "-S",
+        "viaroot",
+        "-P",
+        "viaroot",
+        "--create-slot",
+        "--start",
+        "--snapshot",
+        "-D",
+        dir.to_str().unwrap(),
+    ];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_log(&mut child, &log, "initial snapshot written");
     c.psql("INSERT INTO pt VALUES (5000, 'us'), (5001, 'eu')");
@@ -304,7 +317,19 @@ fn snapshot_of_partitions(version: PgVersion) {
     // Partitions published one by one: each row once, under its partition.
     let dir = t.join("leaves");
     let endpos = c.current_lsn();
-    let args = ["-S", "leaves", "-P", "leaves", "--snapshot", "-D", dir.to_str().unwrap(), "-E", &endpos];
+    let args = [
+        "-S",
+        "leaves",
+        "-P",
+        "leaves",
+        "--create-slot",
+        "--start",
+        "--snapshot",
+        "-D",
+        dir.to_str().unwrap(),
+        "-E",
+        &endpos,
+    ];
     let (code, err) = run_to_end(&mut tool(&c, &args), &log);
     assert_eq!(code, Some(0), "{err}");
     let replay = Replay::read_dir(&dir);
@@ -347,7 +372,19 @@ fn latin1_database(version: PgVersion) {
     );
     let dir = t.join("out");
     let log = t.join("tool.log");
-    let args = ["-d", "dbname=latin", "-S", "latin", "-P", "pub", "--snapshot", "-D", dir.to_str().unwrap()];
+    let args = [
+        "-d",
+        "dbname=latin",
+        "-S",
+        "latin",
+        "-P",
+        "pub",
+        "--create-slot",
+        "--start",
+        "--snapshot",
+        "-D",
+        dir.to_str().unwrap(),
+    ];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_log(&mut child, &log, "initial snapshot written");
     psql_db(&c, "latin", "INSERT INTO \"café\" VALUES (3, 'crème brûlée')");
@@ -390,7 +427,8 @@ const VALUES: &str = "0.1::float8 + 0.2, 1.1::real, '2024-01-02 03:04:05.678', '
 fn inserted_values(c: &Cluster, t: &TestDir, slot: &str) -> Vec<String> {
     let dir = t.join(slot);
     let log = t.join(format!("{slot}.log"));
-    let args = ["-S", slot, "-P", "pub", "--snapshot", "-D", dir.to_str().unwrap()];
+    let args =
+        ["-S", slot, "-P", "pub", "--create-slot", "--start", "--snapshot", "-D", dir.to_str().unwrap()];
     let mut child = spawn(&mut tool(c, &args), &log);
     wait_log(&mut child, &log, "initial snapshot written");
     c.psql(&format!("INSERT INTO v SELECT 3, {VALUES}"));

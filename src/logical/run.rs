@@ -472,6 +472,9 @@ impl Runner<'_> {
             )));
         }
         let mut meta = found.unwrap_or(Meta { id: id.clone(), snapshot: SnapshotState::None });
+        // Set when the slot an interrupted snapshot of this directory created was dropped: it is
+        // created again whatever the flags, since this run (not a typo) asked for it before.
+        let mut recreating = false;
         if meta.snapshot == SnapshotState::Pending && cfg.snapshot && !self.snapshot_done {
             if resume.is_some() {
                 // The snapshot became durable just before a crash; nothing comes before it.
@@ -487,6 +490,7 @@ impl Runner<'_> {
                         return Ok(StreamEnd::Stopped);
                     }
                     existing = None;
+                    recreating = true;
                 }
             }
         }
@@ -513,7 +517,7 @@ impl Runner<'_> {
                 // by --create-slot-if-missing, or by --create-slot --start --snapshot (whose
                 // slot is created here, exporting its snapshot).
                 let asked = matches!(cfg.action, Action::CreateSlot { then_stream: true }) && cfg.snapshot;
-                if !cfg.create_slot_if_missing && (!asked || self.snapshot_done) {
+                if !cfg.create_slot_if_missing && !recreating && (!asked || self.snapshot_done) {
                     return Err(RunError::Setup(format!(
                         "replication slot \"{}\" does not exist (server {name}); create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing",
                         cfg.slot
