@@ -166,7 +166,8 @@ pub fn conn_params_for(opts: &ConnOptions, password: Option<&str>, kind: ConnKin
 /// a connection attempt ("interrupted while connecting").
 fn prompt_password(stop: Option<RawFd>) -> Result<String, ServerError> {
     pgrw_ffi::sys::read_password("Password: ", stop).map_err(|e| match e.kind() {
-        std::io::ErrorKind::Interrupted => ServerError::fatal("", "interrupted while reading the password"),
+        // A stop signal at the prompt: as one while connecting, part of stopping (exit 0).
+        std::io::ErrorKind::Interrupted => ServerError::new("", "interrupted while reading the password"),
         _ => ServerError::fatal("", format!("could not read password: {e}")),
     })
 }
