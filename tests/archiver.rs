@@ -417,8 +417,10 @@ fn archive_refuses_second_archiver_and_other_cluster() {
         ours(&c1, &d, &["-S", "one", "--create-slot-if-missing"])
             .stderr(fs::File::create(t.join("one.log")).unwrap()),
     );
+    // Streaming, and its first segment is on disk (the walsender shows up before any WAL
+    // reached the writer).
     wait_until(Duration::from_secs(30), "the first archiver to stream", || {
-        c1.psql("SELECT count(*) FROM pg_stat_replication") == "1"
+        c1.psql("SELECT count(*) FROM pg_stat_replication") == "1" && !wal_files(&d).is_empty()
     });
     let (status, out) = run(&mut ours(&c1, &d, &["-S", "two", "-n"]), &t.join("two.log"));
     assert_eq!(status.code(), Some(1));
