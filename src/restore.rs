@@ -333,13 +333,13 @@ fn segment_name(tli: Tli, (log, seg): SegPos) -> String {
 /// segment size, or a position that cannot exist at that size, only the neighbours within
 /// the same xlogid: the file is refused anyway, and they serve only to name a better culprit.
 fn adjacent((log, seg): SegPos, seg_size: u64) -> [Option<SegPos>; 2] {
-    let per = match 0x1_0000_0000u64.checked_div(seg_size) {
-        Some(per) if is_valid_segment_size(seg_size) && u64::from(seg) < per => per,
-        _ => 0x1_0000_0000,
-    };
+    let per = 0x1_0000_0000u64.checked_div(seg_size).unwrap_or(0);
+    if !is_valid_segment_size(seg_size) || u64::from(seg) >= per {
+        return [seg.checked_sub(1).map(|s| (log, s)), seg.checked_add(1).map(|s| (log, s))];
+    }
     let segno = u64::from(log) * per + u64::from(seg);
     let pos = |n: u64| Some((u32::try_from(n / per).ok()?, u32::try_from(n % per).ok()?));
-    [segno.checked_sub(1).and_then(pos), segno.checked_add(1).and_then(pos)]
+    [segno.checked_sub(1).and_then(pos), pos(segno + 1)]
 }
 
 /// The nearest segment files (complete or `.partial`) of one timeline before and after a
@@ -359,10 +359,11 @@ struct Nearest {
 /// later segment, or a hole of any length, is as fatal to a recovery as one next door, and a
 /// directory cannot be asked for "the first name after X" without reading it (probing names
 /// would need one probe per possible segment up to the end of the timeline). These answers
-/// come once per timeline per recovery (its end in the archive: the `.partial`, then the
-/// segment after it), not once per segment, so recovery as a whole stays linear in the size
-/// of the archive. Every other answer, serving a complete segment, looks at no more than the
-/// file and its neighbours.
+/// come at the end of a timeline's WAL in the archive (the `.partial`, then the segment after
+/// it; a standby waiting for WAL asks again every `wal_retrieve_retry_interval`), not once
+/// per segment, so a recovery as a whole stays linear in the size of the archive. Every
+/// other answer, serving a complete segment, looks at no more than the file and its
+/// neighbours.
 fn nearest_on_timeline(archive: &Path, tli: Tli, pos: SegPos) -> Result<Nearest, RestoreError> {
     let entries =
         fs::read_dir(archive).map_err(|e| RestoreError::io("open archive directory", archive, e))?;
@@ -1132,6 +1133,23 @@ mod tests {
         let e = io::Error::from_raw_os_error(2);
         assert_eq!(os_error_text(&e), "No such file or directory");
         assert_eq!(os_error_text(&io::Error::other("custom")), "custom");
+    }
+
+    #[test]
+    fn adjacent_segments() {
+        const SEG16: u64 = 16 * MB;
+        assert_eq!(adjacent((0, 5), MB), [Some((0, 4)), Some((0, 6))]);
+        assert_eq!(adjacent((0, 0), SEG16), [None, Some((0, 1))]);
+        // One xlogid holds 4 GiB of WAL: 256 segments of 16 MiB, 4096 of 1 MiB.
+        assert_eq!(adjacent((1, 0), SEG16), [Some((0, 0xFF)), Some((1, 1))]);
+        assert_eq!(adjacent((0, 0xFF), SEG16), [Some((0, 0xFE)), Some((1, 0))]);
+        assert_eq!(adjacent((3, 0xFFF), MB), [Some((3, 0xFFE)), Some((4, 0))]);
+        assert_eq!(adjacent((7, 3), 1024 * MB), [Some((7, 2)), Some((8, 0))]);
+        assert_eq!(adjacent((u32::MAX, 0xFF), SEG16), [Some((u32::MAX, 0xFE)), None]);
+        // No segment size, or a name that cannot exist at this size: the same xlogid only.
+        assert_eq!(adjacent((1, 0), 1000), [None, Some((1, 1))]);
+        assert_eq!(adjacent((1, 0x100), SEG16), [Some((1, 0xFF)), Some((1, 0x101))]);
+        assert_eq!(adjacent((1, u32::MAX), 0), [Some((1, u32::MAX - 1)), None]);
     }
 
     #[test]
