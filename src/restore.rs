@@ -378,11 +378,11 @@ fn nearest_on_timeline(archive: &Path, tli: Tli, pos: SegPos) -> Result<Nearest,
             continue;
         };
         let here = (log, seg);
-        // Deterministic messages whatever the directory's order: the nearest file, and of a
-        // complete segment and its `.partial`, the name that sorts last before and first after.
         if t != tli || here == pos {
             continue;
         }
+        // Deterministic messages whatever the directory's order: the nearest file, and of a
+        // complete segment and its `.partial`, the name that sorts last before and first after.
         let best = if here < pos { &mut n.earlier } else { &mut n.later };
         let better = match best {
             None => true,
@@ -888,6 +888,28 @@ mod tests {
         assert!(restore(&s.archive, "000000010000000000000003", &s.pg_wal.join("RECOVERYXLOG"))
             .unwrap_err()
             .is_not_found());
+    }
+
+    #[test]
+    fn hole_names_the_nearest_files() {
+        let s = setup();
+        for name in [
+            "000000010000000000000002",
+            "000000010000000000000004",
+            "000000010000000000000004.partial",
+            "000000010000000000000008",
+            "000000010000000000000008.partial",
+            "000000010000000000000009",
+            "000000020000000000000006",
+        ] {
+            put(&s.archive, name, MB, 1);
+        }
+        let e = restore(&s.archive, "000000010000000000000006", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+        assert!(
+            matches!(&e, RestoreError::Hole { earlier, later, .. }
+            if earlier == "000000010000000000000004.partial" && later == "000000010000000000000008"),
+            "{e}"
+        );
     }
 
     #[test]
