@@ -16,6 +16,8 @@
 #   3. The limit: on the archive filesystem, sequential write with one fdatasync (dd), 16 MiB
 #      writes each made durable (dd oflag=dsync, a WAL segment at a time) and the 8 kB
 #      fdatasync rate (pg_test_fsync).
+#   4. Restore: calls per second of pgrestorewal on an archive of 100 000 segments, against
+#      cp (see the restore part below).
 #
 # Knobs (environment):
 #   BENCH_VERSION=18          PostgreSQL server, pg_receivewal and pgbench: 18 or 15
@@ -24,7 +26,7 @@
 #   BENCH_PGBENCH_SECONDS=20  length of each pgbench run
 #   BENCH_CLIENTS=4           pgbench clients (and threads)
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
-#   BENCH_SKIP=               space-separated parts to skip: catchup sync disk logical
+#   BENCH_SKIP=               space-separated parts to skip: catchup sync disk restore logical
 #   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
 #   PGRW_KEEP_TEST_DIRS=1     keep the cluster and logs afterwards
 #
@@ -399,6 +401,96 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         row "disk: 8 kB write + fdatasync, ops/s" "" "" "" "$(fmt_stat 0 "${disk_fsync[@]}")"
     fi
 }
+
+# --- pgrestorewal against cp ----------------------------------------------------------------
+# PostgreSQL runs the restore_command once per segment, so what a recovery from a large
+# archive costs is calls per second on a large archive. The archive: BENCH_RESTORE_SEGMENTS
+# segments of 16 MiB on timeline 1 (1.6 TB of WAL for 100 000), sparse (each opens with the
+# long page header pgrestorewal checks, then a hole), except the BENCH_RESTORE_CALLS
+# consecutive segments from the middle that each run fetches, which are written out in full
+# so that a copy costs what copying real WAL costs. Each run fetches those segments one call
+# at a time into one destination, as recovery does: pgrestorewal (`-D ARCHIVE %f %p`), `cp
+# ARCHIVE/%f %p` (PostgreSQL's documented example), and `cp` followed by `sync %p` (an fsync
+# of the copy: the durability pgrestorewal gives, apart from its rename and directory fsync).
+# Runs alternate the order; one untimed pass of cp first puts the files in the page cache.
+# Twice: with .pgreceivewal.meta (pgreceivewal's archive) and without (pg_receivewal's).
+#   BENCH_RESTORE_SEGMENTS=100000  segments in the archive
+#   BENCH_RESTORE_CALLS=20         calls per run
+#   PGRESTOREWAL=path              the binary to measure (default target/release/pgrestorewal)
+restore_segments=${BENCH_RESTORE_SEGMENTS:-100000}
+restore_calls=${BENCH_RESTORE_CALLS:-20}
+restorewal=${PGRESTOREWAL:-$PWD/target/release/pgrestorewal}
+declare -A restore_cps=()  # key "tool archive" -> calls per second, one per run
+
+restore_speed() {
+    [[ $restore_segments =~ ^[1-9][0-9]*$ ]] || fail "BENCH_RESTORE_SEGMENTS must be a positive integer"
+    [[ $restore_calls =~ ^[1-9][0-9]*$ ]] || fail "BENCH_RESTORE_CALLS must be a positive integer"
+    ((restore_calls < restore_segments)) || fail "BENCH_RESTORE_CALLS must be less than BENCH_RESTORE_SEGMENTS"
+    [[ -x $restorewal ]] || fail "$restorewal not found; run make build (or make bench)"
+    command -v perl >/dev/null || fail "perl not found; it writes the test archive"
+    local seg=16777216 arch=$work/restore-archive dest=$work/restore-dest
+    local first=$((restore_segments / 2)) per=$((4294967296 / 16777216))
+    step "restore: $restore_calls calls per run on an archive of $restore_segments segments ($runs runs)"
+    mkdir "$arch" "$dest"
+    perl scripts/lib/fake-archive.pl "$arch" "$restore_segments" "$seg" 7 "$first" "$restore_calls"
+    local -a names=()
+    local segno
+    for ((segno = first; segno < first + restore_calls; segno++)); do
+        names+=("$(printf '%08X%08X%08X' 1 $((segno / per)) $((segno % per)))")
+    done
+    # restore_fetch TOOL: one run of the calls; prints the elapsed nanoseconds.
+    restore_fetch() {
+        local tool=$1 name t0 t1
+        t0=$(date +%s%N)
+        for name in "${names[@]}"; do
+            case $tool in
+                pgrestorewal) "$restorewal" -D "$arch" "$name" "$dest/RECOVERYXLOG" ;;
+                cp) cp "$arch/$name" "$dest/RECOVERYXLOG" ;;
+                cp+fsync) cp "$arch/$name" "$dest/RECOVERYXLOG" && sync "$dest/RECOVERYXLOG" ;;
+            esac || fail "$tool could not fetch $name"
+        done
+        t1=$(date +%s%N)
+        echo $((t1 - t0))
+    }
+    restore_fetch cp >/dev/null
+    local kind run order tool ns cps
+    for kind in meta no-meta; do
+        if [[ $kind == meta ]]; then
+            printf 'system_identifier=7\nwal_segment_size=%s\n' "$seg" >"$arch/.pgreceivewal.meta"
+        else
+            rm -f "$arch/.pgreceivewal.meta"
+        fi
+        for ((run = 1; run <= runs; run++)); do
+            if ((run % 2)); then order="pgrestorewal cp cp+fsync"; else order="cp+fsync cp pgrestorewal"; fi
+            for tool in $order; do
+                sync
+                ns=$(restore_fetch "$tool")
+                cps=$(awk -v n="$restore_calls" -v ns="$ns" 'BEGIN { printf "%.1f", n / (ns / 1e9) }')
+                restore_cps["$tool $kind"]+="$cps "
+                printf 'bench: restore run %d %-7s %-12s %8.1f calls/s\n' "$run" "$kind" "$tool" "$cps" >&2
+            done
+        done
+    done
+    rm -rf "$arch" "$dest"
+}
+
+if ! skipped restore; then
+    restore_speed
+    {
+        echo
+        echo "pgrestorewal vs cp: $restore_calls consecutive 16 MiB segments fetched one call at a time from an archive of $restore_segments; $runs runs each"
+        echo
+        row "measure" "pgrestorewal" "cp" "pgrestorewal/cp" "cp + fsync"
+        row "---" "---:" "---:" "---:" "---:"
+        for kind in meta no-meta; do
+            o=${restore_cps["pgrestorewal $kind"]} t=${restore_cps["cp $kind"]} f=${restore_cps["cp+fsync $kind"]}
+            label="restore, calls/s, with .pgreceivewal.meta"
+            [[ $kind == no-meta ]] && label="restore, calls/s, without metadata"
+            # shellcheck disable=SC2086 # value lists
+            row "$label" "$(fmt_stat 1 $o)" "$(fmt_stat 1 $t)" "$(ratio "$o" "$t")" "$(fmt_stat 1 $f)"
+        done
+    }
+fi
 
 # --- pgrecvlogical against pg_recvlogical (test_decoding) ------------------------------------
 # The same workload's WAL decoded by both tools and written to a file: changes per second and

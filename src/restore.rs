@@ -324,29 +324,76 @@ fn open_if_exists(path: &Path) -> Result<Option<File>, RestoreError> {
 /// segment number whatever the segment size, so comparisons need no size.
 type SegPos = (u32, u32);
 
-/// One segment-named file of the archive (complete or `.partial`).
-struct ArchivedSegment {
-    name: String,
-    tli: Tli,
-    pos: SegPos,
+fn segment_name(tli: Tli, (log, seg): SegPos) -> String {
+    format!("{tli:08X}{log:08X}{seg:08X}")
 }
 
-fn list_segments(archive: &Path) -> Result<Vec<ArchivedSegment>, RestoreError> {
+/// The segments just before and just after `pos` on its timeline, for `seg_size`-byte
+/// segments (which decides where one xlogid ends and the next begins). For a size that is no
+/// segment size, or a position that cannot exist at that size, only the neighbours within
+/// the same xlogid: the file is refused anyway, and they serve only to name a better culprit.
+fn adjacent((log, seg): SegPos, seg_size: u64) -> [Option<SegPos>; 2] {
+    let per = 0x1_0000_0000u64.checked_div(seg_size).unwrap_or(0);
+    if !is_valid_segment_size(seg_size) || u64::from(seg) >= per {
+        return [seg.checked_sub(1).map(|s| (log, s)), seg.checked_add(1).map(|s| (log, s))];
+    }
+    let segno = u64::from(log) * per + u64::from(seg);
+    let pos = |n: u64| Some((u32::try_from(n / per).ok()?, u32::try_from(n % per).ok()?));
+    [segno.checked_sub(1).and_then(pos), pos(segno + 1)]
+}
+
+/// The nearest segment files (complete or `.partial`) of one timeline before and after a
+/// position, by name.
+#[derive(Default)]
+struct Nearest {
+    earlier: Option<(SegPos, String)>,
+    later: Option<(SegPos, String)>,
+}
+
+/// Reads the archive directory's names (no `stat` per file, nothing kept but the two
+/// nearest) to find the WAL of timeline `tli` nearest to `pos` on either side.
+///
+/// This is the one look at the whole archive, and only two answers need it: serving a
+/// `.partial`, and saying a segment is not there. Both are about whether the archive holds
+/// any later WAL of the timeline, at any distance: a `.partial` followed by a copy of a far
+/// later segment, or a hole of any length, is as fatal to a recovery as one next door, and a
+/// directory cannot be asked for "the first name after X" without reading it (probing names
+/// would need one probe per possible segment up to the end of the timeline). These answers
+/// come at the end of a timeline's WAL in the archive (the `.partial`, then the segment after
+/// it; a standby waiting for WAL asks again every `wal_retrieve_retry_interval`), not once
+/// per segment, so a recovery as a whole stays linear in the size of the archive. Every
+/// other answer, serving a complete segment, looks at no more than the file and its
+/// neighbours.
+fn nearest_on_timeline(archive: &Path, tli: Tli, pos: SegPos) -> Result<Nearest, RestoreError> {
     let entries =
         fs::read_dir(archive).map_err(|e| RestoreError::io("open archive directory", archive, e))?;
-    let mut out = Vec::new();
+    let mut n = Nearest::default();
     for entry in entries {
         let entry = entry.map_err(|e| RestoreError::io("read archive directory", archive, e))?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if let Some(WalName::Segment { tli, log, seg } | WalName::Partial { tli, log, seg }) =
-            WalName::parse(&name)
-        {
-            out.push(ArchivedSegment { name, tli, pos: (log, seg) });
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(WalName::Segment { tli: t, log, seg } | WalName::Partial { tli: t, log, seg }) =
+            WalName::parse(name)
+        else {
+            continue;
+        };
+        let here = (log, seg);
+        if t != tli || here == pos {
+            continue;
+        }
+        // Deterministic messages whatever the directory's order: the nearest file, and of a
+        // complete segment and its `.partial`, the name that sorts last before and first after.
+        let best = if here < pos { &mut n.earlier } else { &mut n.later };
+        let better = match best {
+            None => true,
+            Some((p, b)) if here < pos => (here, name) > (*p, b.as_str()),
+            Some((p, b)) => (here, name) < (*p, b.as_str()),
+        };
+        if better {
+            *best = Some((here, name.to_owned()));
         }
     }
-    // Deterministic messages: name the nearest offending file.
-    out.sort_by(|a, b| (a.tli, a.pos, &a.name).cmp(&(b.tli, b.pos, &b.name)));
-    Ok(out)
+    Ok(n)
 }
 
 fn restore_segment(
@@ -370,7 +417,6 @@ fn restore_segment(
             complete = open_if_exists(&complete_path)?;
         }
     }
-    let segments = list_segments(archive)?;
 
     if let Some(mut src) = complete {
         let leftover_partial = match fs::symlink_metadata(&partial_path) {
@@ -378,9 +424,10 @@ fn restore_segment(
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(RestoreError::io("stat file", &partial_path, e)),
         };
+        let meta = read_meta(archive)?;
         let size = file_len(&src, &complete_path)?;
-        check_size(archive, name, size, &segments)?;
-        if !check_header(archive, &src, &complete_path, name, (tli, log, seg), size)? {
+        check_size(archive, name, (tli, pos), size, meta.as_ref())?;
+        if !check_header(&src, &complete_path, name, (tli, log, seg), size, meta.as_ref())? {
             // Zeros where the segment starts: whatever wrote this file, it holds no WAL, and
             // served it would end recovery here.
             return Err(RestoreError::NotWal {
@@ -393,12 +440,13 @@ fn restore_segment(
     }
 
     if let Some(mut src) = partial {
-        if let Some(later) = segments.iter().find(|s| s.tli == tli && s.pos > pos) {
-            return Err(RestoreError::PartialNotLast { partial: partial_name, later: later.name.clone() });
+        if let Some((_, later)) = nearest_on_timeline(archive, tli, pos)?.later {
+            return Err(RestoreError::PartialNotLast { partial: partial_name, later });
         }
+        let meta = read_meta(archive)?;
         let size = file_len(&src, &partial_path)?;
-        check_size(archive, &partial_name, size, &segments)?;
-        if !check_header(archive, &src, &partial_path, &partial_name, (tli, log, seg), size)? {
+        check_size(archive, &partial_name, (tli, pos), size, meta.as_ref())?;
+        if !check_header(&src, &partial_path, &partial_name, (tli, log, seg), size, meta.as_ref())? {
             // A `.partial` padded but never written (the archiver stopped right after creating
             // it): nothing of this segment reached the archive. "Not found" lets PostgreSQL
             // look in pg_wal, where the segment may be, instead of reading zeros.
@@ -412,14 +460,10 @@ fn restore_segment(
     // (the archive starts after the base backup and pg_wal has the rest; the end of the
     // archive; another timeline's probe). Strictly between is a hole: answering "not found"
     // would end recovery there and promote, dropping everything after it.
-    let earlier = segments.iter().rev().find(|s| s.tli == tli && s.pos < pos);
-    let later = segments.iter().find(|s| s.tli == tli && s.pos > pos);
-    if let (Some(earlier), Some(later)) = (earlier, later) {
-        return Err(RestoreError::Hole {
-            name: name.to_owned(),
-            earlier: earlier.name.clone(),
-            later: later.name.clone(),
-        });
+    if let Nearest { earlier: Some((_, earlier)), later: Some((_, later)) } =
+        nearest_on_timeline(archive, tli, pos)?
+    {
+        return Err(RestoreError::Hole { name: name.to_owned(), earlier, later });
     }
     Err(RestoreError::NotFound { name: name.to_owned() })
 }
@@ -434,12 +478,12 @@ fn segment_start((log, seg): SegPos, seg_size: u64) -> Lsn {
 /// name, and the system identifier from the metadata file when there is one. `Ok(false)` when
 /// the first page is all zeros (the caller decides what an empty file means).
 fn check_header(
-    archive: &Path,
     src: &File,
     path: &Path,
     file: &str,
     (tli, log, seg): (Tli, u32, u32),
     size: u64,
+    meta: Option<&ClusterId>,
 ) -> Result<bool, RestoreError> {
     let mut h = [0u8; STORED_HEADER_LEN];
     src.read_exact_at(&mut h, 0).map_err(|e| RestoreError::io("read file", path, e))?;
@@ -450,7 +494,7 @@ fn check_header(
         tli,
         start: segment_start((log, seg), size),
         seg_size: size,
-        system_id: read_meta(archive)?.map(|m| m.system_id),
+        system_id: meta.map(|m| m.system_id),
     };
     check_stored_segment(&h, &stored)
         .map_err(|problem| RestoreError::NotWal { file: file.to_owned(), problem })?;
@@ -493,13 +537,25 @@ fn read_meta(archive: &Path) -> Result<Option<ClusterId>, RestoreError> {
 
 /// A segment must be exactly the segment size: PostgreSQL itself stops with "archive file has
 /// wrong size" when it is not, but only after we said "restored"; we say why, with names.
+///
+/// Without metadata (an archive written by pg_receivewal) the segment size is the one the
+/// segment files share, complete or padded `.partial`: `file` is compared with the files of
+/// its own segment and of the segments right before and after it. Comparing with every file
+/// of the archive, as this once did, costs a `stat` per file on every call. The neighbours
+/// are enough: recovery asks for consecutive segments, so every pair of segments it replays
+/// one after the other is compared, and a file of another size next to them is refused when
+/// its neighbour is served, before recovery could read it. A file of another size that is
+/// no neighbour of anything recovery reads is never served; and whatever this check lets
+/// through, the segment's own long page header must name its size (`check_header`), and
+/// PostgreSQL refuses a restored segment that is not its own segment size with FATAL.
 fn check_size(
     archive: &Path,
     file: &str,
+    (tli, pos): (Tli, SegPos),
     size: u64,
-    segments: &[ArchivedSegment],
+    meta: Option<&ClusterId>,
 ) -> Result<(), RestoreError> {
-    if let Some(expected) = read_meta_segment_size(archive)? {
+    if let Some(expected) = meta.map(|m| m.seg_size) {
         if size != expected {
             return Err(RestoreError::WrongSize {
                 file: file.to_owned(),
@@ -510,14 +566,22 @@ fn check_size(
         }
         return Ok(());
     }
-    // No metadata (an archive written by pg_receivewal): every segment file, complete or
-    // padded `.partial`, has the segment size, so they must all agree.
-    for other in segments.iter().filter(|s| s.name != file) {
-        let other_size = match fs::metadata(archive.join(&other.name)) {
+    let [before, after] = adjacent(pos, size);
+    // In name order, so the message names the same file whichever way the probes went.
+    let others = [before, Some(pos), after]
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            let name = segment_name(tli, p);
+            [format!("{name}{PARTIAL_SUFFIX}"), name].into_iter().rev()
+        })
+        .filter(|other| other != file);
+    for other in others {
+        let other_size = match fs::metadata(archive.join(&other)) {
             Ok(m) => m.len(),
-            // Renamed by a live archiver while we looked: its other name is in the list too.
+            // Not there, or renamed by a live archiver as we looked.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(RestoreError::io("stat file", &archive.join(&other.name), e)),
+            Err(e) => return Err(RestoreError::io("stat file", &archive.join(&other), e)),
         };
         if other_size != size {
             if !is_valid_segment_size(size) {
@@ -525,15 +589,10 @@ fn check_size(
                     file: file.to_owned(),
                     size,
                     expected: other_size,
-                    from: SizeSource::File(other.name.clone()),
+                    from: SizeSource::File(other),
                 });
             }
-            return Err(RestoreError::SizesDisagree {
-                file: file.to_owned(),
-                size,
-                other: other.name.clone(),
-                other_size,
-            });
+            return Err(RestoreError::SizesDisagree { file: file.to_owned(), size, other, other_size });
         }
     }
     if !is_valid_segment_size(size) {
@@ -832,6 +891,28 @@ mod tests {
     }
 
     #[test]
+    fn hole_names_the_nearest_files() {
+        let s = setup();
+        for name in [
+            "000000010000000000000002",
+            "000000010000000000000004",
+            "000000010000000000000004.partial",
+            "000000010000000000000008",
+            "000000010000000000000008.partial",
+            "000000010000000000000009",
+            "000000020000000000000006",
+        ] {
+            put(&s.archive, name, MB, 1);
+        }
+        let e = restore(&s.archive, "000000010000000000000006", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+        assert!(
+            matches!(&e, RestoreError::Hole { earlier, later, .. }
+            if earlier == "000000010000000000000004.partial" && later == "000000010000000000000008"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn wrong_size_is_refused() {
         // Disagreeing files, no metadata.
         let s = setup();
@@ -1074,6 +1155,23 @@ mod tests {
         let e = io::Error::from_raw_os_error(2);
         assert_eq!(os_error_text(&e), "No such file or directory");
         assert_eq!(os_error_text(&io::Error::other("custom")), "custom");
+    }
+
+    #[test]
+    fn adjacent_segments() {
+        const SEG16: u64 = 16 * MB;
+        assert_eq!(adjacent((0, 5), MB), [Some((0, 4)), Some((0, 6))]);
+        assert_eq!(adjacent((0, 0), SEG16), [None, Some((0, 1))]);
+        // One xlogid holds 4 GiB of WAL: 256 segments of 16 MiB, 4096 of 1 MiB.
+        assert_eq!(adjacent((1, 0), SEG16), [Some((0, 0xFF)), Some((1, 1))]);
+        assert_eq!(adjacent((0, 0xFF), SEG16), [Some((0, 0xFE)), Some((1, 0))]);
+        assert_eq!(adjacent((3, 0xFFF), MB), [Some((3, 0xFFE)), Some((4, 0))]);
+        assert_eq!(adjacent((7, 3), 1024 * MB), [Some((7, 2)), Some((8, 0))]);
+        assert_eq!(adjacent((u32::MAX, 0xFF), SEG16), [Some((u32::MAX, 0xFE)), None]);
+        // No segment size, or a name that cannot exist at this size: the same xlogid only.
+        assert_eq!(adjacent((1, 0), 1000), [None, Some((1, 1))]);
+        assert_eq!(adjacent((1, 0x100), SEG16), [Some((1, 0xFF)), Some((1, 0x101))]);
+        assert_eq!(adjacent((1, u32::MAX), 0), [Some((1, u32::MAX - 1)), None]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! stderr alone; and PostgreSQL's own reading of those exit statuses, on real servers.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -202,6 +203,168 @@ fn help_and_version() {
     let o = run(&["-V"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8(o.stdout).unwrap().starts_with("pgrestorewal (pgreceivewal) "));
+}
+
+/// An archive of 100 000 segments of 16 MiB (1.6 TB of WAL, written sparse: a first page and a
+/// hole each), with the damage each refusal is about scattered through it. pgrestorewal no
+/// longer reads the whole archive to serve a segment, only its neighbours; at this size it
+/// must still serve the right file and make every refusal a small archive gets, including
+/// the ones that depend on WAL far from the segment asked for (a long hole, a stray segment
+/// far after the `.partial`) and on neighbours across an xlogid boundary.
+#[test]
+fn large_archive_serves_and_refuses_as_a_small_one() {
+    const SEG: u64 = 16 << 20;
+    const PER_XLOGID: u64 = (1 << 32) / SEG;
+    const COUNT: u64 = 100_000;
+    let d = Dirs::new();
+    let name = |segno: u64| format!("00000001{:08X}{:08X}", segno / PER_XLOGID, segno % PER_XLOGID);
+    let tag = |segno: u64| (segno % 199 + 1) as u8;
+    // `file` is segment `segno` (complete or `.partial`) of `size` bytes, opening with its long
+    // page header unless `header` is false.
+    let write = |file: &str, segno: u64, size: u64, header: bool| {
+        let mut f = fs::File::create(d.archive.join(file)).unwrap();
+        if header {
+            let mut page = [0u8; TAG_AT + 1];
+            page[..40].copy_from_slice(&long_header(&name(segno), SEG, SYSID));
+            page[TAG_AT] = tag(segno);
+            f.write_all(&page).unwrap();
+        }
+        f.set_len(size).unwrap();
+    };
+    let hole = 60_000;
+    let long_hole = 80_000..80_010;
+    // 8 kB short: the first segment of an xlogid, and the last of another.
+    let short = PER_XLOGID * 300;
+    let short_last = PER_XLOGID * 200 - 1;
+    let zeros = 90_000;
+    for segno in 1..=COUNT {
+        if segno == hole || long_hole.contains(&segno) {
+            continue;
+        }
+        let (file, size) = match segno {
+            COUNT => (format!("{}.partial", name(segno)), SEG),
+            s if s == short || s == short_last => (name(segno), SEG - 8192),
+            _ => (name(segno), SEG),
+        };
+        write(&file, segno, size, segno != zeros);
+    }
+
+    let dest = d.pg_wal.join("RECOVERYXLOG");
+    let expect = |segno: u64, code: i32, want: &str| {
+        let _ = fs::remove_file(&dest);
+        let o = d.restore(&["-v"], &name(segno), "pg_wal/RECOVERYXLOG");
+        assert_eq!(o.status.code(), Some(code), "{}: {}", name(segno), stderr(&o));
+        if code == 0 {
+            assert!(stderr(&o).starts_with(want), "{}: {}", name(segno), stderr(&o));
+            assert_eq!(first_byte(&dest), tag(segno), "{}", name(segno));
+            assert_eq!(fs::metadata(&dest).unwrap().len(), SEG);
+        } else {
+            assert_eq!(stderr(&o), want, "{}", name(segno));
+            assert!(!dest.exists(), "nothing served for {}", name(segno));
+        }
+    };
+    let archived = |segno: u64| d.archive.join(name(segno)).display().to_string();
+    let refused = |what: String| format!("pgrestorewal: error: refusing to {what}\n");
+
+    // Complete segments, in the middle and on both sides of xlogid boundaries.
+    for segno in [1, 50_000, PER_XLOGID - 1, PER_XLOGID, COUNT - 1] {
+        expect(
+            segno,
+            0,
+            &format!("pgrestorewal: restored \"{}\" from \"{}\"\n", name(segno), archived(segno)),
+        );
+    }
+    // No metadata: sizes are compared with the neighbours, across xlogid boundaries too.
+    let disagree = |segno: u64, other: u64| {
+        refused(format!(
+            "serve \"{}\": it is {SEG} bytes but \"{}\" in the same archive is {} bytes, so one of them is \
+             damaged; repair or remove the damaged file",
+            name(segno),
+            name(other),
+            SEG - 8192
+        ))
+    };
+    expect(short - 1, 255, &disagree(short - 1, short));
+    expect(short_last + 1, 255, &disagree(short_last + 1, short_last));
+    expect(short + 1, 255, &disagree(short + 1, short));
+    // A size that is no segment size says nothing of where its xlogid ends: the neighbour
+    // named is the one inside it.
+    expect(
+        short,
+        255,
+        &refused(format!(
+            "serve \"{}\": it is {} bytes but the archive's segment size is {SEG} bytes (the size of \"{}\"); \
+             the file is damaged, restore it from a copy of the archive",
+            name(short),
+            SEG - 8192,
+            name(short + 1)
+        )),
+    );
+    expect(zeros, 255, &refused(format!(
+        "serve \"{}\": its first page has magic number 0000, which is no WAL page header; the file is damaged \
+         or not WAL of this archive, restore it from a copy of the archive",
+        name(zeros)
+    )));
+    let hole_refused = |segno: u64, earlier: String, later: String| {
+        refused(format!(
+            "report \"{}\" as missing: the archive has \"{earlier}\" before it and \"{later}\" after it on the \
+             same timeline, so WAL is missing from the archive; put the segment back into the archive (the base \
+             backup's pg_wal may have it) before recovering",
+            name(segno)
+        ))
+    };
+    expect(hole, 255, &hole_refused(hole, name(hole - 1), name(hole + 1)));
+    // Five segments from either end of the hole.
+    expect(80_005, 255, &hole_refused(80_005, name(79_999), name(80_010)));
+    // The newest WAL is the .partial; after it and before the first segment is "not found".
+    let partial_served = format!(
+        "pgrestorewal: restored \"{}\" from \"{}.partial\" (the newest WAL of its timeline, from a .partial file)\n",
+        name(COUNT),
+        archived(COUNT)
+    );
+    expect(COUNT, 0, &partial_served);
+    expect(COUNT + 1, 1, "");
+    expect(0, 1, "");
+    for other in ["00000002.history", "000000020000000100000000"] {
+        let o = d.restore(&[], other, "pg_wal/RECOVERYXLOG");
+        assert_eq!((o.status.code(), stderr(&o)), (Some(1), String::new()), "{other}");
+    }
+
+    // A segment far after the .partial (a copy from elsewhere): the .partial is no longer the
+    // end of the timeline, and everything between is a hole.
+    let stray = 150_000;
+    write(&name(stray), stray, SEG, true);
+    expect(
+        COUNT,
+        255,
+        &refused(format!(
+            "serve \"{}.partial\": later WAL \"{}\" exists on the same timeline, so this segment is incomplete \
+             in the archive; check the archive for missing segments",
+            name(COUNT),
+            name(stray)
+        )),
+    );
+    expect(120_000, 255, &hole_refused(120_000, format!("{}.partial", name(COUNT)), name(stray)));
+    fs::remove_file(d.archive.join(name(stray))).unwrap();
+    expect(COUNT, 0, &partial_served);
+
+    // With metadata the segment size is the archive's own record, not the neighbours'.
+    fs::write(
+        d.archive.join(".pgreceivewal.meta"),
+        format!("system_identifier={SYSID}\nwal_segment_size={SEG}\n"),
+    )
+    .unwrap();
+    expect(short - 1, 0, &format!("pgrestorewal: restored \"{}\"", name(short - 1)));
+    expect(
+        short,
+        255,
+        &refused(format!(
+            "serve \"{}\": it is {} bytes but the archive's segment size is {SEG} bytes (from \
+             .pgreceivewal.meta); the file is damaged, restore it from a copy of the archive",
+            name(short),
+            SEG - 8192
+        )),
+    );
 }
 
 // ---------------------------------------------------------------------------
