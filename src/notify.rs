@@ -228,7 +228,10 @@ mod tests {
         let p = |s: &str| parse_address(OsStr::new(s));
         assert_eq!(p(""), Ok(None));
         assert_eq!(p("/run/systemd/notify"), Ok(Some(Address::Path("/run/systemd/notify".into()))));
-        assert_eq!(p("@/org/freedesktop/systemd1/notify/1"), Ok(Some(Address::Abstract(b"/org/freedesktop/systemd1/notify/1".to_vec()))));
+        assert_eq!(
+            p("@/org/freedesktop/systemd1/notify/1"),
+            Ok(Some(Address::Abstract(b"/org/freedesktop/systemd1/notify/1".to_vec())))
+        );
         assert!(p("@").is_err());
         assert!(p("relative/path").unwrap_err().contains("NOTIFY_SOCKET=\"relative/path\""));
         assert!(p("vsock:2:1234").is_err());
@@ -236,7 +239,8 @@ mod tests {
 
     #[test]
     fn watchdog_settings() {
-        let w = |u: Option<&str>, p: Option<&str>| watchdog_interval(u.map(OsStr::new), p.map(OsStr::new), 42);
+        let w =
+            |u: Option<&str>, p: Option<&str>| watchdog_interval(u.map(OsStr::new), p.map(OsStr::new), 42);
         assert_eq!(w(Some("30000000"), None), Some(Duration::from_secs(15)));
         assert_eq!(w(Some("30000000"), Some("42")), Some(Duration::from_secs(15)));
         assert_eq!(w(Some("30000000"), Some("43")), None, "another process's watchdog");
@@ -266,7 +270,8 @@ mod tests {
     #[test]
     fn sends_to_path_and_abstract_sockets() {
         let name = format!("pgrw-notify-test-{}", std::process::id());
-        let listener = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let listener =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
         listener.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let addr = parse_address(OsStr::new(&format!("@{name}"))).unwrap().unwrap();
         let n = Notifier::new(&addr, Some(Duration::from_secs(3600))).unwrap();

@@ -511,7 +511,8 @@ impl<'a, W: WriterThread> Core<'a, W> {
         // Never longer than the next status update, watchdog ping or positions line.
         let debug = log::log_enabled!(log::Level::Debug);
         let report = self.schedule.until_due(Instant::now(), debug, notify::get().is_some());
-        let timeout = [self.clock.until_due(), notify::until_watchdog(), Some(report)].into_iter().flatten().min();
+        let timeout =
+            [self.clock.until_due(), notify::until_watchdog(), Some(report)].into_iter().flatten().min();
         let ready = poll(&fds, timeout)
             .map_err(|e| self.unexpected(format!("could not wait for the server: {e}")))?;
         if ready[2] {
