@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::faults::support::{build_shim, lines_at, lsn, read_log};
 use crate::logical::{pgrecvlogical, spawn};
-use crate::util::{pgreceivewal, wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
+use crate::util::{pgreceivewal, wait_until, Cluster, KillOnDrop, Mode, PgVersion, TestDir};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// systemd's WATCHDOG_USEC for the tests: a ping is due every 0.8 s, less than the 2 s the
@@ -340,4 +340,35 @@ fn lag_over_the_threshold_is_logged_15() {
     let [_, _, f, s] = positions_line(over).unwrap_or_else(|| panic!("malformed: {over}"));
     assert!(s - f > 64 << 20, "the line's own positions show the lag: {over}");
     assert!(over.contains(" s behind)"), "seconds too: {over}");
+}
+
+/// While it waits to reconnect, systemd hears why and for how long, and the watchdog pings go
+/// on in time through back-off waits longer than the time-out (1, 2, 4 s against 1.6 s).
+#[test]
+fn pgreceivewal_notifies_while_reconnecting_18() {
+    let mut c = Cluster::builder(PgVersion::V18).wal_segsize_mb(1).start();
+    let t = TestDir::for_test();
+    let (dir, log) = (t.join("wal"), t.join("tool.log"));
+    let sd = Systemd::listen(t.path(), false);
+    let mut cmd = pgreceivewal();
+    cmd.args(c.conn_args()).args(["-D", dir.to_str().unwrap()]);
+    sd.service(&mut cmd);
+    let mut child = spawn(&mut cmd, &log);
+    sd.wait_for("READY=1", &log, |a| a == "READY=1");
+    c.stop(Mode::Fast);
+    let since = Instant::now();
+    sd.wait_for("the reconnect status", &log, |a| a.starts_with("STATUS=reconnecting in 1 s: "));
+    sd.wait_for("the second back-off", &log, |a| a.starts_with("STATUS=reconnecting in 4 s: "));
+    let gaps = sd.watchdog_gaps(since, 6, &log);
+    assert!(gaps.iter().all(|g| *g < WATCHDOG), "watchdog pings {gaps:?} apart, time-out {WATCHDOG:?}");
+    c.start_again();
+    let back = sd.assignments().len();
+    wait_until(TIMEOUT, "streaming again", || {
+        sd.assignments()[back..].iter().any(|a| a.starts_with("STATUS=streaming at "))
+    });
+    let a = sd.assignments();
+    assert_eq!(a.iter().filter(|a| *a == "READY=1").count(), 1, "READY=1 once per process: {a:?}");
+    let status = child.signal_and_wait("TERM", TIMEOUT);
+    assert!(status.success(), "{}", read_log(&log));
+    assert!(sd.assignments().iter().any(|a| a == "STOPPING=1"));
 }
