@@ -500,7 +500,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
     }
 
     /// Waits for the server, a stop signal, SIGHUP or the writer, at most until the next status
-    /// update is due.
+    /// update, watchdog ping, STATUS= or positions line is due.
     fn wait(&mut self) -> SessionResult<(), W> {
         let fds = [
             (self.server.socket(), Interest::Read),
@@ -508,7 +508,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
             (self.writer.wake.fd(), Interest::Read),
             (self.stop.hangup_fd(), Interest::Read),
         ];
-        // Never longer than the next status update, watchdog ping or positions line.
+        // A wait past the watchdog's next ping would let systemd kill a receiver that is fine.
         let debug = log::log_enabled!(log::Level::Debug);
         let report = self.schedule.until_due(Instant::now(), debug, notify::get().is_some());
         let timeout =
