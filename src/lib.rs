@@ -6,9 +6,11 @@
 pub mod archive;
 pub mod archiver;
 pub mod cli;
+pub mod lag;
 pub mod logging;
 pub mod logical;
 pub mod lsn;
+pub mod notify;
 pub mod protocol;
 pub mod receiver;
 pub mod restore;

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::cli::Durability;
+use crate::lag::{Shown, LAG_THRESHOLD};
 use crate::lsn::Lsn;
 use crate::server::Server;
 use crate::session::{
@@ -93,8 +94,12 @@ impl<'a> Receiver<'a> {
             WriterHandle::spawn("pgrw-writer", &server.name, CHANNEL_BATCHES, start, |progress, wake| {
                 Ok(Writer::new(writer_cfg, progress, wake).recycle_into(spare_tx))
             })?;
+        let mut core = Core::new(server, stop, writer, opts.status_interval);
+        // Without --synchronous a segment is made durable when it is complete: a lag of up to
+        // a segment is normal, and only more than that is news.
+        core.set_lag_threshold(LAG_THRESHOLD.max(2 * opts.seg_size));
         Ok(Receiver {
-            core: Core::new(server, stop, writer, opts.status_interval),
+            core,
             wal: WalStream { opts, spare, received: start, batch: Vec::new(), batch_start: start, tli: 0 },
         })
     }
@@ -234,5 +239,10 @@ impl Handler<Writer> for WalStream<'_> {
     fn positions(&self, progress: &Progress) -> Positions {
         let flush = if self.opts.report_flush() { progress.flushed() } else { Lsn::INVALID };
         Positions { write: progress.written(), flush, apply: Lsn::INVALID }
+    }
+
+    /// What is durable, whether or not the server is told.
+    fn shown(&self, progress: &Progress) -> Shown {
+        Shown { received: self.received, written: progress.written(), flushed: progress.flushed() }
     }
 }

@@ -13,6 +13,11 @@
 //!   a stop signal turns only the errors a retry would cure into a clean stop; a writer
 //!   failure (a failed fsync) never ends in exit status 0.
 //!
+//! - What the outside sees, once for both tools: the positions and lag line in the log
+//!   (`crate::lag`), and systemd's notifications (`crate::notify`): READY=1 when the first
+//!   stream begins, STATUS=, watchdog pings from this loop (its waits never outlast the next
+//!   ping, so a stuck receiver stops pinging), STOPPING=1 when the run ends.
+//!
 //! Each tool supplies a [`Handler`] (its messages, its positions) and a [`WriterThread`].
 
 use std::fmt;
@@ -25,7 +30,9 @@ use crossbeam_channel::{Receiver, Sender};
 use pgrw_ffi::sys::{poll, EventFd, Interest, StopSignals};
 use pgrw_ffi::{CopyRead, Status};
 
+use crate::lag::{self, Schedule, ServerClock, Shown};
 use crate::lsn::Lsn;
+use crate::notify;
 use crate::protocol::{pg_now, ServerMessage, StatusUpdate};
 use crate::server::{Server, ServerError};
 
@@ -332,6 +339,9 @@ pub trait Handler<W: WriterThread> {
     fn stopping(&mut self, core: &mut Core<'_, W>, end: StreamEnd) -> SessionResult<(), W>;
     /// The positions to report now.
     fn positions(&self, progress: &Progress) -> Positions;
+    /// The positions the log and systemd show: received, written, and durable (for
+    /// pgrecvlogical the confirmed position).
+    fn shown(&self, progress: &Progress) -> Shown;
 }
 
 pub type SessionResult<T, W> = Result<T, StreamError<<W as WriterThread>::Error>>;
@@ -352,6 +362,8 @@ pub struct Core<'a, W: WriterThread> {
     pub writer: WriterHandle<W>,
     clock: StatusClock,
     reported_flush: Lsn,
+    server_clock: ServerClock,
+    schedule: Schedule,
 }
 
 impl<'a, W: WriterThread> Core<'a, W> {
@@ -367,7 +379,14 @@ impl<'a, W: WriterThread> Core<'a, W> {
             writer,
             clock: StatusClock { interval: status_interval, last: None },
             reported_flush: Lsn::INVALID,
+            server_clock: ServerClock::default(),
+            schedule: Schedule::new(Instant::now()),
         }
+    }
+
+    /// Lag past `bytes` is logged at once (default [`lag::LAG_THRESHOLD`]).
+    pub fn set_lag_threshold(&mut self, bytes: u64) {
+        self.schedule.threshold = bytes;
     }
 
     pub fn server_name(&self) -> String {
@@ -406,6 +425,9 @@ impl<'a, W: WriterThread> Core<'a, W> {
     /// The COPY BOTH loop, after START_REPLICATION.
     pub fn copy_stream(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
         self.clock.last = None;
+        // The stream has begun: systemd may now call the service started.
+        let shown = handler.shown(self.writer.progress());
+        notify::ready(&lag::status_text(&shown, None));
         loop {
             // Drain everything libpq has buffered.
             loop {
@@ -415,8 +437,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
                     CopyRead::Done => return Ok(CopyEnd::Server),
                 };
                 let end = match ServerMessage::parse(&buf) {
-                    Ok(ServerMessage::XLogData { start, data, .. }) => handler.data(self, start, data)?,
-                    Ok(ServerMessage::Keepalive { wal_end, reply_requested, .. }) => {
+                    Ok(ServerMessage::XLogData { start, wal_end, send_time, data }) => {
+                        self.server_clock.saw(wal_end, send_time);
+                        handler.data(self, start, data)?
+                    }
+                    Ok(ServerMessage::Keepalive { wal_end, send_time, reply_requested }) => {
+                        self.server_clock.saw(wal_end, send_time);
                         let end = handler.keepalive(self, wal_end, reply_requested)?;
                         if reply_requested && end.is_none() {
                             // Answer at once so the server does not time us out; what the writer
@@ -434,6 +460,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
             }
             handler.hand_over(self)?;
             if self.stop.received().is_some() {
+                notify::stopping("stopping: received stop signal");
                 handler.stopping(self, StreamEnd::Stopped)?;
                 return Ok(CopyEnd::Ours(StreamEnd::Stopped));
             }
@@ -442,12 +469,38 @@ impl<'a, W: WriterThread> Core<'a, W> {
             if self.clock.due() || flush > self.reported_flush {
                 self.status_update(handler)?;
             }
+            self.report(handler);
             self.wait()?;
         }
     }
 
+    /// Pings systemd's watchdog, and shows positions and lag when due: systemd's STATUS=
+    /// every few seconds, a log line every few minutes (with -v every few seconds) and at
+    /// once when the lag crosses the threshold.
+    fn report(&mut self, handler: &impl Handler<W>) {
+        notify::watchdog();
+        let shown = handler.shown(self.writer.progress());
+        let lag = self.server_clock.lag(shown.flushed, pg_now());
+        let debug = log::log_enabled!(log::Level::Debug);
+        let due = self.schedule.tick(Instant::now(), lag.map(|l| l.bytes), debug);
+        if due.status {
+            notify::status(&lag::status_text(&shown, lag.as_ref()));
+        }
+        if let Some(level) = due.line {
+            let line = lag::log_line(&shown, lag.as_ref());
+            let threshold = self.schedule.threshold;
+            match due.crossed {
+                Some(true) => log::log!(level, "{line}; lag is over {}", lag::format_bytes(threshold)),
+                Some(false) => {
+                    log::log!(level, "{line}; lag is back under {}", lag::format_bytes(threshold / 2))
+                }
+                None => log::log!(level, "{line}"),
+            }
+        }
+    }
+
     /// Waits for the server, a stop signal, SIGHUP or the writer, at most until the next status
-    /// update is due.
+    /// update, watchdog ping, STATUS= or positions line is due.
     fn wait(&mut self) -> SessionResult<(), W> {
         let fds = [
             (self.server.socket(), Interest::Read),
@@ -455,7 +508,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
             (self.writer.wake.fd(), Interest::Read),
             (self.stop.hangup_fd(), Interest::Read),
         ];
-        let ready = poll(&fds, self.clock.until_due())
+        // A wait past the watchdog's next ping would let systemd kill a receiver that is fine.
+        let debug = log::log_enabled!(log::Level::Debug);
+        let report = self.schedule.until_due(Instant::now(), debug, notify::get().is_some());
+        let timeout =
+            [self.clock.until_due(), notify::until_watchdog(), Some(report)].into_iter().flatten().min();
+        let ready = poll(&fds, timeout)
             .map_err(|e| self.unexpected(format!("could not wait for the server: {e}")))?;
         if ready[2] {
             self.writer.wake.drain();
@@ -564,6 +622,20 @@ pub trait SessionFailure: fmt::Display {
 pub fn reconnect<E: SessionFailure>(
     stop: &StopSignals,
     no_loop: bool,
+    session: impl FnMut() -> Result<StreamEnd, E>,
+) -> Result<StreamEnd, E> {
+    let res = sessions(stop, no_loop, session);
+    notify::stopping(&match &res {
+        Ok(StreamEnd::EndPos(at)) => format!("stopping: reached end position {at}"),
+        Ok(StreamEnd::Stopped) => "stopping: received stop signal".to_owned(),
+        Err(e) => format!("stopping after an error: {e}"),
+    });
+    res
+}
+
+fn sessions<E: SessionFailure>(
+    stop: &StopSignals,
+    no_loop: bool,
     mut session: impl FnMut() -> Result<StreamEnd, E>,
 ) -> Result<StreamEnd, E> {
     let mut backoff = BACKOFF_FIRST;
@@ -584,6 +656,7 @@ pub fn reconnect<E: SessionFailure>(
                     backoff = BACKOFF_FIRST;
                 }
                 log::warn!("{e}; trying again in {} s", backoff.as_secs());
+                notify::status(&format!("reconnecting in {} s: {e}", backoff.as_secs()));
                 if sleep(stop, backoff) {
                     log::info!("received stop signal while waiting to reconnect; stopping");
                     return Ok(StreamEnd::Stopped);
@@ -596,13 +669,16 @@ pub fn reconnect<E: SessionFailure>(
 }
 
 /// Sleeps for `d`, waking early for a stop signal (then returns true); SIGHUP is logged.
+/// systemd's watchdog is pinged meanwhile: waiting to reconnect is not being stuck.
 pub fn sleep(stop: &StopSignals, d: Duration) -> bool {
     let deadline = Instant::now() + d;
     while stop.received().is_none() {
+        notify::watchdog();
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
+        let left = notify::until_watchdog().map_or(left, |w| w.min(left));
         let fds = [(stop.fd(), Interest::Read), (stop.hangup_fd(), Interest::Read)];
         match poll(&fds, Some(left)) {
             Ok(ready) if ready[1] => log_hangup(stop),

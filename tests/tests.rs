@@ -25,3 +25,5 @@ mod logical_server;
 mod slots;
 
 mod logical_integrity;
+
+mod notify;

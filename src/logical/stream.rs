@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use pgrw_ffi::sys::StopSignals;
 
+use crate::lag::Shown;
 use crate::lsn::Lsn;
 use crate::server::Server;
 use crate::session::{
@@ -133,6 +134,8 @@ struct Decoding<'a> {
     handed: Lsn,
     /// A keepalive position received while nothing was pending.
     idle_pos: Lsn,
+    /// The position of the last message received.
+    received: Lsn,
     stats: SessionStats,
 }
 
@@ -172,6 +175,7 @@ impl<'a> Session<'a> {
                 spool_marks: Vec::new(),
                 handed: start,
                 idle_pos: start,
+                received: start,
                 stats: SessionStats::default(),
             },
         })
@@ -400,6 +404,7 @@ impl Handler<Writer> for Decoding<'_> {
         start: Lsn,
         data: &[u8],
     ) -> SessionResult<Option<StreamEnd>, Writer> {
+        self.received = self.received.max(start);
         let end = self.handle_message(core, start, data)?;
         if end.is_some() {
             log::info!("reached end position {}", self.opts.endpos.unwrap_or_default());
@@ -450,6 +455,12 @@ impl Handler<Writer> for Decoding<'_> {
         let durable = progress.flushed();
         let flush = if self.idle() && durable >= self.handed { durable.max(self.idle_pos) } else { durable };
         Positions { write: progress.written().max(flush), flush, apply: flush }
+    }
+
+    /// Durable is what the server is told: the confirmed position.
+    fn shown(&self, progress: &Progress) -> Shown {
+        let p = self.positions(progress);
+        Shown { received: self.received.max(self.idle_pos), written: p.write, flushed: p.flush }
     }
 }
 
