@@ -98,6 +98,15 @@ pub fn max_proto_version(server_version: u32) -> u32 {
     }
 }
 
+/// Whether output that ends at `end` cannot have come from a server whose WAL ends at
+/// `server_end`. A non-transactional message's unit ends one byte past its LSN, which is the
+/// end of its WAL record (decode.c queues it at the record's end), so output from this
+/// server's WAL ends at most one byte past it: a message that is the last record (PostgreSQL
+/// 15 writes nothing after it on an idle server).
+fn beyond_server_wal(end: Lsn, server_end: Lsn) -> bool {
+    end.0 > server_end.0.saturating_add(1)
+}
+
 /// What the slot looks like in `pg_replication_slots`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SlotRow {
@@ -443,7 +452,7 @@ impl Runner<'_> {
             None => None,
         };
         let resume = recovered.as_ref().and_then(|r| r.resume);
-        if let Some(r) = resume.filter(|&r| r > sys.xlogpos) {
+        if let Some(r) = resume.filter(|&r| beyond_server_wal(r, sys.xlogpos)) {
             // Only WAL the server flushed is ever decoded: output beyond it comes from another
             // cluster's history, and the server would skip every transaction below it.
             return Err(RunError::Setup(format!(
@@ -638,6 +647,14 @@ impl Runner<'_> {
 mod tests {
     use super::*;
     use crate::logical::stream::publication_list;
+
+    #[test]
+    fn output_one_byte_past_the_servers_wal_is_a_message_at_its_end() {
+        assert!(!beyond_server_wal(Lsn(0x152EA90), Lsn(0x152EA90)));
+        assert!(!beyond_server_wal(Lsn(0x152EA91), Lsn(0x152EA90)), "a message ending the WAL");
+        assert!(beyond_server_wal(Lsn(0x152EA92), Lsn(0x152EA90)));
+        assert!(beyond_server_wal(Lsn(0x2000000), Lsn(0x152EA90)));
+    }
 
     #[test]
     fn protocol_versions_by_server() {
