@@ -7,7 +7,7 @@ use std::fmt;
 use pgrw_ffi::sys::StopSignals;
 
 use crate::archive::{Archive, ArchiveError, ClusterId};
-use crate::cli::{Action, Config, Durability};
+use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
 use crate::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
 use crate::server::{sqlstate, Server, ServerError, SlotInfo};

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod archiver;
 pub mod cli;
+pub mod config;
 pub mod lag;
 pub mod logging;
 pub mod logical;

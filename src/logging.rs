@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::{LogFormat, LogOptions};
+use crate::config::{LogFormat, LogOptions};
 
 /// One message, with everything a line may show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

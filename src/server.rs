@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 
 use pgrw_ffi::{Conn, ConnectError};
 
-use crate::cli::{ConnOptions, PasswordMode};
+use crate::config::{ConnOptions, PasswordMode};
 use crate::lsn::Lsn;
 use crate::walfile::Tli;
 

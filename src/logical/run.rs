@@ -16,7 +16,7 @@ use crate::lsn::Lsn;
 use crate::server::{conn_params_for, sqlstate, ConnKind, Replication, Server, ServerError};
 use crate::session::{self, SessionFailure};
 
-use super::cli::{Action, Config, Output, Streaming};
+use super::config::{Action, Config, Output, Streaming};
 use super::ddl;
 use super::files::{FilesError, OutputDir};
 use super::meta::{self, Identity, Meta, SnapshotState};

@@ -27,7 +27,7 @@ use crate::session::{
     CopyEnd, Core, Handler, Positions, Progress, SessionResult, WriterHandle, WriterThread,
 };
 
-use super::cli::Streaming;
+use super::config::Streaming;
 use super::output::{Effect, Encoder, Format, Schema};
 use super::pgoutput::{Context, Decoder, Message};
 use super::spool::push_frame;
