@@ -17,6 +17,7 @@ pub mod receiver;
 pub mod restore;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod timeline;
 pub mod tool;
 pub mod walcheck;
