@@ -18,6 +18,7 @@ pub mod restore;
 pub mod server;
 pub mod session;
 pub mod sql;
+pub mod text;
 pub mod timeline;
 pub mod tool;
 pub mod walcheck;

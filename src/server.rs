@@ -10,6 +10,7 @@ use pgrw_ffi::{Conn, ConnectError};
 
 use crate::config::{ConnOptions, PasswordMode};
 use crate::lsn::Lsn;
+use crate::text::parse_size;
 use crate::walfile::Tli;
 
 /// SQLSTATEs we act on (PostgreSQL's errcodes.txt).
@@ -178,22 +179,6 @@ pub struct Server {
     /// "host:port", for messages.
     pub name: String,
     pub version: u32,
-}
-
-/// Parses a size as `SHOW` prints it ("16MB", "1GB", "8192", "8kB").
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let mult = match s[digits..].trim() {
-        "" | "B" => 1,
-        "kB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        "TB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 impl Server {
@@ -450,17 +435,6 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_as_show_prints_them() {
-        assert_eq!(parse_size("16MB"), Some(16 << 20));
-        assert_eq!(parse_size("1GB"), Some(1 << 30));
-        assert_eq!(parse_size("8192"), Some(8192));
-        assert_eq!(parse_size("8kB"), Some(8192));
-        assert_eq!(parse_size("MB"), None);
-        assert_eq!(parse_size("16 XB"), None);
-        assert_eq!(parse_size(""), None);
-    }
 
     #[test]
     fn flags_override_the_connection_string() {

@@ -16,7 +16,7 @@ use crate::cli::{
     Opt, DEFAULT_STATUS_INTERVAL_SECS,
 };
 use crate::lsn::Lsn;
-use crate::server::parse_size;
+use crate::text::parse_size;
 use crate::tool::UsageError;
 
 use super::config::{Action, Config, Output, Streaming};
