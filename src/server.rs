@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use pgrw_ffi::{Conn, ConnectError};
 
 use crate::config::{ConnOptions, PasswordMode};
-use crate::lsn::Lsn;
+use crate::lsn::{valid_segment_size, Lsn};
 use crate::text::parse_size;
 use crate::walfile::Tli;
 
@@ -326,7 +326,7 @@ impl Server {
     /// The server's WAL segment size: never assumed to be 16 MiB.
     pub fn wal_segment_size(&mut self) -> Result<u64, ServerError> {
         let s = self.show("wal_segment_size")?;
-        parse_size(&s).filter(|&n| crate::lsn::valid_segment_size(n)).ok_or_else(|| {
+        parse_size(&s).filter(|&n| valid_segment_size(n)).ok_or_else(|| {
             ServerError::fatal(&self.name, format!("server reported an invalid wal_segment_size \"{s}\""))
         })
     }
