@@ -7,10 +7,10 @@ use std::fmt;
 use pgrw_ffi::sys::StopSignals;
 
 use crate::archive::{Archive, ArchiveError, ClusterId};
-use crate::cli::{Action, Config, Durability};
+use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
 use crate::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
-use crate::server::{sqlstate, Server, ServerError, SlotInfo};
+use crate::server::{sqlstate, standby_names_include, Server, ServerError, SlotInfo};
 use crate::session::{self, SessionFailure};
 use crate::walfile::Tli;
 use crate::writer::WriterConfig;
@@ -404,57 +404,9 @@ impl LostWal<'_> {
     }
 }
 
-/// Whether `synchronous_standby_names` (e.g. `FIRST 1 (a, "b")`, `ANY 2 (*)`, `a,b`) names
-/// `app`. Names are case-insensitive unless quoted; `*` matches any standby.
-pub fn standby_names_include(list: &str, app: &str) -> bool {
-    let mut s = list.trim();
-    for kw in ["FIRST", "ANY"] {
-        // `get`, not slicing: the list may start with a multi-byte character.
-        if s.len() > kw.len() && s.get(..kw.len()).is_some_and(|p| p.eq_ignore_ascii_case(kw)) {
-            s = s[kw.len()..].trim_start();
-            s = s.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
-        }
-    }
-    if let Some(rest) = s.strip_prefix(|c: char| c.is_ascii_digit()) {
-        s = rest.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
-    }
-    let s = s.trim_start_matches('(').trim_end_matches(')');
-    s.split(',').map(str::trim).filter(|n| !n.is_empty()).any(|n| {
-        if n == "*" {
-            return true;
-        }
-        match n.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-            Some(quoted) => quoted == app,
-            None => n.eq_ignore_ascii_case(app),
-        }
-    })
-}
-
-impl Server {
-    /// The application_name the server knows us by (reported at connection start).
-    fn application_name(&self) -> Option<String> {
-        self.parameter("application_name")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn standby_names() {
-        assert!(standby_names_include("pgreceivewal", "pgreceivewal"));
-        assert!(standby_names_include("a, PGReceiveWAL", "pgreceivewal"));
-        assert!(standby_names_include("FIRST 1 (a, pgreceivewal)", "pgreceivewal"));
-        assert!(standby_names_include("ANY 2 (x,y,\"pgreceivewal\")", "pgreceivewal"));
-        assert!(standby_names_include("2 (x, pgreceivewal)", "pgreceivewal"));
-        assert!(standby_names_include("*", "pgreceivewal"));
-        assert!(!standby_names_include("\"PGRECEIVEWAL\"", "pgreceivewal"));
-        assert!(!standby_names_include("", "pgreceivewal"));
-        assert!(!standby_names_include("pg_receivewal", "pgreceivewal"));
-        assert!(!standby_names_include("\"ééé\", x", "pgreceivewal"));
-        assert!(standby_names_include("ééé, pgreceivewal", "pgreceivewal"));
-    }
 
     fn server_error(sqlstate: &str, message: &str) -> RunError {
         RunError::Stream(StreamError::Server(ServerError {

@@ -10,116 +10,17 @@
 //! `Try "pgreceivewal --help" for more information.` and exits with status 2.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::Arg;
 
+use crate::config::{Action, Config, ConnOptions, Durability, LogFormat, LogOptions, PasswordMode};
 use crate::lsn::Lsn;
+use crate::tool::UsageError;
 
 /// What the command line asks for.
-// Built once per run and matched at once; boxing the config would only complicate callers.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command<C = Config> {
-    Run(C),
-    Help,
-    Version,
-}
-
-/// What a run does once connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Stream WAL into the directory (the default).
-    Stream,
-    /// `--create-slot`: create the slot, then exit.
-    CreateSlot,
-    /// `--drop-slot`: drop the slot, then exit.
-    DropSlot,
-}
-
-/// When received WAL is fsync'ed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync when a segment is completed (and before reporting a flush position).
-    Default,
-    /// `--synchronous`: fsync right after every write, so the flush position is current.
-    Synchronous,
-    /// `--no-sync`: never fsync (for tests; a crash can lose or corrupt received WAL).
-    NoSync,
-}
-
-/// libpq's password prompting, pg_receivewal's `dbgetpassword`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordMode {
-    /// Prompt only when the server asks for a password and none is known.
-    Auto,
-    /// `-w`: never prompt.
-    Never,
-    /// `-W`: prompt before connecting.
-    Always,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Connection settings given on the command line; libpq fills in the rest from `PG*`
-/// environment variables, `~/.pgpass` and the service file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnOptions {
-    pub dbname: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<String>,
-    pub user: Option<String>,
-    pub password: PasswordMode,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogOptions {
-    pub level: log::LevelFilter,
-    pub format: LogFormat,
-    pub add_source: bool,
-}
-
-/// A validated command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// The target directory; empty when `--create-slot`/`--drop-slot` ran without `-D`
-    /// (those actions never touch it).
-    pub directory: PathBuf,
-    pub slot: Option<String>,
-    pub action: Action,
-    /// With `--create-slot`: an existing slot is not an error.
-    pub if_not_exists: bool,
-    /// `--create-slot-if-missing`: streaming creates the `-S` slot when the server lacks it
-    /// (a new archive, or a new primary after a failover) instead of refusing to start.
-    pub create_slot_if_missing: bool,
-    /// Stop after receiving this position. `-E 0/0` is no end position, as in pg_receivewal
-    /// (it compares against `InvalidXLogRecPtr`).
-    pub endpos: Option<Lsn>,
-    pub no_loop: bool,
-    pub durability: Durability,
-    /// Time between standby status updates; `None` when `-s 0` disables them.
-    pub status_interval: Option<Duration>,
-    pub conn: ConnOptions,
-    pub log: LogOptions,
-}
-
-/// A command-line mistake, worded for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+pub type Command = crate::tool::Command<Config>;
 
 pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())

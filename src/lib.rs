@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod archiver;
 pub mod cli;
+pub mod config;
 pub mod lag;
 pub mod logging;
 pub mod logical;
@@ -16,6 +17,8 @@ pub mod receiver;
 pub mod restore;
 pub mod server;
 pub mod session;
+pub mod sql;
+pub mod text;
 pub mod timeline;
 pub mod tool;
 pub mod walcheck;

@@ -72,7 +72,8 @@ impl FromStr for Lsn {
     }
 }
 
-/// Segment sizes PostgreSQL accepts for `initdb --wal-segsize`: powers of two, 1 MiB to 1 GiB.
+/// Segment sizes PostgreSQL accepts for `initdb --wal-segsize` (its `IsValidWalSegSize`): powers
+/// of two, 1 MiB to 1 GiB.
 pub fn valid_segment_size(bytes: u64) -> bool {
     bytes.is_power_of_two() && (1 << 20..=1 << 30).contains(&bytes)
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::cli::Durability;
+use crate::config::Durability;
 use crate::lag::{Shown, LAG_THRESHOLD};
 use crate::lsn::Lsn;
 use crate::server::Server;

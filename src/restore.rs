@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::archive::{parse_meta, ClusterId, META_FILE};
-use crate::lsn::Lsn;
+use crate::lsn::{valid_segment_size, Lsn};
 use crate::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
 use crate::walfile::{Tli, WalName, PARTIAL_SUFFIX};
 
@@ -334,7 +334,7 @@ fn segment_name(tli: Tli, (log, seg): SegPos) -> String {
 /// the same xlogid: the file is refused anyway, and they serve only to name a better culprit.
 fn adjacent((log, seg): SegPos, seg_size: u64) -> [Option<SegPos>; 2] {
     let per = 0x1_0000_0000u64.checked_div(seg_size).unwrap_or(0);
-    if !is_valid_segment_size(seg_size) || u64::from(seg) >= per {
+    if !valid_segment_size(seg_size) || u64::from(seg) >= per {
         return [seg.checked_sub(1).map(|s| (log, s)), seg.checked_add(1).map(|s| (log, s))];
     }
     let segno = u64::from(log) * per + u64::from(seg);
@@ -505,11 +505,6 @@ fn file_len(f: &File, path: &Path) -> Result<u64, RestoreError> {
     f.metadata().map(|m| m.len()).map_err(|e| RestoreError::io("stat file", path, e))
 }
 
-/// PostgreSQL's `IsValidWalSegSize`: a power of two from 1 MiB to 1 GiB.
-pub fn is_valid_segment_size(size: u64) -> bool {
-    size.is_power_of_two() && (1 << 20..=1 << 30).contains(&size)
-}
-
 /// The segment size recorded in the archive's metadata file (written by pgreceivewal, absent
 /// from an archive written by pg_receivewal). A metadata file that cannot be read is an error:
 /// it is the archive's own record of what it holds.
@@ -526,7 +521,7 @@ fn read_meta(archive: &Path) -> Result<Option<ClusterId>, RestoreError> {
         Err(e) => return Err(RestoreError::io("read file", &path, e)),
     };
     let id = parse_meta(&content).map_err(|detail| RestoreError::BadMeta { path: path.clone(), detail })?;
-    if !is_valid_segment_size(id.seg_size) {
+    if !valid_segment_size(id.seg_size) {
         return Err(RestoreError::BadMeta {
             path,
             detail: format!("wal_segment_size {} is no valid WAL segment size", id.seg_size),
@@ -584,7 +579,7 @@ fn check_size(
             Err(e) => return Err(RestoreError::io("stat file", &archive.join(&other), e)),
         };
         if other_size != size {
-            if !is_valid_segment_size(size) {
+            if !valid_segment_size(size) {
                 return Err(RestoreError::WrongSize {
                     file: file.to_owned(),
                     size,
@@ -595,7 +590,7 @@ fn check_size(
             return Err(RestoreError::SizesDisagree { file: file.to_owned(), size, other, other_size });
         }
     }
-    if !is_valid_segment_size(size) {
+    if !valid_segment_size(size) {
         return Err(RestoreError::ImpossibleSize { file: file.to_owned(), size });
     }
     Ok(())
@@ -1172,15 +1167,5 @@ mod tests {
         assert_eq!(adjacent((1, 0), 1000), [None, Some((1, 1))]);
         assert_eq!(adjacent((1, 0x100), SEG16), [Some((1, 0xFF)), Some((1, 0x101))]);
         assert_eq!(adjacent((1, u32::MAX), 0), [Some((1, u32::MAX - 1)), None]);
-    }
-
-    #[test]
-    fn segment_sizes() {
-        assert!(is_valid_segment_size(MB));
-        assert!(is_valid_segment_size(16 * MB));
-        assert!(is_valid_segment_size(1024 * MB));
-        assert!(!is_valid_segment_size(MB / 2));
-        assert!(!is_valid_segment_size(2048 * MB));
-        assert!(!is_valid_segment_size(3 * MB));
     }
 }

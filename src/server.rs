@@ -8,8 +8,9 @@ use std::os::fd::RawFd;
 
 use pgrw_ffi::{Conn, ConnectError};
 
-use crate::cli::{ConnOptions, PasswordMode};
-use crate::lsn::Lsn;
+use crate::config::{ConnOptions, PasswordMode};
+use crate::lsn::{valid_segment_size, Lsn};
+use crate::text::parse_size;
 use crate::walfile::Tli;
 
 /// SQLSTATEs we act on (PostgreSQL's errcodes.txt).
@@ -172,28 +173,38 @@ fn prompt_password(stop: Option<RawFd>) -> Result<String, ServerError> {
     })
 }
 
+/// Whether `synchronous_standby_names` (e.g. `FIRST 1 (a, "b")`, `ANY 2 (*)`, `a,b`) names
+/// `app`. Names are case-insensitive unless quoted; `*` matches any standby.
+pub fn standby_names_include(list: &str, app: &str) -> bool {
+    let mut s = list.trim();
+    for kw in ["FIRST", "ANY"] {
+        // `get`, not slicing: the list may start with a multi-byte character.
+        if s.len() > kw.len() && s.get(..kw.len()).is_some_and(|p| p.eq_ignore_ascii_case(kw)) {
+            s = s[kw.len()..].trim_start();
+            s = s.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
+        }
+    }
+    if let Some(rest) = s.strip_prefix(|c: char| c.is_ascii_digit()) {
+        s = rest.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
+    }
+    let s = s.trim_start_matches('(').trim_end_matches(')');
+    s.split(',').map(str::trim).filter(|n| !n.is_empty()).any(|n| {
+        if n == "*" {
+            return true;
+        }
+        match n.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted) => quoted == app,
+            None => n.eq_ignore_ascii_case(app),
+        }
+    })
+}
+
 /// A replication connection. Not `Send`: it lives on the receiver thread.
 pub struct Server {
     conn: Conn,
     /// "host:port", for messages.
     pub name: String,
     pub version: u32,
-}
-
-/// Parses a size as `SHOW` prints it ("16MB", "1GB", "8192", "8kB").
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let mult = match s[digits..].trim() {
-        "" | "B" => 1,
-        "kB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        "TB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 impl Server {
@@ -315,7 +326,7 @@ impl Server {
     /// The server's WAL segment size: never assumed to be 16 MiB.
     pub fn wal_segment_size(&mut self) -> Result<u64, ServerError> {
         let s = self.show("wal_segment_size")?;
-        parse_size(&s).filter(|&n| crate::lsn::valid_segment_size(n)).ok_or_else(|| {
+        parse_size(&s).filter(|&n| valid_segment_size(n)).ok_or_else(|| {
             ServerError::fatal(&self.name, format!("server reported an invalid wal_segment_size \"{s}\""))
         })
     }
@@ -424,6 +435,11 @@ impl Server {
         self.conn.parameter_status(name)
     }
 
+    /// The application_name the server knows us by (reported at connection start).
+    pub fn application_name(&self) -> Option<String> {
+        self.parameter("application_name")
+    }
+
     pub fn error(&self, context: &str) -> ServerError {
         ServerError::new(&self.name, format!("{context}: {}", self.conn.error_message()))
     }
@@ -452,14 +468,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_as_show_prints_them() {
-        assert_eq!(parse_size("16MB"), Some(16 << 20));
-        assert_eq!(parse_size("1GB"), Some(1 << 30));
-        assert_eq!(parse_size("8192"), Some(8192));
-        assert_eq!(parse_size("8kB"), Some(8192));
-        assert_eq!(parse_size("MB"), None);
-        assert_eq!(parse_size("16 XB"), None);
-        assert_eq!(parse_size(""), None);
+    fn standby_names() {
+        assert!(standby_names_include("pgreceivewal", "pgreceivewal"));
+        assert!(standby_names_include("a, PGReceiveWAL", "pgreceivewal"));
+        assert!(standby_names_include("FIRST 1 (a, pgreceivewal)", "pgreceivewal"));
+        assert!(standby_names_include("ANY 2 (x,y,\"pgreceivewal\")", "pgreceivewal"));
+        assert!(standby_names_include("2 (x, pgreceivewal)", "pgreceivewal"));
+        assert!(standby_names_include("*", "pgreceivewal"));
+        assert!(!standby_names_include("\"PGRECEIVEWAL\"", "pgreceivewal"));
+        assert!(!standby_names_include("", "pgreceivewal"));
+        assert!(!standby_names_include("pg_receivewal", "pgreceivewal"));
+        assert!(!standby_names_include("\"ééé\", x", "pgreceivewal"));
+        assert!(standby_names_include("ééé, pgreceivewal", "pgreceivewal"));
     }
 
     #[test]

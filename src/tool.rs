@@ -2,13 +2,35 @@
 //! set up logging, refuse a libpq without thread safety, turn SIGINT/SIGTERM into a stop
 //! descriptor, and run the job on the receiver thread, where the libpq connections live.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::process::ExitCode;
 
 use pgrw_ffi::sys::StopSignals;
 
-use crate::cli::{Command, LogOptions, UsageError};
+use crate::config::LogOptions;
 use crate::logging;
+
+/// What a command line asks for; each tool's parser fills in its own configuration `C`.
+// Built once per run and matched at once; boxing the config would only complicate callers.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<C> {
+    Run(C),
+    Help,
+    Version,
+}
+
+/// A command-line mistake, worded for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// How a tool presents itself.
 pub struct Tool<C> {
@@ -18,13 +40,22 @@ pub struct Tool<C> {
     pub log: fn(&C) -> &LogOptions,
 }
 
-/// Runs `job` for a parsed command line; `Ok` carries the job's outcome, `Err` the exit
-/// status to return (after the cause was printed or logged once).
+/// What a successful `run` did.
+#[derive(Debug)]
+pub enum Finished<O> {
+    /// The job ran to the end with this outcome.
+    Ran(O),
+    /// `--help` or `--version` was printed; nothing ran, and the exit status is 0.
+    Informed,
+}
+
+/// Runs `job` for a parsed command line; `Err` carries the exit status to return after the
+/// cause was printed or logged once.
 pub fn run<C, O, E>(
     tool: &Tool<C>,
     parsed: Result<Command<C>, UsageError>,
     job: fn(&C, &StopSignals) -> Result<O, E>,
-) -> Result<O, ExitCode>
+) -> Result<Finished<O>, ExitCode>
 where
     C: Send + 'static,
     O: Send + 'static,
@@ -34,11 +65,11 @@ where
         Ok(Command::Run(cfg)) => cfg,
         Ok(Command::Help) => {
             print!("{}", (tool.help)());
-            return Err(ExitCode::SUCCESS);
+            return Ok(Finished::Informed);
         }
         Ok(Command::Version) => {
             println!("{}", (tool.version)());
-            return Err(ExitCode::SUCCESS);
+            return Ok(Finished::Informed);
         }
         Err(e) => {
             eprintln!("{}: error: {e}", tool.program);
@@ -59,7 +90,7 @@ where
     // started per session by the job.
     let receiver = std::thread::Builder::new().name("receiver".into()).spawn(move || job(&cfg, &stop));
     match receiver.map(|h| h.join()) {
-        Ok(Ok(Ok(outcome))) => Ok(outcome),
+        Ok(Ok(Ok(outcome))) => Ok(Finished::Ran(outcome)),
         Ok(Ok(Err(e))) => {
             log::error!("{e}");
             Err(ExitCode::FAILURE)

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use pgrw_ffi::sys::EventFd;
 
 use crate::archive::{fsync_dir, write_durably, TEMP_SUFFIX};
-use crate::cli::Durability;
+use crate::config::Durability;
 use crate::lsn::Lsn;
 use crate::session::{Progress, WriterFailure};
 use crate::walcheck::{PageVerifier, WalCheckError};

@@ -108,6 +108,34 @@ fn usage_errors() {
     }
 }
 
+/// `--help`/`-?` and `--version`/`-V` are answered on stdout with exit 0 and nothing on
+/// stderr, by both tools that share `tool::run` (which reports them as `Finished::Informed`).
+#[test]
+fn help_and_version_exit_0() {
+    for tool in ["pgreceivewal", "pgrecvlogical"] {
+        let command =
+            || if tool == "pgreceivewal" { pgreceivewal() } else { crate::logical::pgrecvlogical() };
+        for flag in ["--help", "-?", "--version", "-V"] {
+            let o = command().arg(flag).output().unwrap();
+            let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert_eq!(o.status.code(), Some(0), "{tool} {flag}:\n{out}{err}");
+            assert!(err.is_empty(), "{tool} {flag} wrote to stderr: {err}");
+            if flag.contains('?') || flag == "--help" {
+                assert!(
+                    out.starts_with(&format!("{tool} ")) && out.contains("Usage:"),
+                    "{tool} {flag}: {out}"
+                );
+            } else {
+                assert_eq!(
+                    out,
+                    format!("{tool} (pgreceivewal) {}\n", env!("CARGO_PKG_VERSION")),
+                    "{tool} {flag}"
+                );
+            }
+        }
+    }
+}
+
 /// Nothing listens on the port, or the host name does not resolve: the first connection
 /// failing is fatal even without -n (as in pg_receivewal), at once, with libpq's reason.
 #[test]

@@ -8,14 +8,15 @@ use std::process::ExitCode;
 
 use pgreceivewal::archiver::{self, Outcome};
 use pgreceivewal::cli;
-use pgreceivewal::tool::{self, Tool};
+use pgreceivewal::config::Config;
+use pgreceivewal::tool::{self, Finished, Tool};
 
-const TOOL: Tool<cli::Config> =
+const TOOL: Tool<Config> =
     Tool { program: "pgreceivewal", help: cli::help_text, version: cli::version_text, log: |cfg| &cfg.log };
 
 fn main() -> ExitCode {
     match tool::run(&TOOL, cli::parse(std::env::args_os().skip(1)), archiver::run) {
-        Ok(Outcome::SlotCreated) => log::info!("replication slot created"),
+        Ok(Finished::Ran(Outcome::SlotCreated)) => log::info!("replication slot created"),
         Ok(_) => {}
         Err(code) => return code,
     }

@@ -8,15 +8,16 @@
 use std::process::ExitCode;
 
 use pgreceivewal::logical::cli::{self, PROGRAM};
+use pgreceivewal::logical::config::Config;
 use pgreceivewal::logical::run::{self, Outcome};
-use pgreceivewal::tool::{self, Tool};
+use pgreceivewal::tool::{self, Finished, Tool};
 
-const TOOL: Tool<cli::Config> =
+const TOOL: Tool<Config> =
     Tool { program: PROGRAM, help: cli::help_text, version: cli::version_text, log: |cfg| &cfg.log };
 
 fn main() -> ExitCode {
     match tool::run(&TOOL, cli::parse(std::env::args_os().skip(1)), run::run) {
-        Ok(Outcome::SlotCreated) => log::info!("replication slot created"),
+        Ok(Finished::Ran(Outcome::SlotCreated)) => log::info!("replication slot created"),
         Ok(_) => {}
         Err(code) => return code,
     }

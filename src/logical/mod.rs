@@ -8,6 +8,7 @@
 //! and `--ddl` extras; [`cli`] is the command line.
 
 pub mod cli;
+pub mod config;
 pub mod ddl;
 pub mod files;
 pub mod meta;

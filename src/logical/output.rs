@@ -25,8 +25,8 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
-use crate::logging::civil_from_days;
 use crate::lsn::Lsn;
+use crate::text::civil_from_days;
 
 use super::pgoutput::{Column, Message, OldKind, RelColumn};
 

@@ -15,15 +15,16 @@ use pgrw_ffi::Conn;
 use crate::lsn::Lsn;
 use crate::server::{conn_params_for, sqlstate, ConnKind, Replication, Server, ServerError};
 use crate::session::{self, SessionFailure};
+use crate::sql::{ident, literal};
 
-use super::cli::{Action, Config, Output, Streaming};
+use super::config::{Action, Config, Output, Streaming};
 use super::ddl;
 use super::files::{FilesError, OutputDir};
 use super::meta::{self, Identity, Meta, SnapshotState};
 use super::pgoutput::Context;
-use super::snapshot::{self, ident, SnapshotSource};
+use super::snapshot::{self, SnapshotSource};
 use super::spool::Spools;
-use super::stream::{literal, Session, StreamEnd, StreamError, StreamOptions};
+use super::stream::{Session, StreamEnd, StreamError, StreamOptions};
 use super::writer::{SinkConfig, WriterConfig};
 
 pub const KIND: ConnKind = ConnKind { replication: Replication::Database, application_name: "pgrecvlogical" };
@@ -646,7 +647,7 @@ impl Runner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logical::stream::publication_list;
+    use crate::sql::publication_list;
 
     #[test]
     fn output_one_byte_past_the_servers_wal_is_a_message_at_its_end() {

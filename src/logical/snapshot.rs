@@ -15,17 +15,13 @@ use pgrw_ffi::Conn;
 
 use crate::lsn::Lsn;
 use crate::protocol::pg_now;
+use crate::sql::{ident, literal};
 
 use super::output::{Effect, Encoder, Format};
 use super::pgoutput::{Begin, Column, Commit, Insert, Message, RelColumn, Relation};
-use super::stream::{literal, Session, StreamError, MAX_BATCH};
+use super::stream::{Session, StreamError, MAX_BATCH};
 
 const FETCH_ROWS: usize = 10_000;
-
-/// `"name"`, quoted as an SQL identifier.
-pub fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SnapshotStats {
@@ -204,16 +200,5 @@ fn from_clause(partitioned: bool) -> &'static str {
         ""
     } else {
         "ONLY "
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers() {
-        assert_eq!(ident("t"), "\"t\"");
-        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
     }
 }

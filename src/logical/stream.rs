@@ -26,8 +26,9 @@ use crate::server::Server;
 use crate::session::{
     CopyEnd, Core, Handler, Positions, Progress, SessionResult, WriterHandle, WriterThread,
 };
+use crate::sql::{literal, publication_list};
 
-use super::cli::Streaming;
+use super::config::Streaming;
 use super::output::{Effect, Encoder, Format, Schema};
 use super::pgoutput::{Context, Decoder, Message};
 use super::spool::push_frame;
@@ -57,16 +58,6 @@ pub struct StreamOptions {
     pub format: Format,
     /// The server's version number (options pgoutput does not know are left out).
     pub server_version: u32,
-}
-
-/// `"a","B"`: publication names as pgoutput's `SplitIdentifierString` reads them.
-pub fn publication_list(names: &[String]) -> String {
-    names.iter().map(|n| format!("\"{}\"", n.replace('"', "\"\""))).collect::<Vec<_>>().join(",")
-}
-
-/// A SQL string literal.
-pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The START_REPLICATION command.
