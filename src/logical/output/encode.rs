@@ -177,7 +177,7 @@ impl Encoder {
 
     fn prepare(&mut self, s: &mut String, p: &Prepare<'_>, kind: u8) -> Result<Effect, OutputError> {
         let json = self.format == Format::Json;
-        let txn = self.txn.take().ok_or(OutputError::NoTransaction { kind: kind })?;
+        let txn = self.txn.take().ok_or(OutputError::NoTransaction { kind })?;
         if json {
             let _ = write!(
                 s,
