@@ -272,3 +272,15 @@ impl JsonCheck<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_every_line_break() {
+        let mut s = String::new();
+        push_json_text(&mut s, "a\u{85}b\u{2028}c\u{2029}d\u{7f}\u{1c}\"\\\n");
+        assert_eq!(s, r#""a\u0085b\u2028c\u2029d\u007f\u001c\"\\\n""#);
+    }
+}

@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use crate::logging::civil_from_days;
+use crate::logical::pgoutput::Column;
 
 use super::escape::{push_json_text, push_text_literal};
-use crate::logical::pgoutput::Column;
 
 /// Type OIDs we type values by (`pg_type.dat`).
 pub mod oid {
