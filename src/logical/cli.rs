@@ -121,6 +121,8 @@ fn size_value(p: &mut lexopt::Parser, option: &str) -> Result<u64, UsageError> {
 }
 
 /// Parse the arguments after the program name.
+// Long on purpose: one arm per flag, so each flag's spelling and value are read in one place
+// (a flag table generating this parser would make it short).
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
     let mut p = lexopt::Parser::from_args(args);
     let mut a = Args::default();
@@ -255,6 +257,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
 }
 
 impl Args {
+    // Long on purpose: one check per flag combination, each with its own message, in the order
+    // the combinations are documented; splitting it would scatter the rules of one command line.
     fn validate(self) -> Result<Config, UsageError> {
         if let Some(stray) = &self.first_stray {
             return Err(usage(format!(
@@ -383,6 +387,7 @@ pub fn version_text() -> String {
     format!("{PROGRAM} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
 }
 
+// Long only because it is the --help text itself, one string.
 pub fn help_text() -> String {
     format!(
         "\

@@ -164,6 +164,52 @@ impl OutputDir {
     /// (see the module comment). `durable` is the slot's `confirmed_flush_lsn`, `None` when
     /// there is no slot yet. With `sync`, the cut is made durable before streaming starts.
     pub fn recover(&self, format: Format, sync: bool, durable: Option<Lsn>) -> Result<Recovered, FilesError> {
+        let mut ours = self.our_files(format)?;
+        let mut rec = Recovered::default();
+        while let Some((start, partial, name)) = ours.pop() {
+            let path = self.dir.join(&name);
+            let mut file =
+                OpenOptions::new().read(true).write(partial).open(&path).map_err(io_err(&path, "open"))?;
+            let len = file.metadata().map_err(io_err(&path, "stat"))?.len();
+            if !partial {
+                let last = last_unit_end(&mut file, len, format, |_| true).map_err(io_err(&path, "read"))?;
+                // A complete file ends with a unit end; if it does not (edited by hand), resume
+                // from the last one it has.
+                rec.resume = last.map(|(lsn, _)| lsn);
+                if rec.resume.is_none() && len > 0 {
+                    log::warn!("\"{}\" holds no complete transaction", path.display());
+                }
+                if rec.resume.is_some() {
+                    break;
+                }
+                continue;
+            }
+            let (last, cut) = self.cut_tail(&mut file, &path, len, format, sync, durable)?;
+            if cut > 0 {
+                rec.cut = cut;
+            }
+            match last {
+                Some((lsn, off)) => {
+                    rec.resume = Some(lsn);
+                    rec.partial = Some(Partial { path, len: off, start });
+                    break;
+                }
+                None => {
+                    // Nothing complete in it: it holds nothing, and its name would no longer
+                    // tell where its content starts.
+                    drop(file);
+                    fs::remove_file(&path).map_err(io_err(&path, "remove"))?;
+                    if sync {
+                        fsync_dir(&self.dir).map_err(io_err(&self.dir, "fsync directory"))?;
+                    }
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Our files in the directory, oldest first; only the newest may be a partial file.
+    fn our_files(&self, format: Format) -> Result<Vec<(Lsn, bool, String)>, FilesError> {
         let mut ours: Vec<(Lsn, bool, String)> = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "read directory"))? {
             let entry = entry.map_err(io_err(&self.dir, "read directory"))?;
@@ -190,77 +236,53 @@ impl OutputDir {
                 return Err(FilesError::StrayPartial(self.dir.join(name)));
             }
         }
-        let mut rec = Recovered::default();
-        while let Some((start, partial, name)) = ours.pop() {
-            let path = self.dir.join(&name);
-            let mut file =
-                OpenOptions::new().read(true).write(partial).open(&path).map_err(io_err(&path, "open"))?;
-            let len = file.metadata().map_err(io_err(&path, "stat"))?.len();
-            if !partial {
-                let last = last_unit_end(&mut file, len, format, |_| true).map_err(io_err(&path, "read"))?;
-                // A complete file ends with a unit end; if it does not (edited by hand), resume
-                // from the last one it has.
-                rec.resume = last.map(|(lsn, _)| lsn);
-                if rec.resume.is_none() && len > 0 {
-                    log::warn!("\"{}\" holds no complete transaction", path.display());
+        Ok(ours)
+    }
+
+    /// Cuts what cannot be trusted off the end of the partial file: it keeps what the slot
+    /// confirmed (`durable`) and every checked line after it, up to the last unit end. That
+    /// unit end and its offset, and the number of bytes cut.
+    fn cut_tail(
+        &self,
+        file: &mut File,
+        path: &Path,
+        len: u64,
+        format: Format,
+        sync: bool,
+        durable: Option<Lsn>,
+    ) -> Result<(Option<(Lsn, u64)>, u64), FilesError> {
+        // Known durable: up to the last unit end the slot confirmed. Checked: every line after.
+        let trusted = match durable {
+            Some(c) => last_unit_end(file, len, format, |end| end <= c).map_err(io_err(path, "read"))?,
+            None => None,
+        };
+        let checked = check_tail(file, trusted, len, format).map_err(io_err(path, "read"))?;
+        let last = checked.last.or(trusted);
+        let keep = last.map_or(0, |(_, off)| off);
+        if let Some(at) = checked.damage {
+            log::warn!(
+                "\"{}\" holds {} bytes at offset {at} that are not output of ours (a crash lost writes that were never fsync'ed); cutting the file back to offset {keep}{}",
+                path.display(),
+                len - at,
+                if durable.is_some() {
+                    ", after the last transaction the slot confirmed or a checked one: the server sends the rest again"
+                } else {
+                    "; there is no slot, so transactions after it cannot be sent again"
                 }
-                if rec.resume.is_some() {
-                    break;
-                }
-                continue;
-            }
-            // Known durable: up to the last unit end the slot confirmed. Checked: every line after.
-            let trusted = match durable {
-                Some(c) => {
-                    last_unit_end(&mut file, len, format, |end| end <= c).map_err(io_err(&path, "read"))?
-                }
-                None => None,
-            };
-            let checked = check_tail(&mut file, trusted, len, format).map_err(io_err(&path, "read"))?;
-            let last = checked.last.or(trusted);
-            let keep = last.map_or(0, |(_, off)| off);
-            if let Some(at) = checked.damage {
-                log::warn!(
-                    "\"{}\" holds {} bytes at offset {at} that are not output of ours (a crash lost writes that were never fsync'ed); cutting the file back to offset {keep}{}",
-                    path.display(),
-                    len - at,
-                    if durable.is_some() {
-                        ", after the last transaction the slot confirmed or a checked one: the server sends the rest again"
-                    } else {
-                        "; there is no slot, so transactions after it cannot be sent again"
-                    }
-                );
-            }
-            if keep < len {
-                file.set_len(keep).map_err(io_err(&path, "truncate"))?;
-                if sync {
-                    file.sync_all().map_err(io_err(&path, "fsync"))?;
-                }
-                rec.cut = len - keep;
-                log::info!(
-                    "removed {} bytes of an incomplete transaction from the end of \"{}\"; the server sends it again",
-                    len - keep,
-                    path.display()
-                );
-            }
-            match last {
-                Some((lsn, off)) => {
-                    rec.resume = Some(lsn);
-                    rec.partial = Some(Partial { path, len: off, start });
-                    break;
-                }
-                None => {
-                    // Nothing complete in it: it holds nothing, and its name would no longer
-                    // tell where its content starts.
-                    drop(file);
-                    fs::remove_file(&path).map_err(io_err(&path, "remove"))?;
-                    if sync {
-                        fsync_dir(&self.dir).map_err(io_err(&self.dir, "fsync directory"))?;
-                    }
-                }
-            }
+            );
         }
-        Ok(rec)
+        if keep < len {
+            file.set_len(keep).map_err(io_err(path, "truncate"))?;
+            if sync {
+                file.sync_all().map_err(io_err(path, "fsync"))?;
+            }
+            log::info!(
+                "removed {} bytes of an incomplete transaction from the end of \"{}\"; the server sends it again",
+                len - keep,
+                path.display()
+            );
+        }
+        Ok((last, len.saturating_sub(keep)))
     }
 }
 

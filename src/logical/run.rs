@@ -410,208 +410,43 @@ impl Runner<'_> {
         }
     }
 
+    // The steps in the order they may change things: every check that can refuse to start
+    // (the directory's tie to this slot and cluster, the output's end against the server's
+    // WAL) comes before publications, the DDL trigger, the slot or the metadata file change.
     fn session(&mut self) -> Result<StreamEnd, RunError> {
         let cfg = self.cfg;
         let (mut server, mut sql) = self.connect()?;
         let opts = self.negotiate(&server)?;
         let name = server.name.clone();
         check_encoding(&server)?;
-        let sys = server.identify_system()?;
-        let db = sql
-            .exec("SELECT oid::int8, datname FROM pg_database WHERE datname = current_database()")
-            .map_err(|e| sql_error(&name, e))?;
-        let database = db.get(0, 1).unwrap_or_default().to_owned();
-        let id = Identity {
-            system_id: sys.system_id,
-            database_oid: db.get(0, 0).and_then(|s| s.parse().ok()).unwrap_or(0),
-            database: database.clone(),
-            slot: cfg.slot.clone(),
-        };
-
-        // The directory is tied to one slot before anything changes here or on the server.
-        let found = match &self.out {
-            Some(out) => match meta::read(&out.dir)? {
-                Some(Ok(m)) => match m.mismatch(&out.dir, &id, &name) {
-                    Some(why) => return Err(RunError::Setup(why)),
-                    None => Some(m),
-                },
-                Some(Err(why)) => {
-                    return Err(RunError::Setup(format!(
-                        "invalid metadata file \"{}\": {why}; restore it, or write into a new directory",
-                        out.dir.join(meta::META_FILE).display()
-                    )))
-                }
-                None => None,
-            },
-            None => None,
-        };
-        // Where the output ends: that is where this session resumes.
-        // The slot's confirmed position was fsync'ed: recovery checks every byte after it.
-        let durable = slot_row(&mut sql, &cfg.slot, &name)?.and_then(|r| r.confirmed_flush);
-        let recovered = match &self.out {
-            Some(out) => Some(out.recover(cfg.format, !cfg.no_sync, durable)?),
-            None => None,
-        };
+        let (id, xlogpos) = identify(&mut server, &mut sql, &cfg.slot, &name)?;
+        let found = self.read_meta(&id, &name)?;
+        let recovered = self.recover(&mut sql, &name, xlogpos)?;
         let resume = recovered.as_ref().and_then(|r| r.resume);
-        if let Some(r) = resume.filter(|&r| beyond_server_wal(r, sys.xlogpos)) {
-            // Only WAL the server flushed is ever decoded: output beyond it comes from another
-            // cluster's history, and the server would skip every transaction below it.
-            return Err(RunError::Setup(format!(
-                "the output ends at {r}, beyond the server's current WAL position {} (server {name}): the directory holds changes of another history of this cluster (restored from a backup, or a promoted standby); write into a new directory",
-                sys.xlogpos
-            )));
-        }
 
         self.ensure_publications(&mut sql, &name)?;
         if cfg.ddl {
             sql.exec(&ddl::install_sql()).map_err(|e| sql_error(&name, e))?;
             log::debug!("DDL event trigger installed");
         }
-
-        let mut created = None;
-        let mut existing = slot_row(&mut sql, &cfg.slot, &name)?;
-        // A directory without metadata: new, or written by a version without it, which is
-        // adopted only when its slot is here to continue it.
-        let mut unrecorded = self.out.is_some() && found.is_none();
-        if unrecorded && resume.is_some() && existing.is_none() {
-            return Err(RunError::Setup(format!(
-                "output directory \"{}\" has no {} and replication slot \"{}\" does not exist (server {name}): the output may come from another cluster; write into a new directory",
-                self.out.as_ref().map(|o| o.dir.display().to_string()).unwrap_or_default(),
-                meta::META_FILE,
-                cfg.slot
-            )));
-        }
-        let mut meta = found.unwrap_or(Meta { id: id.clone(), snapshot: SnapshotState::None });
-        // Set when the slot an interrupted snapshot of this directory created was dropped: it is
-        // created again whatever the flags, since this run (not a typo) asked for it before.
-        let mut recreating = false;
-        if meta.snapshot == SnapshotState::Pending && cfg.snapshot && !self.snapshot_done {
-            if resume.is_some() {
-                // The snapshot became durable just before a crash; nothing comes before it.
-                meta.snapshot = SnapshotState::Done;
-                self.write_meta(&meta)?;
-            } else if let Some(row) = existing.as_ref().filter(|r| r.plugin.as_deref() == Some("pgoutput")) {
-                if row.database.as_deref() == Some(database.as_str()) {
-                    log::warn!(
-                        "the initial snapshot of replication slot \"{}\" was interrupted; its snapshot cannot be read again: dropping the slot, creating it again and taking a new snapshot",
-                        cfg.slot
-                    );
-                    if !self.drop_slot_for_snapshot(&mut server)? {
-                        return Ok(StreamEnd::Stopped);
-                    }
-                    existing = None;
-                    recreating = true;
-                }
-            }
-        }
-        match &existing {
-            Some(row) => {
-                if row.plugin.as_deref() != Some("pgoutput") {
-                    return Err(RunError::Setup(format!(
-                        "replication slot \"{}\" is not a pgoutput logical slot (plugin {}; server {name}); use another slot",
-                        cfg.slot,
-                        row.plugin.as_deref().unwrap_or("none: physical")
-                    )));
-                }
-                if row.database.as_deref() != Some(database.as_str()) {
-                    return Err(RunError::Setup(format!(
-                        "replication slot \"{}\" belongs to database \"{}\", but the connection is to \"{database}\" (server {name}); give -d dbname={}",
-                        cfg.slot,
-                        row.database.as_deref().unwrap_or(""),
-                        row.database.as_deref().unwrap_or("")
-                    )));
-                }
-            }
-            None => {
-                // A forgotten slot holds back WAL and the catalog: create one only when asked,
-                // by --create-slot-if-missing, or by --create-slot --start --snapshot (whose
-                // slot is created here, exporting its snapshot).
-                let asked = matches!(cfg.action, Action::CreateSlot { then_stream: true }) && cfg.snapshot;
-                if !cfg.create_slot_if_missing && !recreating && (!asked || self.snapshot_done) {
-                    return Err(RunError::Setup(format!(
-                        "replication slot \"{}\" does not exist (server {name}); create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing",
-                        cfg.slot
-                    )));
-                }
-                let level = if asked { log::Level::Info } else { log::Level::Warn };
-                let export = cfg.snapshot && !self.snapshot_done && resume.is_none();
-                if export && self.out.is_some() {
-                    // Recorded first: a crash after the slot exists must find it recorded.
-                    meta.snapshot = SnapshotState::Pending;
-                    self.write_meta(&meta)?;
-                    unrecorded = false;
-                }
-                created = create_slot(&mut server, &cfg.slot, export, cfg.two_phase, level)?;
-            }
-        }
-        let needs_snapshot = cfg.snapshot && !self.snapshot_done && resume.is_none();
-        let snapshot = match (&created, needs_snapshot) {
-            (Some(Created { consistent_point, snapshot: Some(s) }), true) => {
-                Some((s.clone(), *consistent_point))
-            }
-            (_, true) => {
-                if meta.snapshot == SnapshotState::Pending {
-                    // Someone else's slot: never ours to drop at the next start.
-                    meta.snapshot = SnapshotState::None;
-                    self.write_meta(&meta)?;
-                }
-                return Err(RunError::Setup(format!(
-                    "--snapshot needs a slot created by this run, but slot \"{}\" already exists and the output holds no snapshot; drop the slot (--drop-slot) or leave out --snapshot",
-                    cfg.slot
-                )));
-            }
-            _ => None,
+        let Some(mut plan) = self.slot(&mut server, &mut sql, &name, &id, found, resume)? else {
+            return Ok(StreamEnd::Stopped);
         };
-        if unrecorded {
-            self.write_meta(&meta)?;
-        }
-        if let (Some(row), Some(r)) = (&existing, resume) {
-            if let Some(c) = row.confirmed_flush.filter(|&c| c > r) {
-                log::debug!(
-                    "the slot confirmed {c}, the output ends at {r}: idle positions were confirmed since"
-                );
-            }
-        }
 
         let start = resume.unwrap_or(Lsn::INVALID);
+        // The first file is named after the first position it can hold.
         let name_start = resume
-            .or(created.as_ref().map(|c| c.consistent_point))
-            .or(existing.as_ref().and_then(|r| r.confirmed_flush))
+            .or(plan.created.as_ref().map(|c| c.consistent_point))
+            .or(plan.existing.as_ref().and_then(|r| r.confirmed_flush))
             .unwrap_or(Lsn::INVALID);
-        let spill_dir = match (&cfg.spill_dir, &self.out) {
-            (Some(d), _) => d.clone(),
-            (None, Some(out)) => out.spill_dir(),
-            (None, None) => std::env::temp_dir().join(format!("pgrecvlogical-{}", std::process::id())),
-        };
+        let spill_dir = self.spill_dir();
         Spools::clear_dir(&spill_dir).map_err(|err| {
             RunError::Files(FilesError::Io { path: spill_dir.clone(), action: "clear spill directory", err })
         })?;
-        let sink = match (&cfg.output, &recovered) {
-            (Some(Output::Directory(dir)), Some(rec)) => SinkConfig::Directory {
-                dir: dir.clone(),
-                rotate_size: cfg.rotate_size,
-                rotate_interval: cfg.rotate_interval,
-                partial: rec.partial.clone(),
-            },
-            _ => SinkConfig::Stdout,
-        };
-        let wcfg = WriterConfig {
-            sink,
-            format: cfg.format,
-            parse: Context {
-                version: opts.version,
-                in_stream: false,
-                abort_info: opts.streaming == Streaming::Parallel && opts.version >= 4,
-            },
-            sync: !cfg.no_sync,
-            memory_limit: cfg.memory_limit,
-            spill_dir: spill_dir.clone(),
-            start: name_start,
-        };
+        let wcfg = self.writer_config(&opts, recovered.as_ref(), spill_dir.clone(), name_start);
         let version = server.version;
         let mut session = Session::new(&mut server, &opts, self.stop, wcfg, start)?;
-        if let Some((snap, at)) = snapshot {
-            log::info!("writing the initial snapshot at {at}");
+        if let Some((snap, at)) = plan.snapshot.take() {
             let src = SnapshotSource {
                 snapshot: &snap,
                 publications: &cfg.publications,
@@ -620,11 +455,7 @@ impl Runner<'_> {
                 server_version: version,
                 server: &name,
             };
-            let stats = snapshot::copy(&mut sql, &src, &mut session)?;
-            log::info!("initial snapshot written: {} rows of {} tables", stats.rows, stats.tables);
-            self.snapshot_done = true;
-            meta.snapshot = SnapshotState::Done;
-            self.write_meta(&meta)?;
+            self.write_snapshot(&mut sql, &src, &mut session, &mut plan.meta)?;
         }
         drop(sql);
         let (end, stats) = session.run(start)?;
@@ -642,6 +473,299 @@ impl Runner<'_> {
         }
         Ok(end)
     }
+
+    /// The metadata of the output directory, checked against this cluster, database and slot:
+    /// the directory is tied to one slot before anything changes here or on the server.
+    fn read_meta(&self, id: &Identity, name: &str) -> Result<Option<Meta>, RunError> {
+        let Some(out) = &self.out else { return Ok(None) };
+        match meta::read(&out.dir)? {
+            Some(Ok(m)) => match m.mismatch(&out.dir, id, name) {
+                Some(why) => Err(RunError::Setup(why)),
+                None => Ok(Some(m)),
+            },
+            Some(Err(why)) => Err(RunError::Setup(format!(
+                "invalid metadata file \"{}\": {why}; restore it, or write into a new directory",
+                out.dir.join(meta::META_FILE).display()
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the output ends: that is where this session resumes.
+    fn recover(
+        &self,
+        sql: &mut Conn,
+        name: &str,
+        xlogpos: Lsn,
+    ) -> Result<Option<super::files::Recovered>, RunError> {
+        let cfg = self.cfg;
+        // The slot's confirmed position was fsync'ed: recovery checks every byte after it.
+        let durable = slot_row(sql, &cfg.slot, name)?.and_then(|r| r.confirmed_flush);
+        let Some(out) = &self.out else { return Ok(None) };
+        let recovered = out.recover(cfg.format, !cfg.no_sync, durable)?;
+        if let Some(r) = recovered.resume.filter(|&r| beyond_server_wal(r, xlogpos)) {
+            // Only WAL the server flushed is ever decoded: output beyond it comes from another
+            // cluster's history, and the server would skip every transaction below it.
+            return Err(RunError::Setup(format!(
+                "the output ends at {r}, beyond the server's current WAL position {xlogpos} (server {name}): the directory holds changes of another history of this cluster (restored from a backup, or a promoted standby); write into a new directory"
+            )));
+        }
+        Ok(Some(recovered))
+    }
+
+    /// The slot this session streams from, checked or created, and the snapshot to write
+    /// first, if any. `None` when a stop signal came while waiting to drop a slot.
+    fn slot(
+        &mut self,
+        server: &mut Server,
+        sql: &mut Conn,
+        name: &str,
+        id: &Identity,
+        found: Option<Meta>,
+        resume: Option<Lsn>,
+    ) -> Result<Option<SlotPlan>, RunError> {
+        let cfg = self.cfg;
+        let mut existing = slot_row(sql, &cfg.slot, name)?;
+        // A directory without metadata: new, or written by a version without it, which is
+        // adopted only when its slot is here to continue it.
+        let mut unrecorded = self.out.is_some() && found.is_none();
+        if unrecorded && resume.is_some() && existing.is_none() {
+            return Err(RunError::Setup(format!(
+                "output directory \"{}\" has no {} and replication slot \"{}\" does not exist (server {name}): the output may come from another cluster; write into a new directory",
+                self.out.as_ref().map(|o| o.dir.display().to_string()).unwrap_or_default(),
+                meta::META_FILE,
+                cfg.slot
+            )));
+        }
+        let mut meta = found.unwrap_or(Meta { id: id.clone(), snapshot: SnapshotState::None });
+        let Some(recreating) =
+            self.retry_interrupted_snapshot(server, &mut meta, existing.as_ref(), resume, id)?
+        else {
+            return Ok(None);
+        };
+        if recreating {
+            existing = None;
+        }
+        let created = match &existing {
+            Some(row) => {
+                check_slot(row, &cfg.slot, &id.database, name)?;
+                None
+            }
+            None => self.create_missing_slot(server, &mut meta, &mut unrecorded, recreating, resume, name)?,
+        };
+        let snapshot = self.snapshot_to_take(created.as_ref(), &mut meta, resume)?;
+        if unrecorded {
+            self.write_meta(&meta)?;
+        }
+        if let (Some(row), Some(r)) = (&existing, resume) {
+            if let Some(c) = row.confirmed_flush.filter(|&c| c > r) {
+                log::debug!(
+                    "the slot confirmed {c}, the output ends at {r}: idle positions were confirmed since"
+                );
+            }
+        }
+        Ok(Some(SlotPlan { meta, existing, created, snapshot }))
+    }
+
+    /// A snapshot of this directory that was interrupted: its slot's exported snapshot cannot
+    /// be read again, so the slot is dropped to be created again whatever the flags, since
+    /// this run (not a typo) asked for it before. `Some(true)` when the slot was dropped,
+    /// `None` when a stop signal came first.
+    fn retry_interrupted_snapshot(
+        &self,
+        server: &mut Server,
+        meta: &mut Meta,
+        existing: Option<&SlotRow>,
+        resume: Option<Lsn>,
+        id: &Identity,
+    ) -> Result<Option<bool>, RunError> {
+        let cfg = self.cfg;
+        if meta.snapshot != SnapshotState::Pending || !cfg.snapshot || self.snapshot_done {
+            return Ok(Some(false));
+        }
+        if resume.is_some() {
+            // The snapshot became durable just before a crash; nothing comes before it.
+            meta.snapshot = SnapshotState::Done;
+            self.write_meta(meta)?;
+            return Ok(Some(false));
+        }
+        let ours = existing.filter(|r| {
+            r.plugin.as_deref() == Some("pgoutput") && r.database.as_deref() == Some(id.database.as_str())
+        });
+        if ours.is_none() {
+            return Ok(Some(false));
+        }
+        log::warn!(
+            "the initial snapshot of replication slot \"{}\" was interrupted; its snapshot cannot be read again: dropping the slot, creating it again and taking a new snapshot",
+            cfg.slot
+        );
+        if !self.drop_slot_for_snapshot(server)? {
+            return Ok(None);
+        }
+        Ok(Some(true))
+    }
+
+    /// Creates the slot that does not exist, when that was asked for.
+    fn create_missing_slot(
+        &self,
+        server: &mut Server,
+        meta: &mut Meta,
+        unrecorded: &mut bool,
+        recreating: bool,
+        resume: Option<Lsn>,
+        name: &str,
+    ) -> Result<Option<Created>, RunError> {
+        let cfg = self.cfg;
+        // A forgotten slot holds back WAL and the catalog: create one only when asked,
+        // by --create-slot-if-missing, or by --create-slot --start --snapshot (whose
+        // slot is created here, exporting its snapshot).
+        let asked = matches!(cfg.action, Action::CreateSlot { then_stream: true }) && cfg.snapshot;
+        if !cfg.create_slot_if_missing && !recreating && (!asked || self.snapshot_done) {
+            return Err(RunError::Setup(format!(
+                "replication slot \"{}\" does not exist (server {name}); create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing",
+                cfg.slot
+            )));
+        }
+        let level = if asked { log::Level::Info } else { log::Level::Warn };
+        let export = cfg.snapshot && !self.snapshot_done && resume.is_none();
+        if export && self.out.is_some() {
+            // Recorded first: a crash after the slot exists must find it recorded.
+            meta.snapshot = SnapshotState::Pending;
+            self.write_meta(meta)?;
+            *unrecorded = false;
+        }
+        create_slot(server, &cfg.slot, export, cfg.two_phase, level)
+    }
+
+    /// The exported snapshot and its consistent point, when --snapshot still has to be
+    /// written; an error when it is needed but the slot was not created by this run.
+    fn snapshot_to_take(
+        &self,
+        created: Option<&Created>,
+        meta: &mut Meta,
+        resume: Option<Lsn>,
+    ) -> Result<Option<(String, Lsn)>, RunError> {
+        let cfg = self.cfg;
+        if !cfg.snapshot || self.snapshot_done || resume.is_some() {
+            return Ok(None);
+        }
+        if let Some(Created { consistent_point, snapshot: Some(s) }) = created {
+            return Ok(Some((s.clone(), *consistent_point)));
+        }
+        if meta.snapshot == SnapshotState::Pending {
+            // Someone else's slot: never ours to drop at the next start.
+            meta.snapshot = SnapshotState::None;
+            self.write_meta(meta)?;
+        }
+        Err(RunError::Setup(format!(
+            "--snapshot needs a slot created by this run, but slot \"{}\" already exists and the output holds no snapshot; drop the slot (--drop-slot) or leave out --snapshot",
+            cfg.slot
+        )))
+    }
+
+    fn spill_dir(&self) -> std::path::PathBuf {
+        match (&self.cfg.spill_dir, &self.out) {
+            (Some(d), _) => d.clone(),
+            (None, Some(out)) => out.spill_dir(),
+            (None, None) => std::env::temp_dir().join(format!("pgrecvlogical-{}", std::process::id())),
+        }
+    }
+
+    fn writer_config(
+        &self,
+        opts: &StreamOptions,
+        recovered: Option<&super::files::Recovered>,
+        spill_dir: std::path::PathBuf,
+        name_start: Lsn,
+    ) -> WriterConfig {
+        let cfg = self.cfg;
+        let sink = match (&cfg.output, recovered) {
+            (Some(Output::Directory(dir)), Some(rec)) => SinkConfig::Directory {
+                dir: dir.clone(),
+                rotate_size: cfg.rotate_size,
+                rotate_interval: cfg.rotate_interval,
+                partial: rec.partial.clone(),
+            },
+            _ => SinkConfig::Stdout,
+        };
+        WriterConfig {
+            sink,
+            format: cfg.format,
+            parse: Context {
+                version: opts.version,
+                in_stream: false,
+                abort_info: opts.streaming == Streaming::Parallel && opts.version >= 4,
+            },
+            sync: !cfg.no_sync,
+            memory_limit: cfg.memory_limit,
+            spill_dir,
+            start: name_start,
+        }
+    }
+
+    /// Writes the initial snapshot through the session's writer, then records it done: it is
+    /// never taken twice into one directory.
+    fn write_snapshot(
+        &mut self,
+        sql: &mut Conn,
+        src: &SnapshotSource<'_>,
+        session: &mut Session<'_>,
+        meta: &mut Meta,
+    ) -> Result<(), RunError> {
+        log::info!("writing the initial snapshot at {}", src.at);
+        let stats = snapshot::copy(sql, src, session)?;
+        log::info!("initial snapshot written: {} rows of {} tables", stats.rows, stats.tables);
+        self.snapshot_done = true;
+        meta.snapshot = SnapshotState::Done;
+        self.write_meta(meta)
+    }
+}
+
+/// What the slot step decided for a session.
+struct SlotPlan {
+    meta: Meta,
+    existing: Option<SlotRow>,
+    created: Option<Created>,
+    snapshot: Option<(String, Lsn)>,
+}
+
+/// The server's system identifier and current WAL position, and the database this session
+/// decodes: what the output directory is tied to.
+fn identify(
+    server: &mut Server,
+    sql: &mut Conn,
+    slot: &str,
+    name: &str,
+) -> Result<(Identity, Lsn), RunError> {
+    let sys = server.identify_system()?;
+    let db = sql
+        .exec("SELECT oid::int8, datname FROM pg_database WHERE datname = current_database()")
+        .map_err(|e| sql_error(name, e))?;
+    let id = Identity {
+        system_id: sys.system_id,
+        database_oid: db.get(0, 0).and_then(|s| s.parse().ok()).unwrap_or(0),
+        database: db.get(0, 1).unwrap_or_default().to_owned(),
+        slot: slot.to_owned(),
+    };
+    Ok((id, sys.xlogpos))
+}
+
+/// An existing slot must be a pgoutput slot of the database this session connected to.
+fn check_slot(row: &SlotRow, slot: &str, database: &str, name: &str) -> Result<(), RunError> {
+    if row.plugin.as_deref() != Some("pgoutput") {
+        return Err(RunError::Setup(format!(
+            "replication slot \"{slot}\" is not a pgoutput logical slot (plugin {}; server {name}); use another slot",
+            row.plugin.as_deref().unwrap_or("none: physical")
+        )));
+    }
+    if row.database.as_deref() != Some(database) {
+        return Err(RunError::Setup(format!(
+            "replication slot \"{slot}\" belongs to database \"{}\", but the connection is to \"{database}\" (server {name}); give -d dbname={}",
+            row.database.as_deref().unwrap_or(""),
+            row.database.as_deref().unwrap_or("")
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -271,38 +271,7 @@ impl Decoding<'_> {
         self.stats.bytes += data.len() as u64;
         let msg = self.decoder.decode(data).map_err(|e| core.protocol(e))?;
         if let Some(top) = self.cur_stream {
-            let sub = match &msg {
-                Message::StreamStop => {
-                    self.flush_spool(core)?;
-                    self.cur_stream = None;
-                    return Ok(None);
-                }
-                Message::Relation(r) => r.xid,
-                Message::Type(t) => t.xid,
-                Message::Insert(i) => i.xid,
-                Message::Update(u) => u.xid,
-                Message::Delete(d) => d.xid,
-                Message::Truncate(t) => t.xid,
-                Message::Message(m) => m.xid,
-                Message::Origin { .. } => None,
-                other => {
-                    return Err(core.protocol(format!(
-                        "unexpected pgoutput message '{}' inside a streamed block of transaction {top}",
-                        char::from(other.kind())
-                    )))
-                }
-            };
-            let st = self.streams.entry(top).or_default();
-            st.schema.learn(&msg);
-            if let Some(sub) = sub {
-                if st.subxids.insert(sub) {
-                    self.spool_marks.push((sub, self.spool.len()));
-                }
-            }
-            push_frame(&mut self.spool, at, data);
-            if self.spool.len() >= MAX_BATCH {
-                self.flush_spool(core)?;
-            }
+            self.spool_message(core, top, at, data, &msg)?;
             return Ok(None);
         }
         match msg {
@@ -313,74 +282,147 @@ impl Decoding<'_> {
                 self.flush_lines(core, None)?;
                 self.streams.entry(s.xid).or_default();
                 self.cur_stream = Some(s.xid);
+                Ok(None)
             }
-            Message::StreamStop => return Err(core.protocol("pgoutput sent Stream Stop outside of a stream")),
-            Message::StreamCommit(c) => {
-                if self.past_endpos(c.commit_lsn) {
-                    return Ok(self.opts.endpos.map(StreamEnd::EndPos));
-                }
-                let st = self.streams.remove(&c.xid).unwrap_or_default();
-                self.encoder.schema.merge(st.schema);
-                core.send(WriterMsg::StreamCommit {
-                    xid: c.xid,
-                    commit_lsn: c.commit_lsn,
-                    end_lsn: c.end_lsn,
-                    commit_time: c.commit_time,
-                })?;
-                self.stats.streamed_commits += 1;
-                self.handed = self.handed.max(c.end_lsn);
-                if self.past_endpos(c.end_lsn) {
-                    return Ok(self.opts.endpos.map(StreamEnd::EndPos));
-                }
-            }
+            Message::StreamStop => Err(core.protocol("pgoutput sent Stream Stop outside of a stream")),
+            Message::StreamCommit(c) => self.stream_commit(core, &c),
             Message::StreamAbort(a) => {
                 if a.xid == a.subxid {
                     self.streams.remove(&a.xid);
                 }
                 core.send(WriterMsg::StreamAbort { xid: a.xid, subxid: a.subxid })?;
+                Ok(None)
             }
-            Message::StreamPrepare(p) => {
-                if self.past_endpos(p.prepare_lsn) {
+            Message::StreamPrepare(p) => self.stream_prepare(core, &p),
+            other => self.encode_message(core, at, &other),
+        }
+    }
+
+    /// A message inside a streamed block: spooled as received (the writer replays it at the
+    /// stream's commit), after noting the relations it describes and where each
+    /// subtransaction's changes start, so an abort of one subtransaction can cut them off.
+    fn spool_message(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        top: u32,
+        at: Lsn,
+        data: &[u8],
+        msg: &Message<'_>,
+    ) -> Result<(), StreamError> {
+        let sub = match msg {
+            Message::StreamStop => {
+                self.flush_spool(core)?;
+                self.cur_stream = None;
+                return Ok(());
+            }
+            Message::Relation(r) => r.xid,
+            Message::Type(t) => t.xid,
+            Message::Insert(i) => i.xid,
+            Message::Update(u) => u.xid,
+            Message::Delete(d) => d.xid,
+            Message::Truncate(t) => t.xid,
+            Message::Message(m) => m.xid,
+            Message::Origin { .. } => None,
+            other => {
+                return Err(core.protocol(format!(
+                    "unexpected pgoutput message '{}' inside a streamed block of transaction {top}",
+                    char::from(other.kind())
+                )))
+            }
+        };
+        let st = self.streams.entry(top).or_default();
+        st.schema.learn(msg);
+        if let Some(sub) = sub {
+            if st.subxids.insert(sub) {
+                self.spool_marks.push((sub, self.spool.len()));
+            }
+        }
+        push_frame(&mut self.spool, at, data);
+        if self.spool.len() >= MAX_BATCH {
+            self.flush_spool(core)?;
+        }
+        Ok(())
+    }
+
+    /// A streamed transaction committed: the writer replays its spool as one unit.
+    fn stream_commit(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        c: &super::pgoutput::StreamCommit,
+    ) -> Result<Option<StreamEnd>, StreamError> {
+        if self.past_endpos(c.commit_lsn) {
+            return Ok(self.opts.endpos.map(StreamEnd::EndPos));
+        }
+        let st = self.streams.remove(&c.xid).unwrap_or_default();
+        self.encoder.schema.merge(st.schema);
+        core.send(WriterMsg::StreamCommit {
+            xid: c.xid,
+            commit_lsn: c.commit_lsn,
+            end_lsn: c.end_lsn,
+            commit_time: c.commit_time,
+        })?;
+        self.stats.streamed_commits += 1;
+        self.handed = self.handed.max(c.end_lsn);
+        if self.past_endpos(c.end_lsn) {
+            return Ok(self.opts.endpos.map(StreamEnd::EndPos));
+        }
+        Ok(None)
+    }
+
+    /// A streamed transaction prepared: the writer replays its spool as one prepared unit.
+    fn stream_prepare(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        p: &super::pgoutput::Prepare<'_>,
+    ) -> Result<Option<StreamEnd>, StreamError> {
+        if self.past_endpos(p.prepare_lsn) {
+            return Ok(self.opts.endpos.map(StreamEnd::EndPos));
+        }
+        let st = self.streams.remove(&p.xid).unwrap_or_default();
+        self.encoder.schema.merge(st.schema);
+        core.send(WriterMsg::StreamPrepare {
+            xid: p.xid,
+            prepare_lsn: p.prepare_lsn,
+            end_lsn: p.end_lsn,
+            prepare_time: p.prepare_time,
+            gid: p.gid.to_owned(),
+        })?;
+        self.handed = self.handed.max(p.end_lsn);
+        Ok(None)
+    }
+
+    /// Any other message: encoded into lines, handed to the writer when a unit ends (or the
+    /// batch is full).
+    fn encode_message(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        at: Lsn,
+        msg: &Message<'_>,
+    ) -> Result<Option<StreamEnd>, StreamError> {
+        // A unit that starts past the end position is not written.
+        if !self.encoder.in_transaction() {
+            let starts_at = match msg {
+                Message::Begin(b) => Some(b.final_lsn),
+                Message::BeginPrepare(b) => Some(b.prepare_lsn),
+                Message::CommitPrepared(c) => Some(c.commit_lsn),
+                Message::RollbackPrepared(_) => Some(at),
+                Message::Message(m) if !m.transactional => Some(m.lsn),
+                _ => None,
+            };
+            if starts_at.is_some_and(|l| self.past_endpos(l)) {
+                return Ok(self.opts.endpos.map(StreamEnd::EndPos));
+            }
+        }
+        match self.encoder.encode(&mut self.lines, at, msg).map_err(|e| core.protocol(e))? {
+            Effect::UnitEnd(end) => {
+                self.flush_lines(core, Some(end))?;
+                if self.past_endpos(end) {
                     return Ok(self.opts.endpos.map(StreamEnd::EndPos));
                 }
-                let st = self.streams.remove(&p.xid).unwrap_or_default();
-                self.encoder.schema.merge(st.schema);
-                core.send(WriterMsg::StreamPrepare {
-                    xid: p.xid,
-                    prepare_lsn: p.prepare_lsn,
-                    end_lsn: p.end_lsn,
-                    prepare_time: p.prepare_time,
-                    gid: p.gid.to_owned(),
-                })?;
-                self.handed = self.handed.max(p.end_lsn);
             }
-            other => {
-                // A unit that starts past the end position is not written.
-                if !self.encoder.in_transaction() {
-                    let starts_at = match &other {
-                        Message::Begin(b) => Some(b.final_lsn),
-                        Message::BeginPrepare(b) => Some(b.prepare_lsn),
-                        Message::CommitPrepared(c) => Some(c.commit_lsn),
-                        Message::RollbackPrepared(_) => Some(at),
-                        Message::Message(m) if !m.transactional => Some(m.lsn),
-                        _ => None,
-                    };
-                    if starts_at.is_some_and(|l| self.past_endpos(l)) {
-                        return Ok(self.opts.endpos.map(StreamEnd::EndPos));
-                    }
-                }
-                match self.encoder.encode(&mut self.lines, at, &other).map_err(|e| core.protocol(e))? {
-                    Effect::UnitEnd(end) => {
-                        self.flush_lines(core, Some(end))?;
-                        if self.past_endpos(end) {
-                            return Ok(self.opts.endpos.map(StreamEnd::EndPos));
-                        }
-                    }
-                    Effect::None => {
-                        if self.lines.len() >= MAX_BATCH {
-                            self.flush_lines(core, None)?;
-                        }
-                    }
+            Effect::None => {
+                if self.lines.len() >= MAX_BATCH {
+                    self.flush_lines(core, None)?;
                 }
             }
         }
