@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::time::SystemTime;
 
 use crate::config::{LogFormat, LogOptions};
-use crate::text::{push_json_string, UtcTime};
+use crate::text::{push_json_string, push_one_line, UtcTime};
 
 /// One message, with everything a line may show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +79,12 @@ pub fn level_word(level: log::Level) -> &'static str {
 }
 
 /// `2026-11-21 23:35:16.123 UTC pgreceivewal[4242] info: message (src/writer.rs:123)`,
-/// without the newline.
+/// without the newline. Messages carry text from outside (the server's words, names from the
+/// database): one message is one line, whatever that text holds.
 pub fn format_text_line(line: &LogLine<'_>) -> String {
     let t = UtcTime::from_system_time(line.time);
     let mut s = format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC {}[{}] {}: {}",
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC {}[{}] {}: ",
         t.year,
         t.month,
         t.day,
@@ -94,8 +95,8 @@ pub fn format_text_line(line: &LogLine<'_>) -> String {
         line.program,
         line.pid,
         level_word(line.level),
-        line.message
     );
+    push_one_line(&mut s, line.message);
     if let Some((file, no)) = line.source {
         let _ = write!(s, " ({file}:{no})");
     }
@@ -176,6 +177,19 @@ mod tests {
             "2026-11-21 23:35:16.007 UTC pgreceivewal[4242] warning: disk is slow \
              (src/writer.rs:123)"
         );
+    }
+
+    /// A table name or a server message with a line break, a terminal escape or U+2028 stays
+    /// inside its one log line.
+    #[test]
+    fn text_line_of_untrusted_text_is_one_line() {
+        let l = format_text_line(&sample("relation \"a\nerror: forged\r\u{1b}[2J\u{2028}\u{85}\" is gone"));
+        assert_eq!(
+            l,
+            "2026-11-21 23:35:16.123 UTC pgreceivewal[4242] info: \
+             relation \"a\\nerror: forged\\r\\u001b[2J\\u2028\\u0085\" is gone"
+        );
+        assert!(!l.chars().any(crate::text::must_escape), "{l:?}");
     }
 
     #[test]

@@ -21,6 +21,30 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// Characters never written raw into our own lines: they end a line for some reader (Python's
+/// `splitlines` splits on U+001C-U+001E, U+0085, U+2028 and U+2029 too) or are invisible
+/// controls (a terminal escape sequence starts with one).
+pub fn must_escape(c: char) -> bool {
+    c < ' ' || ('\u{7f}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Appends `value` so that it stays on one line and shows no control character: `\n`, `\r`,
+/// `\t`, and `\uXXXX` for the rest of what [`must_escape`] names. For text that reaches a log
+/// line from outside (a server's message, a name from the database).
+pub fn push_one_line(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if must_escape(c) => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
 /// Append `value` as a JSON string (RFC 8259 §7): quotes and backslashes escaped, control
 /// characters as `\n`-style short escapes or `\u00XX`; everything else, non-ASCII included,
 /// as it is (the output is UTF-8).

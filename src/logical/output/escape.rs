@@ -5,11 +5,7 @@ use std::fmt::Write as _;
 
 use super::types::is_json_number;
 
-/// Characters never written raw: they end a line for some reader (Python's `splitlines`
-/// splits on U+001C-U+001E, U+0085, U+2028 and U+2029 too) or are invisible controls.
-pub(super) fn must_escape(c: char) -> bool {
-    c < ' ' || ('\u{7f}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}'
-}
+pub(super) use crate::text::must_escape;
 
 /// A JSON string of untrusted text: JSON's own escapes, and `\uXXXX` for every character
 /// [`must_escape`] names, so a line of ours is one line for every reader.
