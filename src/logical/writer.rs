@@ -556,9 +556,8 @@ mod tests {
         p
     }
 
-    fn writer(dir: &Path, rotate_size: u64, partial: Option<Partial>, start: Lsn) -> (Writer, Arc<Progress>) {
-        let progress = Arc::new(Progress::new(Lsn::INVALID));
-        let cfg = WriterConfig {
+    fn config(dir: &Path, rotate_size: u64, partial: Option<Partial>, start: Lsn) -> WriterConfig {
+        WriterConfig {
             sink: SinkConfig::Directory {
                 dir: dir.to_path_buf(),
                 rotate_size,
@@ -571,7 +570,12 @@ mod tests {
             memory_limit: 64,
             spill_dir: dir.join(".spill"),
             start,
-        };
+        }
+    }
+
+    fn writer(dir: &Path, rotate_size: u64, partial: Option<Partial>, start: Lsn) -> (Writer, Arc<Progress>) {
+        let progress = Arc::new(Progress::new(Lsn::INVALID));
+        let cfg = config(dir, rotate_size, partial, start);
         (Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap())).unwrap(), progress)
     }
 
@@ -729,20 +733,7 @@ mod tests {
         let path = dir.join("0000000000000010.jsonl.partial");
         let partial = Partial { path: path.clone(), len: 0, start: Lsn(0x10) };
         let progress = Arc::new(Progress::new(Lsn::INVALID));
-        let cfg = |partial| WriterConfig {
-            sink: SinkConfig::Directory {
-                dir: dir.clone(),
-                rotate_size: 1 << 20,
-                rotate_interval: None,
-                partial,
-            },
-            format: Format::Json,
-            parse: Context::new(4),
-            sync: true,
-            memory_limit: 64,
-            spill_dir: dir.join(".spill"),
-            start: Lsn(0x100),
-        };
+        let cfg = |partial| config(&dir, 1 << 20, partial, Lsn(0x100));
         let wake = || Arc::new(EventFd::new().unwrap());
         let e = Writer::new(cfg(Some(partial.clone())), progress.clone(), wake()).err().expect("an error");
         assert!(e.to_string().contains("could not reopen") && e.to_string().contains(".partial"), "{e}");
