@@ -1,29 +1,26 @@
 //! pgreceivewal: stream PostgreSQL's write-ahead log into a directory, durably.
 //!
-//! The library holds everything the tools share; `src/bin/` holds thin mains.
+//! The library holds everything the tools share at the top (connection, protocol, LSNs and
+//! timeline ids, server queries, the session core, logging, configuration, durable files);
+//! `physical/` is the WAL archiver and the restore helper, `logical/` the logical decoder, and
+//! `src/bin/` holds thin mains. Neither tool's folder imports the other's.
 #![forbid(unsafe_code)]
 
-pub mod archive;
-pub mod archiver;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod lag;
 pub mod logging;
 pub mod logical;
 pub mod lsn;
 pub mod notify;
+pub mod physical;
 pub mod protocol;
-pub mod receiver;
-pub mod restore;
 pub mod server;
 pub mod session;
 pub mod sql;
 pub mod text;
-pub mod timeline;
 pub mod tool;
-pub mod walcheck;
-pub mod walfile;
-pub mod writer;
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ pub struct LogLine<'a> {
     pub program: &'a str,
     pub pid: u32,
     pub level: log::Level,
-    /// The `log` target, normally the module path (`pgreceivewal::writer`).
+    /// The `log` target, normally the module path (`pgreceivewal::physical::writer`).
     pub target: &'a str,
     pub message: &'a str,
     /// Source file and line, shown only when asked for (`--log-add-source`).
@@ -78,7 +78,7 @@ pub fn level_word(level: log::Level) -> &'static str {
     }
 }
 
-/// `2026-11-21 23:35:16.123 UTC pgreceivewal[4242] info: message (src/writer.rs:123)`,
+/// `2026-11-21 23:35:16.123 UTC pgreceivewal[4242] info: message (src/physical/writer.rs:123)`,
 /// without the newline. Messages carry text from outside (the server's words, names from the
 /// database): one message is one line, whatever that text holds.
 pub fn format_text_line(line: &LogLine<'_>) -> String {
@@ -104,7 +104,7 @@ pub fn format_text_line(line: &LogLine<'_>) -> String {
 }
 
 /// `{"ts":"2026-11-21T23:35:16.123Z","level":"info","program":"pgreceivewal","pid":4242,
-/// "msg":"...","target":"pgreceivewal::writer"}` (plus `"file"` and `"line"` with a source),
+/// "msg":"...","target":"pgreceivewal::physical::writer"}` (plus `"file"` and `"line"` with a source),
 /// on one line, without the newline.
 pub fn format_json_line(line: &LogLine<'_>) -> String {
     let t = UtcTime::from_system_time(line.time);
@@ -153,7 +153,7 @@ mod tests {
             program: "pgreceivewal",
             pid: 4242,
             level: log::Level::Info,
-            target: "pgreceivewal::writer",
+            target: "pgreceivewal::physical::writer",
             message,
             source: None,
         }
@@ -168,14 +168,14 @@ mod tests {
         );
         let line = LogLine {
             level: log::Level::Warn,
-            source: Some(("src/writer.rs", 123)),
+            source: Some(("src/physical/writer.rs", 123)),
             time: at(T, 7),
             ..sample("disk is slow")
         };
         assert_eq!(
             format_text_line(&line),
             "2026-11-21 23:35:16.007 UTC pgreceivewal[4242] warning: disk is slow \
-             (src/writer.rs:123)"
+             (src/physical/writer.rs:123)"
         );
     }
 
@@ -203,16 +203,16 @@ mod tests {
     fn json_line() {
         assert_eq!(
             format_json_line(&sample("starting log streaming at 0/1000000 (timeline 1)")),
-            r#"{"ts":"2026-11-21T23:35:16.123Z","level":"info","program":"pgreceivewal","pid":4242,"msg":"starting log streaming at 0/1000000 (timeline 1)","target":"pgreceivewal::writer"}"#
+            r#"{"ts":"2026-11-21T23:35:16.123Z","level":"info","program":"pgreceivewal","pid":4242,"msg":"starting log streaming at 0/1000000 (timeline 1)","target":"pgreceivewal::physical::writer"}"#
         );
         let line = LogLine {
             level: log::Level::Error,
-            source: Some(("src/writer.rs", 9)),
+            source: Some(("src/physical/writer.rs", 9)),
             ..sample("could not fsync file \"x\"")
         };
         assert_eq!(
             format_json_line(&line),
-            r#"{"ts":"2026-11-21T23:35:16.123Z","level":"error","program":"pgreceivewal","pid":4242,"msg":"could not fsync file \"x\"","target":"pgreceivewal::writer","file":"src/writer.rs","line":9}"#
+            r#"{"ts":"2026-11-21T23:35:16.123Z","level":"error","program":"pgreceivewal","pid":4242,"msg":"could not fsync file \"x\"","target":"pgreceivewal::physical::writer","file":"src/physical/writer.rs","line":9}"#
         );
     }
 

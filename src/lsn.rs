@@ -5,6 +5,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Timeline IDs are `TimeLineID`, a `uint32`; timeline 0 does not exist.
+pub type Tli = u32;
+
 /// A position in the write-ahead log (PostgreSQL's `XLogRecPtr`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);

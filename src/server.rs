@@ -9,9 +9,9 @@ use std::os::fd::RawFd;
 use pgrw_ffi::{Conn, ConnectError};
 
 use crate::config::{ConnOptions, PasswordMode};
+use crate::lsn::Tli;
 use crate::lsn::{valid_segment_size, Lsn};
 use crate::text::parse_size;
-use crate::walfile::Tli;
 
 /// SQLSTATEs we act on (PostgreSQL's errcodes.txt).
 pub mod sqlstate {

@@ -12,9 +12,9 @@ use std::thread;
 use std::time::Duration;
 
 use pgreceivewal::lsn::Lsn;
+use pgreceivewal::physical::walcheck::PageVerifier;
+use pgreceivewal::physical::walfile::{SegmentId, WalName};
 use pgreceivewal::protocol::{ProtocolError, ServerMessage};
-use pgreceivewal::walcheck::PageVerifier;
-use pgreceivewal::walfile::{SegmentId, WalName};
 
 use crate::faults::support::{
     check_timeline, fault_cluster, fmt_lsn, lines_at, lsn, names, ours, read_log, reported, run_capture,
@@ -815,12 +815,16 @@ fn name_and_argument_parsers_property() {
         let _ =
             no_panic("WalName::parse", &s, || WalName::parse(&s).map(|w| (w.segment(SEG), w.is_partial())));
         let _ = no_panic("Lsn::from_str", &s, || s.parse::<Lsn>());
-        let _ = no_panic("parse_meta", &s, || pgreceivewal::archive::parse_meta(s.as_bytes()));
+        let _ = no_panic("parse_meta", &s, || pgreceivewal::physical::archive::parse_meta(s.as_bytes()));
         let tli = rng.range(0, 5) as u32;
-        let _ = no_panic("parse_history", &s, || pgreceivewal::timeline::parse_history(s.as_bytes(), tli));
+        let _ = no_panic("parse_history", &s, || {
+            pgreceivewal::physical::timeline::parse_history(s.as_bytes(), tli)
+        });
         let raw: Vec<u8> = (0..rng.range(0, 60)).map(|_| rng.next() as u8).collect();
-        let _ = no_panic("parse_history (bytes)", &raw, || pgreceivewal::timeline::parse_history(&raw, tli));
-        let _ = no_panic("parse_meta (bytes)", &raw, || pgreceivewal::archive::parse_meta(&raw));
+        let _ = no_panic("parse_history (bytes)", &raw, || {
+            pgreceivewal::physical::timeline::parse_history(&raw, tli)
+        });
+        let _ = no_panic("parse_meta (bytes)", &raw, || pgreceivewal::physical::archive::parse_meta(&raw));
     }
     for _ in 0..10_000 {
         let seg_size = 1u64 << rng.range(20, 31);

@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgreceivewal::archive::parse_meta;
+use pgreceivewal::physical::archive::parse_meta;
 use pgreceivewal::lsn::Lsn;
-use pgreceivewal::timeline::parse_history;
-use pgreceivewal::walfile::WalName;
+use pgreceivewal::physical::timeline::parse_history;
+use pgreceivewal::physical::walfile::WalName;
 
 fuzz_target!(|input: (u32, &[u8])| {
     let (tli, data) = input;

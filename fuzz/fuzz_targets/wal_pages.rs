@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pgreceivewal::lsn::Lsn;
-use pgreceivewal::walcheck::PageVerifier;
+use pgreceivewal::physical::walcheck::PageVerifier;
 
 const SEG: u64 = 1 << 20;
 const BLCK: u32 = 8192;

@@ -6,9 +6,9 @@
 
 use std::process::ExitCode;
 
-use pgreceivewal::archiver::{self, Outcome};
 use pgreceivewal::cli;
 use pgreceivewal::config::Config;
+use pgreceivewal::physical::archiver::{self, Outcome};
 use pgreceivewal::tool::{self, Finished, Tool};
 
 const TOOL: Tool<Config> =

@@ -1,13 +1,13 @@
 //! pgrestorewal: PostgreSQL's `restore_command` for an archive written by pgreceivewal.
 //!
 //! `restore_command = 'pgrestorewal -D /archive %f %p'`. The logic lives in
-//! `pgreceivewal::restore`; this is the command line and the exit status.
+//! `pgreceivewal::physical::restore`; this is the command line and the exit status.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pgreceivewal::restore::{self, Served, EXIT_FATAL};
+use pgreceivewal::physical::restore::{self, Served, EXIT_FATAL};
 
 const PROG: &str = "pgrestorewal";
 

@@ -24,7 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::archive::{fsync_dir, open_locked, LockedDirError};
+use crate::durable::{fsync_dir, open_locked, LockedDirError};
 use crate::lsn::Lsn;
 
 use super::output::{line_is_ours, unit_end, Format};

@@ -18,7 +18,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::archive::{fsync_dir, write_durably, TEMP_SUFFIX};
+use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
 
 use super::files::FilesError;
 

@@ -3,7 +3,7 @@
 //! they commit, fsyncs, rotates files, and publishes the end of the last unit of output that
 //! is durable, which is all the receiver may confirm to the server.
 //!
-//! The durability rules are pgreceivewal's (`crate::writer`): one fsync after everything the
+//! The durability rules are pgreceivewal's (`crate::physical::writer`): one fsync after everything the
 //! channel holds is written; an fsync failure is fatal and never retried; a new file's name is
 //! made durable (directory fsync) before anything in it is reported; a rotated file is fsync'ed
 //! before its rename, and the directory after.
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use pgrw_ffi::sys::EventFd;
 
-use crate::archive::fsync_dir;
+use crate::durable::fsync_dir;
 use crate::lsn::Lsn;
 use crate::session::{Progress, WriterFailure};
 

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use pgrw_ffi::sys::EventFd;
 
-use crate::archive::{fsync_dir, write_durably, TEMP_SUFFIX};
 use crate::config::Durability;
+use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
 use crate::lsn::Lsn;
+use crate::physical::walcheck::{PageVerifier, WalCheckError};
+use crate::physical::walfile::{SegmentId, Tli};
 use crate::session::{Progress, WriterFailure};
-use crate::walcheck::{PageVerifier, WalCheckError};
-use crate::walfile::{SegmentId, Tli};
 
 /// Zero-padding is written in chunks this large: a 16 MiB segment costs 16 writes.
 const PAD_CHUNK: usize = 1 << 20;

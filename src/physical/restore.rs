@@ -23,10 +23,10 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::archive::{parse_meta, ClusterId, META_FILE};
 use crate::lsn::{valid_segment_size, Lsn};
-use crate::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
-use crate::walfile::{Tli, WalName, PARTIAL_SUFFIX};
+use crate::physical::archive::{parse_meta, ClusterId, META_FILE};
+use crate::physical::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
+use crate::physical::walfile::{Tli, WalName, PARTIAL_SUFFIX};
 
 /// Exit status for a file that was restored.
 pub const EXIT_RESTORED: u8 = 0;

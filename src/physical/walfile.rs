@@ -6,8 +6,7 @@
 
 use std::fmt;
 
-/// Timeline IDs are `TimeLineID`, a `uint32`; timeline 0 does not exist.
-pub type Tli = u32;
+pub use crate::lsn::Tli;
 
 pub const PARTIAL_SUFFIX: &str = ".partial";
 pub const HISTORY_SUFFIX: &str = ".history";

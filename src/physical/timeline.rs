@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::lsn::Lsn;
-use crate::walfile::Tli;
+use crate::lsn::Tli;
 
 /// One ancestor timeline and the position where the next one branched off it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,14 +6,14 @@ use std::fmt;
 
 use pgrw_ffi::sys::StopSignals;
 
-use crate::archive::{Archive, ArchiveError, ClusterId};
 use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
-use crate::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
+use crate::physical::archive::{Archive, ArchiveError, ClusterId};
+use crate::physical::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
+use crate::physical::walfile::Tli;
+use crate::physical::writer::WriterConfig;
 use crate::server::{sqlstate, standby_names_include, Server, ServerError, SlotInfo};
 use crate::session::{self, SessionFailure};
-use crate::walfile::Tli;
-use crate::writer::WriterConfig;
 
 #[derive(Debug)]
 pub enum RunError {

@@ -12,13 +12,13 @@ use std::time::Duration;
 use crate::config::Durability;
 use crate::lag::{Shown, LAG_THRESHOLD};
 use crate::lsn::Lsn;
+use crate::physical::timeline::parse_history;
+use crate::physical::walfile::{history_file_name, Tli};
+use crate::physical::writer::{Writer, WriterConfig, WriterError, WriterMsg};
 use crate::server::Server;
 use crate::session::{
     CopyEnd, Core, Handler, Positions, Progress, SessionResult, WriterHandle, WriterThread,
 };
-use crate::timeline::parse_history;
-use crate::walfile::{history_file_name, Tli};
-use crate::writer::{Writer, WriterConfig, WriterError, WriterMsg};
 use pgrw_ffi::sys::StopSignals;
 
 pub use crate::session::StreamEnd;
