@@ -887,6 +887,6 @@ fn name_and_argument_parsers_property() {
         let args: Vec<OsString> = (0..rng.range(0, 8))
             .map(|_| OsString::from(tokens[rng.range(0, tokens.len() as u64) as usize]))
             .collect();
-        let _ = no_panic("cli::parse", &args, || pgreceivewal::cli::parse(args.clone()));
+        let _ = no_panic("cli::parse", &args, || pgreceivewal::physical::cli::parse(args.clone()));
     }
 }
