@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 
 use super::usage;
-use crate::tool::UsageError;
+use crate::tool::{Command, UsageError};
 
 /// One command-line flag.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +121,40 @@ impl Parser {
         };
         Ok(Some(Arg::Flag(Flag { def, value })))
     }
+}
+
+/// What a tool's parser supplies: a plain struct of what the user typed, filled one flag at a
+/// time, then checked as a whole (lexopt's and ripgrep's two steps).
+pub trait ToolArgs: Default {
+    type Config;
+    /// Records one flag of the tool's table: one arm per flag, keyed by [`Flag::name`].
+    /// `--help` and `--version` never get here.
+    fn take(&mut self, flag: &Flag) -> Result<(), UsageError>;
+    /// Records a non-option argument.
+    fn operand(&mut self, value: OsString);
+    /// Checks combinations and builds the configuration.
+    fn validate(self) -> Result<Self::Config, UsageError>;
+}
+
+/// Parses a command line against `flags`. `--help` and `--version` (every tool has both) are
+/// answered as soon as they are read, wherever they are, before any combination is checked.
+pub fn parse<A: ToolArgs>(
+    args: impl IntoIterator<Item = OsString>,
+    flags: &'static [FlagDef],
+) -> Result<Command<A::Config>, UsageError> {
+    let mut p = Parser::new(args, flags);
+    let mut a = A::default();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Arg::Operand(v) => a.operand(v),
+            Arg::Flag(f) => match f.name() {
+                "help" => return Ok(Command::Help),
+                "version" => return Ok(Command::Version),
+                _ => a.take(&f)?,
+            },
+        }
+    }
+    a.validate().map(Command::Run)
 }
 
 /// Match a long option exactly, or by a unique prefix as glibc's `getopt_long` does (the

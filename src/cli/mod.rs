@@ -337,6 +337,24 @@ pub fn dir_value(flag: &Flag, what: &str) -> Result<PathBuf, UsageError> {
     Ok(PathBuf::from(dir))
 }
 
+/// `-S/--slot`: a valid slot name.
+pub fn slot_value(flag: &Flag) -> Result<String, UsageError> {
+    let slot = flag.string()?;
+    check_slot_name(&slot)?;
+    Ok(slot)
+}
+
+/// `-s/--status-interval`: see [`parse_status_interval`].
+pub fn status_interval_value(flag: &Flag) -> Result<u64, UsageError> {
+    parse_status_interval(&flag.string()?)
+}
+
+/// `--version` output, like pg_receivewal's `pg_receivewal (PostgreSQL) 17.2`: the tool, then
+/// the package it comes with.
+pub fn version_text(program: &str) -> String {
+    format!("{program} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// `-E/--endpos`: an LSN; `0/0` is PostgreSQL's InvalidXLogRecPtr, no end position.
 pub fn endpos_value(flag: &Flag) -> Result<Option<Lsn>, UsageError> {
     let s = flag.string()?;

@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::flags::{Arg, Flag, FlagDef, Parser, Section};
+use crate::cli::flags::{self, Flag, FlagDef, Section, ToolArgs};
 use crate::cli::{self, render, usage, CommonArgs, DEFAULT_STATUS_INTERVAL_SECS};
 use crate::lsn::Lsn;
 use crate::text::parse_size;
@@ -374,30 +374,16 @@ fn size_value(flag: &Flag) -> Result<u64, UsageError> {
 
 /// Parse the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
-    let mut p = Parser::new(args, FLAGS);
-    let mut a = Args::default();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Arg::Operand(v) => {
-                a.first_stray.get_or_insert(v);
-            }
-            Arg::Flag(flag) => {
-                if let Some(early) = a.take(&flag)? {
-                    return Ok(early);
-                }
-            }
-        }
-    }
-    a.validate().map(Command::Run)
+    flags::parse::<Args>(args, FLAGS)
 }
 
-impl Args {
-    /// Records one flag: one arm per entry of [`FLAGS`], the flags with more to check than a
-    /// line calling out to a function of their own.
-    fn take(&mut self, flag: &Flag) -> Result<Option<Command>, UsageError> {
+impl ToolArgs for Args {
+    type Config = Config;
+
+    /// One arm per entry of [`FLAGS`]; a flag with more to check than a line calls a function
+    /// of its own.
+    fn take(&mut self, flag: &Flag) -> Result<(), UsageError> {
         match flag.name() {
-            "help" => return Ok(Some(Command::Help)),
-            "version" => return Ok(Some(Command::Version)),
             "directory" => self.directory = Some(cli::dir_value(flag, "output directory")?),
             "file" => self.file = Some(flag.string()?),
             "format" => self.format = Some(parse_format(&flag.string()?)?),
@@ -405,11 +391,7 @@ impl Args {
             "rotate-interval" => self.rotate_interval = Some(parse_rotate_interval(&flag.string()?)?),
             "memory-limit" => self.memory_limit = Some(memory_limit(flag)?),
             "spill-dir" => self.spill_dir = Some(cli::dir_value(flag, "spill directory")?),
-            "slot" => {
-                let slot = flag.string()?;
-                cli::check_slot_name(&slot)?;
-                self.slot = Some(slot);
-            }
+            "slot" => self.slot = Some(cli::slot_value(flag)?),
             "publication" => self.publications.push(publication(&flag.string()?)?),
             "create-publication" => self.create_publication = true,
             "table" => {
@@ -436,13 +418,96 @@ impl Args {
             "endpos" => self.endpos = cli::endpos_value(flag)?,
             "no-loop" => self.no_loop = true,
             "no-sync" => self.no_sync = true,
-            "status-interval" => {
-                self.status_interval_secs = Some(cli::parse_status_interval(&flag.string()?)?)
-            }
+            "status-interval" => self.status_interval_secs = Some(cli::status_interval_value(flag)?),
             _ if self.common.take(flag)? => {}
             name => unreachable!("--{name} is in FLAGS but not handled"),
         }
-        Ok(None)
+        Ok(())
+    }
+
+    fn operand(&mut self, value: OsString) {
+        self.first_stray.get_or_insert(value);
+    }
+
+    /// Check combinations, in the order they are documented, then build the config.
+    fn validate(self) -> Result<Config, UsageError> {
+        if let Some(stray) = &self.first_stray {
+            return Err(usage(format!(
+                "too many command-line arguments (first is \"{}\")",
+                stray.to_string_lossy()
+            )));
+        }
+        let action = self.action()?;
+        let needs_slot = !matches!(action, Action::ListSlots | Action::Drop { slot: false, .. });
+        if needs_slot && self.slot.is_none() {
+            return Err(usage("no slot specified: use -S/--slot"));
+        }
+        if self.if_not_exists && !self.create_slot {
+            return Err(usage("--if-not-exists can only be used with --create-slot"));
+        }
+        if self.create_slot_if_missing && action != Action::Stream {
+            return Err(usage(
+                "--create-slot-if-missing can only be used when streaming (--create-slot --start creates the slot itself)",
+            ));
+        }
+        self.common.check()?;
+        self.common.check_dbname()?;
+
+        let output = self.output()?;
+        if action.streams() {
+            if output.is_none() {
+                return Err(usage("no output specified: use -D DIR or -f -"));
+            }
+            if self.publications.is_empty() {
+                return Err(usage("no publication specified: use -P/--publication"));
+            }
+        }
+        if self.create_publication && self.publications.len() != 1 {
+            return Err(usage("--create-publication needs exactly one -P/--publication"));
+        }
+        if !self.tables.is_empty() && !self.create_publication {
+            return Err(usage("-t/--table can only be used with --create-publication"));
+        }
+        if (self.rotate_size.is_some() || self.rotate_interval.is_some())
+            && !matches!(output, Some(Output::Directory(_)))
+        {
+            return Err(usage("--rotate-size and --rotate-interval need -D/--directory"));
+        }
+        self.check_protocol()?;
+        if self.snapshot && !action.streams() {
+            return Err(usage("--snapshot only applies when streaming"));
+        }
+
+        let secs = self.status_interval_secs.unwrap_or(DEFAULT_STATUS_INTERVAL_SECS);
+        let rotate = self.rotate_interval.unwrap_or(DEFAULT_ROTATE_INTERVAL_SECS);
+        Ok(Config {
+            action,
+            slot: self.slot.unwrap_or_default(),
+            if_not_exists: self.if_not_exists,
+            create_slot_if_missing: self.create_slot_if_missing,
+            publications: self.publications,
+            create_publication: self.create_publication,
+            tables: self.tables,
+            output,
+            format: self.format.unwrap_or(Format::Json),
+            rotate_size: self.rotate_size.unwrap_or(DEFAULT_ROTATE_SIZE),
+            rotate_interval: (rotate > 0).then(|| Duration::from_secs(rotate)),
+            memory_limit: self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
+            spill_dir: self.spill_dir,
+            proto_version: self.proto_version,
+            streaming: self.streaming,
+            two_phase: self.two_phase,
+            messages: self.messages || self.ddl,
+            binary: self.binary,
+            ddl: self.ddl,
+            snapshot: self.snapshot,
+            endpos: self.endpos,
+            no_loop: self.no_loop,
+            no_sync: self.no_sync,
+            status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            log: self.common.log_options(),
+            conn: self.common.conn_options(),
+        })
     }
 }
 
@@ -492,15 +557,8 @@ fn parse_streaming(s: &str) -> Result<Streaming, UsageError> {
 }
 
 impl Args {
-    // Long on purpose: one check per flag combination, each with its own message, in the order
-    // the combinations are documented; splitting it would scatter the rules of one command line.
-    fn validate(self) -> Result<Config, UsageError> {
-        if let Some(stray) = &self.first_stray {
-            return Err(usage(format!(
-                "too many command-line arguments (first is \"{}\")",
-                stray.to_string_lossy()
-            )));
-        }
+    /// At most one slot action, and what it implies.
+    fn action(&self) -> Result<Action, UsageError> {
         let actions = [
             (self.create_slot, "--create-slot"),
             (self.drop_slot, "--drop-slot"),
@@ -516,7 +574,7 @@ impl Args {
         if self.start && !self.create_slot {
             return Err(usage("--start can only be used with --create-slot"));
         }
-        let action = if self.create_slot {
+        Ok(if self.create_slot {
             Action::CreateSlot { then_stream: self.start }
         } else if self.drop_slot || self.teardown {
             Action::Drop { slot: self.drop_slot, teardown: self.teardown }
@@ -524,23 +582,12 @@ impl Args {
             Action::ListSlots
         } else {
             Action::Stream
-        };
-        let needs_slot = !matches!(action, Action::ListSlots | Action::Drop { slot: false, .. });
-        if needs_slot && self.slot.is_none() {
-            return Err(usage("no slot specified: use -S/--slot"));
-        }
-        if self.if_not_exists && !self.create_slot {
-            return Err(usage("--if-not-exists can only be used with --create-slot"));
-        }
-        if self.create_slot_if_missing && action != Action::Stream {
-            return Err(usage(
-                "--create-slot-if-missing can only be used when streaming (--create-slot --start creates the slot itself)",
-            ));
-        }
-        self.common.check()?;
-        self.common.check_dbname()?;
+        })
+    }
 
-        let output = match (&self.directory, &self.file) {
+    /// `-D DIR` or `-f -`, never both.
+    fn output(&self) -> Result<Option<Output>, UsageError> {
+        Ok(match (&self.directory, &self.file) {
             (Some(_), Some(_)) => return Err(usage("cannot use -D/--directory together with -f/--file")),
             (Some(d), None) => Some(Output::Directory(d.clone())),
             (None, Some(f)) if f == "-" => Some(Output::Stdout),
@@ -550,26 +597,11 @@ impl Args {
                 )))
             }
             (None, None) => None,
-        };
-        if action.streams() {
-            if output.is_none() {
-                return Err(usage("no output specified: use -D DIR or -f -"));
-            }
-            if self.publications.is_empty() {
-                return Err(usage("no publication specified: use -P/--publication"));
-            }
-        }
-        if self.create_publication && self.publications.len() != 1 {
-            return Err(usage("--create-publication needs exactly one -P/--publication"));
-        }
-        if !self.tables.is_empty() && !self.create_publication {
-            return Err(usage("-t/--table can only be used with --create-publication"));
-        }
-        if (self.rotate_size.is_some() || self.rotate_interval.is_some())
-            && !matches!(output, Some(Output::Directory(_)))
-        {
-            return Err(usage("--rotate-size and --rotate-interval need -D/--directory"));
-        }
+        })
+    }
+
+    /// What an explicit `--proto-version` cannot do.
+    fn check_protocol(&self) -> Result<(), UsageError> {
         if let Some(v) = self.proto_version {
             if v < 2 && matches!(self.streaming, Some(Streaming::On | Streaming::Parallel)) {
                 return Err(usage("--streaming needs protocol version 2 or later"));
@@ -581,45 +613,12 @@ impl Args {
                 return Err(usage("--two-phase needs protocol version 3 or later"));
             }
         }
-        if self.snapshot && !action.streams() {
-            return Err(usage("--snapshot only applies when streaming"));
-        }
-
-        let secs = self.status_interval_secs.unwrap_or(DEFAULT_STATUS_INTERVAL_SECS);
-        let rotate = self.rotate_interval.unwrap_or(DEFAULT_ROTATE_INTERVAL_SECS);
-        Ok(Config {
-            action,
-            slot: self.slot.unwrap_or_default(),
-            if_not_exists: self.if_not_exists,
-            create_slot_if_missing: self.create_slot_if_missing,
-            publications: self.publications,
-            create_publication: self.create_publication,
-            tables: self.tables,
-            output,
-            format: self.format.unwrap_or(Format::Json),
-            rotate_size: self.rotate_size.unwrap_or(DEFAULT_ROTATE_SIZE),
-            rotate_interval: (rotate > 0).then(|| Duration::from_secs(rotate)),
-            memory_limit: self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
-            spill_dir: self.spill_dir,
-            proto_version: self.proto_version,
-            streaming: self.streaming,
-            two_phase: self.two_phase,
-            messages: self.messages || self.ddl,
-            binary: self.binary,
-            ddl: self.ddl,
-            snapshot: self.snapshot,
-            endpos: self.endpos,
-            no_loop: self.no_loop,
-            no_sync: self.no_sync,
-            status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
-            log: self.common.log_options(),
-            conn: self.common.conn_options(),
-        })
+        Ok(())
     }
 }
 
 pub fn version_text() -> String {
-    format!("{PROGRAM} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+    cli::version_text(PROGRAM)
 }
 
 pub fn help_text() -> String {

@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::flags::{Arg, Flag, FlagDef, Parser, Section};
+use crate::cli::flags::{self, Flag, FlagDef, Section, ToolArgs};
 use crate::cli::{self, render, usage, CommonArgs, DEFAULT_STATUS_INTERVAL_SECS};
 use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
@@ -258,36 +258,16 @@ struct Args {
 
 /// Parse the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
-    let mut p = Parser::new(args, FLAGS);
-    let mut a = Args::default();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Arg::Operand(v) => {
-                a.first_stray.get_or_insert(v);
-            }
-            Arg::Flag(flag) => {
-                if let Some(early) = a.take(&flag)? {
-                    return Ok(early);
-                }
-            }
-        }
-    }
-    a.validate().map(Command::Run)
+    flags::parse::<Args>(args, FLAGS)
 }
 
-impl Args {
-    /// Records one flag (one arm per entry of [`FLAGS`]); `--help` and `--version` answer at
-    /// once, wherever they are, before any combination is checked.
-    fn take(&mut self, flag: &Flag) -> Result<Option<Command>, UsageError> {
+impl ToolArgs for Args {
+    type Config = Config;
+
+    fn take(&mut self, flag: &Flag) -> Result<(), UsageError> {
         match flag.name() {
-            "help" => return Ok(Some(Command::Help)),
-            "version" => return Ok(Some(Command::Version)),
             "directory" => self.directory = Some(cli::dir_value(flag, "target directory")?),
-            "slot" => {
-                let slot = flag.string()?;
-                cli::check_slot_name(&slot)?;
-                self.slot = Some(slot);
-            }
+            "slot" => self.slot = Some(cli::slot_value(flag)?),
             "create-slot" => self.create_slot = true,
             "create-slot-if-missing" => self.create_slot_if_missing = true,
             "drop-slot" => self.drop_slot = true,
@@ -296,14 +276,17 @@ impl Args {
             "no-loop" => self.no_loop = true,
             "no-sync" => self.no_sync = true,
             "synchronous" => self.synchronous = true,
-            "status-interval" => {
-                self.status_interval_secs = Some(cli::parse_status_interval(&flag.string()?)?)
-            }
+            "status-interval" => self.status_interval_secs = Some(cli::status_interval_value(flag)?),
             "compress" => check_compression(&flag.string()?)?,
             _ if self.common.take(flag)? => {}
             name => unreachable!("--{name} is in FLAGS but not handled"),
         }
-        Ok(None)
+        Ok(())
+    }
+
+    fn operand(&mut self, value: OsString) {
+        // Reported after all options are read, as getopt's caller does.
+        self.first_stray.get_or_insert(value);
     }
 
     /// Check combinations, in pg_receivewal's order and words, then build the config.
@@ -393,7 +376,7 @@ fn check_compression(s: &str) -> Result<(), UsageError> {
 
 /// `--version` output, like pg_receivewal's `pg_receivewal (PostgreSQL) 17.2`.
 pub fn version_text() -> String {
-    format!("{PROGRAM} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+    cli::version_text(PROGRAM)
 }
 
 /// The full `--help` text, laid out like pg_receivewal's.

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::cli::flags::{Arg, Flag, FlagDef, Parser, Section};
+use crate::cli::flags::{self, Flag, FlagDef, Section, ToolArgs};
 use crate::cli::{self, render, usage};
 use crate::tool::UsageError;
 
@@ -57,32 +57,23 @@ struct Args {
 
 /// Parse the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
-    let mut p = Parser::new(args, FLAGS);
-    let mut a = Args::default();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Arg::Operand(v) => a.operands.push(v),
-            Arg::Flag(flag) => {
-                if let Some(early) = a.take(&flag)? {
-                    return Ok(early);
-                }
-            }
-        }
-    }
-    a.validate().map(Command::Run)
+    flags::parse::<Args>(args, FLAGS)
 }
 
-impl Args {
-    /// Records one flag (one arm per entry of [`FLAGS`]).
-    fn take(&mut self, flag: &Flag) -> Result<Option<Command>, UsageError> {
+impl ToolArgs for Args {
+    type Config = Restore;
+
+    fn take(&mut self, flag: &Flag) -> Result<(), UsageError> {
         match flag.name() {
-            "help" => return Ok(Some(Command::Help)),
-            "version" => return Ok(Some(Command::Version)),
             "directory" => self.directory = Some(flag.os_value().into()),
             "verbose" => self.verbose = true,
             name => unreachable!("--{name} is in FLAGS but not handled"),
         }
-        Ok(None)
+        Ok(())
+    }
+
+    fn operand(&mut self, value: OsString) {
+        self.operands.push(value);
     }
 
     fn validate(self) -> Result<Restore, UsageError> {
@@ -105,7 +96,7 @@ impl Args {
 }
 
 pub fn version_text() -> String {
-    format!("{PROGRAM} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+    cli::version_text(PROGRAM)
 }
 
 pub fn help_text() -> String {
