@@ -99,11 +99,11 @@ impl Parser {
         Parser { inner: lexopt::Parser::from_args(args), flags }
     }
 
-    // Named like lexopt's `Parser::next`, which it wraps: an Iterator could not return the
-    // Result a usage error needs before the end.
-    #[allow(clippy::should_implement_trait)]
     /// The next flag (with its value taken, as getopt does even when it starts with `-`) or
     /// operand; an unknown or ambiguous option, or a missing value, is a usage error.
+    // Named like lexopt's `Parser::next`, which it wraps: an Iterator's items would have to
+    // be Results, and stopping at the first error would be every caller's job.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Arg>, UsageError> {
         let def = match self.inner.next().map_err(lexopt_error)? {
             None => return Ok(None),
