@@ -23,13 +23,16 @@ use pgrw_ffi::sys::StopSignals;
 
 pub use crate::session::StreamEnd;
 
-/// WAL is handed to the writer in batches of up to about this many bytes (a batch is also
-/// sent as soon as the socket has nothing more). The channel holds at most `CHANNEL_BATCHES`
-/// batches and `SPARE_BATCHES` written buffers wait for reuse, so memory stays under 48 MiB
-/// however far the disk falls behind the network.
-pub const MAX_BATCH: usize = 1 << 20;
-pub const CHANNEL_BATCHES: usize = 32;
-const SPARE_BATCHES: usize = 4;
+/// WAL is handed to the writer in batches of at most this many bytes (a batch is also sent as
+/// soon as the socket has nothing more). Each batch buffer is allocated once at this size and
+/// never grows: a message that would not fit starts the next batch. The channel holds at most
+/// `CHANNEL_BATCHES` batches and `SPARE_BATCHES` written buffers wait for reuse, so with the
+/// batch being filled and the one being written, WAL in memory stays under
+/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 2 MiB however far the disk falls
+/// behind the network. Larger batches bought no throughput (docs/benchmarks.md, memory).
+pub const MAX_BATCH: usize = 256 << 10;
+pub const CHANNEL_BATCHES: usize = 4;
+const SPARE_BATCHES: usize = 2;
 
 pub type StreamError = crate::session::StreamError<WriterError>;
 
@@ -178,17 +181,20 @@ impl Handler<Writer> for WalStream<'_> {
         if start != self.received {
             return Err(core.unexpected(format!("received WAL at {start}, expected {}", self.received)));
         }
+        if self.batch.len() + data.len() > MAX_BATCH {
+            self.flush_batch(core)?;
+        }
         if self.batch.is_empty() {
             self.batch_start = start;
             if self.batch.capacity() == 0 {
-                if let Ok(spare) = self.spare.try_recv() {
-                    self.batch = spare;
-                }
+                // A fresh buffer only when the writer has none to give back: after the first
+                // few batches, WAL moves through the same buffers.
+                self.batch = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(MAX_BATCH));
             }
         }
         self.batch.extend_from_slice(data);
         self.received = Lsn(start.0 + data.len() as u64);
-        if self.batch.len() >= MAX_BATCH {
+        if self.batch.len() == MAX_BATCH {
             self.flush_batch(core)?;
         }
         match self.opts.endpos {
