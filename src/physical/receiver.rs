@@ -33,6 +33,8 @@ pub use crate::session::StreamEnd;
 pub const MAX_BATCH: usize = 256 << 10;
 pub const CHANNEL_BATCHES: usize = 4;
 const SPARE_BATCHES: usize = 2;
+/// With --synchronous, the most WAL handed to the writer without asking for an fsync.
+const SYNC_EVERY: usize = 4 * MAX_BATCH;
 
 pub type StreamError = crate::session::StreamError<WriterError>;
 
@@ -71,6 +73,8 @@ struct WalStream<'a> {
     received: Lsn,
     batch: Vec<u8>,
     batch_start: Lsn,
+    /// Bytes handed to the writer since the last fsync asked for (--synchronous).
+    unsynced: usize,
     tli: Tli,
 }
 
@@ -103,7 +107,15 @@ impl<'a> Receiver<'a> {
         core.set_lag_threshold(LAG_THRESHOLD.max(2 * opts.seg_size));
         Ok(Receiver {
             core,
-            wal: WalStream { opts, spare, received: start, batch: Vec::new(), batch_start: start, tli: 0 },
+            wal: WalStream {
+                opts,
+                spare,
+                received: start,
+                batch: Vec::new(),
+                batch_start: start,
+                unsynced: 0,
+                tli: 0,
+            },
         })
     }
 
@@ -167,7 +179,15 @@ impl WalStream<'_> {
             return Ok(());
         }
         let data = std::mem::take(&mut self.batch);
-        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })
+        self.unsynced += data.len();
+        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })?;
+        // A burst that never pauses (a catch-up) still gets its flush position advanced (and
+        // the commits in it released) every SYNC_EVERY bytes, not only at segment ends.
+        if self.opts.durability == Durability::Synchronous && self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            core.send(WriterMsg::Flush)?;
+        }
+        Ok(())
     }
 }
 
@@ -225,9 +245,15 @@ impl Handler<Writer> for WalStream<'_> {
         Ok(None)
     }
 
-    /// In --synchronous mode the writer fsyncs after every batch it takes.
+    /// With --synchronous, what the server has sent so far is made durable now, as
+    /// pg_receivewal fsyncs once libpq has nothing more: one fsync for the whole burst.
     fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
-        self.flush_batch(core)
+        self.flush_batch(core)?;
+        if self.opts.durability == Durability::Synchronous && self.unsynced > 0 {
+            self.unsynced = 0;
+            core.send(WriterMsg::Flush)?;
+        }
+        Ok(())
     }
 
     /// Hand over what we have and close the open segment; the final status update, with the

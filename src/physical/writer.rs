@@ -180,16 +180,14 @@ impl Writer {
     }
 
     /// The thread body: handles messages until the receiver drops its sender, then closes the
-    /// open segment. Every batch the channel holds is written before one fsync.
+    /// open segment. With --synchronous the receiver asks for each fsync (`Flush`), after the
+    /// batches the channel holds, so one fsync covers them all.
     /// The session core marks the writer stopped and wakes the receiver when this returns.
     pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<(), WriterError> {
         while let Ok(msg) = rx.recv() {
             self.handle(msg)?;
             while let Ok(msg) = rx.try_recv() {
                 self.handle(msg)?;
-            }
-            if self.cfg.durability == Durability::Synchronous {
-                self.sync()?;
             }
         }
         self.close()
