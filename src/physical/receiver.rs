@@ -35,6 +35,8 @@ pub const CHANNEL_BATCHES: usize = 4;
 const SPARE_BATCHES: usize = 2;
 /// With --synchronous, the most WAL handed to the writer without asking for an fsync.
 const SYNC_EVERY: usize = 4 * MAX_BATCH;
+/// A turn of the receive loop that brought at least this much WAL is taken for a catch-up.
+const LARGE_TURN: usize = 64 << 10;
 
 pub type StreamError = crate::session::StreamError<WriterError>;
 
@@ -75,6 +77,8 @@ struct WalStream<'a> {
     batch_start: Lsn,
     /// Bytes handed to the writer since the last fsync asked for (--synchronous).
     unsynced: usize,
+    /// Bytes received in this turn of the receive loop (since the last hand-over).
+    turn: usize,
     tli: Tli,
 }
 
@@ -114,6 +118,7 @@ impl<'a> Receiver<'a> {
                 batch: Vec::new(),
                 batch_start: start,
                 unsynced: 0,
+                turn: 0,
                 tli: 0,
             },
         })
@@ -214,6 +219,7 @@ impl Handler<Writer> for WalStream<'_> {
         }
         self.batch.extend_from_slice(data);
         self.received = Lsn(start.0 + data.len() as u64);
+        self.turn += data.len();
         if self.batch.len() == MAX_BATCH {
             self.flush_batch(core)?;
         }
@@ -245,9 +251,17 @@ impl Handler<Writer> for WalStream<'_> {
         Ok(None)
     }
 
-    /// With --synchronous, what the server has sent so far is made durable now, as
-    /// pg_receivewal fsyncs once libpq has nothing more: one fsync for the whole burst.
+    /// What the server has sent so far goes to the writer once the socket is drained, and with
+    /// --synchronous is made durable then, as pg_receivewal fsyncs: one fsync for a whole
+    /// burst. A small turn is a commit waiting for us, handed over at once with no extra
+    /// system call; after a large one (a catch-up) the socket is asked whether more is
+    /// waiting, so that a burst fills whole batches and one fsync covers it.
     fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
+        // In a burst, batches are handed over when full: the channel's few batches then hold
+        // all they can while the writer is in an fsync.
+        if std::mem::take(&mut self.turn) >= LARGE_TURN && core.more_to_read() {
+            return Ok(());
+        }
         self.flush_batch(core)?;
         if self.opts.durability == Durability::Synchronous && self.unsynced > 0 {
             self.unsynced = 0;

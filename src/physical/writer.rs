@@ -185,9 +185,19 @@ impl Writer {
     /// The session core marks the writer stopped and wakes the receiver when this returns.
     pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<(), WriterError> {
         while let Ok(msg) = rx.recv() {
-            self.handle(msg)?;
-            while let Ok(msg) = rx.try_recv() {
-                self.handle(msg)?;
+            // Requests to fsync are gathered over what the channel holds: one fsync after the
+            // last batch covers every request, however many hand-overs came meanwhile.
+            let mut sync = false;
+            let mut next = Some(msg);
+            while let Some(msg) = next {
+                match msg {
+                    WriterMsg::Flush => sync = true,
+                    msg => self.handle(msg)?,
+                }
+                next = rx.try_recv().ok();
+            }
+            if sync {
+                self.sync()?;
             }
         }
         self.close()
