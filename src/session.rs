@@ -405,6 +405,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.writer.send(msg)
     }
 
+    /// Whether the server's socket has more to read now (a poll that does not wait): the
+    /// test pg_receivewal's CopyStreamReceive makes with a zero timeout.
+    pub fn more_to_read(&self) -> bool {
+        poll(&[(self.server.socket(), Interest::Read)], Some(Duration::ZERO)).is_ok_and(|r| r[0])
+    }
+
     /// Sends a standby status update with the handler's positions.
     pub fn status_update(&mut self, handler: &impl Handler<W>) -> SessionResult<(), W> {
         let p = handler.positions(self.writer.progress());

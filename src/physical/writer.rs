@@ -180,15 +180,23 @@ impl Writer {
     }
 
     /// The thread body: handles messages until the receiver drops its sender, then closes the
-    /// open segment. Every batch the channel holds is written before one fsync.
+    /// open segment. With --synchronous the receiver asks for each fsync (`Flush`), after the
+    /// batches the channel holds, so one fsync covers them all.
     /// The session core marks the writer stopped and wakes the receiver when this returns.
     pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<(), WriterError> {
         while let Ok(msg) = rx.recv() {
-            self.handle(msg)?;
-            while let Ok(msg) = rx.try_recv() {
-                self.handle(msg)?;
+            // Requests to fsync are gathered over what the channel holds: one fsync after the
+            // last batch covers every request, however many hand-overs came meanwhile.
+            let mut sync = false;
+            let mut next = Some(msg);
+            while let Some(msg) = next {
+                match msg {
+                    WriterMsg::Flush => sync = true,
+                    msg => self.handle(msg)?,
+                }
+                next = rx.try_recv().ok();
             }
-            if self.cfg.durability == Durability::Synchronous {
+            if sync {
                 self.sync()?;
             }
         }
