@@ -17,20 +17,22 @@ use pgreceivewal::physical::walfile::{SegmentId, WalName};
 use pgreceivewal::protocol::{ProtocolError, ServerMessage};
 
 use crate::faults::support::{
-    check_timeline, fault_cluster, fmt_lsn, lines_at, lsn, names, ours, read_log, reported, run_capture,
-    segments, slot_restart_lsn, snapshot, Garble, Load, Proxy, ReadOnly, Rng, SEG,
+    check_timeline, fault_cluster, fmt_lsn, lines_at, lsn, messages_at, names, ours, read_log, reported,
+    run_capture, segments, slot_restart_lsn, snapshot, Garble, Load, Proxy, ReadOnly, Rng, SEG,
 };
 use crate::util::{free_port, pgreceivewal, wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
 const QUICK: Duration = Duration::from_secs(20);
-const TRY_HELP: &str = "Try \"pgreceivewal --help\" for more information.";
+const TRY_HELP: &str = "pgreceivewal: hint: Try \"pgreceivewal --help\" for more information.";
 
-/// The one error line of a failed run; panics if there is not exactly one, or on a panic.
+/// The one error of a failed run (its line, with its detail and hint lines); panics if there
+/// is not exactly one, on a panic, or on Rust's " (os error N)" anywhere.
 fn one_error(out: &str) -> String {
     assert!(!out.contains("panicked"), "pgreceivewal panicked:\n{out}");
-    let errors = lines_at(out, "error");
+    assert!(!out.contains("(os error"), "an OS error as Rust prints it:\n{out}");
+    let errors = messages_at(out, "error");
     assert_eq!(errors.len(), 1, "exactly one error line expected:\n{out}");
-    errors[0].to_string()
+    errors[0].clone()
 }
 
 /// Runs `cmd` (which must not loop: the error is fatal) and checks it exits 1 with one error
@@ -465,7 +467,7 @@ fn strange_files_in_directory_18() {
     let short = t.join("short-partial");
     copy_dir(&base, &short);
     fs::OpenOptions::new().write(true).open(short.join(&partial)).unwrap().set_len(1000).unwrap();
-    refused(&c, &short, &[&partial, "has 1000 bytes, should be 0 or 1048576", "move it out of the archive"]);
+    refused(&c, &short, &[&partial, "has 1000 bytes, should be 0 or 1048576", "Move it out of the archive"]);
 
     let empty = t.join("empty-segment");
     copy_dir(&base, &empty);
@@ -563,7 +565,7 @@ fn second_archiver_is_refused_15() {
             &mut ours_plain(&c, &d, extra),
             &[
                 &format!("another pgreceivewal is already archiving into \"{}\"", d.display()),
-                "stop it or use another directory",
+                "Stop it or use another directory",
             ],
         );
     }

@@ -5,8 +5,8 @@ use std::fs;
 use std::time::Duration;
 
 use crate::faults::support::{
-    build_failfsync, fault_cluster, lines_at, lsn, ours, read_log, run_capture, seg_name, wait_received,
-    Tmpfs, SEG,
+    build_failfsync, fault_cluster, lines_at, lsn, messages_at, ours, read_log, run_capture, seg_name,
+    wait_received, Tmpfs, SEG,
 };
 use crate::util::{wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
@@ -207,7 +207,8 @@ fn disk_full_reports_the_space_actually_free_18() {
     let status = child.signal_and_wait("TERM", STOP);
     let out = read_log(&log);
     assert!(status.success(), "{status}: {out}");
-    let line = lines_at(&out, "warning").into_iter().find(|l| l.contains("No space left on device")).unwrap();
+    let line =
+        messages_at(&out, "warning").into_iter().find(|l| l.contains("No space left on device")).unwrap();
     let available: u64 = line
         .rsplit(" bytes available")
         .nth(1)
@@ -257,7 +258,7 @@ fn recreated_slot_is_a_warning(version: PgVersion) {
     });
     assert!(second.signal_and_wait("TERM", STOP).success(), "{}", read_log(&log));
     let out = read_log(&log);
-    let warning = lines_at(&out, "warning").into_iter().find(|l| l.contains("replication slot \"arch\""));
+    let warning = messages_at(&out, "warning").into_iter().find(|l| l.contains("replication slot \"arch\""));
     let warning = warning.unwrap_or_else(|| panic!("no warning about the recreated slot:\n{out}"));
     assert!(warning.contains(&format!("127.0.0.1:{}", c.port())), "the warning names the server: {warning}");
     assert!(warning.contains("WAL") && warning.contains("missing"), "{warning}");
@@ -302,7 +303,7 @@ fn dbname_without_equals_is_refused_before_connecting() {
     assert_eq!(
         err,
         "pgreceivewal: error: invalid connection string given with -d/--dbname: missing \"=\" after \"host\" in \
-         connection info string\nTry \"pgreceivewal --help\" for more information.\n"
+         connection info string\npgreceivewal: hint: Try \"pgreceivewal --help\" for more information.\n"
     );
     assert!(!d.exists(), "nothing is created before the connection string is checked");
     assert_eq!(c.psql("SELECT count(*) FROM pg_stat_replication"), "0");

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use pgreceivewal::logging::{plain_lines, Message};
 use pgreceivewal::physical::restore::{self, Served, EXIT_FATAL};
 
 const PROG: &str = "pgrestorewal";
@@ -105,19 +106,20 @@ fn main() -> ExitCode {
         }
         Ok(Action::Restore { archive, name, dest, verbose }) => (archive, name, dest, verbose),
         Err(UsageError(msg)) => {
-            eprintln!("{PROG}: error: {msg}");
-            eprintln!("Try \"{PROG} --help\" for more information.");
+            let m = Message::new(msg).hint(format!("Try \"{PROG} --help\" for more information."));
+            eprint!("{}", plain_lines(PROG, "error", &m));
             return ExitCode::from(EXIT_FATAL);
         }
     };
     match restore::restore(&archive, &name, &dest) {
         Ok(r) => {
             if let Some(p) = &r.leftover_partial {
-                eprintln!(
-                    "{PROG}: warning: served complete segment \"{name}\" and ignored \"{}\", which should not exist \
-                     next to it; remove it once recovery is done",
+                let m = Message::new(format!(
+                    "served complete segment \"{name}\" and ignored \"{}\", which should not exist next to it",
                     p.display()
-                );
+                ))
+                .hint("Remove it once recovery is done.");
+                eprint!("{}", plain_lines(PROG, "warning", &m));
             }
             if verbose {
                 let what = match r.served {
@@ -132,7 +134,7 @@ fn main() -> ExitCode {
         // timeline's history, the segment after the last): say nothing.
         Err(e) if e.is_not_found() => ExitCode::from(e.exit_code()),
         Err(e) => {
-            eprintln!("{PROG}: error: {e}");
+            eprint!("{}", plain_lines(PROG, "error", &e));
             ExitCode::from(e.exit_code())
         }
     }
