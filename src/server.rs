@@ -36,9 +36,10 @@ pub struct ServerError {
     pub sqlstate: Option<String>,
     /// Nothing a retry can fix (wrong server, misconfiguration): stop instead of reconnecting.
     pub fatal: bool,
-    /// PostgreSQL's `errdetail` and `errhint` for this error, as full sentences.
-    pub detail: Option<String>,
-    pub hint: Option<String>,
+    /// PostgreSQL's `errdetail` and `errhint` for this error, as full sentences (boxed: the
+    /// error travels in every `Result` of a session and stays small).
+    pub detail: Option<Box<str>>,
+    pub hint: Option<Box<str>>,
 }
 
 impl ServerError {
@@ -58,7 +59,12 @@ impl ServerError {
     }
 
     fn from_pq(server: &str, e: pgrw_ffi::Error) -> ServerError {
-        ServerError { sqlstate: e.sqlstate, ..ServerError::new(server, e.message) }
+        ServerError {
+            sqlstate: e.sqlstate,
+            detail: e.detail.map(Into::into),
+            hint: e.hint.map(Into::into),
+            ..ServerError::new(server, e.message)
+        }
     }
 
     pub fn has_sqlstate(&self, code: &str) -> bool {
@@ -78,10 +84,10 @@ impl fmt::Display for ServerError {
 
 impl Hinted for ServerError {
     fn detail(&self) -> Option<String> {
-        self.detail.clone()
+        self.detail.as_deref().map(str::to_owned)
     }
     fn hint(&self) -> Option<String> {
-        self.hint.clone()
+        self.hint.as_deref().map(str::to_owned)
     }
 }
 
@@ -477,7 +483,7 @@ impl Server {
         if e.message.is_empty() {
             self.error(what)
         } else {
-            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), sqlstate: e.sqlstate })
+            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), ..e })
         }
     }
 

@@ -624,7 +624,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
 
 fn log_hangup(stop: &StopSignals) {
     if stop.take_hangup() {
-        log::info!("received SIGHUP; ignored: settings are read only at start, restart to change them");
+        log::info!(hint = "Restart to change them."; "received SIGHUP; ignored: settings are read only at start");
     }
 }
 

@@ -57,6 +57,36 @@ fn endpos_before_end(c: &Cluster) -> String {
 // The command line
 // ---------------------------------------------------------------------------
 
+/// A refusal's fix is its hint, apart from the primary message: its own line in a text log
+/// (same prefix, level word "hint"), its own field of the one JSON object with
+/// --log-format=json. The directory is checked before connecting, so no server is needed.
+#[test]
+fn hint_is_its_own_line_and_json_field() {
+    let t = TestDir::new("hint");
+    let file = t.join("a-file");
+    fs::write(&file, "not a directory").unwrap();
+    let d = file.to_str().unwrap();
+    let primary = format!("\"{d}\" exists but is not a directory");
+    let hint = "Give -D a directory for the archive.";
+
+    let (code, out) = run_capture(pgreceivewal().args(["-D", d, "-n"]), QUICK);
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "the error and its hint:\n{out}");
+    assert!(lines[0].ends_with(&format!("] error: {primary}")), "{out}");
+    assert!(lines[1].ends_with(&format!("] hint: {hint}")), "{out}");
+    let prefix = |l: &str| l.split("] ").next().unwrap().to_owned();
+    assert_eq!(prefix(lines[0]), prefix(lines[1]), "the same timestamp and process: {out}");
+
+    let (code, out) = run_capture(pgreceivewal().args(["-D", d, "-n", "--log-format", "json"]), QUICK);
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object:\n{out}");
+    let json_primary = primary.replace('"', "\\\"");
+    assert!(lines[0].contains(&format!("\"msg\":\"{json_primary}\",\"hint\":\"{hint}\"")), "{out}");
+    assert!(!out.contains("(os error"), "{out}");
+}
+
 /// Every kind of malformed command line: exit 2, the message on one line followed by the
 /// pointer to --help, and the target directory not even created.
 #[test]

@@ -135,8 +135,9 @@ fn pgrestorewal_refuses_segments_that_are_not_this_archives_wal() {
         assert_eq!(
             err,
             format!(
-                "pgrestorewal: error: refusing to serve \"{name}\": {why}; the file is damaged or not WAL of \
-                 this archive, restore it from a copy of the archive\n"
+                "pgrestorewal: error: refusing to serve \"{name}\": {why}\n\
+                 pgrestorewal: detail: The file is damaged or not WAL of this archive.\n\
+                 pgrestorewal: hint: Restore it from a copy of the archive.\n"
             )
         );
         assert!(!pg_wal.join("RECOVERYXLOG").exists(), "nothing served for {name}");

@@ -20,11 +20,15 @@ pub struct Error {
     /// The server's SQLSTATE when the error came from the server (`PG_DIAG_SQLSTATE`), so callers
     /// can tell "undefined object" from "insufficient privilege" without matching message text.
     pub sqlstate: Option<String>,
+    /// The server's DETAIL and HINT (`PG_DIAG_MESSAGE_DETAIL`, `PG_DIAG_MESSAGE_HINT`), kept
+    /// apart from the primary message as PostgreSQL sends them.
+    pub detail: Option<String>,
+    pub hint: Option<String>,
 }
 
 impl Error {
     pub(crate) fn new(message: impl Into<String>) -> Error {
-        Error { message: tidy(&message.into()), sqlstate: None }
+        Error { message: tidy(&message.into()), sqlstate: None, detail: None, hint: None }
     }
 }
 

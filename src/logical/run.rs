@@ -164,7 +164,12 @@ fn check_encoding(server: &Server) -> Result<(), RunError> {
 }
 
 fn sql_error(server: &str, e: pgrw_ffi::Error) -> ServerError {
-    ServerError { sqlstate: e.sqlstate, ..ServerError::new(server, e.message) }
+    ServerError {
+        sqlstate: e.sqlstate,
+        detail: e.detail.map(Into::into),
+        hint: e.hint.map(Into::into),
+        ..ServerError::new(server, e.message)
+    }
 }
 
 /// The ordinary connection, with the same settings and password as the replication one.
@@ -531,7 +536,11 @@ impl Runner<'_> {
             // cluster's history, and the server would skip every transaction below it.
             return Err(RunError::Setup(Message::new(format!(
                 "the output ends at {r}, beyond the server's current WAL position {xlogpos} (server {name})"
-            )).detail("The directory holds changes of another history of this cluster (restored from a backup, or a promoted standby).").hint("Write into a new directory.")));
+            )).detail(
+                "The directory holds changes of another history of this cluster (restored from a backup, or a \
+                 promoted standby).",
+            )
+            .hint("Write into a new directory.")));
         }
         Ok(Some(recovered))
     }
@@ -558,7 +567,8 @@ impl Runner<'_> {
                 self.out.as_ref().map(|o| o.dir.display().to_string()).unwrap_or_default(),
                 meta::META_FILE,
                 cfg.slot
-            )).detail("The output may come from another cluster.").hint("Write into a new directory.")));
+            )).detail("The output may come from another cluster.")
+            .hint("Write into a new directory.")));
         }
         let mut meta = found.unwrap_or(Meta { id: id.clone(), snapshot: SnapshotState::None });
         let Some(recreating) =
@@ -648,7 +658,9 @@ impl Runner<'_> {
             return Err(RunError::Setup(Message::new(format!(
                 "replication slot \"{}\" does not exist (server {name})",
                 cfg.slot
-            )).hint("Create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing.")));
+            )).hint(
+                "Create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing.",
+            )));
         }
         let level = if asked { log::Level::Info } else { log::Level::Warn };
         let export = cfg.snapshot && !self.snapshot_done && resume.is_none();
@@ -786,10 +798,13 @@ fn check_slot(row: &SlotRow, slot: &str, database: &str, name: &str) -> Result<(
         ));
     }
     if row.database.as_deref() != Some(database) {
-        return Err(RunError::Setup(Message::new(format!(
-            "replication slot \"{slot}\" belongs to database \"{}\", but the connection is to \"{database}\" (server {name})",
-            row.database.as_deref().unwrap_or("")
-        )).hint(format!("Give -d dbname={}.", row.database.as_deref().unwrap_or("")))));
+        let theirs = row.database.as_deref().unwrap_or("");
+        return Err(RunError::Setup(
+            Message::new(format!(
+                "replication slot \"{slot}\" belongs to database \"{theirs}\", but the connection is to \"{database}\" (server {name})"
+            ))
+            .hint(format!("Give -d dbname={theirs}.")),
+        ));
     }
     Ok(())
 }

@@ -267,7 +267,7 @@ impl<'a> Archiver<'a> {
                 if !self.cfg.create_slot_if_missing {
                     if missing {
                         return Err(RunError::Server(ServerError {
-                            hint: Some(create_slot_hint(slot)),
+                            hint: Some(create_slot_hint(slot).into()),
                             ..server.transient(format!("replication slot \"{slot}\" does not exist"))
                         }));
                     }
@@ -436,8 +436,8 @@ impl LostWal<'_> {
         RunError::Server(ServerError {
             message: msg,
             fatal: !missing,
-            detail,
-            hint: Some(hint),
+            detail: detail.map(Into::into),
+            hint: Some(hint.into()),
             ..server_err.clone()
         })
     }
