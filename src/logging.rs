@@ -141,9 +141,12 @@ impl std::error::Error for Message {}
 /// primary text: `report!(log::Level::Warn, e; "{e}; trying again in {s} s")`.
 #[macro_export]
 macro_rules! report {
-    ($level:expr, $err:expr) => {
-        $crate::report!($level, $err; "{}", $err)
-    };
+    ($level:expr, $err:expr) => {{
+        let e = &$err;
+        let detail = $crate::logging::Hinted::detail(e);
+        let hint = $crate::logging::Hinted::hint(e);
+        ::log::log!($level, detail = detail.as_deref(), hint = hint.as_deref(); "{}", e)
+    }};
     ($level:expr, $err:expr; $($fmt:tt)+) => {{
         let e = &$err;
         let detail = $crate::logging::Hinted::detail(e);
