@@ -365,6 +365,31 @@ fn ours_plain(c: &Cluster, dir: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// The server's own HINT stays a hint: "all replication slots are in use" comes with "Free
+/// one or increase max_replication_slots.", which is the error's hint line, not glued onto the
+/// server's message.
+fn server_hint(version: PgVersion) {
+    let c = Cluster::builder(version).conf("max_replication_slots = 1").start();
+    c.create_physical_slot("taken");
+    let mut cmd = pgreceivewal();
+    cmd.args(c.conn_args()).args(["--create-slot", "-S", "second"]);
+    let error = fails_with(&mut cmd, &["all replication slots are in use"]);
+    let lines: Vec<&str> = error.lines().collect();
+    assert_eq!(lines.len(), 2, "the error and the server's hint: {error}");
+    assert!(!lines[0].contains("Free one"), "the hint is glued on: {error}");
+    assert!(lines[1].contains("] hint: Free one or increase"), "{error}");
+}
+
+#[test]
+fn server_hint_15() {
+    server_hint(PgVersion::V15);
+}
+
+#[test]
+fn server_hint_18() {
+    server_hint(PgVersion::V18);
+}
+
 #[test]
 fn server_settings_15() {
     server_settings(PgVersion::V15);
