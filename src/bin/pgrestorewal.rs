@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 
+use pgreceivewal::logging::{plain_lines, Message};
 use pgreceivewal::physical::restore::{self, Served, EXIT_FATAL};
 use pgreceivewal::physical::restore_cli::{self as cli, Command, Restore, PROGRAM};
 
@@ -24,19 +25,20 @@ fn main() -> ExitCode {
         // Not the daemons' status 2: a broken restore_command must stop recovery (see
         // restore_cli), and PostgreSQL does so only for exit codes above 125.
         Err(e) => {
-            eprintln!("{PROGRAM}: error: {e}");
-            eprintln!("Try \"{PROGRAM} --help\" for more information.");
+            let m = Message::new(e.to_string()).hint(format!("Try \"{PROGRAM} --help\" for more information."));
+            eprint!("{}", plain_lines(PROGRAM, "error", &m));
             return ExitCode::from(EXIT_FATAL);
         }
     };
     match restore::restore(&archive, &name, &dest) {
         Ok(r) => {
             if let Some(p) = &r.leftover_partial {
-                eprintln!(
-                    "{PROGRAM}: warning: served complete segment \"{name}\" and ignored \"{}\", which should not exist \
-                     next to it; remove it once recovery is done",
+                let m = Message::new(format!(
+                    "served complete segment \"{name}\" and ignored \"{}\", which should not exist next to it",
                     p.display()
-                );
+                ))
+                .hint("Remove it once recovery is done.");
+                eprint!("{}", plain_lines(PROGRAM, "warning", &m));
             }
             if verbose {
                 let what = match r.served {
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
         // timeline's history, the segment after the last): say nothing.
         Err(e) if e.is_not_found() => ExitCode::from(e.exit_code()),
         Err(e) => {
-            eprintln!("{PROGRAM}: error: {e}");
+            eprint!("{}", plain_lines(PROGRAM, "error", &e));
             ExitCode::from(e.exit_code())
         }
     }
