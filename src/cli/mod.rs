@@ -55,6 +55,18 @@ PostgreSQL's words
 .BR info ,
 .BR debug ,
 .BR trace ).
+As in PostgreSQL's own log, what a message means and what to do about it
+follow on lines of their own with the same prefix,
+.B detail:
+and
+.BR hint: ;
+with
+.B \-\-log\-format=json
+they are the fields
+.B detail
+and
+.B hint
+of the message's one object.
 The environment variable
 .B RUST_LOG
 is ignored.",
