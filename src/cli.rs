@@ -16,6 +16,7 @@ use std::time::Duration;
 use lexopt::Arg;
 
 use crate::config::{Action, Config, ConnOptions, Durability, LogFormat, LogOptions, PasswordMode};
+use crate::diskspace::DEFAULT_MIN_FREE;
 use crate::lsn::Lsn;
 use crate::tool::UsageError;
 
@@ -62,6 +63,7 @@ const LONG_OPTIONS: &[&str] = &[
     "log-level",
     "log-format",
     "log-add-source",
+    "min-free",
 ];
 
 /// What the user typed, each value checked on its own but no combination checked yet.
@@ -78,6 +80,7 @@ struct Args {
     no_sync: bool,
     synchronous: bool,
     status_interval_secs: Option<u64>,
+    min_free: Option<u64>,
     common: CommonArgs,
     /// The first non-option argument: reported after all options, as getopt does.
     first_stray: Option<OsString>,
@@ -268,6 +271,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 let s = string_value(&mut p, "-s/--status-interval")?;
                 a.status_interval_secs = Some(parse_status_interval(&s)?);
             }
+            Long("min-free") => a.min_free = Some(parse_min_free(&string_value(&mut p, "--min-free")?)?),
             Short('Z') | Long("compress") => {
                 let s = string_value(&mut p, "-Z/--compress")?;
                 check_compression(&s)?;
@@ -349,6 +353,7 @@ impl Args {
             no_loop: self.no_loop,
             durability,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            min_free: self.min_free.unwrap_or(DEFAULT_MIN_FREE),
             log: self.common.log_options(),
             conn: self.common.conn_options(),
         })
@@ -428,6 +433,15 @@ pub fn check_slot_name(name: &str) -> Result<(), UsageError> {
 
 /// Whole seconds, 0 or more, up to pg_receivewal's limit. Surrounding blanks and a leading
 /// `+` are accepted as by pg_receivewal's `strtol`-based `option_parse_int`.
+/// `--min-free=SIZE` of both tools: a size as `parse_size` reads it; 0 turns the floor off.
+pub fn parse_min_free(s: &str) -> Result<u64, UsageError> {
+    crate::text::parse_size(s).ok_or_else(|| {
+        usage(format!(
+            "invalid size \"{s}\" for option --min-free: use a number with kB, MB or GB, like 64MB, or 0"
+        ))
+    })
+}
+
 pub fn parse_status_interval(s: &str) -> Result<u64, UsageError> {
     let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
     let digits = t.strip_prefix('+').unwrap_or(t);
@@ -496,6 +510,8 @@ Options:
   -D, --directory=DIR    receive write-ahead log files into this directory
   -E, --endpos=LSN       exit after receiving the specified LSN
       --if-not-exists    do not error if slot already exists when creating a slot
+      --min-free=SIZE    pause writing while less than SIZE would stay free on
+                         the disk of -D, 0 for no floor (default: 64MB)
   -n, --no-loop          do not loop on connection lost
       --no-sync          do not wait for changes to be written safely to disk
   -s, --status-interval=SECS
@@ -596,6 +612,7 @@ mod tests {
                 no_loop: false,
                 durability: Durability::Default,
                 status_interval: Some(Duration::from_secs(10)),
+                min_free: DEFAULT_MIN_FREE,
                 conn: ConnOptions {
                     dbname: None,
                     host: None,
@@ -1060,6 +1077,17 @@ mod tests {
             let arg = format!("--{long}");
             let _ = try_parse(&["-D", "/w", &arg, "v"]);
         }
+    }
+
+    #[test]
+    fn min_free() {
+        assert_eq!(with_dir(&[]).min_free, 64 << 20);
+        assert_eq!(with_dir(&["--min-free=1GB"]).min_free, 1 << 30);
+        assert_eq!(with_dir(&["--min-free", "0"]).min_free, 0);
+        assert_eq!(
+            err_with_dir(&["--min-free=lots"]),
+            "invalid size \"lots\" for option --min-free: use a number with kB, MB or GB, like 64MB, or 0"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod diskspace;
 pub mod durable;
 pub mod lag;
 pub mod logging;

@@ -41,6 +41,11 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session that streamed this long resets the back-off.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// While the writer cannot take more (a slow or full disk), the receiver stops reading but
+/// looks at the stop signal this often, and sends a status update at least this often when
+/// no status interval is set, so the server's wal_sender_timeout never ends a paused session.
+const BLOCKED_POLL: Duration = Duration::from_millis(200);
+const BLOCKED_STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// How a stream ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +62,10 @@ pub struct Progress {
     written: AtomicU64,
     flushed: AtomicU64,
     stopped: AtomicBool,
+    /// The server's WAL end, from its last message (for the disk-full warning).
+    server_end: AtomicU64,
+    /// The session is stopping: a writer waiting for disk space gives up instead.
+    give_up: AtomicBool,
 }
 
 impl Progress {
@@ -65,6 +74,8 @@ impl Progress {
             written: AtomicU64::new(start.0),
             flushed: AtomicU64::new(start.0),
             stopped: AtomicBool::new(false),
+            server_end: AtomicU64::new(0),
+            give_up: AtomicBool::new(false),
         }
     }
 
@@ -94,6 +105,24 @@ impl Progress {
     /// its join handle.
     pub fn writer_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
+    }
+
+    pub fn saw_server_end(&self, end: Lsn) {
+        self.server_end.fetch_max(end.0, Ordering::AcqRel);
+    }
+
+    /// The end of the server's WAL as far as we know (`Lsn::INVALID` before any message).
+    pub fn server_end(&self) -> Lsn {
+        Lsn(self.server_end.load(Ordering::Acquire))
+    }
+
+    /// Tells a writer that waits for disk space to stop waiting (see [`WriterHandle::give_up`]).
+    pub fn give_up(&self) {
+        self.give_up.store(true, Ordering::Release);
+    }
+
+    pub fn giving_up(&self) -> bool {
+        self.give_up.load(Ordering::Acquire)
     }
 }
 
@@ -241,6 +270,31 @@ impl<W: WriterThread> WriterHandle<W> {
         Err(self.failure())
     }
 
+    /// Like [`send`](Self::send), but gives the message back when the channel stays full for
+    /// `timeout`.
+    pub fn send_timeout(
+        &mut self,
+        msg: W::Msg,
+        timeout: Duration,
+    ) -> Result<Option<W::Msg>, StreamError<W::Error>> {
+        let Some(tx) = &self.tx else { return Err(self.failure()) };
+        match tx.send_timeout(msg, timeout) {
+            Ok(()) => Ok(None),
+            Err(crossbeam_channel::SendTimeoutError::Timeout(msg)) => Ok(Some(msg)),
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(self.failure()),
+        }
+    }
+
+    /// The session is ending (a stop, an error): a writer paused for disk space stops waiting
+    /// and drops what it could not write, which the next session streams again. A writer
+    /// that can write is not affected.
+    pub fn give_up(&self) {
+        self.progress.give_up();
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
     /// Closes the channel and waits for the writer, which then makes its output durable. A
     /// panic is an error, never a clean end.
     pub fn join(&mut self) -> Result<Option<W::Output>, StreamError<W::Error>> {
@@ -362,6 +416,8 @@ pub struct Core<'a, W: WriterThread> {
     pub writer: WriterHandle<W>,
     clock: StatusClock,
     reported_flush: Lsn,
+    /// The positions of the last status update, repeated while the writer is behind.
+    reported: Option<Positions>,
     server_clock: ServerClock,
     schedule: Schedule,
 }
@@ -379,6 +435,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
             writer,
             clock: StatusClock { interval: status_interval, last: None },
             reported_flush: Lsn::INVALID,
+            reported: None,
             server_clock: ServerClock::default(),
             schedule: Schedule::new(Instant::now()),
         }
@@ -401,13 +458,50 @@ impl<'a, W: WriterThread> Core<'a, W> {
         StreamError::Protocol { server: self.server.name.clone(), message: message.to_string() }
     }
 
+    /// Hands `msg` to the writer. When the channel is full (the disk is slow, or writing is
+    /// paused for disk space) this stops reading the server but keeps the session alive:
+    /// status updates with the positions already reported (nothing new is durable), the
+    /// watchdog, and the stop signal, which makes a paused writer give up so the stop is not
+    /// held up by a full disk.
     pub fn send(&mut self, msg: W::Msg) -> SessionResult<(), W> {
-        self.writer.send(msg)
+        let mut msg = msg;
+        loop {
+            let timeout = [Some(BLOCKED_POLL), notify::until_watchdog()].into_iter().flatten().min();
+            match self.writer.send_timeout(msg, timeout.unwrap_or(BLOCKED_POLL))? {
+                None => return Ok(()),
+                Some(back) => msg = back,
+            }
+            notify::watchdog();
+            if self.stop.received().is_some() {
+                self.writer.give_up();
+            }
+            log_hangup(self.stop);
+            if self.blocked_status_due() {
+                self.repeat_status()?;
+            }
+        }
+    }
+
+    fn blocked_status_due(&self) -> bool {
+        let every = self.clock.interval.unwrap_or(BLOCKED_STATUS_EVERY);
+        self.clock.last.is_none_or(|t| t.elapsed() >= every)
+    }
+
+    /// A status update with the positions last reported: keeps the connection alive while the
+    /// handler is in the middle of a message and cannot say more. Positions never go back,
+    /// and none reported yet are sent as invalid, which the server ignores.
+    fn repeat_status(&mut self) -> SessionResult<(), W> {
+        let invalid = Positions { write: Lsn::INVALID, flush: Lsn::INVALID, apply: Lsn::INVALID };
+        self.send_status(self.reported.unwrap_or(invalid))
     }
 
     /// Sends a standby status update with the handler's positions.
     pub fn status_update(&mut self, handler: &impl Handler<W>) -> SessionResult<(), W> {
         let p = handler.positions(self.writer.progress());
+        self.send_status(p)
+    }
+
+    fn send_status(&mut self, p: Positions) -> SessionResult<(), W> {
         let msg = StatusUpdate {
             write: p.write,
             flush: p.flush,
@@ -418,6 +512,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.server.conn().put_copy_data(&msg.encode()).map_err(|e| self.server.wrap(e))?;
         self.clock.last = Some(Instant::now());
         self.reported_flush = p.flush;
+        self.reported = Some(p);
         log::trace!("sent status update: write {} flush {}", p.write, p.flush);
         Ok(())
     }
@@ -439,10 +534,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
                 let end = match ServerMessage::parse(&buf) {
                     Ok(ServerMessage::XLogData { start, wal_end, send_time, data }) => {
                         self.server_clock.saw(wal_end, send_time);
+                        self.writer.progress.saw_server_end(wal_end);
                         handler.data(self, start, data)?
                     }
                     Ok(ServerMessage::Keepalive { wal_end, send_time, reply_requested }) => {
                         self.server_clock.saw(wal_end, send_time);
+                        self.writer.progress.saw_server_end(wal_end);
                         let end = handler.keepalive(self, wal_end, reply_requested)?;
                         if reply_requested && end.is_none() {
                             // Answer at once so the server does not time us out; what the writer
@@ -461,6 +558,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
             handler.hand_over(self)?;
             if self.stop.received().is_some() {
                 notify::stopping("stopping: received stop signal");
+                self.writer.give_up();
                 handler.stopping(self, StreamEnd::Stopped)?;
                 return Ok(CopyEnd::Ours(StreamEnd::Stopped));
             }
@@ -590,6 +688,13 @@ impl<'a, W: WriterThread> Core<'a, W> {
         handler: &impl Handler<W>,
         res: SessionResult<StreamEnd, W>,
     ) -> SessionResult<(StreamEnd, Option<W::Output>), W> {
+        // Only an end position needs everything received written; after a stop or an error
+        // a writer paused for disk space would hold the session for ever, and the next
+        // session streams again what it could not write.
+        if !matches!(res, Ok(StreamEnd::EndPos(_))) {
+            self.writer.give_up();
+        }
+        self.wait_for_writer(res.is_ok());
         let joined = self.writer.join();
         let (end, output) = match (res, joined) {
             (_, Err(w)) => return Err(w),
@@ -599,6 +704,32 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.status_update(handler)?;
         self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
         Ok((end, output))
+    }
+}
+
+impl<W: WriterThread> Core<'_, W> {
+    /// Closes the writer's channel and waits for the thread to end, as [`WriterHandle::join`]
+    /// would, but keeps the watchdog fed and the stop signal heard; with `alive`, the
+    /// connection too (a writer paused for disk space before an end position).
+    fn wait_for_writer(&mut self, alive: bool) {
+        self.writer.tx = None;
+        let mut alive = alive;
+        while !self.writer.progress.writer_stopped() {
+            let fds = [(self.writer.wake.fd(), Interest::Read), (self.stop.fd(), Interest::Read)];
+            let timeout = [Some(BLOCKED_POLL), notify::until_watchdog()].into_iter().flatten().min();
+            if poll(&fds, timeout).is_err() {
+                // join() below still waits, only without the extras.
+                return;
+            }
+            self.writer.wake.drain();
+            notify::watchdog();
+            if self.stop.received().is_some() {
+                self.writer.give_up();
+            }
+            if alive && self.blocked_status_due() {
+                alive = self.repeat_status().is_ok();
+            }
+        }
     }
 }
 

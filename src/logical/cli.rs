@@ -12,9 +12,10 @@ use std::time::Duration;
 use lexopt::Arg;
 
 use crate::cli::{
-    check_slot_name, lexopt_error, parse_status_interval, resolve_long_in, string_value, usage, CommonArgs,
-    Opt, DEFAULT_STATUS_INTERVAL_SECS,
+    check_slot_name, lexopt_error, parse_min_free, parse_status_interval, resolve_long_in, string_value,
+    usage, CommonArgs, Opt, DEFAULT_STATUS_INTERVAL_SECS,
 };
+use crate::diskspace::DEFAULT_MIN_FREE;
 use crate::lsn::Lsn;
 use crate::text::parse_size;
 use crate::tool::UsageError;
@@ -41,6 +42,7 @@ const LONG_OPTIONS: &[&str] = &[
     "rotate-interval",
     "memory-limit",
     "spill-dir",
+    "min-free",
     "slot",
     "publication",
     "create-publication",
@@ -86,6 +88,7 @@ struct Args {
     rotate_interval: Option<u64>,
     memory_limit: Option<u64>,
     spill_dir: Option<PathBuf>,
+    min_free: Option<u64>,
     slot: Option<String>,
     publications: Vec<String>,
     create_publication: bool,
@@ -157,6 +160,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 });
             }
             Long("rotate-size") => a.rotate_size = Some(size_value(&mut p, "--rotate-size")?),
+            Long("min-free") => a.min_free = Some(parse_min_free(&string_value(&mut p, "--min-free")?)?),
             Long("rotate-interval") => {
                 let s = string_value(&mut p, "--rotate-interval")?;
                 a.rotate_interval = Some(s.trim().parse().map_err(|_| {
@@ -366,6 +370,7 @@ impl Args {
             rotate_interval: (rotate > 0).then(|| Duration::from_secs(rotate)),
             memory_limit: self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
             spill_dir: self.spill_dir,
+            min_free: self.min_free.unwrap_or(DEFAULT_MIN_FREE),
             proto_version: self.proto_version,
             streaming: self.streaming,
             two_phase: self.two_phase,
@@ -410,6 +415,8 @@ Output:
                          beyond it they spill to disk (default: 16MB)
       --spill-dir=DIR    where spill files go
                          (default: DIR/.spill, or the temp directory)
+      --min-free=SIZE    pause writing while less than SIZE is free on the disk
+                         of -D, 0 for no floor (default: 64MB)
   -E, --endpos=LSN       exit once changes up to LSN are written
   -n, --no-loop          do not reconnect when the connection is lost
       --no-sync          do not fsync (for tests: a crash can lose output)
@@ -545,6 +552,7 @@ mod tests {
         assert_eq!(c.rotate_size, 64 << 20);
         assert_eq!(c.rotate_interval, Some(Duration::from_secs(3600)));
         assert_eq!(c.memory_limit, 16 << 20);
+        assert_eq!(c.min_free, 64 << 20);
         assert_eq!(c.proto_version, None);
         assert_eq!(c.streaming, None);
         assert!(!c.two_phase && !c.messages && !c.binary && !c.ddl && !c.snapshot);
@@ -581,6 +589,13 @@ mod tests {
         );
         assert_eq!(stream_err(&["-t", "a"]), "-t/--table can only be used with --create-publication");
         assert!(stream_err(&["-P", ""]).starts_with("invalid publication name"));
+    }
+
+    #[test]
+    fn min_free() {
+        assert_eq!(stream(&["--min-free=0"]).min_free, 0);
+        assert_eq!(stream(&["--min-free", "2GB"]).min_free, 2 << 30);
+        assert!(stream_err(&["--min-free=-1"]).starts_with("invalid size \"-1\" for option --min-free"));
     }
 
     #[test]
