@@ -182,7 +182,7 @@ impl Floor {
         let dir = self.dir.display();
         let head = match cause {
             Cause::Floor { needed } => format!(
-                "free space in \"{dir}\" is below the floor: {} free, --min-free is {} and the next file needs {}; free space or lower --min-free",
+                "free space in \"{dir}\" is below the floor: {} free, --min-free is {}, and {} more are to be written; free space or lower --min-free",
                 format_bytes(free),
                 format_bytes(self.min_free),
                 format_bytes(*needed)
@@ -229,7 +229,7 @@ mod tests {
     fn warning_says_the_numbers_and_that_the_slot_keeps_the_wal() {
         let f = floor(64 << 20, Retention::PhysicalSlot("arch".into()));
         let w = f.warning(12 << 20, &Cause::Floor { needed: 16 << 20 });
-        assert!(w.starts_with("free space in \"/arch\" is below the floor: 12.0 MB free, --min-free is 64.0 MB and the next file needs 16.0 MB"), "{w}");
+        assert!(w.starts_with("free space in \"/arch\" is below the floor: 12.0 MB free, --min-free is 64.0 MB, and 16.0 MB more are to be written"), "{w}");
         assert!(w.contains("only what is on disk (0/3000000) is reported"), "{w}");
         assert!(
             w.contains("the server keeps the WAL for replication slot \"arch\" meanwhile (at least 40.0 MB from 0/3000000 to 0/5800000), so nothing is lost"),

@@ -66,6 +66,8 @@ pub struct Progress {
     server_end: AtomicU64,
     /// The session is stopping: a writer waiting for disk space gives up instead.
     give_up: AtomicBool,
+    /// The writer gave up: what it was handed after that is never written.
+    gave_up: AtomicBool,
 }
 
 impl Progress {
@@ -76,6 +78,7 @@ impl Progress {
             stopped: AtomicBool::new(false),
             server_end: AtomicU64::new(0),
             give_up: AtomicBool::new(false),
+            gave_up: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +127,15 @@ impl Progress {
     pub fn giving_up(&self) -> bool {
         self.give_up.load(Ordering::Acquire)
     }
+
+    /// The writer says it gave up waiting for disk space (it wakes the receiver after this).
+    pub fn mark_gave_up(&self) {
+        self.gave_up.store(true, Ordering::Release);
+    }
+
+    pub fn gave_up(&self) -> bool {
+        self.gave_up.load(Ordering::Acquire)
+    }
 }
 
 /// A writer error, as the session needs to judge it.
@@ -161,6 +173,11 @@ pub enum StreamError<W> {
         server: String,
         message: String,
     },
+    /// A stop came while the writer waited for disk space, before what the session waited
+    /// for was durable.
+    GaveUp {
+        server: String,
+    },
 }
 
 impl<W: WriterFailure> StreamError<W> {
@@ -169,7 +186,7 @@ impl<W: WriterFailure> StreamError<W> {
             StreamError::Server(e) => e.fatal,
             StreamError::Protocol { .. } | StreamError::Unexpected { .. } => true,
             StreamError::Writer(e) => e.is_fatal(),
-            StreamError::ServerClosed { .. } => false,
+            StreamError::ServerClosed { .. } | StreamError::GaveUp { .. } => false,
         }
     }
 
@@ -188,6 +205,10 @@ impl<W: fmt::Display> fmt::Display for StreamError<W> {
                 write!(f, "replication stream was terminated by the server at {at} (server {server})")
             }
             StreamError::Unexpected { server, message } => write!(f, "{message} (server {server})"),
+            StreamError::GaveUp { server } => write!(
+                f,
+                "stopped while waiting for disk space; what was not written is sent again by the next run (server {server})"
+            ),
         }
     }
 }
@@ -323,11 +344,31 @@ impl<W: WriterThread> WriterHandle<W> {
             if self.progress.writer_stopped() {
                 return Err(self.failure());
             }
+            if self.progress.gave_up() {
+                return Err(StreamError::GaveUp { server: self.server.clone() });
+            }
             poll(&[(self.wake.fd(), Interest::Read)], None)
                 .map_err(|e| self.unexpected(&format!("could not wait for the writer: {e}")))?;
             self.wake.drain();
         }
         Ok(())
+    }
+
+    /// One wait of [`wait_flushed`](Self::wait_flushed), at most `timeout`: true when done.
+    fn wait_flushed_for(&mut self, to: Lsn, timeout: Duration) -> Result<bool, StreamError<W::Error>> {
+        if self.progress.flushed() >= to {
+            return Ok(true);
+        }
+        if self.progress.writer_stopped() {
+            return Err(self.failure());
+        }
+        if self.progress.gave_up() {
+            return Err(StreamError::GaveUp { server: self.server.clone() });
+        }
+        poll(&[(self.wake.fd(), Interest::Read)], Some(timeout))
+            .map_err(|e| self.unexpected(&format!("could not wait for the writer: {e}")))?;
+        self.wake.drain();
+        Ok(self.progress.flushed() >= to)
     }
 
     fn unexpected(&self, message: &str) -> StreamError<W::Error> {
@@ -415,6 +456,9 @@ pub struct Core<'a, W: WriterThread> {
     pub stop: &'a StopSignals,
     pub writer: WriterHandle<W>,
     clock: StatusClock,
+    /// Inside the COPY BOTH stream, where status updates may be sent (not, say, while
+    /// pgrecvlogical writes its initial snapshot before START_REPLICATION).
+    in_copy: bool,
     reported_flush: Lsn,
     /// The positions of the last status update, repeated while the writer is behind.
     reported: Option<Positions>,
@@ -434,6 +478,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
             stop,
             writer,
             clock: StatusClock { interval: status_interval, last: None },
+            in_copy: false,
             reported_flush: Lsn::INVALID,
             reported: None,
             server_clock: ServerClock::default(),
@@ -464,6 +509,10 @@ impl<'a, W: WriterThread> Core<'a, W> {
     /// watchdog, and the stop signal, which makes a paused writer give up so the stop is not
     /// held up by a full disk.
     pub fn send(&mut self, msg: W::Msg) -> SessionResult<(), W> {
+        // The writer drops everything now: stop producing (an initial snapshot, say) at once.
+        if self.writer.progress.gave_up() {
+            return Err(StreamError::GaveUp { server: self.server.name.clone() });
+        }
         let mut msg = msg;
         loop {
             let timeout = [Some(BLOCKED_POLL), notify::until_watchdog()].into_iter().flatten().min();
@@ -483,6 +532,9 @@ impl<'a, W: WriterThread> Core<'a, W> {
     }
 
     fn blocked_status_due(&self) -> bool {
+        if !self.in_copy {
+            return false;
+        }
         let every = self.clock.interval.unwrap_or(BLOCKED_STATUS_EVERY);
         self.clock.last.is_none_or(|t| t.elapsed() >= every)
     }
@@ -519,6 +571,14 @@ impl<'a, W: WriterThread> Core<'a, W> {
 
     /// The COPY BOTH loop, after START_REPLICATION.
     pub fn copy_stream(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
+        self.in_copy = true;
+        let res = self.copy_loop(handler);
+        // After our end the COPY is still open from our side, for the last status update.
+        self.in_copy = matches!(res, Ok(CopyEnd::Ours(_)));
+        res
+    }
+
+    fn copy_loop(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
         self.clock.last = None;
         // The stream has begun: systemd may now call the service started.
         let shown = handler.shown(self.writer.progress());
@@ -708,6 +768,21 @@ impl<'a, W: WriterThread> Core<'a, W> {
 }
 
 impl<W: WriterThread> Core<'_, W> {
+    /// Waits until the writer has made everything before `to` durable, hearing the stop
+    /// signal meanwhile (a writer paused for disk space then gives up, and this fails).
+    pub fn wait_flushed(&mut self, to: Lsn) -> SessionResult<(), W> {
+        loop {
+            if self.stop.received().is_some() {
+                self.writer.give_up();
+            }
+            match self.writer.wait_flushed_for(to, BLOCKED_POLL) {
+                Ok(true) => return Ok(()),
+                Ok(false) => notify::watchdog(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Closes the writer's channel and waits for the thread to end, as [`WriterHandle::join`]
     /// would, but keeps the watchdog fed and the stop signal heard; with `alive`, the
     /// connection too (a writer paused for disk space before an end position).
@@ -726,7 +801,7 @@ impl<W: WriterThread> Core<'_, W> {
             if self.stop.received().is_some() {
                 self.writer.give_up();
             }
-            if alive && self.blocked_status_due() {
+            if alive && self.in_copy && self.blocked_status_due() {
                 alive = self.repeat_status().is_ok();
             }
         }

@@ -346,6 +346,57 @@ fn logical_enospc(version: PgVersion) {
     eprintln!("{text}");
 }
 
+/// The initial snapshot (written before streaming starts) on a disk below the floor: the
+/// writer pauses with the channel full; no status update may be sent then (there is no COPY
+/// yet), and SIGTERM must end the run at once with status 0 and the snapshot not recorded as
+/// done. With space, the next run writes the snapshot, once.
+fn logical_snapshot_below_the_floor(version: PgVersion) {
+    let c = logical_cluster(version);
+    let t = TestDir::new("lsnapfull");
+    let log = t.join("tool.log");
+    let small = Tmpfs::mount(t.join("small"), 48);
+    let dir = small.path().join("out");
+    c.psql(
+        "CREATE TABLE s (id int PRIMARY KEY, v text); \
+         INSERT INTO s SELECT g, repeat('s', 500) FROM generate_series(1, 40000) g; \
+         CREATE PUBLICATION pub FOR ALL TABLES",
+    );
+    let d = dir.to_str().unwrap();
+    let args = |floor| ["-S", "snap", "-P", "pub", "--snapshot", "--create-slot-if-missing", "-D", d, floor];
+    // 48 MiB is below the default floor of 64 MB from the start.
+    let mut child = spawn(&mut tool(&c, &args("--min-free=64MB")), &log);
+    wait_until(CATCH_UP, "the floor warning", || count(&read(&log), "warning", "below the floor") > 0);
+    // Long enough for the snapshot's 20 MB to fill the channel (16 batches of 1 MB).
+    thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "{}", read(&log));
+    let status = child.signal_and_wait("TERM", STOP);
+    let text = read(&log);
+    assert!(status.success(), "SIGTERM while paused must exit 0, got {status}:\n{text}");
+    assert!(!text.contains("initial snapshot written"), "{text}");
+    assert!(lines_at(&text, "error").is_empty(), "{text}");
+
+    let mut child = spawn(&mut tool(&c, &args("--min-free=1MB")), &log);
+    c.psql("INSERT INTO s VALUES (50000, 'after')");
+    wait_caught_up(&c, "snap", &mut child, &log);
+    stop(&mut child, &log);
+    let text = read(&log);
+    assert_eq!(text.matches("initial snapshot written: ").count(), 1, "{text}");
+    check_lines(&dir);
+    let replay = Replay::read_dir(&dir);
+    assert_tables_equal(&c, &replay, &["public.s"]);
+    replay.assert_no_duplicates();
+}
+
+#[test]
+fn logical_snapshot_below_the_floor_15() {
+    logical_snapshot_below_the_floor(PgVersion::V15);
+}
+
+#[test]
+fn logical_snapshot_below_the_floor_18() {
+    logical_snapshot_below_the_floor(PgVersion::V18);
+}
+
 fn read(log: &Path) -> String {
     read_log(log)
 }

@@ -300,6 +300,8 @@ impl Writer {
         match self.handle(msg) {
             Err(WriterError::GaveUp) => {
                 self.gave_up = true;
+                self.progress.mark_gave_up();
+                self.wake.notify();
                 log::info!(
                     "stopped waiting for disk space: changes after {} were received but not written, and the server sends them again",
                     self.progress.flushed()

@@ -222,6 +222,8 @@ impl Writer {
         match self.handle(msg) {
             Err(WriterError::GaveUp) => {
                 self.gave_up = true;
+                self.progress.mark_gave_up();
+                self.wake.notify();
                 log::info!(
                     "stopped waiting for disk space: WAL after {} was received but not written, and is streamed again by the next run",
                     self.progress.flushed()
