@@ -117,9 +117,8 @@ impl Floor {
         if self.enough(needed) {
             return Ok(());
         }
-        loop {
-            // A failed statvfs tells nothing about space: write, and let ENOSPC decide.
-            let Some(free) = self.free() else { break };
+        // A failed statvfs tells nothing about space: write, and let ENOSPC decide.
+        while let Some(free) = self.free() {
             let want = needed.saturating_add(self.min_free);
             if free >= want {
                 self.allowance = (free - want).min(CHECK_EVERY);
@@ -209,7 +208,7 @@ impl Floor {
             ),
         };
         format!(
-            "{head}; writing is paused and resumes on its own once space is free: the connection stays open and only what is on disk ({flushed}) is reported; {kept}"
+            "{head}; writing is paused and resumes on its own once space is free: the connection stays open and reports only what is in \"{dir}\" (durable up to {flushed}); {kept}"
         )
     }
 }
@@ -230,7 +229,7 @@ mod tests {
         let f = floor(64 << 20, Retention::PhysicalSlot("arch".into()));
         let w = f.warning(12 << 20, &Cause::Floor { needed: 16 << 20 });
         assert!(w.starts_with("free space in \"/arch\" is below the floor: 12.0 MB free, --min-free is 64.0 MB, and 16.0 MB more are to be written"), "{w}");
-        assert!(w.contains("only what is on disk (0/3000000) is reported"), "{w}");
+        assert!(w.contains("reports only what is in \"/arch\" (durable up to 0/3000000)"), "{w}");
         assert!(
             w.contains("the server keeps the WAL for replication slot \"arch\" meanwhile (at least 40.0 MB from 0/3000000 to 0/5800000), so nothing is lost"),
             "{w}"

@@ -299,6 +299,12 @@ impl<W: WriterThread> WriterHandle<W> {
         timeout: Duration,
     ) -> Result<Option<W::Msg>, StreamError<W::Error>> {
         let Some(tx) = &self.tx else { return Err(self.failure()) };
+        // The common case, a channel with room, without reading the clock.
+        let msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(None),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(self.failure()),
+            Err(crossbeam_channel::TrySendError::Full(msg)) => msg,
+        };
         match tx.send_timeout(msg, timeout) {
             Ok(()) => Ok(None),
             Err(crossbeam_channel::SendTimeoutError::Timeout(msg)) => Ok(Some(msg)),
