@@ -62,6 +62,7 @@ const LONG_OPTIONS: &[&str] = &[
     "log-level",
     "log-format",
     "log-add-source",
+    "metrics-address",
 ];
 
 /// What the user typed, each value checked on its own but no combination checked yet.
@@ -78,6 +79,7 @@ struct Args {
     no_sync: bool,
     synchronous: bool,
     status_interval_secs: Option<u64>,
+    metrics_address: Option<String>,
     common: CommonArgs,
     /// The first non-option argument: reported after all options, as getopt does.
     first_stray: Option<OsString>,
@@ -268,6 +270,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 let s = string_value(&mut p, "-s/--status-interval")?;
                 a.status_interval_secs = Some(parse_status_interval(&s)?);
             }
+            Long("metrics-address") => {
+                let s = string_value(&mut p, "--metrics-address")?;
+                check_metrics_address(&s)?;
+                a.metrics_address = Some(s);
+            }
             Short('Z') | Long("compress") => {
                 let s = string_value(&mut p, "-Z/--compress")?;
                 check_compression(&s)?;
@@ -349,6 +356,7 @@ impl Args {
             no_loop: self.no_loop,
             durability,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            metrics_address: self.metrics_address,
             log: self.common.log_options(),
             conn: self.common.conn_options(),
         })
@@ -455,6 +463,22 @@ fn check_compression(s: &str) -> Result<(), UsageError> {
 }
 
 /// A port number 1..65535; a comma-separated list goes to libpq unchecked (one per host).
+/// `--metrics-address`: HOST:PORT, an IPv6 address in brackets (`[::1]:9187`). Whether the
+/// host resolves and the port is free is found out when it is bound, at start.
+pub fn check_metrics_address(s: &str) -> Result<(), UsageError> {
+    let bad = || {
+        usage(format!(
+            "invalid --metrics-address \"{s}\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"
+        ))
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || port.parse::<u16>().is_err() || (host.contains(':') && !bracketed) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 pub fn check_port(s: &str) -> Result<(), UsageError> {
     if s.contains(',') {
         return Ok(());
@@ -528,6 +552,11 @@ Logging:
                          text or json, one message per line (default: text)
       --log-add-source   add the source file and line to each message
 
+Monitoring:
+      --metrics-address=HOST:PORT
+                         while streaming, serve Prometheus metrics on /metrics
+                         and health on /health (200 while streaming, else 503)
+
 A slot given with --slot must exist, as for pg_receivewal: a mistyped name
 would otherwise leave a slot holding WAL on the server for ever. Create it with
 --create-slot, or pass --create-slot-if-missing where a server may lack it (a
@@ -596,6 +625,7 @@ mod tests {
                 no_loop: false,
                 durability: Durability::Default,
                 status_interval: Some(Duration::from_secs(10)),
+                metrics_address: None,
                 conn: ConnOptions {
                     dbname: None,
                     host: None,
@@ -753,6 +783,24 @@ mod tests {
         assert!(with_dir(&["-n"]).no_loop);
         assert!(with_dir(&["--no-loop"]).no_loop);
         assert_eq!(err_with_dir(&["--no-loop=yes"]), "option \"--no-loop\" does not take a value");
+    }
+
+    #[test]
+    fn metrics_address() {
+        for ok in ["127.0.0.1:9187", "localhost:9187", "[::1]:9187", "0.0.0.0:0", "--metrics-address=x:1"] {
+            let args: Vec<&str> = if ok.starts_with("--") { vec![ok] } else { vec!["--metrics-address", ok] };
+            let want = ok.strip_prefix("--metrics-address=").unwrap_or(ok);
+            assert_eq!(with_dir(&args).metrics_address.as_deref(), Some(want), "{ok}");
+        }
+        assert_eq!(with_dir(&["--metrics-addr=h:2"]).metrics_address.as_deref(), Some("h:2"));
+        for bad in ["9187", ":9187", "host:", "host:port", "host:65536", "::1:9187", "[::1]", ""] {
+            assert_eq!(
+                err_with_dir(&["--metrics-address", bad]),
+                format!("invalid --metrics-address \"{bad}\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"),
+                "{bad}"
+            );
+        }
+        assert_eq!(err_with_dir(&["--metrics-address"]), "option \"--metrics-address\" requires a value");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use lexopt::Arg;
 
 use crate::cli::{
-    check_slot_name, lexopt_error, parse_status_interval, resolve_long_in, string_value, usage, CommonArgs,
-    Opt, DEFAULT_STATUS_INTERVAL_SECS,
+    check_metrics_address, check_slot_name, lexopt_error, parse_status_interval, resolve_long_in,
+    string_value, usage, CommonArgs, Opt, DEFAULT_STATUS_INTERVAL_SECS,
 };
 use crate::lsn::Lsn;
 use crate::text::parse_size;
@@ -75,6 +75,7 @@ const LONG_OPTIONS: &[&str] = &[
     "log-level",
     "log-format",
     "log-add-source",
+    "metrics-address",
 ];
 
 #[derive(Debug, Default)]
@@ -108,6 +109,7 @@ struct Args {
     no_loop: bool,
     no_sync: bool,
     status_interval_secs: Option<u64>,
+    metrics_address: Option<String>,
     common: CommonArgs,
     first_stray: Option<OsString>,
 }
@@ -247,6 +249,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 let s = string_value(&mut p, "-s/--status-interval")?;
                 a.status_interval_secs = Some(parse_status_interval(&s)?);
             }
+            Long("metrics-address") => {
+                let s = string_value(&mut p, "--metrics-address")?;
+                check_metrics_address(&s)?;
+                a.metrics_address = Some(s);
+            }
 
             opt if a.common.parse(opt, &mut p)? => {}
             Short(c) => return Err(usage(format!("unrecognized option \"-{c}\""))),
@@ -377,6 +384,7 @@ impl Args {
             no_loop: self.no_loop,
             no_sync: self.no_sync,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            metrics_address: self.metrics_address,
             log: self.common.log_options(),
             conn: self.common.conn_options(),
         })
@@ -461,6 +469,11 @@ Logging:
       --log-format=FORMAT
                          text or json, one message per line (default: text)
       --log-add-source   add the source file and line to each message
+
+Monitoring:
+      --metrics-address=HOST:PORT
+                         while streaming, serve Prometheus metrics on /metrics
+                         and health on /health (200 while streaming, else 503)
 
 The position confirmed to the server is the end of the last transaction whose
 output is on disk (fsync'ed) or written to standard output; while nothing is
@@ -712,6 +725,12 @@ mod tests {
         assert_eq!(c.log.level, log::LevelFilter::Trace);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(stream(&["-s", "0"]).status_interval, None);
+        assert_eq!(stream(&[]).metrics_address, None);
+        assert_eq!(stream(&["--metrics-address=[::1]:9188"]).metrics_address.as_deref(), Some("[::1]:9188"));
+        assert_eq!(
+            stream_err(&["--metrics-address", "9188"]),
+            "invalid --metrics-address \"9188\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"
+        );
         assert_eq!(stream(&["-E", "0/0"]).endpos, None);
         assert_eq!(
             stream_err(&["-S", "Bad"]).split(':').next(),

@@ -13,6 +13,7 @@ use pgrw_ffi::sys::StopSignals;
 use pgrw_ffi::Conn;
 
 use crate::lsn::Lsn;
+use crate::metrics::{self, ErrorKind};
 use crate::server::{conn_params_for, sqlstate, ConnKind, Replication, Server, ServerError};
 use crate::session::{self, SessionFailure};
 use crate::sql::{ident, literal};
@@ -39,6 +40,8 @@ pub enum RunError {
     Stream(StreamError),
     /// Something about the slot, publication or server that a retry cannot fix.
     Setup(String),
+    /// `--metrics-address` cannot be served.
+    Metrics(metrics::ServeError),
 }
 
 impl SessionFailure for RunError {
@@ -46,7 +49,15 @@ impl SessionFailure for RunError {
         match self {
             RunError::Stream(s) => s.is_fatal(),
             RunError::Server(s) => s.fatal || first,
-            RunError::Files(_) | RunError::Setup(_) => true,
+            RunError::Files(_) | RunError::Setup(_) | RunError::Metrics(_) => true,
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Stream(s) => s.kind(),
+            RunError::Server(s) => s.kind(),
+            RunError::Files(_) | RunError::Setup(_) | RunError::Metrics(_) => ErrorKind::Setup,
         }
     }
 }
@@ -58,6 +69,7 @@ impl fmt::Display for RunError {
             RunError::Server(e) => e.fmt(f),
             RunError::Stream(e) => e.fmt(f),
             RunError::Setup(m) => f.write_str(m),
+            RunError::Metrics(e) => e.fmt(f),
         }
     }
 }
@@ -307,6 +319,18 @@ impl Runner<'_> {
             // Lock before connecting, so a second writer into the directory is refused at once.
             self.out = Some(OutputDir::open(dir)?);
         }
+        if let Some(address) = &self.cfg.metrics_address {
+            let free_space = match &self.cfg.output {
+                Some(Output::Directory(dir)) => Some((
+                    dir.clone(),
+                    "output_free_bytes",
+                    "bytes available to pgrecvlogical on the output directory's filesystem",
+                )),
+                _ => None,
+            };
+            let ep = metrics::Endpoint { tool: "pgrecvlogical", scope: metrics::Scope::Logical, free_space };
+            metrics::serve(address, ep).map_err(RunError::Metrics)?;
+        }
         let (stop, no_loop) = (self.stop, self.cfg.no_loop);
         session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream)
     }
@@ -416,6 +440,7 @@ impl Runner<'_> {
     fn session(&mut self) -> Result<StreamEnd, RunError> {
         let cfg = self.cfg;
         let (mut server, mut sql) = self.connect()?;
+        server.named_synchronous_standby(KIND.application_name);
         let opts = self.negotiate(&server)?;
         let name = server.name.clone();
         check_encoding(&server)?;

@@ -22,6 +22,7 @@ use pgrw_ffi::sys::StopSignals;
 
 use crate::lag::Shown;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::server::Server;
 use crate::session::{
     CopyEnd, Core, Handler, Positions, Progress, SessionResult, WriterHandle, WriterThread,
@@ -227,6 +228,19 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The changes and committed transactions metrics (Prometheus' `rate()` makes them "per
+/// second"), counted as received: a streamed transaction's changes before its commit.
+fn count(msg: &Message<'_>) {
+    let m = metrics::get();
+    match msg {
+        Message::Insert(_) | Message::Update(_) | Message::Delete(_) | Message::Truncate(_) => {
+            m.changes.inc()
+        }
+        Message::Commit(_) | Message::StreamCommit(_) | Message::CommitPrepared(_) => m.transactions.inc(),
+        _ => {}
+    }
+}
+
 impl Decoding<'_> {
     fn idle(&self) -> bool {
         !self.encoder.in_transaction()
@@ -270,6 +284,7 @@ impl Decoding<'_> {
         self.stats.messages += 1;
         self.stats.bytes += data.len() as u64;
         let msg = self.decoder.decode(data).map_err(|e| core.protocol(e))?;
+        count(&msg);
         if let Some(top) = self.cur_stream {
             self.spool_message(core, top, at, data, &msg)?;
             return Ok(None);

@@ -8,11 +8,12 @@ use pgrw_ffi::sys::StopSignals;
 
 use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
+use crate::metrics::{self, ErrorKind};
 use crate::physical::archive::{Archive, ArchiveError, ClusterId};
 use crate::physical::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
 use crate::physical::walfile::Tli;
 use crate::physical::writer::WriterConfig;
-use crate::server::{sqlstate, standby_names_include, Server, ServerError, SlotInfo};
+use crate::server::{sqlstate, Server, ServerError, SlotInfo};
 use crate::session::{self, SessionFailure};
 
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub enum RunError {
     Server(ServerError),
     Stream(StreamError),
     Slot(String),
+    /// `--metrics-address` cannot be served.
+    Metrics(metrics::ServeError),
 }
 
 impl fmt::Display for RunError {
@@ -30,6 +33,7 @@ impl fmt::Display for RunError {
             RunError::Server(e) => e.fmt(f),
             RunError::Stream(e) => e.fmt(f),
             RunError::Slot(m) => f.write_str(m),
+            RunError::Metrics(e) => e.fmt(f),
         }
     }
 }
@@ -41,7 +45,15 @@ impl SessionFailure for RunError {
         match self {
             RunError::Stream(s) => s.is_fatal(),
             RunError::Server(s) => s.fatal || first,
-            RunError::Archive(_) | RunError::Slot(_) => true,
+            RunError::Archive(_) | RunError::Slot(_) | RunError::Metrics(_) => true,
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Stream(s) => s.kind(),
+            RunError::Server(s) => s.kind(),
+            RunError::Archive(_) | RunError::Slot(_) | RunError::Metrics(_) => ErrorKind::Setup,
         }
     }
 }
@@ -116,6 +128,18 @@ impl<'a> Archiver<'a> {
     fn new(cfg: &'a Config, stop: &'a StopSignals) -> Result<Archiver<'a>, RunError> {
         // Lock the directory before connecting, so a second archiver is refused at once.
         let archive = Archive::open(&cfg.directory)?;
+        if let Some(address) = &cfg.metrics_address {
+            let ep = metrics::Endpoint {
+                tool: "pgreceivewal",
+                scope: metrics::Scope::Physical,
+                free_space: Some((
+                    archive.dir.clone(),
+                    "archive_free_bytes",
+                    "bytes available to pgreceivewal on the archive directory's filesystem",
+                )),
+            };
+            metrics::serve(address, ep).map_err(RunError::Metrics)?;
+        }
         Ok(Archiver { cfg, stop, archive, password: None, cluster: None })
     }
 
@@ -299,15 +323,13 @@ impl<'a> Archiver<'a> {
                 "--synchronous without a replication slot: while pgreceivewal is disconnected the server may remove WAL it has not archived; use -S"
             );
         }
-        if !sync && self.cfg.slot.is_some() {
+        // Asked at every connect: the metric says whether this server may wait for us.
+        let named = server.named_synchronous_standby("pgreceivewal");
+        if !sync && self.cfg.slot.is_some() && named == Some(true) {
             let app = server.application_name().unwrap_or_else(|| "pgreceivewal".into());
-            if let Ok(names) = server.show("synchronous_standby_names") {
-                if standby_names_include(&names, &app) {
-                    log::warn!(
-                        "the server lists \"{app}\" in synchronous_standby_names but --synchronous is not set: commits will wait until a whole segment is archived; add --synchronous"
-                    );
-                }
-            }
+            log::warn!(
+                "the server lists \"{app}\" in synchronous_standby_names but --synchronous is not set: commits will wait until a whole segment is archived; add --synchronous"
+            );
         }
     }
 }
