@@ -195,6 +195,19 @@ impl Histogram {
     }
 }
 
+/// `new` is `const` (the registry is a `static`); `Default` is the same.
+macro_rules! default_is_new {
+    ($($t:ident),*) => {
+        $(impl Default for $t {
+            fn default() -> $t {
+                $t::new()
+            }
+        })*
+    };
+}
+
+default_is_new!(Gauge, Seconds, Counter, ByKind, Histogram, Metrics);
+
 /// Writes one metric's samples.
 trait Render {
     fn kind(&self) -> &'static str;
@@ -322,12 +335,6 @@ registry! {
         "transactions received that committed (COMMIT, streamed commit, COMMIT PREPARED)";
     spill_bytes: Counter, Logical, "spill_bytes_total",
         "bytes of streamed transactions written to spill files (over --memory-limit)";
-}
-
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
-    }
 }
 
 static METRICS: Metrics = Metrics::new();

@@ -263,7 +263,8 @@ fn an_address_that_cannot_be_served_stops_the_tool_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
     let nowhere = free_port().to_string();
-    let tools: [(&str, fn(&Path) -> Command); 2] = [
+    type Make = fn(&Path) -> Command;
+    let tools: [(&str, Make); 2] = [
         ("pgreceivewal", |dir| {
             let mut cmd = pgreceivewal();
             cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-D"]).arg(dir);
