@@ -129,6 +129,7 @@ struct Decoding<'a> {
     /// The position of the last message received.
     received: Lsn,
     stats: SessionStats,
+    counts: Counts,
 }
 
 impl WriterThread for Writer {
@@ -169,6 +170,7 @@ impl<'a> Session<'a> {
                 idle_pos: start,
                 received: start,
                 stats: SessionStats::default(),
+                counts: Counts::default(),
             },
         })
     }
@@ -229,15 +231,32 @@ impl<'a> Session<'a> {
 }
 
 /// The changes and committed transactions metrics (Prometheus' `rate()` makes them "per
-/// second"), counted as received: a streamed transaction's changes before its commit.
-fn count(msg: &Message<'_>) {
-    let m = metrics::get();
-    match msg {
-        Message::Insert(_) | Message::Update(_) | Message::Delete(_) | Message::Truncate(_) => {
-            m.changes.inc()
+/// second"), counted as received (a streamed transaction's changes before its commit), here,
+/// and added to the shared counters once per batch: an atomic per message would bounce its
+/// cache line between the receiver and the writer hundreds of thousands of times a second.
+#[derive(Debug, Default)]
+struct Counts {
+    changes: u64,
+    transactions: u64,
+}
+
+impl Counts {
+    fn count(&mut self, msg: &Message<'_>) {
+        match msg {
+            Message::Insert(_) | Message::Update(_) | Message::Delete(_) | Message::Truncate(_) => {
+                self.changes += 1
+            }
+            Message::Commit(_) | Message::StreamCommit(_) | Message::CommitPrepared(_) => {
+                self.transactions += 1
+            }
+            _ => {}
         }
-        Message::Commit(_) | Message::StreamCommit(_) | Message::CommitPrepared(_) => m.transactions.inc(),
-        _ => {}
+    }
+
+    fn publish(&mut self) {
+        let m = metrics::get();
+        m.changes.add(std::mem::take(&mut self.changes));
+        m.transactions.add(std::mem::take(&mut self.transactions));
     }
 }
 
@@ -284,7 +303,7 @@ impl Decoding<'_> {
         self.stats.messages += 1;
         self.stats.bytes += data.len() as u64;
         let msg = self.decoder.decode(data).map_err(|e| core.protocol(e))?;
-        count(&msg);
+        self.counts.count(&msg);
         if let Some(top) = self.cur_stream {
             self.spool_message(core, top, at, data, &msg)?;
             return Ok(None);
@@ -481,6 +500,7 @@ impl Handler<Writer> for Decoding<'_> {
     }
 
     fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
+        self.counts.publish();
         self.flush_lines(core, None)?;
         if self.cur_stream.is_some() {
             self.flush_spool(core)?;
@@ -491,6 +511,7 @@ impl Handler<Writer> for Decoding<'_> {
     /// Hand over the complete units; an open transaction is not written (the writer cuts off
     /// its start when it closes).
     fn stopping(&mut self, core: &mut Core<'_, Writer>, end: StreamEnd) -> SessionResult<(), Writer> {
+        self.counts.publish();
         if end == StreamEnd::Stopped {
             log::info!("received stop signal; stopping at {}", self.handed);
         }
