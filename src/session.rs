@@ -724,6 +724,26 @@ mod tests {
         assert_eq!((p.written(), p.flushed()), (Lsn(40), Lsn(40)));
     }
 
+    /// The `kind` label: what the server said (a SQLSTATE) is not a broken connection.
+    #[test]
+    fn error_kinds() {
+        let server = |sqlstate: Option<&str>| ServerError {
+            server: "s".into(),
+            message: "m".into(),
+            sqlstate: sqlstate.map(Into::into),
+            fatal: false,
+        };
+        let kind = |e: StreamError<Boom>| e.kind();
+        assert_eq!(kind(StreamError::Server(server(None))), ErrorKind::Connection);
+        assert_eq!(kind(StreamError::Server(server(Some("58P01")))), ErrorKind::Server);
+        assert_eq!(kind(StreamError::ServerClosed { server: "s".into(), at: Lsn(0) }), ErrorKind::Server);
+        assert_eq!(
+            kind(StreamError::Protocol { server: "s".into(), message: "m".into() }),
+            ErrorKind::Protocol
+        );
+        assert_eq!(kind(StreamError::Writer(Boom)), ErrorKind::Writer);
+    }
+
     #[test]
     fn status_clock() {
         let c = StatusClock { interval: Some(Duration::from_secs(10)), last: None };

@@ -537,6 +537,21 @@ impl Handler<Writer> for Decoding<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn counts_changes_and_committed_transactions() {
+        use crate::logical::pgoutput::{Begin, Commit, Truncate};
+        let mut c = Counts::default();
+        c.count(&Message::Begin(Begin { final_lsn: Lsn(1), commit_time: 0, xid: 7 }));
+        c.count(&Message::Truncate(Truncate { xid: None, options: 0, relations: vec![1, 2] }));
+        c.count(&Message::StreamStop);
+        c.count(&Message::Commit(Commit { flags: 0, commit_lsn: Lsn(1), end_lsn: Lsn(2), commit_time: 0 }));
+        assert_eq!((c.changes, c.transactions), (1, 1));
+        let before = (metrics::get().changes.get(), metrics::get().transactions.get());
+        c.publish();
+        assert_eq!((c.changes, c.transactions), (0, 0), "published once");
+        assert!(metrics::get().changes.get() > before.0 && metrics::get().transactions.get() > before.1);
+    }
+
     fn opts() -> StreamOptions {
         StreamOptions {
             slot: "s".into(),
