@@ -117,7 +117,8 @@ pub enum ErrorKind {
     Connection,
     /// The server reported an error (with a SQLSTATE), or ended the stream.
     Server,
-    /// The server sent something we do not accept.
+    /// The server sent something we do not accept, or the session met anything else it did
+    /// not expect.
     Protocol,
     /// The writer failed: a file could not be written, synced or renamed.
     Writer,
