@@ -8,7 +8,7 @@
 //!   only reads it, so a scrape can never hold up the receiver or the writer. Positions and lag
 //!   are the session core's (`crate::session`), published on each pass of its loop from the
 //!   same numbers the log line and systemd's STATUS= show (`crate::lag`).
-//! - The table is declared once in [`registry!`]: a field, its kind, which tool has it, its
+//! - The table is declared once in `registry!`: a field, its kind, which tool has it, its
 //!   name after the tool's prefix, and its help. A new metric is one line there, plus the
 //!   line that fills it.
 //! - The server answers one connection at a time, each with a deadline for reading the
