@@ -28,6 +28,7 @@ use crate::diskspace::{is_no_space, Floor, GaveUp, Retention};
 use crate::durable::fsync_dir;
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::session::{Progress, WriterFailure};
 use crate::text::os_error;
 
@@ -417,6 +418,7 @@ impl Writer {
             return Ok(());
         }
         self.stats.bytes += data.len() as u64;
+        metrics::get().written_bytes.add(data.len() as u64);
         match &mut self.sink {
             Sink::Stdout { out, since_unit } => {
                 *since_unit += data.len() as u64;
@@ -495,8 +497,9 @@ impl Writer {
                 if let Some(f) = &mut d.cur {
                     if f.dirty {
                         if self.cfg.sync {
-                            f.file
-                                .sync_data()
+                            metrics::get()
+                                .fsync
+                                .time(|| f.file.sync_data())
                                 .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
                             self.stats.fsyncs += 1;
                         }
@@ -505,7 +508,10 @@ impl Writer {
                 }
                 if d.dir_dirty {
                     if self.cfg.sync {
-                        fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+                        metrics::get()
+                            .fsync
+                            .time(|| fsync_dir(&d.dir))
+                            .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
                     }
                     d.dir_dirty = false;
                 }
@@ -530,7 +536,10 @@ impl Writer {
         let Sink::Dir(d) = &mut self.sink else { unreachable!() };
         let f = d.cur.take().expect("checked above");
         if self.cfg.sync {
-            f.file.sync_all().map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| f.file.sync_all())
+                .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
         }
         fs::rename(&f.path, &f.done).map_err(|err| WriterError::Io {
             path: f.done.clone(),
@@ -538,7 +547,10 @@ impl Writer {
             err,
         })?;
         if self.cfg.sync {
-            fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| fsync_dir(&d.dir))
+                .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
         }
         log::debug!("finished \"{}\" ({} bytes)", f.done.display(), f.len);
         Ok(())
