@@ -6,6 +6,7 @@
 //! `src/bin/` holds thin mains. Neither tool's folder imports the other's.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod durable;
