@@ -1,0 +1,243 @@
+//! End-to-end tests of pgapplylogical against real PostgreSQL 15 and 18 servers: a source
+//! streamed by pgrecvlogical (snapshot, DDL) into a directory, the directory applied to a
+//! target, both tools killed with SIGKILL several times under pgbench and a DDL script, and
+//! at the end the target's data (`pg_dump --data-only`, sorted) and schema equal the source's.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crate::logical::{logical_cluster, spawn, stop, tool, wait_caught_up, TIMEOUT};
+use crate::util::{pg_tool, wait_until, Cluster, PgVersion, TestDir};
+
+/// `pgapplylogical` as built for this test run, stdin closed, libpq's PG* variables removed.
+fn pgapplylogical() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgapplylogical"));
+    cmd.stdin(Stdio::null());
+    for var in
+        ["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"]
+    {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn applier(target: &Cluster, dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = pgapplylogical();
+    cmd.args(["-D", dir.to_str().unwrap(), "-d", &target.conninfo()]).args(extra);
+    cmd
+}
+
+fn applied(target: &Cluster) -> String {
+    target.try_psql("SELECT end_lsn FROM pgapplylogical.applied_position").unwrap_or_default()
+}
+
+/// A dump of `args` from `c`, without what legitimately differs between two clusters (the
+/// dump's own comments and `\restrict` keys, sequence positions), lines sorted.
+fn dump(c: &Cluster, args: &[&str]) -> Vec<String> {
+    let port = c.port().to_string();
+    let out = pg_tool(c.version(), "pg_dump")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres", "-n", "public"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("--")
+                && !l.starts_with("\\restrict")
+                && !l.starts_with("\\unrestrict")
+                && !l.starts_with("SELECT pg_catalog.setval")
+        })
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn assert_same(source: &Cluster, target: &Cluster, args: &[&str], what: &str) {
+    let (s, t) = (dump(source, args), dump(target, args));
+    if s != t {
+        let only_s: Vec<&String> = s.iter().filter(|l| !t.contains(l)).take(10).collect();
+        let only_t: Vec<&String> = t.iter().filter(|l| !s.contains(l)).take(10).collect();
+        panic!("{what} differ: {} source lines, {} target lines; only on the source: {only_s:#?}; only on the target: {only_t:#?}", s.len(), t.len());
+    }
+}
+
+/// The `end_lsn` of the last transaction in the directory.
+fn last_commit_end(dir: &Path) -> String {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    let mut last = String::new();
+    for f in files {
+        for l in fs::read_to_string(&f).unwrap().lines() {
+            if let Some(rest) = l.strip_prefix("{\"op\":\"commit\",\"end_lsn\":\"") {
+                last = rest.split('"').next().unwrap().to_owned();
+            }
+        }
+    }
+    last
+}
+
+fn pgbench(c: &Cluster, args: &[&str]) {
+    let port = c.port().to_string();
+    let out = pg_tool(c.version(), "pgbench")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+        .args(args)
+        .arg("postgres")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pgbench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The DDL script, one step between pgbench runs: columns added, dropped, renamed, a type
+/// changed, tables created and dropped, a TOASTed value left unchanged by updates, DDL and DML
+/// in one transaction, a truncate.
+const DDL_STEPS: &[&str] = &[
+    "ALTER TABLE pgbench_accounts ADD COLUMN note text; \
+     UPDATE pgbench_accounts SET note = 'n' || aid WHERE aid % 997 = 0",
+    "CREATE TABLE extra (id int PRIMARY KEY, v text); \
+     INSERT INTO extra SELECT g, 'v' || g FROM generate_series(1, 500) g",
+    "ALTER TABLE extra RENAME COLUMN v TO val; UPDATE extra SET val = val || '!' WHERE id % 7 = 0",
+    "ALTER TABLE extra ALTER COLUMN id TYPE bigint; DELETE FROM extra WHERE id % 11 = 0",
+    "CREATE TABLE docs (id int PRIMARY KEY, body text, n int); \
+     INSERT INTO docs SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 4000) i), 0 \
+     FROM generate_series(1, 3) g",
+    "UPDATE docs SET n = n + 1; ALTER TABLE pgbench_accounts DROP COLUMN note",
+    "BEGIN; ALTER TABLE extra ADD COLUMN w int DEFAULT 5; UPDATE extra SET w = id WHERE id < 100; COMMIT",
+    "CREATE TABLE gone (id int PRIMARY KEY); INSERT INTO gone VALUES (1), (2); DROP TABLE gone",
+    "ALTER TABLE pgbench_branches ALTER COLUMN filler TYPE varchar(200); UPDATE docs SET n = n + 1 WHERE id = 2",
+    "TRUNCATE pgbench_history; ALTER TABLE extra DROP COLUMN w",
+];
+
+fn apply_equals_source(version: PgVersion) {
+    let source = logical_cluster(version);
+    let target = Cluster::new(version);
+    let t = TestDir::new("apply");
+    let dir = t.join("out");
+    let (rlog, alog) = (t.join("recv.log"), t.join("apply.log"));
+    pgbench(&source, &["-i", "-s", "1", "-q"]);
+    source.psql("DELETE FROM pgbench_accounts WHERE aid > 20000; CREATE PUBLICATION pub FOR ALL TABLES");
+    // The target starts with the source's schema, as a subscriber does.
+    let port = source.port().to_string();
+    let schema = pg_tool(version, "pg_dump")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "--schema-only",
+            "--no-publications",
+        ])
+        .output()
+        .unwrap();
+    assert!(schema.status.success());
+    target.psql(&String::from_utf8(schema.stdout).unwrap());
+
+    let recv_args = [
+        "-S",
+        "cdc",
+        "-P",
+        "pub",
+        "--snapshot",
+        "--create-slot-if-missing",
+        "--ddl",
+        "--rotate-size",
+        "256kB",
+        "-D",
+        dir.to_str().unwrap(),
+    ];
+    let mut recv = spawn(&mut tool(&source, &recv_args), &rlog);
+    wait_until(TIMEOUT, "the initial snapshot", || {
+        fs::read_to_string(&rlog).unwrap_or_default().contains("initial snapshot written")
+    });
+    let mut apply = spawn(&mut applier(&target, &dir, &["--ddl=apply"]), &alog);
+    wait_until(TIMEOUT, "the snapshot applied", || {
+        let p = applied(&target);
+        !p.is_empty() && p != "0/0"
+    });
+
+    let done = AtomicBool::new(false);
+    let (mut recv_kills, mut apply_kills) = (0u32, 0u32);
+    thread::scope(|s| {
+        s.spawn(|| {
+            for step in DDL_STEPS {
+                pgbench(&source, &["-n", "-c", "2", "-t", "150"]);
+                source.psql(step);
+            }
+            pgbench(&source, &["-n", "-c", "2", "-t", "150"]);
+            done.store(true, Ordering::SeqCst);
+        });
+        // SIGKILL one of the two at pseudo-random times, alternating irregularly.
+        let mut n = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            n += 1;
+            thread::sleep(Duration::from_millis(300 + (n * 7919) % 1500));
+            let (child, log, kills) = if (n * 2654435761) % 5 < 2 {
+                (&mut recv, &rlog, &mut recv_kills)
+            } else {
+                (&mut apply, &alog, &mut apply_kills)
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "a tool exited ({status}) during the workload:\n{}",
+                    fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            *kills += 1;
+            if std::ptr::eq(log, &rlog) {
+                *child = spawn(&mut tool(&source, &recv_args), &rlog);
+            } else {
+                *child = spawn(&mut applier(&target, &dir, &["--ddl=apply"]), &alog);
+            }
+        }
+    });
+    assert!(
+        recv_kills >= 3 && apply_kills >= 3,
+        "kills: pgrecvlogical {recv_kills}, pgapplylogical {apply_kills}"
+    );
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    stop(&mut recv, &rlog);
+    // Whatever the running applier has not done yet, a run to the end does.
+    let status = apply.signal_and_wait("TERM", Duration::from_secs(30));
+    assert!(status.success(), "pgapplylogical: {status}\n{}", fs::read_to_string(&alog).unwrap_or_default());
+    let out = applier(&target, &dir, &["--ddl=apply", "--until-caught-up"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    assert_same(&source, &target, &["--data-only"], "data");
+    assert_same(&source, &target, &["--schema-only"], "schemas");
+    assert_eq!(applied(&target), last_commit_end(&dir), "applied position");
+    let alog_text = fs::read_to_string(&alog).unwrap();
+    eprintln!(
+        "{version}: pgrecvlogical killed {recv_kills} times, pgapplylogical {apply_kills} times; \
+         {} files in the directory, {} applier starts",
+        fs::read_dir(&dir).unwrap().count(),
+        alog_text.lines().filter(|l| l.contains("applying \"")).count()
+    );
+}
+
+#[test]
+fn apply_equals_source_15() {
+    apply_equals_source(PgVersion::V15);
+}
+
+#[test]
+fn apply_equals_source_18() {
+    apply_equals_source(PgVersion::V18);
+}
