@@ -241,3 +241,153 @@ fn apply_equals_source_15() {
 fn apply_equals_source_18() {
     apply_equals_source(PgVersion::V18);
 }
+
+/// Runs the applier to the end of the directory; (success, stderr).
+fn apply_once(target: &Cluster, dir: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["--until-caught-up"];
+    args.extend_from_slice(extra);
+    let out = applier(target, dir, &args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn complete_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A row that is not there to update, a constraint violation, DDL under the default
+/// `--ddl=stop`: each stops the applier with status 1 and a message naming the source
+/// position, the table and the key, and the position on the target does not move; once the
+/// cause is fixed, the same directory applies. Also `--skip-table`, `--remove-applied` (the
+/// writer goes on after its applied files are gone) and a stop by SIGTERM.
+fn apply_fails_loudly(version: PgVersion) {
+    let source = logical_cluster(version);
+    let target = Cluster::new(version);
+    let t = TestDir::new("applyfail");
+    let dir = t.join("out");
+    let (rlog, alog) = (t.join("recv.log"), t.join("apply.log"));
+    let tables =
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE audit (id int PRIMARY KEY, v text)";
+    source.psql(&format!("{tables}; CREATE PUBLICATION pub FOR ALL TABLES"));
+    target.psql(tables);
+    let recv_args = [
+        "-S",
+        "cdc",
+        "-P",
+        "pub",
+        "--create-slot-if-missing",
+        "--ddl",
+        "--rotate-size",
+        "4kB",
+        "-D",
+        dir.to_str().unwrap(),
+    ];
+    let mut recv = spawn(&mut tool(&source, &recv_args), &rlog);
+    wait_until(TIMEOUT, "the slot", || {
+        source.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'") == "1"
+    });
+    source.psql(
+        "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3) g; INSERT INTO audit VALUES (1, 'a'); \
+         INSERT INTO t SELECT g, repeat('p', 300) FROM generate_series(100, 140) g",
+    );
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &["--skip-table", "public.audit"]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT count(*) FROM t"), "44");
+    assert_eq!(target.psql("SELECT count(*) FROM audit"), "0", "--skip-table");
+
+    // A row that is not there to update.
+    target.psql("DELETE FROM t WHERE id = 2");
+    let before = applied(&target);
+    source.psql("UPDATE t SET v = 'x' WHERE id = 2");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    for part in [
+        "could not apply the update at 0/",
+        "to table public.t with key {\"id\":\"2\"}",
+        "no row with this key on the target",
+        &format!("nothing after {before} is applied"),
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert_eq!(applied(&target), before, "the position moved");
+    target.psql("INSERT INTO t VALUES (2, 'v2')");
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT v FROM t WHERE id = 2"), "x");
+
+    // A constraint violation: the whole source transaction is refused, nothing of it stays.
+    target.psql("INSERT INTO t VALUES (10, 'target only')");
+    let before = applied(&target);
+    source.psql("BEGIN; INSERT INTO t VALUES (9, 'nine'); INSERT INTO t VALUES (10, 'source'); COMMIT");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    for part in [
+        "could not apply the insert at 0/",
+        "to table public.t with key {\"id\":\"10\"}",
+        "duplicate key value violates unique constraint",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert_eq!(applied(&target), before, "the position moved");
+    assert_eq!(target.psql("SELECT count(*) FROM t WHERE id = 9"), "0", "half a transaction applied");
+    target.psql("DELETE FROM t WHERE id = 10");
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        target.psql("SELECT string_agg(v, ',' ORDER BY id) FROM t WHERE id IN (9, 10)"),
+        "nine,source"
+    );
+
+    // DDL stops the default run; --ddl=apply runs it.
+    source.psql("ALTER TABLE t ADD COLUMN c int; UPDATE t SET c = id WHERE id = 1");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok && err.contains("DDL at 0/") && err.contains("ALTER TABLE t ADD COLUMN c int"), "{err}");
+    let (ok, err) = apply_once(&target, &dir, &["--ddl=apply"]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT c FROM t WHERE id = 1"), "1");
+
+    // --remove-applied: every complete file is applied and removed; pgrecvlogical goes on.
+    assert!(!complete_files(&dir).is_empty(), "no rotation happened");
+    let (ok, err) = apply_once(&target, &dir, &["--remove-applied"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("removed applied file"), "{err}");
+    let left = complete_files(&dir);
+    assert!(left.len() <= 1, "{left:?} left");
+    source.psql("INSERT INTO t SELECT g, repeat('q', 300) FROM generate_series(200, 240) g");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    stop(&mut recv, &rlog);
+    let mut recv = spawn(&mut tool(&source, &recv_args), &rlog);
+    source.psql("INSERT INTO t VALUES (300, 'after a restart')");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+
+    // Following, then SIGTERM between transactions: status 0.
+    let mut apply = spawn(&mut applier(&target, &dir, &["--remove-applied"]), &alog);
+    wait_until(TIMEOUT, "the last row applied", || {
+        target.psql("SELECT count(*) FROM t WHERE id = 300") == "1"
+    });
+    let status = apply.signal_and_wait("TERM", Duration::from_secs(20));
+    let log = fs::read_to_string(&alog).unwrap();
+    assert!(status.success() && log.contains("stopping on signal"), "{status}: {log}");
+    stop(&mut recv, &rlog);
+    // All of it but the skipped table.
+    assert_same(&source, &target, &["--data-only", "-T", "public.audit"], "data");
+}
+
+#[test]
+fn apply_fails_loudly_15() {
+    apply_fails_loudly(PgVersion::V15);
+}
+
+#[test]
+fn apply_fails_loudly_18() {
+    apply_fails_loudly(PgVersion::V18);
+}

@@ -157,7 +157,15 @@ impl Follower {
                         first: pick.0,
                     });
                 }
-                self.open_at(pick.0, 0, 0);
+                // Every file before it is applied already.
+                let pick = pick.0;
+                self.finished.extend(
+                    files
+                        .iter()
+                        .filter(|(s, partial, _)| *s < pick && !partial)
+                        .map(|(_, _, n)| self.dir.join(n)),
+                );
+                self.open_at(pick, 0, 0);
             }
             if let Some(unit) = self.read_unit(false)? {
                 return Ok(Next::Unit(unit));
@@ -317,6 +325,8 @@ mod tests {
         // Started again at an applied position: from the file holding it.
         let mut g = Follower::new(&d, Lsn(0x70));
         assert_eq!(ends(&mut g), vec![0x90]);
+        // The files before the one it started in were applied before: removable.
+        assert_eq!(g.take_finished(), vec![d.join("0000000000000010.jsonl")]);
         fs::remove_dir_all(&d).unwrap();
     }
 

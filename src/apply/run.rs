@@ -194,7 +194,12 @@ fn follow(
             );
             next_line = Instant::now() + every;
         }
-        let unit = match follower.next().map_err(|e| RunError(e.to_string()))? {
+        let next = follower.next().map_err(|e| RunError(e.to_string()))?;
+        // Files are finished only once every unit in them was applied (or was already).
+        if cfg.remove_applied {
+            remove_applied(follower.take_finished(), &cfg.directory)?;
+        }
+        let unit = match next {
             Next::Unit(u) => u,
             Next::CaughtUp => {
                 if cfg.until_caught_up {
@@ -232,9 +237,6 @@ fn follow(
             Err(ApplyError::Refused(e)) => {
                 return Err(RunError(format!("{e}; nothing after {} is applied", out.applied)))
             }
-        }
-        if cfg.remove_applied {
-            remove_applied(follower.take_finished(), &cfg.directory)?;
         }
     }
 }

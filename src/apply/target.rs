@@ -66,7 +66,7 @@ impl Target {
     /// Returns the applied position.
     pub fn new(mut conn: Conn, source: String, server: String) -> Result<(Target, Lsn), ApplyError> {
         let setup = format!(
-            "SET session_replication_role = replica; \
+            "SET client_min_messages = warning; SET session_replication_role = replica; \
              CREATE SCHEMA IF NOT EXISTS {SCHEMA}; \
              CREATE TABLE IF NOT EXISTS {SCHEMA}.{TABLE} (source text PRIMARY KEY, end_lsn pg_lsn NOT NULL, \
              commit_lsn pg_lsn, xid bigint, applied_at timestamptz NOT NULL DEFAULT now()); \
