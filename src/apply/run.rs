@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use pgrw_ffi::sys::{poll, Interest, StopSignals};
 use pgrw_ffi::Conn;
 
+use crate::config::PasswordMode;
 use crate::durable::fsync_dir;
 use crate::lag::{DEBUG_EVERY, INFO_EVERY};
 use crate::logical::files::PARTIAL_SUFFIX;
@@ -61,8 +62,8 @@ fn read_meta(cfg: &Config) -> Result<Meta, RunError> {
     Meta::parse(&content).map_err(|e| RunError(format!("invalid \"{}\": {e}", path.display())))
 }
 
-fn connect(cfg: &Config, stop: &StopSignals) -> Result<(Conn, String), String> {
-    let mut params = conn_params_for(&cfg.conn, None, KIND);
+fn connect(cfg: &Config, stop: &StopSignals, password: Option<&str>) -> Result<(Conn, String), String> {
+    let mut params = conn_params_for(&cfg.conn, password, KIND);
     // An ordinary connection, with the settings pgrecvlogical pins (the values' text forms
     // are read back exactly as they were written).
     params.retain(|(k, _)| k != "replication");
@@ -108,11 +109,20 @@ pub fn run(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
     let source = source_id(meta.id.system_id, meta.id.database_oid, &meta.id.slot);
     let mut out = Outcome::default();
     let started = Instant::now();
+    // -W: asked once, before the first connection (a password the server asks for without
+    // -W comes from ~/.pgpass, PGPASSWORD or the connection string).
+    let password = match cfg.conn.password {
+        PasswordMode::Always => Some(
+            pgrw_ffi::sys::read_password("Password: ", Some(stop.fd()))
+                .map_err(|e| RunError(format!("could not read password: {e}")))?,
+        ),
+        _ => None,
+    };
     loop {
         if stop.received().is_some() {
             return Ok(out);
         }
-        let (conn, server) = match connect(cfg, stop) {
+        let (conn, server) = match connect(cfg, stop, password.as_deref()) {
             Ok(c) => c,
             Err(e) if stop.received().is_some() => {
                 log::info!("{e}");
