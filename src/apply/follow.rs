@@ -92,7 +92,7 @@ pub fn list(dir: &Path) -> Result<Vec<(Lsn, bool, String)>, FollowError> {
     Ok(out)
 }
 
-/// What [`Follower::next`] found.
+/// What [`Follower::next_unit`] found.
 #[derive(Debug)]
 pub enum Next {
     Unit(Unit),
@@ -141,7 +141,7 @@ impl Follower {
     }
 
     /// The next complete unit, or `CaughtUp`.
-    pub fn next(&mut self) -> Result<Next, FollowError> {
+    pub fn next_unit(&mut self) -> Result<Next, FollowError> {
         loop {
             if self.file.is_none() {
                 let files = list(&self.dir)?;
@@ -290,7 +290,7 @@ mod tests {
 
     fn ends(f: &mut Follower) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Next::Unit(u) = f.next().unwrap() {
+        while let Next::Unit(u) = f.next_unit().unwrap() {
             out.push(u.end_lsn.0);
         }
         out
@@ -351,17 +351,17 @@ mod tests {
         append(&d.join("0000000000000010.jsonl"), &txn(1, 0x20, 0x30)[..60]);
         append(&d.join("0000000000000030.jsonl.partial"), &txn(2, 0x40, 0x50));
         let mut f = Follower::new(&d, Lsn(0));
-        assert!(matches!(f.next(), Err(FollowError::EndsInsideTransaction(_))));
+        assert!(matches!(f.next_unit(), Err(FollowError::EndsInsideTransaction(_))));
         // Applied up to 0/8, but the directory starts later: removed before applied.
         fs::remove_file(d.join("0000000000000010.jsonl")).unwrap();
         let mut f = Follower::new(&d, Lsn(8));
-        assert!(matches!(f.next(), Err(FollowError::Missing { .. })));
+        assert!(matches!(f.next_unit(), Err(FollowError::Missing { .. })));
         append(&d.join("0000000000000060.txt"), "BEGIN\n");
-        assert!(matches!(Follower::new(&d, Lsn(0)).next(), Err(FollowError::TextFormat(_))));
+        assert!(matches!(Follower::new(&d, Lsn(0)).next_unit(), Err(FollowError::TextFormat(_))));
         fs::remove_dir_all(&d).unwrap();
         let d = tmp("garbage");
         append(&d.join("0000000000000010.jsonl.partial"), "\0\0\0\n");
-        assert!(matches!(Follower::new(&d, Lsn(0)).next(), Err(FollowError::Bad { .. })));
+        assert!(matches!(Follower::new(&d, Lsn(0)).next_unit(), Err(FollowError::Bad { .. })));
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -204,7 +204,7 @@ fn follow(
             );
             next_line = Instant::now() + every;
         }
-        let next = follower.next().map_err(|e| RunError(e.to_string()))?;
+        let next = follower.next_unit().map_err(|e| RunError(e.to_string()))?;
         // Files are finished only once every unit in them was applied (or was already).
         if cfg.remove_applied {
             remove_applied(follower.take_finished(), &cfg.directory)?;

@@ -327,11 +327,11 @@ impl Target {
                     let (c, _) = r.key.first().ok_or_else(|| refused("the change has no key"))?;
                     parts.push(format!("{0} = {0}", ident(c)));
                 }
-                let cond = where_clause(&r.key, &mut params).map_err(|w| refused(w))?;
+                let cond = where_clause(&r.key, &mut params).map_err(&refused)?;
                 format!("UPDATE {table} SET {} WHERE {cond}", parts.join(", "))
             }
             RowOp::Delete => {
-                let cond = where_clause(&r.key, &mut params).map_err(|w| refused(w))?;
+                let cond = where_clause(&r.key, &mut params).map_err(&refused)?;
                 format!("DELETE FROM {table} WHERE {cond}")
             }
         };
