@@ -391,3 +391,122 @@ fn apply_fails_loudly_15() {
 fn apply_fails_loudly_18() {
     apply_fails_loudly(PgVersion::V18);
 }
+
+fn output_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// The start position of the oldest output file.
+fn first_file_start(dir: &Path) -> u64 {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    u64::from_str_radix(&names[0][..16], 16).unwrap()
+}
+
+fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// pgrecvlogical's `--retain-size` keeps the directory bounded, but never removes a file past
+/// the position the applier registered (`.consumer.pgapplylogical`): an applier that is
+/// behind finds everything it has not applied, and the target ends equal to the source.
+fn retention_honours_consumers(version: PgVersion) {
+    let source = logical_cluster(version);
+    let target = Cluster::new(version);
+    let t = TestDir::new("applyretain");
+    let dir = t.join("out");
+    let rlog = t.join("recv.log");
+    let table = "CREATE TABLE t (id int PRIMARY KEY, v text)";
+    source.psql(&format!("{table}; CREATE PUBLICATION pub FOR ALL TABLES"));
+    target.psql(table);
+    let limit: u64 = 12 * 1024;
+    let recv_args = [
+        "-S",
+        "cdc",
+        "-P",
+        "pub",
+        "--create-slot-if-missing",
+        "--rotate-size",
+        "4kB",
+        "--retain-size",
+        "12kB",
+        "-D",
+        dir.to_str().unwrap(),
+    ];
+    let mut recv = spawn(&mut tool(&source, &recv_args), &rlog);
+    wait_until(TIMEOUT, "the slot", || {
+        source.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'") == "1"
+    });
+    // The applier registers before anything is written (at 0/0: it holds every file).
+    wait_until(TIMEOUT, "the directory's metadata", || dir.join(".pgrecvlogical.meta").exists());
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    let batch = |from: u32| {
+        for i in from..from + 60 {
+            source.psql(&format!("INSERT INTO t VALUES ({i}, repeat('r', 300))"));
+        }
+    };
+    batch(0);
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    // The applier applies this much and registers where it is, then stays away.
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    let registered = fs::read_to_string(dir.join(".consumer.pgapplylogical")).unwrap();
+    let pos = lsn(registered.trim().strip_prefix("position=").unwrap());
+    assert_eq!(format!("position={}\n", applied(&target)), registered);
+    // Far more than the limit: retention removes what the applier has, nothing after it.
+    batch(1000);
+    batch(2000);
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    wait_until(TIMEOUT, "retention to run", || fs::read_to_string(&rlog).unwrap().contains("(retention)"));
+    assert!(first_file_start(&dir) <= pos, "a file after the registered position was removed");
+    assert!(output_size(&dir) > limit, "held files were removed: {} bytes", output_size(&dir));
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    // Now the applier is at the end: the directory shrinks to the limit (the rule runs every
+    // 10 s too, not only at a rotation).
+    batch(3000);
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    wait_until(TIMEOUT, "the directory within its limit", || output_size(&dir) <= limit);
+    // A new target cannot start from this directory any more: refused, not silently partial.
+    target.psql("CREATE DATABASE fresh");
+    let port = target.port().to_string();
+    let made = pg_tool(version, "psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "fresh", "-c", table])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let fresh = format!("host=127.0.0.1 port={} user=postgres dbname=fresh", target.port());
+    let out = pgapplylogical()
+        .args(["-D", dir.to_str().unwrap(), "-d", &fresh, "--until-caught-up", "--consumer-name", "fresh"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no longer holds the changes after 0/0"), "{err}");
+    // An abandoned consumer's registration is removed by hand, or it holds every file.
+    fs::remove_file(dir.join(".consumer.fresh")).unwrap();
+    stop(&mut recv, &rlog);
+    assert_same(&source, &target, &["--data-only"], "data");
+}
+
+#[test]
+fn retention_honours_consumers_15() {
+    retention_honours_consumers(PgVersion::V15);
+}
+
+#[test]
+fn retention_honours_consumers_18() {
+    retention_honours_consumers(PgVersion::V18);
+}

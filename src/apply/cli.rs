@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use lexopt::Arg;
 
 use crate::cli::{lexopt_error, resolve_long_in, string_value, usage, CommonArgs, Opt};
+use crate::logical::retention::valid_consumer_name;
 use crate::lsn::Lsn;
 use crate::tool::UsageError;
 
@@ -25,6 +26,7 @@ const LONG_OPTIONS: &[&str] = &[
     "ddl",
     "skip-table",
     "remove-applied",
+    "consumer-name",
     "no-loop",
     "verbose",
     "version",
@@ -48,6 +50,7 @@ struct Args {
     ddl: Option<DdlMode>,
     skip_tables: Vec<(String, String)>,
     remove_applied: bool,
+    consumer_name: Option<String>,
     no_loop: bool,
     common: CommonArgs,
     first_stray: Option<OsString>,
@@ -116,6 +119,15 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 a.skip_tables.push(parse_table(&s)?);
             }
             Long("remove-applied") => a.remove_applied = true,
+            Long("consumer-name") => {
+                let s = string_value(&mut p, "--consumer-name")?;
+                if !valid_consumer_name(&s) {
+                    return Err(usage(format!(
+                        "invalid consumer name \"{s}\": 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+                    )));
+                }
+                a.consumer_name = Some(s);
+            }
             Short('n') | Long("no-loop") => a.no_loop = true,
             opt if a.common.parse(opt, &mut p)? => {}
             Short(c) => return Err(usage(format!("unrecognized option \"-{c}\""))),
@@ -152,6 +164,7 @@ impl Args {
             ddl: self.ddl.unwrap_or(DdlMode::Stop),
             skip_tables: self.skip_tables,
             remove_applied: self.remove_applied,
+            consumer_name: self.consumer_name.unwrap_or_else(|| PROGRAM.to_owned()),
             no_loop: self.no_loop,
         })
     }
@@ -178,6 +191,11 @@ Options:
       --skip-table=SCHEMA.TABLE
                          do not apply this table's changes (repeatable)
       --remove-applied   remove output files once everything in them is applied
+      --consumer-name=NAME
+                         register the applied position in DIR as
+                         .consumer.NAME, which pgrecvlogical's --retain-size
+                         and --retain-age never remove files past
+                         (default: pgapplylogical)
   -n, --no-loop          exit on a connection error instead of reconnecting
   -v, --verbose          more messages (-vv: even more)
       --log-level=LEVEL  error, warn, info (default), debug or trace
@@ -258,5 +276,11 @@ mod tests {
         assert!(run(&["-D", "o", "-d", "host=h port"]).unwrap_err().0.contains("invalid connection string"));
         assert!(run(&["-D", "o", "-d", "t", "extra"]).unwrap_err().0.contains("too many"));
         assert!(run(&["-D", "o", "-d", "t", "-w", "-W"]).is_err());
+        assert!(run(&["-D", "o", "-d", "t", "--consumer-name=../x"])
+            .unwrap_err()
+            .0
+            .contains("invalid consumer name"));
+        assert_eq!(cfg(&["-D", "o", "-d", "t"]).consumer_name, "pgapplylogical");
+        assert_eq!(cfg(&["-D", "o", "-d", "t", "--consumer-name", "b2"]).consumer_name, "b2");
     }
 }

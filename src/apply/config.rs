@@ -34,6 +34,9 @@ pub struct Config {
     pub skip_tables: Vec<(String, String)>,
     /// Remove output files once everything in them is applied.
     pub remove_applied: bool,
+    /// The name the applied position is registered under in the directory
+    /// (`.consumer.<name>`), which pgrecvlogical's retention rule honours.
+    pub consumer_name: String,
     /// Exit on the first connection error instead of reconnecting.
     pub no_loop: bool,
 }

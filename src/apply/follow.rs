@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::logical::files::{parse_file_name, PARTIAL_SUFFIX};
 use crate::logical::output::Format;
+use crate::logical::retention::{removed_up_to, REMOVED_FILE};
 use crate::lsn::Lsn;
 
 use super::records::{parse_line, Assembler, LineRef, Unit};
@@ -150,6 +151,20 @@ impl Follower {
                 // only units that end at or below it (a file starts where the previous unit
                 // ended).
                 let pick = files.iter().rev().find(|(s, _, _)| *s <= self.start_after).unwrap_or(first);
+                // pgrecvlogical's retention says where what it left begins: below it, even a
+                // new target (position 0/0) would miss what was removed.
+                let removed = removed_up_to(&self.dir).map_err(|err| FollowError::Io {
+                    path: self.dir.join(REMOVED_FILE),
+                    action: "read",
+                    err,
+                })?;
+                if let Some(r) = removed.filter(|&r| self.start_after < r) {
+                    return Err(FollowError::Missing {
+                        dir: self.dir.clone(),
+                        after: self.start_after,
+                        first: r,
+                    });
+                }
                 if self.start_after.0 != 0 && pick.0 > self.start_after {
                     return Err(FollowError::Missing {
                         dir: self.dir.clone(),
@@ -356,6 +371,11 @@ mod tests {
         fs::remove_file(d.join("0000000000000010.jsonl")).unwrap();
         let mut f = Follower::new(&d, Lsn(8));
         assert!(matches!(f.next_unit(), Err(FollowError::Missing { .. })));
+        // Retention's marker: a new target (0/0) below it is refused too.
+        fs::write(d.join(REMOVED_FILE), "position=0/30\n").unwrap();
+        assert!(matches!(Follower::new(&d, Lsn(0)).next_unit(), Err(FollowError::Missing { .. })));
+        assert!(matches!(Follower::new(&d, Lsn(0x30)).next_unit(), Ok(Next::Unit(_))));
+        fs::remove_file(d.join(REMOVED_FILE)).unwrap();
         append(&d.join("0000000000000060.txt"), "BEGIN\n");
         assert!(matches!(Follower::new(&d, Lsn(0)).next_unit(), Err(FollowError::TextFormat(_))));
         fs::remove_dir_all(&d).unwrap();

@@ -15,6 +15,7 @@ use crate::durable::fsync_dir;
 use crate::lag::{DEBUG_EVERY, INFO_EVERY};
 use crate::logical::files::PARTIAL_SUFFIX;
 use crate::logical::meta::{Meta, META_FILE};
+use crate::logical::retention::register;
 use crate::lsn::Lsn;
 use crate::server::{conn_params_for, ConnKind, Replication};
 
@@ -27,6 +28,8 @@ const KIND: ConnKind = ConnKind { replication: Replication::Database, applicatio
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// The wait before connecting again after a lost connection.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// The registered position is moved at most this often (each move is a durable write).
+const REGISTER_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct RunError(pub String);
@@ -74,6 +77,39 @@ fn connect(cfg: &Config, stop: &StopSignals, password: Option<&str>) -> Result<(
     Ok((conn, name))
 }
 
+/// Registers the applied position in the directory, so pgrecvlogical's retention rule keeps
+/// every file after it. A failure is not ours to stop for (the position on the target is what
+/// counts): it is logged once, and retention may then remove files not yet applied, which
+/// the next start reports as an error rather than skip.
+struct Registration {
+    last: Option<Lsn>,
+    at: Instant,
+    warned: bool,
+}
+
+impl Registration {
+    fn update(&mut self, cfg: &Config, pos: Lsn, force: bool) {
+        if self.last == Some(pos) || (!force && self.at.elapsed() < REGISTER_EVERY) {
+            return;
+        }
+        match register(&cfg.directory, &cfg.consumer_name, pos) {
+            Ok(()) => {
+                self.last = Some(pos);
+                self.at = Instant::now();
+            }
+            Err(e) if !self.warned => {
+                log::warn!(
+                    "could not register the applied position in \"{}\" as consumer \"{}\": {e}; pgrecvlogical's retention does not know how far this applier is",
+                    cfg.directory.display(),
+                    cfg.consumer_name
+                );
+                self.warned = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Waits up to `d` or until a stop signal; true when stopped.
 fn wait(stop: &StopSignals, d: Duration) -> bool {
     let _ = poll(&[(stop.fd(), Interest::Read)], Some(d));
@@ -109,6 +145,7 @@ pub fn run(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
     let source = source_id(meta.id.system_id, meta.id.database_oid, &meta.id.slot);
     let mut out = Outcome::default();
     let started = Instant::now();
+    let mut reg = Registration { last: None, at: Instant::now(), warned: false };
     // -W: asked once, before the first connection (a password the server asks for without
     // -W comes from ~/.pgpass, PGPASSWORD or the connection string).
     let password = match cfg.conn.password {
@@ -149,11 +186,14 @@ pub fn run(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
             Err(e) => return Err(RunError(e.to_string())),
         };
         out.applied = applied;
+        reg.update(cfg, applied, true);
         log::info!(
             "applying \"{}\" (source {source}) to server {server} after position {applied}",
             cfg.directory.display()
         );
-        match follow(cfg, stop, &mut target, &mut out, started)? {
+        let result = follow(cfg, stop, &mut target, &mut out, started, &mut reg);
+        reg.update(cfg, out.applied, true);
+        match result? {
             Some(()) => return Ok(out),
             None if cfg.no_loop => return Err(RunError("connection to the target lost".into())),
             None => {
@@ -172,6 +212,7 @@ fn follow(
     target: &mut Target,
     out: &mut Outcome,
     started: Instant,
+    reg: &mut Registration,
 ) -> Result<Option<()>, RunError> {
     let mut follower = Follower::new(&cfg.directory, out.applied);
     let every = if cfg.log.level >= log::LevelFilter::Debug { DEBUG_EVERY } else { INFO_EVERY };
@@ -212,6 +253,7 @@ fn follow(
         let unit = match next {
             Next::Unit(u) => u,
             Next::CaughtUp => {
+                reg.update(cfg, out.applied, false);
                 if cfg.until_caught_up {
                     done(out, "caught up");
                     return Ok(Some(()));
@@ -239,6 +281,7 @@ fn follow(
                     out.rows += a.rows;
                 }
                 log::trace!("applied the unit ending at {} ({} rows)", unit.end_lsn, a.rows);
+                reg.update(cfg, out.applied, false);
             }
             Err(ApplyError::Connection(e)) => {
                 log::error!("{e}; connecting again in {} s", RETRY_EVERY.as_secs());

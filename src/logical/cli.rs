@@ -21,6 +21,7 @@ use crate::tool::UsageError;
 
 use super::config::{Action, Config, Output, Streaming};
 use super::output::Format;
+use super::retention::Rule;
 
 pub const PROGRAM: &str = "pgrecvlogical";
 
@@ -39,6 +40,8 @@ const LONG_OPTIONS: &[&str] = &[
     "format",
     "rotate-size",
     "rotate-interval",
+    "retain-size",
+    "retain-age",
     "memory-limit",
     "spill-dir",
     "slot",
@@ -84,6 +87,8 @@ struct Args {
     format: Option<Format>,
     rotate_size: Option<u64>,
     rotate_interval: Option<u64>,
+    retain_size: Option<u64>,
+    retain_age: Option<u64>,
     memory_limit: Option<u64>,
     spill_dir: Option<PathBuf>,
     slot: Option<String>,
@@ -162,6 +167,15 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 a.rotate_interval = Some(s.trim().parse().map_err(|_| {
                     usage(format!(
                         "invalid rotation interval \"{s}\": must be a whole number of seconds, 0 or more"
+                    ))
+                })?);
+            }
+            Long("retain-size") => a.retain_size = Some(size_value(&mut p, "--retain-size")?),
+            Long("retain-age") => {
+                let s = string_value(&mut p, "--retain-age")?;
+                a.retain_age = Some(s.trim().parse().ok().filter(|&n: &u64| n > 0).ok_or_else(|| {
+                    usage(format!(
+                        "invalid retention age \"{s}\": must be a whole number of seconds, 1 or more"
                     ))
                 })?);
             }
@@ -335,6 +349,11 @@ impl Args {
         {
             return Err(usage("--rotate-size and --rotate-interval need -D/--directory"));
         }
+        if (self.retain_size.is_some() || self.retain_age.is_some())
+            && !matches!(output, Some(Output::Directory(_)))
+        {
+            return Err(usage("--retain-size and --retain-age need -D/--directory"));
+        }
         if let Some(v) = self.proto_version {
             if v < 2 && matches!(self.streaming, Some(Streaming::On | Streaming::Parallel)) {
                 return Err(usage("--streaming needs protocol version 2 or later"));
@@ -364,6 +383,7 @@ impl Args {
             format: self.format.unwrap_or(Format::Json),
             rotate_size: self.rotate_size.unwrap_or(DEFAULT_ROTATE_SIZE),
             rotate_interval: (rotate > 0).then(|| Duration::from_secs(rotate)),
+            retain: Rule { max_size: self.retain_size, max_age: self.retain_age.map(Duration::from_secs) },
             memory_limit: self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
             spill_dir: self.spill_dir,
             proto_version: self.proto_version,
@@ -405,6 +425,11 @@ Output:
       --rotate-interval=SECS
                          start a new file after SECS seconds
                          (default: {rotate}; 0: never)
+      --retain-size=SIZE remove the oldest complete files while the output is
+                         larger than SIZE
+      --retain-age=SECS  remove complete files older than SECS seconds
+                         (neither ever removes the partial file or anything
+                         past a position a consumer registered)
       --memory-limit=SIZE
                          memory for transactions streamed before they commit;
                          beyond it they spill to disk (default: 16MB)
@@ -601,6 +626,19 @@ mod tests {
             "--rotate-size and --rotate-interval need -D/--directory"
         );
         assert_eq!(stream(&["--spill-dir", "/tmp/x"]).spill_dir, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn retention() {
+        assert!(!stream(&[]).retain.is_set());
+        let c = stream(&["--retain-size=1GB", "--retain-age", "86400"]);
+        assert_eq!(c.retain, Rule { max_size: Some(1 << 30), max_age: Some(Duration::from_secs(86400)) });
+        assert!(stream_err(&["--retain-age", "0"]).starts_with("invalid retention age"));
+        assert!(stream_err(&["--retain-size", "lots"]).starts_with("invalid size"));
+        assert_eq!(
+            err(&["-S", "s", "-P", "p", "-f", "-", "--retain-size", "1MB"]),
+            "--retain-size and --retain-age need -D/--directory"
+        );
     }
 
     #[test]
