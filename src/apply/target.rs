@@ -142,11 +142,26 @@ impl Target {
         ddl: DdlMode,
         skip: &[(String, String)],
     ) -> Result<Applied, ApplyError> {
+        match self.apply_as(unit, ddl, skip, true) {
+            // Runs of inserts go in multi-row statements; when the target refuses one, the
+            // unit (rolled back) is applied again row by row, so the message names the row.
+            Err(ApplyError::Refused(_)) => self.apply_as(unit, ddl, skip, false),
+            other => other,
+        }
+    }
+
+    fn apply_as(
+        &mut self,
+        unit: &Unit,
+        ddl: DdlMode,
+        skip: &[(String, String)],
+        batch: bool,
+    ) -> Result<Applied, ApplyError> {
         let (xid, commit_lsn) = unit.txn.expect("only transactions are applied");
         if let Err(e) = self.conn.exec("BEGIN") {
             return Err(self.fail("could not begin a transaction", e));
         }
-        let result = self.apply_in_transaction(unit, xid, commit_lsn, ddl, skip);
+        let result = self.apply_in_transaction(unit, xid, commit_lsn, ddl, skip, batch);
         match result {
             Ok(a) if a.already => {
                 self.conn.exec("ROLLBACK").map_err(|e| self.fail("could not roll back", e))?;
@@ -181,6 +196,7 @@ impl Target {
         commit_lsn: Lsn,
         ddl: DdlMode,
         skip: &[(String, String)],
+        batch: bool,
     ) -> Result<Applied, ApplyError> {
         let mut applied = Applied::default();
         if self.position(true)? >= unit.end_lsn {
@@ -189,9 +205,43 @@ impl Target {
         }
         let skipped = |t: &TableName| skip.iter().any(|(s, n)| *s == t.schema && *n == t.table);
         let txn = format!("source transaction {xid} (commit {commit_lsn}, {})", unit.at);
-        for change in &unit.changes {
+        let mut i = 0;
+        while i < unit.changes.len() {
+            let change = &unit.changes[i];
+            i += 1;
             match change {
                 Change::Row(r) if skipped(&r.table) => {}
+                Change::Row(r) if batch && insert_columns(r).is_some() => {
+                    // The run of inserts into this table with these columns, from here.
+                    let mut run = vec![r];
+                    while let Some(Change::Row(next)) = unit.changes.get(i) {
+                        if next.table != r.table || insert_columns(next) != insert_columns(r) {
+                            break;
+                        }
+                        run.push(next);
+                        i += 1;
+                    }
+                    let cols = insert_columns(r).map_or(1, |c| c.len().max(1));
+                    let most = (MAX_PARAMS / cols).clamp(1, BATCH_ROWS);
+                    let mut rest = &run[..];
+                    while !rest.is_empty() {
+                        let n = if rest.len() >= most {
+                            most
+                        } else if rest.len() >= 10.min(most) {
+                            10.min(most)
+                        } else {
+                            1
+                        };
+                        let (now, later) = rest.split_at(n);
+                        if n == 1 {
+                            self.row(now[0], &txn)?;
+                        } else {
+                            self.insert_many(now, &txn)?;
+                        }
+                        applied.rows += n as u64;
+                        rest = later;
+                    }
+                }
                 Change::Row(r) => {
                     self.row(r, &txn)?;
                     applied.rows += 1;
@@ -267,6 +317,34 @@ impl Target {
         self.run(&sql, &[Some(&source), Some(&end), Some(&commit), Some(&xid_s)])
             .map_err(|e| self.fail(&format!("could not store the applied position {end}"), e))?;
         Ok(applied)
+    }
+
+    /// Inserts of one table with the same columns, in one statement.
+    fn insert_many(&mut self, rows: &[&RowChange], txn: &str) -> Result<(), ApplyError> {
+        let first = rows[0];
+        let cols = insert_columns(first).expect("checked by the caller");
+        let table = format!("{}.{}", ident(&first.table.schema), ident(&first.table.table));
+        let mut params: Vec<Option<&str>> = Vec::with_capacity(rows.len() * cols.len());
+        let mut tuples = Vec::with_capacity(rows.len());
+        for r in rows {
+            let start = params.len();
+            params.extend(r.new.as_deref().unwrap_or_default().iter().map(|(_, v)| v.as_param()));
+            let ps: Vec<String> = (start + 1..=params.len()).map(|i| format!("${i}")).collect();
+            tuples.push(format!("({})", ps.join(", ")));
+        }
+        let names: Vec<String> = cols.iter().map(|c| ident(c)).collect();
+        let sql = format!("INSERT INTO {table} ({}) VALUES {}", names.join(", "), tuples.join(", "));
+        let context = format!(
+            "could not apply {} inserts from {} of {txn} to table {}",
+            rows.len(),
+            first.lsn,
+            first.table
+        );
+        let res = self.run(&sql, &params).map_err(|e| self.fail(&context, e))?;
+        match res.cmd_tuples() {
+            Some(n) if n == rows.len() as u64 => Ok(()),
+            n => Err(ApplyError::Refused(format!("{context}: the server reported {n:?} rows inserted"))),
+        }
     }
 
     fn row(&mut self, r: &RowChange, txn: &str) -> Result<(), ApplyError> {
@@ -347,6 +425,24 @@ impl Target {
             ))),
         }
     }
+}
+
+/// At most this many rows in one INSERT (the statement is prepared once per shape).
+const BATCH_ROWS: usize = 100;
+/// The protocol's limit on parameters in one statement.
+const MAX_PARAMS: usize = 65_535;
+
+/// The column names of an insert that can go in a multi-row statement: at least one column,
+/// no unchanged-TOAST marker (refused, and reported row by row).
+fn insert_columns(r: &RowChange) -> Option<Vec<&str>> {
+    if r.op != RowOp::Insert {
+        return None;
+    }
+    let new = r.new.as_deref()?;
+    if new.is_empty() || new.iter().any(|(_, v)| *v == Value::UnchangedToast) {
+        return None;
+    }
+    Some(new.iter().map(|(c, _)| c.as_str()).collect())
 }
 
 /// `"id" = $3 AND "k" IS NULL`: the key's columns, a NULL by `IS NULL` (it equals nothing).
