@@ -7,6 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+/// In the static build, one allocator for Rust and (through `override`) for libpq: see the
+/// dependency in Cargo.toml. glibc's malloc needs no help.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cli;
 pub mod config;
 pub mod durable;
@@ -14,6 +20,7 @@ pub mod lag;
 pub mod logging;
 pub mod logical;
 pub mod lsn;
+pub mod metrics;
 pub mod notify;
 pub mod physical;
 pub mod protocol;

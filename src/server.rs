@@ -9,9 +9,10 @@ use std::os::fd::RawFd;
 use pgrw_ffi::{Conn, ConnectError};
 
 use crate::config::{ConnOptions, PasswordMode};
+use crate::logging::Hinted;
 use crate::lsn::Tli;
 use crate::lsn::{valid_segment_size, Lsn};
-use crate::text::parse_size;
+use crate::text::{os_error, parse_size};
 
 /// SQLSTATEs we act on (PostgreSQL's errcodes.txt).
 pub mod sqlstate {
@@ -35,11 +36,22 @@ pub struct ServerError {
     pub sqlstate: Option<String>,
     /// Nothing a retry can fix (wrong server, misconfiguration): stop instead of reconnecting.
     pub fatal: bool,
+    /// PostgreSQL's `errdetail` and `errhint` for this error, as full sentences (boxed: the
+    /// error travels in every `Result` of a session and stays small).
+    pub detail: Option<Box<str>>,
+    pub hint: Option<Box<str>>,
 }
 
 impl ServerError {
-    fn new(server: &str, message: impl Into<String>) -> ServerError {
-        ServerError { server: server.to_string(), message: message.into(), sqlstate: None, fatal: false }
+    pub fn new(server: &str, message: impl Into<String>) -> ServerError {
+        ServerError {
+            server: server.to_string(),
+            message: message.into(),
+            sqlstate: None,
+            fatal: false,
+            detail: None,
+            hint: None,
+        }
     }
 
     fn fatal(server: &str, message: impl Into<String>) -> ServerError {
@@ -47,11 +59,25 @@ impl ServerError {
     }
 
     fn from_pq(server: &str, e: pgrw_ffi::Error) -> ServerError {
-        ServerError { server: server.to_string(), message: e.message, sqlstate: e.sqlstate, fatal: false }
+        ServerError {
+            sqlstate: e.sqlstate,
+            detail: e.detail.map(Into::into),
+            hint: e.hint.map(Into::into),
+            ..ServerError::new(server, e.message)
+        }
     }
 
     pub fn has_sqlstate(&self, code: &str) -> bool {
         self.sqlstate.as_deref() == Some(code)
+    }
+
+    /// The `kind` label of the errors metric: what the server said carries a SQLSTATE; a
+    /// failed connect or a broken connection does not.
+    pub fn kind(&self) -> crate::metrics::ErrorKind {
+        match self.sqlstate {
+            Some(_) => crate::metrics::ErrorKind::Server,
+            None => crate::metrics::ErrorKind::Connection,
+        }
     }
 }
 
@@ -62,6 +88,15 @@ impl fmt::Display for ServerError {
         } else {
             write!(f, "{} (server {})", self.message, self.server)
         }
+    }
+}
+
+impl Hinted for ServerError {
+    fn detail(&self) -> Option<String> {
+        self.detail.as_deref().map(str::to_owned)
+    }
+    fn hint(&self) -> Option<String> {
+        self.hint.as_deref().map(str::to_owned)
     }
 }
 
@@ -169,7 +204,7 @@ fn prompt_password(stop: Option<RawFd>) -> Result<String, ServerError> {
     pgrw_ffi::sys::read_password("Password: ", stop).map_err(|e| match e.kind() {
         // A stop signal at the prompt: as one while connecting, part of stopping (exit 0).
         std::io::ErrorKind::Interrupted => ServerError::new("", "interrupted while reading the password"),
-        _ => ServerError::fatal("", format!("could not read password: {e}")),
+        _ => ServerError::fatal("", format!("could not read password: {}", os_error(&e))),
     })
 }
 
@@ -262,7 +297,10 @@ impl Server {
                         err.message = "interrupted while connecting".into();
                     }
                     if e.needs_password {
-                        err.message.push_str("; supply a password in ~/.pgpass, PGPASSWORD or the connection string, or use -W");
+                        err.hint = Some(
+                            "Supply a password in ~/.pgpass, PGPASSWORD or the connection string, or use -W."
+                                .into(),
+                        );
                     }
                     return Err(err);
                 }
@@ -440,6 +478,18 @@ impl Server {
         self.parameter("application_name")
     }
 
+    /// Whether the server's `synchronous_standby_names` names us (our application_name, or
+    /// `fallback` if the server did not report one), so commits may wait for us; `None` when
+    /// SHOW failed. Also published as the `synchronous_standby` metric.
+    pub fn named_synchronous_standby(&mut self, fallback: &str) -> Option<bool> {
+        let app = self.application_name().unwrap_or_else(|| fallback.into());
+        let named = self.show("synchronous_standby_names").ok().map(|n| standby_names_include(&n, &app));
+        if let Some(n) = named {
+            crate::metrics::get().synchronous_standby.set_flag(n);
+        }
+        named
+    }
+
     pub fn error(&self, context: &str) -> ServerError {
         ServerError::new(&self.name, format!("{context}: {}", self.conn.error_message()))
     }
@@ -454,7 +504,7 @@ impl Server {
         if e.message.is_empty() {
             self.error(what)
         } else {
-            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), sqlstate: e.sqlstate })
+            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), ..e })
         }
     }
 

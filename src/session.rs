@@ -31,10 +31,13 @@ use pgrw_ffi::sys::{poll, EventFd, Interest, StopSignals};
 use pgrw_ffi::{CopyRead, Status};
 
 use crate::lag::{self, Schedule, ServerClock, Shown};
+use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics::{self, ErrorKind};
 use crate::notify;
 use crate::protocol::{pg_now, ServerMessage, StatusUpdate};
 use crate::server::{Server, ServerError};
+use crate::text::os_error;
 
 /// Reconnect delays grow from the first to the last, doubling.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -98,7 +101,7 @@ impl Progress {
 }
 
 /// A writer error, as the session needs to judge it.
-pub trait WriterFailure: std::error::Error + Send + 'static {
+pub trait WriterFailure: std::error::Error + Hinted + Send + 'static {
     /// Errors a restart cannot cure, which must stop the program instead of a reconnect.
     fn is_fatal(&self) -> bool;
 }
@@ -147,6 +150,16 @@ impl<W: WriterFailure> StreamError<W> {
     pub fn is_writer_failure(&self) -> bool {
         matches!(self, StreamError::Writer(_))
     }
+
+    /// The `kind` label of the errors metric.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StreamError::Server(e) => e.kind(),
+            StreamError::ServerClosed { .. } => ErrorKind::Server,
+            StreamError::Protocol { .. } | StreamError::Unexpected { .. } => ErrorKind::Protocol,
+            StreamError::Writer(_) => ErrorKind::Writer,
+        }
+    }
 }
 
 impl<W: fmt::Display> fmt::Display for StreamError<W> {
@@ -159,6 +172,23 @@ impl<W: fmt::Display> fmt::Display for StreamError<W> {
                 write!(f, "replication stream was terminated by the server at {at} (server {server})")
             }
             StreamError::Unexpected { server, message } => write!(f, "{message} (server {server})"),
+        }
+    }
+}
+
+impl<W: Hinted> Hinted for StreamError<W> {
+    fn detail(&self) -> Option<String> {
+        match self {
+            StreamError::Server(e) => e.detail(),
+            StreamError::Writer(e) => e.detail(),
+            _ => None,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            StreamError::Server(e) => e.hint(),
+            StreamError::Writer(e) => e.hint(),
+            _ => None,
         }
     }
 }
@@ -214,8 +244,9 @@ impl<W: WriterThread> WriterHandle<W> {
     ) -> Result<WriterHandle<W>, StreamError<W::Error>> {
         let unexpected = |message: String| StreamError::Unexpected { server: server.to_owned(), message };
         let progress = Arc::new(Progress::new(start));
-        let wake =
-            Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
+        let wake = Arc::new(
+            EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {}", os_error(&e))))?,
+        );
         let writer = make(progress.clone(), wake.clone()).map_err(StreamError::Writer)?;
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let guard = StoppedOnDrop { progress: progress.clone(), wake: wake.clone() };
@@ -225,7 +256,7 @@ impl<W: WriterThread> WriterHandle<W> {
                 let _guard = guard;
                 writer.run(rx)
             })
-            .map_err(|e| unexpected(format!("could not start the writer thread: {e}")))?;
+            .map_err(|e| unexpected(format!("could not start the writer thread: {}", os_error(&e))))?;
         Ok(WriterHandle { server: server.to_owned(), tx: Some(tx), thread: Some(thread), progress, wake })
     }
 
@@ -270,7 +301,7 @@ impl<W: WriterThread> WriterHandle<W> {
                 return Err(self.failure());
             }
             poll(&[(self.wake.fd(), Interest::Read)], None)
-                .map_err(|e| self.unexpected(&format!("could not wait for the writer: {e}")))?;
+                .map_err(|e| self.unexpected(&format!("could not wait for the writer: {}", os_error(&e))))?;
             self.wake.drain();
         }
         Ok(())
@@ -405,6 +436,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.writer.send(msg)
     }
 
+    /// Whether the server's socket has more to read now (a poll that does not wait): the
+    /// test pg_receivewal's CopyStreamReceive makes with a zero timeout.
+    pub fn more_to_read(&self) -> bool {
+        poll(&[(self.server.socket(), Interest::Read)], Some(Duration::ZERO)).is_ok_and(|r| r[0])
+    }
+
     /// Sends a standby status update with the handler's positions.
     pub fn status_update(&mut self, handler: &impl Handler<W>) -> SessionResult<(), W> {
         let p = handler.positions(self.writer.progress());
@@ -425,6 +462,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
     /// The COPY BOTH loop, after START_REPLICATION.
     pub fn copy_stream(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
         self.clock.last = None;
+        let _streaming = metrics::streaming();
         // The stream has begun: systemd may now call the service started.
         let shown = handler.shown(self.writer.progress());
         notify::ready(&lag::status_text(&shown, None));
@@ -481,6 +519,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
         notify::watchdog();
         let shown = handler.shown(self.writer.progress());
         let lag = self.server_clock.lag(shown.flushed, pg_now());
+        metrics::get().publish(&shown, self.writer.progress().flushed(), lag.as_ref());
         let debug = log::log_enabled!(log::Level::Debug);
         let due = self.schedule.tick(Instant::now(), lag.map(|l| l.bytes), debug);
         if due.status {
@@ -514,7 +553,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
         let timeout =
             [self.clock.until_due(), notify::until_watchdog(), Some(report)].into_iter().flatten().min();
         let ready = poll(&fds, timeout)
-            .map_err(|e| self.unexpected(format!("could not wait for the server: {e}")))?;
+            .map_err(|e| self.unexpected(format!("could not wait for the server: {}", os_error(&e))))?;
         if ready[2] {
             self.writer.wake.drain();
             // The writer wakes us when it publishes a position and when it stops; a stopped
@@ -604,15 +643,17 @@ impl<'a, W: WriterThread> Core<'a, W> {
 
 fn log_hangup(stop: &StopSignals) {
     if stop.take_hangup() {
-        log::info!("received SIGHUP; ignored: settings are read only at start, restart to change them");
+        log::info!(hint = "Restart to change them."; "received SIGHUP; ignored: settings are read only at start");
     }
 }
 
 /// An error that ends a session, as the reconnect loop judges it.
-pub trait SessionFailure: fmt::Display {
+pub trait SessionFailure: Hinted {
     /// No retry can cure it. `first`: the first session, where a connection error means the
     /// settings are wrong rather than the server away (pg_receivewal exits then too).
     fn is_fatal(&self, first: bool) -> bool;
+    /// The `kind` label of the errors metric.
+    fn kind(&self) -> ErrorKind;
 }
 
 /// Runs sessions until one ends cleanly, with back-off between them, until an error no retry
@@ -649,13 +690,15 @@ fn sessions<E: SessionFailure>(
                 return Ok(StreamEnd::Stopped);
             }
             Err(e) => {
+                metrics::get().errors.inc(e.kind());
                 if e.is_fatal(first) || no_loop || stop.received().is_some() {
                     return Err(e);
                 }
+                metrics::get().reconnects.inc();
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_FIRST;
                 }
-                log::warn!("{e}; trying again in {} s", backoff.as_secs());
+                crate::report!(log::Level::Warn, e; "{e}; trying again in {} s", backoff.as_secs());
                 notify::status(&format!("reconnecting in {} s: {e}", backoff.as_secs()));
                 if sleep(stop, backoff) {
                     log::info!("received stop signal while waiting to reconnect; stopping");
@@ -684,7 +727,7 @@ pub fn sleep(stop: &StopSignals, d: Duration) -> bool {
             Ok(ready) if ready[1] => log_hangup(stop),
             Ok(_) => {}
             Err(e) => {
-                log::warn!("could not wait: {e}");
+                log::warn!("could not wait: {}", os_error(&e));
                 break;
             }
         }
@@ -705,6 +748,28 @@ mod tests {
         assert_eq!((p.written(), p.flushed()), (Lsn(30), Lsn(20)), "positions never go back");
         p.advance_flushed(Lsn(40));
         assert_eq!((p.written(), p.flushed()), (Lsn(40), Lsn(40)));
+    }
+
+    /// The `kind` label: what the server said (a SQLSTATE) is not a broken connection.
+    #[test]
+    fn error_kinds() {
+        let server = |sqlstate: Option<&str>| ServerError {
+            server: "s".into(),
+            message: "m".into(),
+            sqlstate: sqlstate.map(Into::into),
+            fatal: false,
+            detail: None,
+            hint: None,
+        };
+        let kind = |e: StreamError<Boom>| e.kind();
+        assert_eq!(kind(StreamError::Server(server(None))), ErrorKind::Connection);
+        assert_eq!(kind(StreamError::Server(server(Some("58P01")))), ErrorKind::Server);
+        assert_eq!(kind(StreamError::ServerClosed { server: "s".into(), at: Lsn(0) }), ErrorKind::Server);
+        assert_eq!(
+            kind(StreamError::Protocol { server: "s".into(), message: "m".into() }),
+            ErrorKind::Protocol
+        );
+        assert_eq!(kind(StreamError::Writer(Boom)), ErrorKind::Writer);
     }
 
     #[test]
@@ -729,6 +794,7 @@ mod tests {
         }
     }
     impl std::error::Error for Boom {}
+    impl Hinted for Boom {}
     impl WriterFailure for Boom {
         fn is_fatal(&self) -> bool {
             true

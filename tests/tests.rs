@@ -29,3 +29,4 @@ mod logical_integrity;
 mod notify;
 
 mod apply;
+mod metrics;

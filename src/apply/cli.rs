@@ -6,9 +6,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use lexopt::Arg;
-
-use crate::cli::{lexopt_error, resolve_long_in, string_value, usage, CommonArgs, Opt};
+use crate::cli::flags::{self, Flag, FlagDef, Section, ToolArgs};
+use crate::cli::{self, render, usage, CommonArgs};
 use crate::logical::retention::valid_consumer_name;
 use crate::lsn::Lsn;
 use crate::tool::UsageError;
@@ -19,27 +18,95 @@ pub const PROGRAM: &str = "pgapplylogical";
 
 pub type Command = crate::tool::Command<Config>;
 
-const LONG_OPTIONS: &[&str] = &[
-    "directory",
-    "until",
-    "until-caught-up",
-    "ddl",
-    "skip-table",
-    "remove-applied",
-    "consumer-name",
-    "no-loop",
-    "verbose",
-    "version",
-    "help",
-    "dbname",
-    "host",
-    "port",
-    "username",
-    "no-password",
-    "password",
-    "log-level",
-    "log-format",
-    "log-add-source",
+const APPLY: &str = "Options";
+
+pub static SECTIONS: &[Section] =
+    &[Section { title: APPLY, man_heading: false, man_intro: "" }, cli::CONNECTION, cli::LOGGING];
+
+/// Every flag, declared once: the matcher, `--help` and the man page's list come from here.
+pub static FLAGS: &[FlagDef] = &[
+    FlagDef {
+        long: "directory",
+        short: "D",
+        value: Some("DIR"),
+        help: "pgrecvlogical's output directory (JSON format)",
+        man: "pgrecvlogical's output directory (JSON format).",
+        section: APPLY,
+    },
+    FlagDef {
+        long: "until",
+        short: "E",
+        value: Some("LSN"),
+        help: "stop once everything up to this position is applied",
+        man: "Exit once everything up to this position is applied.",
+        section: APPLY,
+    },
+    FlagDef {
+        long: "until-caught-up",
+        short: "",
+        value: None,
+        help: "stop once every complete transaction in DIR is applied",
+        man: "Exit once every complete transaction in the directory is applied.",
+        section: APPLY,
+    },
+    FlagDef {
+        long: "ddl",
+        short: "",
+        value: Some("MODE"),
+        help: "--ddl records: stop (default), apply (run the source's\nquery on the target), ignore",
+        man: r"What to do with a DDL record:
+.B stop
+(the default), apply (run its query on the target, one statement per record), or ignore.",
+        section: APPLY,
+    },
+    FlagDef {
+        long: "skip-table",
+        short: "",
+        value: Some("SCHEMA.TABLE"),
+        help: "do not apply this table's changes (repeatable)",
+        man: "Do not apply this table's changes (repeatable).",
+        section: APPLY,
+    },
+    FlagDef {
+        long: "remove-applied",
+        short: "",
+        value: None,
+        help: "remove output files once everything in them is applied",
+        man: "Remove each complete output file once every transaction in it is applied.",
+        section: APPLY,
+    },
+    FlagDef {
+        long: "consumer-name",
+        short: "",
+        value: Some("NAME"),
+        help: "register the applied position in DIR as .consumer.NAME,\nwhich pgrecvlogical's --retain-* honour (default: pgapplylogical)",
+        man: "Register the applied position in the directory under this name (default pgapplylogical).",
+        section: APPLY,
+    },
+    FlagDef {
+        long: "no-loop",
+        short: "n",
+        value: None,
+        help: "exit on a connection error instead of reconnecting",
+        man: "Exit on a connection error instead of reconnecting every 5 seconds.",
+        section: APPLY,
+    },
+    FlagDef { section: APPLY, ..cli::VERBOSE },
+    FlagDef { section: APPLY, ..cli::VERSION },
+    FlagDef { section: APPLY, ..cli::HELP },
+    FlagDef {
+        help: "the target database: a name or a connection string",
+        man: "The target database: its name, or a libpq connection string.",
+        ..cli::DBNAME
+    },
+    cli::HOST,
+    cli::PORT,
+    cli::USERNAME,
+    cli::NO_PASSWORD,
+    cli::PASSWORD,
+    cli::LOG_LEVEL,
+    cli::LOG_FORMAT,
+    cli::LOG_ADD_SOURCE,
 ];
 
 #[derive(Debug, Default)]
@@ -69,41 +136,28 @@ fn parse_table(s: &str) -> Result<(String, String), UsageError> {
 }
 
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
-    let mut p = lexopt::Parser::from_args(args);
-    let mut a = Args::default();
-    while let Some(arg) = p.next().map_err(lexopt_error)? {
-        let opt = match arg {
-            Arg::Short(c) => Opt::Short(c),
-            Arg::Long(name) => Opt::Long(resolve_long_in(name, LONG_OPTIONS)?),
-            Arg::Value(v) => {
-                a.first_stray.get_or_insert(v);
-                continue;
-            }
-        };
-        use Opt::{Long, Short};
-        match opt {
-            Short('?') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-            Short('D') | Long("directory") => {
-                let dir = p.value().map_err(lexopt_error)?;
-                if dir.is_empty() {
-                    return Err(usage("output directory name must not be empty"));
-                }
-                a.directory = Some(PathBuf::from(dir));
-            }
-            Short('E') | Long("until") => {
-                let s = string_value(&mut p, "-E/--until")?;
+    flags::parse::<Args>(args, FLAGS)
+}
+
+impl ToolArgs for Args {
+    type Config = Config;
+
+    fn take(&mut self, flag: &Flag) -> Result<(), UsageError> {
+        match flag.name() {
+            "directory" => self.directory = Some(cli::dir_value(flag, "output directory")?),
+            "until" => {
+                let s = flag.string()?;
                 let lsn: Lsn = s.parse().map_err(|_| {
                     usage(format!(
                         "could not parse position \"{s}\" for --until: expected two hexadecimal numbers like 0/16B3748"
                     ))
                 })?;
-                a.until = Some(lsn);
+                self.until = Some(lsn);
             }
-            Long("until-caught-up") => a.until_caught_up = true,
-            Long("ddl") => {
-                let s = string_value(&mut p, "--ddl")?;
-                a.ddl = Some(match s.as_str() {
+            "until-caught-up" => self.until_caught_up = true,
+            "ddl" => {
+                let s = flag.string()?;
+                self.ddl = Some(match s.as_str() {
                     "stop" => DdlMode::Stop,
                     "apply" => DdlMode::Apply,
                     "ignore" => DdlMode::Ignore,
@@ -114,30 +168,31 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                     }
                 });
             }
-            Long("skip-table") => {
-                let s = string_value(&mut p, "--skip-table")?;
-                a.skip_tables.push(parse_table(&s)?);
-            }
-            Long("remove-applied") => a.remove_applied = true,
-            Long("consumer-name") => {
-                let s = string_value(&mut p, "--consumer-name")?;
+            "skip-table" => self.skip_tables.push(parse_table(&flag.string()?)?),
+            "remove-applied" => self.remove_applied = true,
+            "consumer-name" => {
+                let s = flag.string()?;
                 if !valid_consumer_name(&s) {
                     return Err(usage(format!(
                         "invalid consumer name \"{s}\": 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
                     )));
                 }
-                a.consumer_name = Some(s);
+                self.consumer_name = Some(s);
             }
-            Short('n') | Long("no-loop") => a.no_loop = true,
-            opt if a.common.parse(opt, &mut p)? => {}
-            Short(c) => return Err(usage(format!("unrecognized option \"-{c}\""))),
-            Long(name) => unreachable!("--{name} is in LONG_OPTIONS but not handled"),
+            "no-loop" => self.no_loop = true,
+            _ => {
+                if !self.common.take(flag)? {
+                    unreachable!("--{} is in FLAGS but not handled", flag.name());
+                }
+            }
         }
+        Ok(())
     }
-    a.validate().map(Command::Run)
-}
 
-impl Args {
+    fn operand(&mut self, value: OsString) {
+        self.first_stray.get_or_insert(value);
+    }
+
     fn validate(self) -> Result<Config, UsageError> {
         if let Some(stray) = &self.first_stray {
             return Err(usage(format!(
@@ -171,58 +226,41 @@ impl Args {
 }
 
 pub fn version_text() -> String {
-    format!("{PROGRAM} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+    cli::version_text(PROGRAM)
 }
 
 pub fn help_text() -> String {
-    "\
+    format!(
+        "\
 pgapplylogical applies pgrecvlogical's output directory to a target PostgreSQL
 database, each source transaction as one target transaction, exactly once.
 
 Usage:
   pgapplylogical -D DIR -d TARGET [OPTION]...
 
-Options:
-  -D, --directory=DIR    pgrecvlogical's output directory (JSON format)
-  -E, --until=LSN        stop once everything up to this position is applied
-      --until-caught-up  stop once every complete transaction in DIR is applied
-      --ddl=MODE         --ddl records: stop (default), apply (run the source's query
-                         on the target), ignore
-      --skip-table=SCHEMA.TABLE
-                         do not apply this table's changes (repeatable)
-      --remove-applied   remove output files once everything in them is applied
-      --consumer-name=NAME
-                         register the applied position in DIR as
-                         .consumer.NAME, which pgrecvlogical's --retain-size
-                         and --retain-age never remove files past
-                         (default: pgapplylogical)
-  -n, --no-loop          exit on a connection error instead of reconnecting
-  -v, --verbose          more messages (-vv: even more)
-      --log-level=LEVEL  error, warn, info (default), debug or trace
-      --log-format=FMT   text (default) or json
-      --log-add-source   add the source file and line to each log line
-  -V, --version          output version information, then exit
-  -?, --help             show this help, then exit
-
-Connection options (the target):
-  -d, --dbname=CONNSTR   database name or connection string
-  -h, --host=HOSTNAME    database server host or socket directory
-  -p, --port=PORT        database server port number
-  -U, --username=NAME    connect as specified database user
-  -w, --no-password      never prompt for password
-  -W, --password         force password prompt
-
+{}
 The applied position is kept on the target, in pgapplylogical.applied_position,
 updated in the same transaction as the changes. Exit status: 0 when done, 1 on
 an error (nothing after the last applied transaction is applied), 2 on a usage
 error. See docs/pgapplylogical.md.
-"
-    .to_owned()
+",
+        render::help_options(SECTIONS, FLAGS)
+    )
+}
+
+/// The man page's OPTIONS section (`make man` puts it into packaging/man/pgapplylogical.1).
+pub fn man_options() -> String {
+    render::man_options(SECTIONS, FLAGS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn man_page_is_current() {
+        render::check_man_page(PROGRAM, &man_options());
+    }
 
     fn run(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))

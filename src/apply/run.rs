@@ -42,6 +42,10 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
+/// The hints are still part of the messages here (`...; run it on the target and ...`); they
+/// are not yet split out as the other tools' are.
+impl crate::logging::Hinted for RunError {}
+
 /// What a run applied.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Outcome {

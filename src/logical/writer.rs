@@ -20,8 +20,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use pgrw_ffi::sys::EventFd;
 
 use crate::durable::fsync_dir;
+use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::session::{Progress, WriterFailure};
+use crate::text::os_error;
 
 use super::files::{file_name, Partial, PARTIAL_SUFFIX};
 use super::output::{Effect, Encoder, Format};
@@ -104,12 +107,12 @@ impl WriterFailure for WriterError {
 impl fmt::Display for WriterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WriterError::Io { path, action, err } => write!(f, "could not {action} \"{}\": {err}", path.display()),
-            WriterError::Fsync { path, err } => write!(
-                f,
-                "could not fsync file \"{}\": {err}; the disk may have lost written output, so pgrecvlogical stops (a restart resumes from what is on disk)",
-                path.display()
-            ),
+            WriterError::Io { path, action, err } => {
+                write!(f, "could not {action} \"{}\": {}", path.display(), os_error(err))
+            }
+            WriterError::Fsync { path, err } => {
+                write!(f, "could not fsync file \"{}\": {}", path.display(), os_error(err))
+            }
             WriterError::Replay { xid, message } => {
                 write!(f, "could not decode streamed transaction {xid} at its commit: {message}")
             }
@@ -117,6 +120,18 @@ impl fmt::Display for WriterError {
                 f,
                 "could not write to standard output: the reader of the pipe closed it (Broken pipe); stopping"
             ),
+        }
+    }
+}
+
+impl Hinted for WriterError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            WriterError::Fsync { .. } => Some(
+                "The disk may have lost written output, so pgrecvlogical stops (a restart resumes from what is on disk)."
+                    .into(),
+            ),
+            _ => None,
         }
     }
 }
@@ -356,6 +371,7 @@ impl Writer {
             return Ok(());
         }
         self.stats.bytes += data.len() as u64;
+        metrics::get().written_bytes.add(data.len() as u64);
         match &mut self.sink {
             Sink::Stdout { out, since_unit } => {
                 *since_unit += data.len() as u64;
@@ -400,8 +416,9 @@ impl Writer {
                 if let Some(f) = &mut d.cur {
                     if f.dirty {
                         if self.cfg.sync {
-                            f.file
-                                .sync_data()
+                            metrics::get()
+                                .fsync
+                                .time(|| f.file.sync_data())
                                 .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
                             self.stats.fsyncs += 1;
                         }
@@ -410,7 +427,10 @@ impl Writer {
                 }
                 if d.dir_dirty {
                     if self.cfg.sync {
-                        fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+                        metrics::get()
+                            .fsync
+                            .time(|| fsync_dir(&d.dir))
+                            .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
                     }
                     d.dir_dirty = false;
                 }
@@ -461,7 +481,10 @@ impl Writer {
         let Sink::Dir(d) = &mut self.sink else { unreachable!() };
         let f = d.cur.take().expect("checked above");
         if self.cfg.sync {
-            f.file.sync_all().map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| f.file.sync_all())
+                .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
         }
         fs::rename(&f.path, &f.done).map_err(|err| WriterError::Io {
             path: f.done.clone(),
@@ -469,7 +492,10 @@ impl Writer {
             err,
         })?;
         if self.cfg.sync {
-            fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| fsync_dir(&d.dir))
+                .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
         }
         log::debug!("finished \"{}\" ({} bytes)", f.done.display(), f.len);
         Ok(true)
