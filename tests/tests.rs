@@ -28,5 +28,6 @@ mod logical_integrity;
 
 mod notify;
 
+mod apply;
 mod diskfull;
 mod metrics;
