@@ -974,6 +974,7 @@ fn memory_stays_flat(version: PgVersion, streaming: &str) {
         "64kB",
         "--streaming",
         streaming,
+        "-v",
     ];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the slot", || slot_confirmed(&c, "mem").is_some());
@@ -997,6 +998,9 @@ fn memory_stays_flat(version: PgVersion, streaming: &str) {
     assert!(hwm_kb < 48 << 10, "peak RSS {hwm_kb} kB for a {bytes}-byte transaction");
     let replay = Replay::read_dir(&dir);
     assert_eq!(replay.changes, 300_000);
+    // Streamed, the transaction went over --memory-limit: it was written from its spill file.
+    let logged = fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.contains("of streamed transaction"), streaming == "on", "{logged}");
 }
 
 #[test]
