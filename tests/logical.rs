@@ -974,6 +974,7 @@ fn memory_stays_flat(version: PgVersion, streaming: &str) {
         "64kB",
         "--streaming",
         streaming,
+        "-v",
     ];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the slot", || slot_confirmed(&c, "mem").is_some());
@@ -997,6 +998,9 @@ fn memory_stays_flat(version: PgVersion, streaming: &str) {
     assert!(hwm_kb < 48 << 10, "peak RSS {hwm_kb} kB for a {bytes}-byte transaction");
     let replay = Replay::read_dir(&dir);
     assert_eq!(replay.changes, 300_000);
+    // Streamed, the transaction went over --memory-limit: it was written from its spill file.
+    let logged = fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.contains("of streamed transaction"), streaming == "on", "{logged}");
 }
 
 #[test]
@@ -1077,6 +1081,109 @@ fn bench(version: PgVersion) {
             bytes as f64 / 1e6
         );
     }
+}
+
+/// One large transaction: `PGRL_BENCH_ROWS` (default 1 000 000) rows inserted by one INSERT,
+/// drained by pgrecvlogical with `--streaming on` (the default: the server streams the
+/// transaction before its commit and we hold it until then, spilling past `--memory-limit`),
+/// with `--streaming off` (the server holds it and sends it at its commit) and by
+/// pg_recvlogical with test_decoding, each from a slot of its own created before the workload,
+/// to the same end position. `PGRL_BENCH_RUNS` (default 3) rounds, the order rotating each
+/// round; medians, with min-max.
+fn bench_large_txn(version: PgVersion) {
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let rows = env("PGRL_BENCH_ROWS", 1_000_000);
+    let runs = env("PGRL_BENCH_RUNS", 3) as usize;
+    let c = Cluster::builder(version).conf("wal_level = logical\nautovacuum = off").start();
+    let t = TestDir::new("lbenchtx");
+    c.psql(
+        "CREATE TABLE b (id bigint PRIMARY KEY, name text, amount numeric, at timestamptz, flag bool); \
+         CREATE PUBLICATION pub FOR TABLE b",
+    );
+    let kinds = ["on", "off", "theirs"];
+    for r in 0..runs {
+        for k in kinds {
+            let plugin = if k == "theirs" { "test_decoding" } else { "pgoutput" };
+            c.psql(&format!("SELECT pg_create_logical_replication_slot('{k}_{r}', '{plugin}')"));
+        }
+    }
+    c.psql(&format!(
+        "INSERT INTO b SELECT g, 'name ' || g, g * 1.25, now(), g % 2 = 0 FROM generate_series(1, {rows}) g"
+    ));
+    let endpos = c.current_lsn();
+    let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut bytes: HashMap<&str, u64> = HashMap::new();
+    for r in 0..runs {
+        for i in 0..kinds.len() {
+            let k = kinds[(i + r) % kinds.len()];
+            let slot = format!("{k}_{r}");
+            let dir = t.join(&slot);
+            let started = Instant::now();
+            let out = if k == "theirs" {
+                pg_tool(version, "pg_recvlogical")
+                    .args(c.conn_args())
+                    .args(["-d", "postgres", "-S", &slot, "--start", "-n", "-E", &endpos, "-f"])
+                    .arg(&dir)
+                    .output()
+                    .unwrap()
+            } else {
+                let d = dir.to_str().unwrap();
+                tool(&c, &["-S", &slot, "-P", "pub", "-D", d, "-n", "-E", &endpos, "--streaming", k])
+                    .output()
+                    .unwrap()
+            };
+            let time = started.elapsed().as_secs_f64();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let size = if k == "theirs" {
+                fs::metadata(&dir).unwrap().len()
+            } else {
+                assert_eq!(Replay::read_dir(&dir).changes as u64, rows);
+                let size = output_files(&dir).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+                fs::remove_dir_all(&dir).unwrap();
+                size
+            };
+            if k == "theirs" {
+                fs::remove_file(&dir).unwrap();
+            }
+            eprintln!("  round {} {k:<6} {time:>7.2} s", r + 1);
+            times.entry(k).or_default().push(time);
+            bytes.insert(k, size);
+        }
+    }
+    eprintln!("{version}: one transaction of {rows} inserts of 5 columns, {runs} rounds, medians (min-max)");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let mut theirs_rate = 0.0;
+    for (k, name) in [
+        ("theirs", "pg_recvlogical (test_decoding, text)"),
+        ("on", "pgrecvlogical --streaming on (default)"),
+        ("off", "pgrecvlogical --streaming off"),
+    ] {
+        let (med, min, max) = median(times.get_mut(k).unwrap());
+        let rate = rows as f64 / med;
+        if k == "theirs" {
+            theirs_rate = rate;
+        }
+        eprintln!(
+            "  {name:<40} {med:>7.2} s ({min:.2}-{max:.2}) {rate:>9.0} changes/s {:>7.1} MB/s  x{:.2} pg_recvlogical",
+            bytes[k] as f64 / med / 1e6,
+            rate / theirs_rate
+        );
+    }
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored"]
+fn bench_large_txn_15() {
+    bench_large_txn(PgVersion::V15);
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored"]
+fn bench_large_txn_18() {
+    bench_large_txn(PgVersion::V18);
 }
 
 #[test]

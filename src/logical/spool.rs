@@ -2,9 +2,10 @@
 //! writer thread until their Stream Commit (written out in commit order), Stream Abort
 //! (discarded, whole or back to an aborted subtransaction), or Stream Prepare.
 //!
-//! A spool keeps the raw pgoutput messages, each framed with the LSN it arrived at, so a
-//! transaction is decoded at its commit with the schema its own stream described (pgoutput
-//! sends the relations a streamed transaction uses inside its stream). Together the spools
+//! A spool keeps the transaction's output lines, encoded by the receiver as its messages
+//! arrive (with the schema its own stream described: pgoutput sends the relations a streamed
+//! transaction uses inside its stream), each framed with where the fields only the commit
+//! knows go, so writing it at the commit is a copy, not a second decoding. Together the spools
 //! hold at most `--memory-limit` bytes in memory: past it the largest one moves to a file in
 //! the spill directory and grows there. Spill files are scratch: never fsync'ed, removed when
 //! done and at every start (an unconfirmed transaction is streamed again after a restart).
@@ -15,15 +16,21 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::lsn::Lsn;
+const FRAME_HEADER: usize = 4 + 4;
+const NO_SPLIT: u32 = u32::MAX;
 
-const FRAME_HEADER: usize = 8 + 4;
+/// Appends one encoded record to a spool chunk: length, the offset where the commit's fields
+/// go (if anywhere), bytes.
+pub fn push_frame(out: &mut Vec<u8>, split: Option<usize>, line: &[u8]) {
+    out.extend_from_slice(&(line.len() as u32).to_be_bytes());
+    out.extend_from_slice(&split.map_or(NO_SPLIT, |s| s as u32).to_be_bytes());
+    out.extend_from_slice(line);
+}
 
-/// Appends one message to a spool chunk: LSN, length, bytes.
-pub fn push_frame(out: &mut Vec<u8>, lsn: Lsn, msg: &[u8]) {
-    out.extend_from_slice(&lsn.0.to_be_bytes());
-    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    out.extend_from_slice(msg);
+fn frame_header(h: &[u8]) -> (usize, Option<usize>) {
+    let len = u32::from_be_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+    let split = u32::from_be_bytes(h[4..8].try_into().expect("4 bytes"));
+    (len, (split != NO_SPLIT).then_some(split as usize))
 }
 
 struct Spool {
@@ -206,8 +213,9 @@ pub struct SpoolReader {
 }
 
 impl SpoolReader {
-    /// The next message into `buf`, with its LSN; `None` at the end.
-    pub fn next_into(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Lsn>> {
+    /// The next record into `buf`, with where the commit's fields go in it (`Some(None)`
+    /// when nowhere); `None` at the end. A split past the record's end is an error.
+    pub fn next_into(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Option<usize>>> {
         buf.clear();
         let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "spool frame is truncated");
         match &mut self.source {
@@ -216,12 +224,14 @@ impl SpoolReader {
                     return Ok(None);
                 }
                 let h = m.get(*pos..*pos + FRAME_HEADER).ok_or_else(corrupt)?;
-                let lsn = Lsn(u64::from_be_bytes(h[..8].try_into().expect("8 bytes")));
-                let len = u32::from_be_bytes(h[8..].try_into().expect("4 bytes")) as usize;
+                let (len, split) = frame_header(h);
                 let body = m.get(*pos + FRAME_HEADER..*pos + FRAME_HEADER + len).ok_or_else(corrupt)?;
+                if split.is_some_and(|s| s > len) {
+                    return Err(corrupt());
+                }
                 buf.extend_from_slice(body);
                 *pos += FRAME_HEADER + len;
-                Ok(Some(lsn))
+                Ok(Some(split))
             }
             Source::File(r) => {
                 let mut h = [0u8; FRAME_HEADER];
@@ -231,11 +241,13 @@ impl SpoolReader {
                     Err(e) => return Err(e),
                 }
                 r.read_exact(&mut h[1..]).map_err(|_| corrupt())?;
-                let lsn = Lsn(u64::from_be_bytes(h[..8].try_into().expect("8 bytes")));
-                let len = u32::from_be_bytes(h[8..].try_into().expect("4 bytes")) as usize;
+                let (len, split) = frame_header(&h);
+                if split.is_some_and(|s| s > len) {
+                    return Err(corrupt());
+                }
                 buf.resize(len, 0);
                 r.read_exact(buf).map_err(|_| corrupt())?;
-                Ok(Some(lsn))
+                Ok(Some(split))
             }
         }
     }
@@ -259,19 +271,21 @@ mod tests {
         p
     }
 
+    /// Frames of records whose commit fields go at offset `n`, or nowhere for `n == 0`.
     fn chunk(msgs: &[(u64, &[u8])]) -> Vec<u8> {
         let mut v = Vec::new();
-        for (l, m) in msgs {
-            push_frame(&mut v, Lsn(*l), m);
+        for (n, m) in msgs {
+            push_frame(&mut v, Some(*n as usize).filter(|&n| n > 0), m);
         }
         v
     }
 
+    /// What `chunk` framed: `(n, record)`.
     fn drain(mut r: SpoolReader) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
-        while let Some(l) = r.next_into(&mut buf).unwrap() {
-            out.push((l.0, buf.clone()));
+        while let Some(split) = r.next_into(&mut buf).unwrap() {
+            out.push((split.unwrap_or(0) as u64, buf.clone()));
         }
         out
     }
@@ -287,12 +301,12 @@ mod tests {
         s.append(1, &chunk(&[(4, &[7u8; 120])]), &[]).unwrap();
         assert!(s.spilled(1) && !s.spilled(2));
         assert!(s.in_memory() <= 100);
-        s.append(1, &chunk(&[(5, b"e")]), &[]).unwrap();
+        s.append(1, &chunk(&[(0, b"e")]), &[]).unwrap();
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         let r = s.take(1).unwrap();
         assert_eq!(
             drain(r),
-            vec![(1, b"a".to_vec()), (2, b"bb".to_vec()), (4, vec![7u8; 120]), (5, b"e".to_vec())]
+            vec![(1, b"a".to_vec()), (2, b"bb".to_vec()), (4, vec![7u8; 120]), (0, b"e".to_vec())]
         );
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "spill file removed after replay");
         assert_eq!(drain(s.take(2).unwrap()), vec![(3, b"other".to_vec())]);
@@ -313,11 +327,11 @@ mod tests {
             s.append(10, &c2, &[(6, 0), (5, chunk(&[(3, b"sub6")]).len())]).unwrap();
             // Aborting 6 keeps 5's first change and drops everything from 6's first on.
             s.abort(10, 6).unwrap();
-            s.append(10, &chunk(&[(5, b"top2")]), &[(10, 0)]).unwrap();
+            s.append(10, &chunk(&[(4, b"top2")]), &[(10, 0)]).unwrap();
             s.abort(10, 99).unwrap(); // unknown subtransaction: nothing to drop
             assert_eq!(
                 drain(s.take(10).unwrap()),
-                vec![(1, b"top1".to_vec()), (2, b"sub5".to_vec()), (5, b"top2".to_vec())],
+                vec![(1, b"top1".to_vec()), (2, b"sub5".to_vec()), (4, b"top2".to_vec())],
                 "limit {limit}"
             );
             s.append(11, &chunk(&[(1, b"x")]), &[(11, 0)]).unwrap();
@@ -345,6 +359,11 @@ mod tests {
     #[test]
     fn truncated_frames_are_errors() {
         let mut r = SpoolReader { source: Source::Mem(vec![0, 0, 0], 0), path: None };
+        assert!(r.next_into(&mut Vec::new()).is_err());
+        // A split past the end of its record is as corrupt as a cut record.
+        let mut bad = Vec::new();
+        push_frame(&mut bad, Some(5), b"abc");
+        let mut r = SpoolReader { source: Source::Mem(bad, 0), path: None };
         assert!(r.next_into(&mut Vec::new()).is_err());
     }
 }

@@ -7,7 +7,9 @@
 //! Ordinary transactions arrive whole, in commit order: their messages are encoded here, at
 //! once, and the lines handed to the writer in pieces, so a transaction of any size costs no
 //! memory. Streamed transactions (Stream Start ... Stop blocks, interleaved, before their
-//! commit) go to the writer's spools as raw messages and are written at their Stream Commit.
+//! commit) are encoded here too as they arrive, each with an encoder of its own (the schema
+//! its stream describes, its change count), and go to the writer's spools as lines lacking
+//! only what the commit knows; the writer writes them out at their Stream Commit, a copy.
 //!
 //! What the server is told (the flush position, which becomes the slot's
 //! `confirmed_flush_lsn`): the end of the last unit of output the writer made durable. When
@@ -30,8 +32,8 @@ use crate::session::{
 use crate::sql::{literal, publication_list};
 
 use super::config::Streaming;
-use super::output::{Effect, Encoder, Format, Schema};
-use super::pgoutput::{Context, Decoder, Message};
+use super::output::{Effect, Encoder, Format, DEFERRED};
+use super::pgoutput::{Begin, BeginPrepare, Commit, Context, Decoder, Message, Prepare};
 use super::spool::push_frame;
 use super::writer::{Writer, WriterConfig, WriterError, WriterMsg, WriterStats};
 
@@ -87,13 +89,24 @@ pub fn start_replication_command(opts: &StreamOptions, start: Lsn) -> String {
 }
 
 /// A streamed transaction between its blocks.
-#[derive(Default)]
 struct OpenStream {
-    /// Relations its stream described: the global schema learns them at its commit, as
-    /// pgoutput then counts them as sent.
-    schema: Schema,
+    /// Encodes its changes as they arrive. Its schema holds the relations its stream
+    /// described: the global schema learns them at its commit, as pgoutput then counts them
+    /// as sent.
+    enc: Encoder,
     /// (Sub)transactions seen so far, so the writer learns where each one's changes start.
     subxids: HashSet<u32>,
+    /// Each (sub)transaction in the order it appeared, with the changes before its first:
+    /// when it aborts, the numbering continues from there, as if it never was.
+    marks: Vec<(u32, u64)>,
+}
+
+impl OpenStream {
+    fn new(format: Format, xid: u32) -> OpenStream {
+        let mut enc = Encoder::new(format);
+        enc.begin_streamed(xid).expect("a new encoder has no open transaction");
+        OpenStream { enc, subxids: HashSet::new(), marks: Vec::new() }
+    }
 }
 
 /// Counters for the log and the benchmark.
@@ -122,6 +135,8 @@ struct Decoding<'a> {
     lines: Vec<u8>,
     spool: Vec<u8>,
     spool_marks: Vec<(u32, usize)>,
+    /// One streamed record being encoded.
+    record: Vec<u8>,
     /// End of the last unit handed to the writer.
     handed: Lsn,
     /// A keepalive position received while nothing was pending.
@@ -166,6 +181,7 @@ impl<'a> Session<'a> {
                 lines: Vec::new(),
                 spool: Vec::new(),
                 spool_marks: Vec::new(),
+                record: Vec::new(),
                 handed: start,
                 idle_pos: start,
                 received: start,
@@ -305,7 +321,7 @@ impl Decoding<'_> {
         let msg = self.decoder.decode(data).map_err(|e| core.protocol(e))?;
         self.counts.count(&msg);
         if let Some(top) = self.cur_stream {
-            self.spool_message(core, top, at, data, &msg)?;
+            self.spool_message(core, top, at, &msg)?;
             return Ok(None);
         }
         match msg {
@@ -314,7 +330,8 @@ impl Decoding<'_> {
                     return Err(core.protocol("pgoutput started a stream inside a transaction"));
                 }
                 self.flush_lines(core, None)?;
-                self.streams.entry(s.xid).or_default();
+                let format = self.opts.format;
+                self.streams.entry(s.xid).or_insert_with(|| OpenStream::new(format, s.xid));
                 self.cur_stream = Some(s.xid);
                 Ok(None)
             }
@@ -323,6 +340,14 @@ impl Decoding<'_> {
             Message::StreamAbort(a) => {
                 if a.xid == a.subxid {
                     self.streams.remove(&a.xid);
+                } else if let Some(st) = self.streams.get_mut(&a.xid) {
+                    // The writer cuts the spool at the subtransaction's first change.
+                    if let Some(i) = st.marks.iter().position(|&(s, _)| s == a.subxid) {
+                        st.enc.rewind_seq(st.marks[i].1);
+                        for (s, _) in st.marks.drain(i..) {
+                            st.subxids.remove(&s);
+                        }
+                    }
                 }
                 core.send(WriterMsg::StreamAbort { xid: a.xid, subxid: a.subxid })?;
                 Ok(None)
@@ -332,15 +357,14 @@ impl Decoding<'_> {
         }
     }
 
-    /// A message inside a streamed block: spooled as received (the writer replays it at the
-    /// stream's commit), after noting the relations it describes and where each
-    /// subtransaction's changes start, so an abort of one subtransaction can cut them off.
+    /// A message inside a streamed block: encoded by the stream's own encoder and spooled (the
+    /// writer writes it at the stream's commit), after noting where each subtransaction's
+    /// changes start, so an abort of one subtransaction can cut them off.
     fn spool_message(
         &mut self,
         core: &mut Core<'_, Writer>,
         top: u32,
         at: Lsn,
-        data: &[u8],
         msg: &Message<'_>,
     ) -> Result<(), StreamError> {
         let sub = match msg {
@@ -364,14 +388,27 @@ impl Decoding<'_> {
                 )))
             }
         };
-        let st = self.streams.entry(top).or_default();
-        st.schema.learn(msg);
+        let format = self.opts.format;
+        let st = self.streams.entry(top).or_insert_with(|| OpenStream::new(format, top));
         if let Some(sub) = sub {
             if st.subxids.insert(sub) {
                 self.spool_marks.push((sub, self.spool.len()));
+                st.marks.push((sub, st.enc.seq()));
             }
         }
-        push_frame(&mut self.spool, at, data);
+        self.record.clear();
+        // Like the replay this replaces, a unit end inside a stream (never sent) ends nothing.
+        st.enc.encode(&mut self.record, at, msg).map_err(|e| core.protocol(e))?;
+        if !self.record.is_empty() {
+            let split = match format {
+                Format::Json => self.record.iter().position(|&b| b == DEFERRED),
+                Format::Text => None,
+            };
+            if let Some(i) = split {
+                self.record.remove(i);
+            }
+            push_frame(&mut self.spool, split, &self.record);
+        }
         if self.spool.len() >= MAX_BATCH {
             self.flush_spool(core)?;
         }
@@ -387,14 +424,14 @@ impl Decoding<'_> {
         if self.past_endpos(c.commit_lsn) {
             return Ok(self.opts.endpos.map(StreamEnd::EndPos));
         }
-        let st = self.streams.remove(&c.xid).unwrap_or_default();
-        self.encoder.schema.merge(st.schema);
-        core.send(WriterMsg::StreamCommit {
-            xid: c.xid,
+        let head = Message::Begin(Begin { final_lsn: c.commit_lsn, commit_time: c.commit_time, xid: c.xid });
+        let tail = Message::Commit(Commit {
+            flags: 0,
             commit_lsn: c.commit_lsn,
             end_lsn: c.end_lsn,
             commit_time: c.commit_time,
-        })?;
+        });
+        self.end_stream(core, c.xid, &head, c.commit_lsn, &tail)?;
         self.stats.streamed_commits += 1;
         self.handed = self.handed.max(c.end_lsn);
         if self.past_endpos(c.end_lsn) {
@@ -412,17 +449,50 @@ impl Decoding<'_> {
         if self.past_endpos(p.prepare_lsn) {
             return Ok(self.opts.endpos.map(StreamEnd::EndPos));
         }
-        let st = self.streams.remove(&p.xid).unwrap_or_default();
-        self.encoder.schema.merge(st.schema);
-        core.send(WriterMsg::StreamPrepare {
-            xid: p.xid,
+        let head = Message::BeginPrepare(BeginPrepare {
             prepare_lsn: p.prepare_lsn,
             end_lsn: p.end_lsn,
             prepare_time: p.prepare_time,
-            gid: p.gid.to_owned(),
-        })?;
+            xid: p.xid,
+            gid: p.gid,
+        });
+        let tail = Message::Prepare(Prepare {
+            flags: 0,
+            prepare_lsn: p.prepare_lsn,
+            end_lsn: p.end_lsn,
+            prepare_time: p.prepare_time,
+            xid: p.xid,
+            gid: p.gid,
+        });
+        self.end_stream(core, p.xid, &head, p.prepare_lsn, &tail)?;
         self.handed = self.handed.max(p.end_lsn);
         Ok(None)
+    }
+
+    /// The end of streamed transaction `xid` (`head`/`tail` its Begin and Commit, or Begin
+    /// Prepare and Prepare): its begin and end lines and the fields its change lines lack go
+    /// to the writer, which writes the spool between them as one unit.
+    fn end_stream(
+        &mut self,
+        core: &mut Core<'_, Writer>,
+        xid: u32,
+        head: &Message<'_>,
+        at: Lsn,
+        tail: &Message<'_>,
+    ) -> Result<(), StreamError> {
+        let format = self.opts.format;
+        let mut st = self.streams.remove(&xid).unwrap_or_else(|| OpenStream::new(format, xid));
+        let (mut head_out, mut fields, mut tail_out) = (Vec::new(), Vec::new(), Vec::new());
+        let end = match st
+            .enc
+            .end_streamed(head, tail, at, &mut head_out, &mut fields, &mut tail_out)
+            .map_err(|e| core.protocol(e))?
+        {
+            Effect::UnitEnd(end) => end,
+            Effect::None => unreachable!("a commit or prepare ends a unit"),
+        };
+        self.encoder.schema.merge(st.enc.schema);
+        core.send(WriterMsg::StreamEnd { xid, head: head_out, fields, tail: tail_out, end })
     }
 
     /// Any other message: encoded into lines, handed to the writer when a unit ends (or the

@@ -33,8 +33,8 @@ use crate::session::{Progress, WriterFailure};
 use crate::text::os_error;
 
 use super::files::{file_name, Partial, PARTIAL_SUFFIX};
-use super::output::{Effect, Encoder, Format};
-use super::pgoutput::{self, Begin, BeginPrepare, Commit, Context, Message, Prepare};
+use super::output::Format;
+use super::pgoutput::Context;
 use super::retention::{self, Rule};
 use super::spool::Spools;
 
@@ -55,24 +55,22 @@ pub enum WriterMsg {
         data: Vec<u8>,
         end: Option<Lsn>,
     },
-    /// Framed raw messages of streamed transaction `xid` (see `spool::push_frame`).
+    /// Framed records of streamed transaction `xid` (see `spool::push_frame`).
     Spool {
         xid: u32,
         data: Vec<u8>,
         subxacts: Vec<(u32, usize)>,
     },
-    StreamCommit {
+    /// Streamed transaction `xid` committed or was prepared: its spool is written between
+    /// `head` (its begin line) and `tail` (its commit or prepare line, ending a unit at `end`),
+    /// with `fields` (what only the commit knows) spliced into each record where its frame
+    /// says.
+    StreamEnd {
         xid: u32,
-        commit_lsn: Lsn,
-        end_lsn: Lsn,
-        commit_time: i64,
-    },
-    StreamPrepare {
-        xid: u32,
-        prepare_lsn: Lsn,
-        end_lsn: Lsn,
-        prepare_time: i64,
-        gid: String,
+        head: Vec<u8>,
+        fields: Vec<u8>,
+        tail: Vec<u8>,
+        end: Lsn,
     },
     StreamAbort {
         xid: u32,
@@ -94,7 +92,7 @@ pub enum WriterError {
         path: PathBuf,
         err: io::Error,
     },
-    /// A spooled transaction could not be decoded again.
+    /// A spooled transaction could not be read back.
     Replay {
         xid: u32,
         message: String,
@@ -122,7 +120,7 @@ impl fmt::Display for WriterError {
                 write!(f, "could not fsync file \"{}\": {}", path.display(), os_error(err))
             }
             WriterError::Replay { xid, message } => {
-                write!(f, "could not decode streamed transaction {xid} at its commit: {message}")
+                write!(f, "could not write streamed transaction {xid} at its commit: {message}")
             }
             WriterError::StdoutClosed => write!(
                 f,
@@ -172,7 +170,7 @@ pub enum SinkConfig {
 pub struct WriterConfig {
     pub sink: SinkConfig,
     pub format: Format,
-    /// How to parse spooled messages (protocol version, abort information).
+    /// How the receiver parses messages (protocol version, abort information).
     pub parse: Context,
     /// false with --no-sync.
     pub sync: bool,
@@ -360,28 +358,8 @@ impl Writer {
             WriterMsg::StreamAbort { xid, subxid } => {
                 self.spools.abort(xid, subxid).map_err(|err| self.spill_error(xid, "truncate", err))
             }
-            WriterMsg::StreamCommit { xid, commit_lsn, end_lsn, commit_time } => {
-                let head = Message::Begin(Begin { final_lsn: commit_lsn, commit_time, xid });
-                let tail = Message::Commit(Commit { flags: 0, commit_lsn, end_lsn, commit_time });
-                self.replay(xid, &head, commit_lsn, &tail)
-            }
-            WriterMsg::StreamPrepare { xid, prepare_lsn, end_lsn, prepare_time, gid } => {
-                let head = Message::BeginPrepare(BeginPrepare {
-                    prepare_lsn,
-                    end_lsn,
-                    prepare_time,
-                    xid,
-                    gid: &gid,
-                });
-                let tail = Message::Prepare(Prepare {
-                    flags: 0,
-                    prepare_lsn,
-                    end_lsn,
-                    prepare_time,
-                    xid,
-                    gid: &gid,
-                });
-                self.replay(xid, &head, prepare_lsn, &tail)
+            WriterMsg::StreamEnd { xid, head, fields, tail, end } => {
+                self.replay(xid, &head, &fields, &tail, end)
             }
             WriterMsg::Flush => self.sync(),
         }
@@ -391,40 +369,43 @@ impl Writer {
         WriterError::Io { path: self.cfg.spill_dir.join(format!("{xid}.spill")), action, err }
     }
 
-    /// Writes a streamed transaction out of its spool, decoded with the schema its own stream
-    /// sent, between `head` and `tail`.
+    /// Writes a streamed transaction out of its spool, between `head` and `tail`, with
+    /// `fields` spliced into each record where the receiver left them out.
     fn replay(
         &mut self,
         xid: u32,
-        head: &Message<'_>,
-        at: Lsn,
-        tail: &Message<'_>,
+        head: &[u8],
+        fields: &[u8],
+        tail: &[u8],
+        end: Lsn,
     ) -> Result<(), WriterError> {
         let mut reader = self.spools.take(xid).map_err(|err| self.spill_error(xid, "read", err))?;
-        let bad = |message: String| WriterError::Replay { xid, message };
-        let mut enc = Encoder::new(self.cfg.format);
-        let ctx = Context { in_stream: true, ..self.cfg.parse };
         let mut out = Vec::with_capacity(REPLAY_CHUNK + (64 << 10));
-        enc.encode(&mut out, at, head).map_err(|e| bad(e.to_string()))?;
+        out.extend_from_slice(head);
         let mut buf = Vec::new();
-        let mut changes = 0u64;
-        while let Some(lsn) = reader.next_into(&mut buf).map_err(|err| self.spill_error(xid, "read", err))? {
-            let msg = pgoutput::parse(&buf, &ctx).map_err(|e| bad(e.to_string()))?;
-            enc.encode(&mut out, lsn, &msg).map_err(|e| bad(e.to_string()))?;
-            changes += 1;
+        let mut records = 0u64;
+        while let Some(split) = reader.next_into(&mut buf).map_err(|err| match err.kind() {
+            io::ErrorKind::InvalidData => WriterError::Replay { xid, message: err.to_string() },
+            _ => self.spill_error(xid, "read", err),
+        })? {
+            match split {
+                Some(at) => {
+                    out.extend_from_slice(&buf[..at]);
+                    out.extend_from_slice(fields);
+                    out.extend_from_slice(&buf[at..]);
+                }
+                None => out.extend_from_slice(&buf),
+            }
+            records += 1;
             if out.len() >= REPLAY_CHUNK {
                 self.write(&out)?;
                 out.clear();
             }
         }
-        match enc.encode(&mut out, at, tail).map_err(|e| bad(e.to_string()))? {
-            Effect::UnitEnd(end) => {
-                self.write(&out)?;
-                self.unit_end(end);
-            }
-            Effect::None => unreachable!("a commit or prepare ends a unit"),
-        }
-        log::debug!("wrote streamed transaction {xid} ({changes} messages)");
+        out.extend_from_slice(tail);
+        self.write(&out)?;
+        self.unit_end(end);
+        log::debug!("wrote streamed transaction {xid} ({records} records)");
         Ok(())
     }
 
@@ -716,7 +697,6 @@ fn partial_path(done: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::logical::files::{OutputDir, Recovered};
-    use crate::logical::pgoutput::{encode, Column, Insert, RelColumn, Relation};
     use crate::logical::spool::push_frame;
 
     fn tmp(label: &str) -> PathBuf {
@@ -850,60 +830,78 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    fn rel_and_insert(xid: u32, v: &'static [u8]) -> Vec<u8> {
-        let rel = Message::Relation(Relation {
-            xid: Some(xid),
-            oid: 1,
-            namespace: "public",
-            name: "t",
-            replica_identity: b'd',
-            columns: vec![RelColumn { flags: 1, name: "v", type_oid: 25, type_modifier: -1 }],
-        });
-        let ins = Message::Insert(Insert { xid: Some(xid), relation: 1, new: vec![Column::Text(v)] });
+    /// A streamed record as the receiver spools it: an insert line whose commit fields go
+    /// after its xid.
+    fn record(xid: u32, v: &str) -> Vec<u8> {
+        let head = format!("{{\"op\":\"insert\",\"xid\":{xid}");
         let mut c = Vec::new();
-        push_frame(&mut c, Lsn(0x20), &encode(&rel));
-        push_frame(&mut c, Lsn(0x30), &encode(&ins));
+        push_frame(&mut c, Some(head.len()), format!("{head},\"seq\":1,\"v\":\"{v}\"}}\n").as_bytes());
         c
+    }
+
+    fn stream_end(xid: u32, lsn: &str, end: u64) -> WriterMsg {
+        WriterMsg::StreamEnd {
+            xid,
+            head: format!("{{\"op\":\"begin\",\"xid\":{xid}}}\n").into_bytes(),
+            fields: format!(",\"commit_lsn\":\"{lsn}\"").into_bytes(),
+            tail: format!("{{\"op\":\"commit\",\"end_lsn\":\"{}\"}}\n", Lsn(end)).into_bytes(),
+            end: Lsn(end),
+        }
     }
 
     #[test]
     fn streamed_transactions_in_commit_order() {
         let dir = tmp("stream");
         let (mut w, progress) = writer(&dir, 1 << 20, None, Lsn(0x10));
-        w.handle(WriterMsg::Spool { xid: 5, data: rel_and_insert(5, b"five"), subxacts: vec![(5, 0)] })
-            .unwrap();
-        w.handle(WriterMsg::Spool { xid: 6, data: rel_and_insert(6, b"six"), subxacts: vec![(6, 0)] })
-            .unwrap();
-        w.handle(WriterMsg::Spool { xid: 7, data: rel_and_insert(7, b"seven"), subxacts: vec![(7, 0)] })
-            .unwrap();
+        for (xid, v) in [(5, "five"), (6, "six"), (7, "seven")] {
+            w.handle(WriterMsg::Spool { xid, data: record(xid, v), subxacts: vec![(xid, 0)] }).unwrap();
+        }
         w.handle(WriterMsg::StreamAbort { xid: 7, subxid: 7 }).unwrap();
-        w.handle(WriterMsg::StreamCommit {
-            xid: 6,
-            commit_lsn: Lsn(0x500),
-            end_lsn: Lsn(0x528),
-            commit_time: 0,
-        })
-        .unwrap();
-        w.handle(WriterMsg::StreamPrepare {
-            xid: 5,
-            prepare_lsn: Lsn(0x600),
-            end_lsn: Lsn(0x628),
-            prepare_time: 0,
-            gid: "g".into(),
-        })
-        .unwrap();
+        w.handle(stream_end(6, "0/500", 0x528)).unwrap();
+        w.handle(stream_end(5, "0/600", 0x628)).unwrap();
         w.close().unwrap();
         assert_eq!(progress.flushed(), Lsn(0x628));
         let out = fs::read_to_string(dir.join("0000000000000010.jsonl.partial")).unwrap();
         let l: Vec<&str> = out.lines().collect();
-        assert_eq!(l.len(), 6, "{out}");
-        assert!(l[0].starts_with("{\"op\":\"begin\",\"xid\":6,\"commit_lsn\":\"0/500\""));
-        assert!(l[1].contains("\"new\":{\"v\":\"six\"}"), "{}", l[1]);
-        assert!(l[2].starts_with("{\"op\":\"commit\",\"end_lsn\":\"0/528\""));
-        assert!(l[3].starts_with("{\"op\":\"begin_prepare\",\"xid\":5"));
-        assert!(l[4].contains("\"five\""));
-        assert!(l[5].starts_with("{\"op\":\"prepare\",\"end_lsn\":\"0/628\""));
-        assert!(!out.contains("seven"));
+        assert_eq!(
+            l,
+            vec![
+                "{\"op\":\"begin\",\"xid\":6}",
+                "{\"op\":\"insert\",\"xid\":6,\"commit_lsn\":\"0/500\",\"seq\":1,\"v\":\"six\"}",
+                "{\"op\":\"commit\",\"end_lsn\":\"0/528\"}",
+                "{\"op\":\"begin\",\"xid\":5}",
+                "{\"op\":\"insert\",\"xid\":5,\"commit_lsn\":\"0/600\",\"seq\":1,\"v\":\"five\"}",
+                "{\"op\":\"commit\",\"end_lsn\":\"0/628\"}",
+            ],
+            "{out}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Spools past the memory limit (64 bytes here) are written out the same from disk.
+    #[test]
+    fn spilled_streamed_transactions_round_trip() {
+        let dir = tmp("spill");
+        let (mut w, _) = writer(&dir, 1 << 20, None, Lsn(0x10));
+        let mut expected = String::new();
+        for i in 0..50 {
+            let v = format!("value {i}");
+            w.handle(WriterMsg::Spool { xid: 9, data: record(9, &v), subxacts: vec![] }).unwrap();
+            expected.push_str(&format!(
+                "{{\"op\":\"insert\",\"xid\":9,\"commit_lsn\":\"0/900\",\"seq\":1,\"v\":\"{v}\"}}\n"
+            ));
+        }
+        assert!(w.spools.spilled(9));
+        w.handle(stream_end(9, "0/900", 0x928)).unwrap();
+        w.close().unwrap();
+        let out = fs::read_to_string(dir.join("0000000000000010.jsonl.partial")).unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "{{\"op\":\"begin\",\"xid\":9}}\n{expected}{{\"op\":\"commit\",\"end_lsn\":\"0/928\"}}\n"
+            )
+        );
+        assert_eq!(fs::read_dir(dir.join(".spill")).unwrap().count(), 0, "spill file removed");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -912,11 +910,9 @@ mod tests {
         let dir = tmp("replay");
         let (mut w, _) = writer(&dir, 1 << 20, None, Lsn(0x10));
         let mut bad = Vec::new();
-        push_frame(&mut bad, Lsn(1), b"Zgarbage");
+        push_frame(&mut bad, Some(99), b"short");
         w.handle(WriterMsg::Spool { xid: 1, data: bad, subxacts: vec![] }).unwrap();
-        let e = w
-            .handle(WriterMsg::StreamCommit { xid: 1, commit_lsn: Lsn(2), end_lsn: Lsn(3), commit_time: 0 })
-            .unwrap_err();
+        let e = w.handle(stream_end(1, "0/2", 3)).unwrap_err();
         assert!(e.is_fatal());
         assert!(e.to_string().contains("streamed transaction 1"), "{e}");
         let _ = fs::remove_dir_all(&dir);

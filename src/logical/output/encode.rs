@@ -23,7 +23,15 @@ struct Txn {
     gid: Option<String>,
     /// Changes written so far; each change line carries its number, from 1.
     seq: u64,
+    /// A streamed transaction encoded as it arrives, before its commit: the fields only the
+    /// commit knows (commit or prepare LSN, GID, time) are left out of each change line, at a
+    /// NUL byte ([`DEFERRED`]), and spliced in at the commit.
+    deferred: bool,
 }
+
+/// Marks where a streamed change line's commit fields go. Never in a line otherwise: every
+/// control character of untrusted text is written as a `\u` escape.
+pub const DEFERRED: u8 = 0;
 
 /// Turns messages into lines.
 #[derive(Debug, Clone)]
@@ -31,11 +39,13 @@ pub struct Encoder {
     pub format: Format,
     pub schema: Schema,
     txn: Option<Txn>,
+    /// Reused for every record, so encoding allocates nothing per change.
+    scratch: String,
 }
 
 impl Encoder {
     pub fn new(format: Format) -> Encoder {
-        Encoder { format, schema: Schema::default(), txn: None }
+        Encoder { format, schema: Schema::default(), txn: None, scratch: String::new() }
     }
 
     /// Whether a transaction is open (between Begin or Begin Prepare and its end).
@@ -59,10 +69,55 @@ impl Encoder {
     /// messages (Stream Start/Stop/Commit/Abort/Prepare) are the caller's: it spools streamed
     /// transactions and replays them here as Begin ... Commit.
     pub fn encode(&mut self, out: &mut Vec<u8>, lsn: Lsn, msg: &Message<'_>) -> Result<Effect, OutputError> {
-        let mut s = String::new();
-        let effect = self.encode_str(&mut s, lsn, msg)?;
+        let mut s = std::mem::take(&mut self.scratch);
+        s.clear();
+        let effect = self.encode_str(&mut s, lsn, msg);
         out.extend_from_slice(s.as_bytes());
-        Ok(effect)
+        self.scratch = s;
+        effect
+    }
+
+    /// Opens streamed transaction `xid`, whose changes are encoded as they arrive (with the
+    /// fields only its commit knows deferred, see [`DEFERRED`]).
+    pub fn begin_streamed(&mut self, xid: u32) -> Result<(), OutputError> {
+        self.begin_txn(Txn { xid, lsn: Lsn(0), time: 0, gid: None, seq: 0, deferred: true })
+    }
+
+    /// Changes of the open transaction so far.
+    pub fn seq(&self) -> u64 {
+        self.txn.as_ref().map_or(0, |t| t.seq)
+    }
+
+    /// Back to `seq` changes: a subtransaction aborted, its changes are dropped.
+    pub fn rewind_seq(&mut self, seq: u64) {
+        if let Some(t) = &mut self.txn {
+            t.seq = seq;
+        }
+    }
+
+    /// Ends the open streamed transaction at its commit (`head` a Begin, `tail` a Commit) or
+    /// prepare (Begin Prepare, Prepare): its begin line into `head_out`, what each change line
+    /// lacks into `fields`, its end line into `tail_out`.
+    pub fn end_streamed(
+        &mut self,
+        head: &Message<'_>,
+        tail: &Message<'_>,
+        at: Lsn,
+        head_out: &mut Vec<u8>,
+        fields: &mut Vec<u8>,
+        tail_out: &mut Vec<u8>,
+    ) -> Result<Effect, OutputError> {
+        let seq = self.seq();
+        self.txn = None;
+        self.encode(head_out, at, head)?;
+        let t = self.txn.as_mut().ok_or(OutputError::NoTransaction { kind: head.kind() })?;
+        t.seq = seq;
+        if self.format == Format::Json {
+            let mut s = String::new();
+            push_deferred_fields(&mut s, t);
+            fields.extend_from_slice(s.as_bytes());
+        }
+        self.encode(tail_out, at, tail)
     }
 
     // One method per record kind, so each says what it checks of the transaction state and
@@ -94,7 +149,14 @@ impl Encoder {
 
     fn begin(&mut self, s: &mut String, b: &Begin) -> Result<Effect, OutputError> {
         let json = self.format == Format::Json;
-        self.begin_txn(Txn { xid: b.xid, lsn: b.final_lsn, time: b.commit_time, gid: None, seq: 0 })?;
+        self.begin_txn(Txn {
+            xid: b.xid,
+            lsn: b.final_lsn,
+            time: b.commit_time,
+            gid: None,
+            seq: 0,
+            deferred: false,
+        })?;
         if json {
             let _ = writeln!(
                 s,
@@ -123,6 +185,7 @@ impl Encoder {
             time: b.prepare_time,
             gid: Some(b.gid.to_owned()),
             seq: 0,
+            deferred: false,
         })?;
         if json {
             let _ = write!(
@@ -307,11 +370,13 @@ impl Encoder {
             return Err(OutputError::NoTransaction { kind: msg.kind() });
         };
         txn.seq += 1;
-        let txn = self.txn.clone().expect("checked above");
-        match msg {
+        let txn = self.txn.take().expect("checked above");
+        let r = match msg {
             Message::Truncate(t) => self.truncate(s, lsn, &txn, t),
             _ => self.row_change(s, lsn, &txn, msg),
-        }
+        };
+        self.txn = Some(txn);
+        r
     }
 
     fn truncate(&self, s: &mut String, lsn: Lsn, txn: &Txn, t: &Truncate) -> Result<(), OutputError> {
@@ -494,6 +559,16 @@ fn push_text_message(s: &mut String, m: &LogicalMessage<'_>, end: Option<Lsn>, t
 
 fn push_txn_fields(s: &mut String, t: &Txn) {
     let _ = write!(s, ",\"xid\":{}", t.xid);
+    if t.deferred {
+        s.push(char::from(DEFERRED));
+    } else {
+        push_deferred_fields(s, t);
+    }
+    let _ = write!(s, ",\"seq\":{}", t.seq);
+}
+
+/// The transaction fields only its commit (or prepare) knows.
+fn push_deferred_fields(s: &mut String, t: &Txn) {
     match &t.gid {
         None => {
             let _ = write!(s, ",\"commit_lsn\":\"{}\"", t.lsn);
@@ -503,7 +578,7 @@ fn push_txn_fields(s: &mut String, t: &Txn) {
             push_json_text(s, gid);
         }
     }
-    let _ = write!(s, ",\"ts\":\"{}\",\"seq\":{}", format_pg_time(t.time), t.seq);
+    let _ = write!(s, ",\"ts\":\"{}\"", format_pg_time(t.time));
 }
 
 fn push_json_row(s: &mut String, rel: &RelInfo, t: &[Column<'_>], keep: impl Fn(&ColInfo) -> bool) {

@@ -34,7 +34,7 @@ use std::fmt;
 
 use crate::lsn::Lsn;
 
-pub use encode::{line_is_ours, unit_end, Encoder};
+pub use encode::{line_is_ours, unit_end, Encoder, DEFERRED};
 pub use escape::{
     json_object, json_object_keys, push_json_text, push_text_escaped, push_text_ident, push_text_literal,
 };
@@ -125,6 +125,116 @@ mod tests {
 
     fn begin() -> Message<'static> {
         Message::Begin(Begin { final_lsn: Lsn(0x100), commit_time: 0, xid: 7 })
+    }
+
+    /// A streamed transaction, encoded as it arrives with the commit's fields left out and
+    /// spliced in at its commit (what the receiver and the writer do), is byte for byte the
+    /// same transaction encoded at once, in both formats, committed or prepared, with a
+    /// subtransaction's changes dropped and the numbering continued as if it never was.
+    #[test]
+    fn streamed_equals_ordinary() {
+        let ins = |id: &'static [u8], note: &'static [u8]| {
+            Message::Insert(Insert {
+                xid: Some(8),
+                relation: 16384,
+                new: vec![
+                    Column::Text(id),
+                    Column::Null,
+                    Column::Text(b"t"),
+                    Column::Text(note),
+                    Column::Null,
+                ],
+            })
+        };
+        let msg = Message::Message(LogicalMessage {
+            xid: Some(7),
+            transactional: true,
+            lsn: Lsn(0x38),
+            prefix: "app",
+            content: b"x\x00\n",
+        });
+        let tr = Message::Truncate(Truncate { xid: Some(7), options: 1, relations: vec![16384] });
+        let changes = [ins(b"1", b"a\x00b\n"), msg, tr, ins(b"2", b"\"quoted\"")];
+        let gid = "g'\"\x00";
+        let ends: [(Message<'_>, Message<'_>); 2] = [
+            (
+                Message::Begin(Begin { final_lsn: Lsn(0x100), commit_time: 123_456_789, xid: 7 }),
+                Message::Commit(Commit {
+                    flags: 0,
+                    commit_lsn: Lsn(0x100),
+                    end_lsn: Lsn(0x128),
+                    commit_time: 123_456_789,
+                }),
+            ),
+            (
+                Message::BeginPrepare(BeginPrepare {
+                    prepare_lsn: Lsn(0x100),
+                    end_lsn: Lsn(0x128),
+                    prepare_time: 5,
+                    xid: 7,
+                    gid,
+                }),
+                Message::Prepare(Prepare {
+                    flags: 0,
+                    prepare_lsn: Lsn(0x100),
+                    end_lsn: Lsn(0x128),
+                    prepare_time: 5,
+                    xid: 7,
+                    gid,
+                }),
+            ),
+        ];
+        for format in [Format::Json, Format::Text] {
+            for (head, tail) in &ends {
+                let mut e = Encoder::new(format);
+                let mut ordinary = Vec::new();
+                e.encode(&mut ordinary, Lsn(1), &relation()).unwrap();
+                e.encode(&mut ordinary, Lsn(0x10), head).unwrap();
+                for (i, c) in changes.iter().enumerate() {
+                    e.encode(&mut ordinary, Lsn(0x20 + i as u64), c).unwrap();
+                }
+                assert_eq!(e.encode(&mut ordinary, Lsn(0x100), tail).unwrap(), Effect::UnitEnd(Lsn(0x128)));
+
+                let mut s = Encoder::new(format);
+                s.begin_streamed(7).unwrap();
+                let mut records = Vec::new();
+                let mut rec = Vec::new();
+                s.encode(&mut rec, Lsn(1), &relation()).unwrap();
+                assert!(rec.is_empty());
+                for (i, c) in changes.iter().enumerate() {
+                    if i == 2 {
+                        // A subtransaction's change, then its abort.
+                        let before = s.seq();
+                        s.encode(&mut Vec::new(), Lsn(0x21), &ins(b"9", b"aborted")).unwrap();
+                        s.rewind_seq(before);
+                    }
+                    rec.clear();
+                    s.encode(&mut rec, Lsn(0x20 + i as u64), c).unwrap();
+                    let split = rec.iter().position(|&b| b == DEFERRED);
+                    assert_eq!(split.is_some(), format == Format::Json, "{}", String::from_utf8_lossy(&rec));
+                    if let Some(at) = split {
+                        rec.remove(at);
+                    }
+                    assert!(!rec.contains(&DEFERRED), "one mark, and no NUL from the data");
+                    records.push((split, rec.clone()));
+                }
+                let (mut h, mut fields, mut t) = (Vec::new(), Vec::new(), Vec::new());
+                let effect = s.end_streamed(head, tail, Lsn(0x100), &mut h, &mut fields, &mut t).unwrap();
+                assert_eq!(effect, Effect::UnitEnd(Lsn(0x128)));
+                let mut streamed = h;
+                for (split, r) in records {
+                    let at = split.unwrap_or(r.len());
+                    streamed.extend_from_slice(&r[..at]);
+                    if split.is_some() {
+                        streamed.extend_from_slice(&fields);
+                    }
+                    streamed.extend_from_slice(&r[at..]);
+                }
+                streamed.extend_from_slice(&t);
+                assert_eq!(String::from_utf8(streamed).unwrap(), String::from_utf8(ordinary).unwrap());
+                assert!(!s.in_transaction());
+            }
+        }
     }
 
     #[test]
