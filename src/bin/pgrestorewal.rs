@@ -1,13 +1,15 @@
 //! pgrestorewal: PostgreSQL's `restore_command` for an archive written by pgreceivewal.
 //!
-//! `restore_command = 'pgrestorewal -D /archive %f %p'`. The logic lives in
-//! `pgreceivewal::physical::restore`; this is the command line and the exit status.
+//! `restore_command = 'pgrestorewal -D /archive %f %p'`, and `pgrestorewal --verify -D
+//! /archive` to check a whole archive. The logic lives in `pgreceivewal::physical::restore`
+//! and `pgreceivewal::physical::verify`; this is the command line and the exit status.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use pgreceivewal::physical::restore::{self, Served, EXIT_FATAL};
+use pgreceivewal::physical::verify::{self, EXIT_DAMAGED, EXIT_VERIFIED};
 
 const PROG: &str = "pgrestorewal";
 
@@ -17,6 +19,7 @@ fn help() -> String {
 
 Usage:
   {PROG} [OPTION]... -D DIRECTORY FILENAME DESTINATION
+  {PROG} --verify [--format=text|json] -D DIRECTORY
 
 In postgresql.conf:
   restore_command = '{PROG} -D /path/to/archive %f %p'
@@ -25,11 +28,24 @@ FILENAME is the file PostgreSQL asks for (%f), DESTINATION where to put it (%p).
 A segment whose complete file is not in the archive is served from its .partial
 file, if that is the newest WAL of its timeline in the archive.
 
+--verify reads the whole archive, changing nothing, and reports per timeline
+the range from the first segment to the newest, every gap, every damaged file,
+page header or record (each record's CRC-32C and back-link), history files that
+contradict the segments, and the newest .partial.
+
 Options:
   -D, --directory=DIR    the archive directory
   -v, --verbose          log each restored file on stderr
+      --verify           check the whole archive instead of restoring a file
+      --format=FORMAT    report of --verify: text (default) or json
   -V, --version          output version information, then exit
   -?, --help             show this help, then exit
+
+Exit status of --verify:
+  0    every timeline is restorable from its first segment to its end
+  1    the archive is not restorable end to end (the report says where)
+  255  the check could not run: a usage error, an unreadable directory or
+       metadata file
 
 Exit status:
   0    the file was restored
@@ -48,13 +64,22 @@ Exit status:
 struct Args {
     directory: Option<PathBuf>,
     verbose: bool,
+    verify: bool,
+    format: Option<String>,
     positional: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
 }
 
 enum Action {
     Help,
     Version,
     Restore { archive: PathBuf, name: String, dest: PathBuf, verbose: bool },
+    Verify { archive: PathBuf, format: Format },
 }
 
 /// A mistake on the command line. It exits with EXIT_FATAL like any other failure: a
@@ -64,12 +89,14 @@ struct UsageError(String);
 fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Action, UsageError> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
-    let mut a = Args { directory: None, verbose: false, positional: Vec::new() };
+    let mut a = Args { directory: None, verbose: false, verify: false, format: None, positional: Vec::new() };
     let usage = |e: lexopt::Error| UsageError(e.to_string());
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Short('D') | Long("directory") => a.directory = Some(parser.value().map_err(usage)?.into()),
             Short('v') | Long("verbose") => a.verbose = true,
+            Long("verify") => a.verify = true,
+            Long("format") => a.format = Some(parser.value().map_err(usage)?.string().map_err(usage)?),
             Short('V') | Long("version") => return Ok(Action::Version),
             Short('?') | Short('h') | Long("help") => return Ok(Action::Help),
             Value(v) => a.positional.push(v),
@@ -77,6 +104,25 @@ fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Acti
         }
     }
     let archive = a.directory.ok_or_else(|| UsageError("no archive directory specified (-D)".to_owned()))?;
+    if a.verify {
+        let format = match a.format.as_deref() {
+            None | Some("text") => Format::Text,
+            Some("json") => Format::Json,
+            Some(other) => {
+                return Err(UsageError(format!("invalid --format \"{other}\": expected text or json")))
+            }
+        };
+        if let Some(extra) = a.positional.first() {
+            return Err(UsageError(format!(
+                "--verify takes no file name or destination (first is \"{}\")",
+                extra.to_string_lossy()
+            )));
+        }
+        return Ok(Action::Verify { archive, format });
+    }
+    if a.format.is_some() {
+        return Err(UsageError("--format is only for --verify".to_owned()));
+    }
     let mut positional = a.positional.into_iter();
     let (Some(name), Some(dest)) = (positional.next(), positional.next()) else {
         return Err(UsageError("expected a file name (%f) and a destination (%p)".to_owned()));
@@ -104,6 +150,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Action::Restore { archive, name, dest, verbose }) => (archive, name, dest, verbose),
+        Ok(Action::Verify { archive, format }) => return run_verify(&archive, format),
         Err(UsageError(msg)) => {
             eprintln!("{PROG}: error: {msg}");
             eprintln!("Try \"{PROG} --help\" for more information.");
@@ -134,6 +181,26 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("{PROG}: error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The report goes to stdout (it is the output asked for); a check that could not run says
+/// why on stderr and exits EXIT_FATAL, apart from the verdict's 0 and 1.
+fn run_verify(archive: &std::path::Path, format: Format) -> ExitCode {
+    match verify::verify(archive) {
+        Ok(report) => {
+            let out = match format {
+                Format::Text => report.to_text(),
+                Format::Json => report.to_json(),
+            };
+            print!("{out}");
+            debug_assert!(matches!(report.exit_code(), EXIT_VERIFIED | EXIT_DAMAGED));
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("{PROG}: error: {e}");
+            ExitCode::from(EXIT_FATAL)
         }
     }
 }
@@ -178,6 +245,33 @@ mod tests {
             parse(&["--verbose", "-D", "/a", "f", "p"]),
             Ok(Action::Restore { verbose: true, .. })
         ));
+    }
+
+    #[test]
+    fn verify_forms() {
+        for (args, want) in [
+            (&["--verify", "-D", "/a"][..], Format::Text),
+            (&["-D/a", "--verify", "--format=json"], Format::Json),
+            (&["--verify", "--format", "text", "--directory=/a"], Format::Text),
+        ] {
+            match parse(args) {
+                Ok(Action::Verify { archive, format }) => {
+                    assert_eq!((archive, format), (PathBuf::from("/a"), want), "{args:?}");
+                }
+                _ => panic!("{args:?}"),
+            }
+        }
+        assert_eq!(
+            usage_error(&["--verify", "-D", "/a", "--format=xml"]),
+            "invalid --format \"xml\": expected text or json"
+        );
+        assert_eq!(
+            usage_error(&["--verify", "-D", "/a", "f"]),
+            "--verify takes no file name or destination (first is \"f\")"
+        );
+        assert_eq!(usage_error(&["--format=json", "-D", "/a", "f", "p"]), "--format is only for --verify");
+        assert_eq!(usage_error(&["--verify"]), "no archive directory specified (-D)");
+        assert!(help().contains("--verify"));
     }
 
     #[test]

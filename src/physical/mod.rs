@@ -7,6 +7,8 @@ pub mod archiver;
 pub mod receiver;
 pub mod restore;
 pub mod timeline;
+pub mod verify;
 pub mod walcheck;
 pub mod walfile;
 pub mod writer;
+pub mod xlogrecord;
