@@ -13,7 +13,7 @@ use crate::faults::support::{
     wait_received, ReadOnly, SEG,
 };
 use crate::logical::{parse_json, J};
-use crate::util::{pg_tool, pgrestorewal, Cluster, KillOnDrop, PgVersion, TestDir};
+use crate::util::{pg_tool, pgrestorewal, wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
 
@@ -329,4 +329,75 @@ fn verify_archive_15() {
 #[test]
 fn verify_archive_18() {
     verify_archive(PgVersion::V18);
+}
+
+/// A standby archived by pgreceivewal is promoted: timeline 1 ends in a `.partial` at the
+/// switch point, timeline 2 starts at that segment with a copy of timeline 1's WAL up to it.
+/// Both verify as restorable, and a history file that moves the switch point contradicts
+/// the segments.
+fn verify_timeline_switch(version: PgVersion) {
+    let p = Cluster::builder(version).wal_segsize_mb(1).conf("autovacuum = off").start();
+    p.generate_wal(2);
+    let s = Cluster::builder(version).standby_of(&p).conf("autovacuum = off").start();
+    let t = TestDir::new("verify-tli");
+    let (dir, log) = (t.join("archive"), t.join("ours.log"));
+    s.psql("SELECT 1");
+    let mut child = KillOnDrop::spawn(&mut ours(&s, &dir, &["-n"], &log));
+    p.generate_wal(2);
+    let target = p.current_lsn();
+    wait_until(CATCH_UP, "the standby to replay", || {
+        s.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'")) == "t"
+    });
+    wait_until(CATCH_UP, "the archiver to receive", || {
+        s.psql(&format!("SELECT count(*) FROM pg_stat_replication WHERE write_lsn >= '{target}'")) == "1"
+    });
+    s.promote();
+    s.generate_wal(2);
+    wait_until(CATCH_UP, "the archiver to hold all of the server's WAL on timeline 2", || {
+        s.psql("SELECT count(*) FROM pg_stat_replication WHERE write_lsn = pg_current_wal_lsn()") == "1"
+    });
+    assert!(child.signal_and_wait("TERM", Duration::from_secs(10)).success(), "{}", read_log(&log));
+    let history = fs::read_to_string(dir.join("00000002.history")).unwrap();
+    let switch = lsn(history.split('\t').nth(1).unwrap());
+
+    let (report, j) = both(&dir, 0);
+    let tls = arr(&j, "timelines");
+    assert_eq!(tls.len(), 2, "{report}");
+    let (t1, t2) = (&tls[0], &tls[1]);
+    assert_eq!(t1.str("end"), fmt_lsn(switch), "timeline 1 ends at the switch point: {report}");
+    assert!(t1.str("partial").starts_with("00000001"), "{report}");
+    assert_eq!(t2.str("start"), fmt_lsn(switch / SEG * SEG), "{report}");
+    assert!(lsn(t2.str("end")) > switch + (1 << 20), "{report}");
+    assert!(report.contains("restorable end to end"), "{report}");
+
+    // The switch point moved into the last record of timeline 1.
+    let d = t.join("moved-back");
+    fs::create_dir_all(&d).unwrap();
+    for e in fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), d.join(e.file_name())).unwrap();
+    }
+    let moved = switch - 8;
+    fs::write(d.join("00000002.history"), history.replace(&fmt_lsn(switch), &fmt_lsn(moved))).unwrap();
+    let (report, j) = both(&d, 1);
+    let e = the_error(&j);
+    assert_eq!((e.str("kind"), e.str("lsn")), ("history", fmt_lsn(moved).as_str()), "{report}");
+    assert!(report.contains("but no record of timeline 1 in the archive ends there"), "{report}");
+    // ... and past it: timeline 2's copy of timeline 1 is then longer than timeline 1.
+    let moved = switch + 8;
+    fs::write(d.join("00000002.history"), history.replace(&fmt_lsn(switch), &fmt_lsn(moved))).unwrap();
+    let (report, j) = both(&d, 1);
+    let e = the_error(&j);
+    assert_eq!((e.str("kind"), e.str("lsn")), ("history", fmt_lsn(switch).as_str()), "{report}");
+    assert!(report.contains("does not begin with a copy of"), "{report}");
+}
+
+#[test]
+fn verify_timeline_switch_15() {
+    verify_timeline_switch(PgVersion::V15);
+}
+
+#[test]
+fn verify_timeline_switch_18() {
+    verify_timeline_switch(PgVersion::V18);
 }
