@@ -875,3 +875,169 @@ fn first_difference(dir: &Path, a: &str, b: &str, len: u64) -> Result<Option<u64
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::physical::xlogrecord::testwal::{Wal, SEG, SYSID};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new() -> Dir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "pgrw-verify-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            fs::write(
+                p.join(".pgreceivewal.meta"),
+                format!("system_identifier={SYSID}\nwal_segment_size={SEG}\n"),
+            )
+            .unwrap();
+            Dir(p)
+        }
+
+        /// Segments `first..first + n` of timeline-1 WAL in files of timeline `tli`, full to
+        /// the end (the last record goes on into the next segment), or the last one a
+        /// `.partial` whose second half was never written (zeros) when `partial`.
+        fn wal(&self, tli: Tli, first: u64, n: u64, partial: bool) -> Wal {
+            let mut w = Wal::new(first * SEG);
+            let end = (first + n) * SEG - if partial { SEG / 2 } else { 0 };
+            while w.pos < end {
+                w.record(10, 0, 500);
+            }
+            let len = w.bytes.len().max((n * SEG) as usize);
+            w.bytes.resize(len, 0);
+            for i in 0..n {
+                let id = SegmentId { tli, segno: first + i };
+                let name = if partial && i == n - 1 { id.partial_name(SEG) } else { id.file_name(SEG) };
+                let at = (i * SEG) as usize;
+                fs::write(self.0.join(name), &w.bytes[at..at + SEG as usize]).unwrap();
+            }
+            w
+        }
+
+        fn name(&self, tli: Tli, segno: u64) -> String {
+            SegmentId { tli, segno }.file_name(SEG)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn kinds(r: &Report) -> Vec<(&'static str, Severity)> {
+        r.findings.iter().map(|f| (f.kind, f.severity)).collect()
+    }
+
+    #[test]
+    fn a_whole_archive_is_restorable() {
+        let d = Dir::new();
+        let w = d.wal(1, 3, 4, true);
+        let r = verify(&d.0).unwrap();
+        assert!(r.restorable(), "{}", r.to_text());
+        assert_eq!(r.exit_code(), EXIT_VERIFIED);
+        let t = &r.timelines[0];
+        assert_eq!((t.start, t.end, t.restorable_to), (Lsn(3 * SEG), Some(Lsn(w.pos)), Some(Lsn(w.pos))));
+        // The first record of segment 3 is the first of all; all of them are read.
+        assert_eq!(t.records, w.starts.len() as u64);
+        assert_eq!(t.partial.as_deref(), Some("000000010000000000000006.partial"));
+        assert_eq!(r.bytes, 4 * SEG);
+        assert!(r
+            .to_text()
+            .ends_with("restorable end to end: 0 errors, 0 warnings, 1 timelines, 4 MB of WAL read\n"));
+    }
+
+    #[test]
+    fn a_partial_before_later_wal_and_a_leftover() {
+        let d = Dir::new();
+        d.wal(1, 3, 4, false);
+        fs::rename(d.0.join(d.name(1, 4)), d.0.join(format!("{}.partial", d.name(1, 4)))).unwrap();
+        fs::copy(d.0.join(d.name(1, 5)), d.0.join(format!("{}.partial", d.name(1, 5)))).unwrap();
+        let r = verify(&d.0).unwrap();
+        assert_eq!(
+            kinds(&r),
+            vec![("partial_not_last", Severity::Error), ("leftover_partial", Severity::Warning)],
+            "{}",
+            r.to_text()
+        );
+        assert_eq!(r.exit_code(), EXIT_DAMAGED);
+    }
+
+    #[test]
+    fn an_unwritten_partial_is_a_warning() {
+        let d = Dir::new();
+        d.wal(1, 3, 2, false);
+        fs::write(d.0.join(format!("{}.partial", d.name(1, 5))), vec![0u8; SEG as usize]).unwrap();
+        let r = verify(&d.0).unwrap();
+        assert_eq!(kinds(&r), vec![("empty_partial", Severity::Warning)], "{}", r.to_text());
+        assert!(r.restorable());
+    }
+
+    #[test]
+    fn a_complete_segment_must_hold_wal_to_its_end() {
+        let d = Dir::new();
+        d.wal(1, 3, 3, true);
+        // The .partial renamed complete: its WAL stops halfway.
+        let p = d.0.join(format!("{}.partial", d.name(1, 5)));
+        fs::rename(&p, d.0.join(d.name(1, 5))).unwrap();
+        let r = verify(&d.0).unwrap();
+        assert_eq!(kinds(&r), vec![("end_of_wal", Severity::Error)], "{}", r.to_text());
+        assert!(r.findings[0].message.contains("the segment is complete"), "{}", r.to_text());
+    }
+
+    #[test]
+    fn a_timeline_without_its_history_file() {
+        let d = Dir::new();
+        d.wal(1, 3, 2, false);
+        d.wal(2, 5, 1, true);
+        let r = verify(&d.0).unwrap();
+        assert_eq!(kinds(&r), vec![("history_missing", Severity::Error)], "{}", r.to_text());
+        assert!(r.findings[0].message.contains("\"00000002.history\""));
+        fs::write(d.0.join("00000002.history"), "garbage\n").unwrap();
+        let r = verify(&d.0).unwrap();
+        assert_eq!(kinds(&r), vec![("history", Severity::Error)], "{}", r.to_text());
+    }
+
+    #[test]
+    fn no_wal_is_not_restorable() {
+        let d = Dir::new();
+        let r = verify(&d.0).unwrap();
+        assert!(!r.restorable());
+        assert_eq!(kinds(&r), vec![("empty", Severity::Error)]);
+        assert!(r.to_text().contains("holds no WAL"), "{}", r.to_text());
+        let e = verify(&d.0.join("nope")).unwrap_err();
+        assert!(e.to_string().starts_with("could not open archive directory"), "{e}");
+    }
+
+    #[test]
+    fn without_metadata_the_segments_say_what_the_cluster_is() {
+        let d = Dir::new();
+        fs::remove_file(d.0.join(".pgreceivewal.meta")).unwrap();
+        d.wal(1, 3, 3, true);
+        let r = verify(&d.0).unwrap();
+        assert!(r.restorable(), "{}", r.to_text());
+        assert_eq!((r.system_id, r.seg_size), (Some(SYSID), SEG));
+    }
+
+    #[test]
+    fn json_is_one_document_with_escaped_text() {
+        let d = Dir::new();
+        let odd = d.0.join("a \"quoted\"\nname");
+        fs::create_dir_all(&odd).unwrap();
+        fs::copy(d.0.join(".pgreceivewal.meta"), odd.join(".pgreceivewal.meta")).unwrap();
+        let r = verify(&odd).unwrap();
+        let j = r.to_json();
+        assert!(j.starts_with("{\"archive\":\""), "{j}");
+        assert!(j.contains("a \\\"quoted\\\"\\nname"), "{j}");
+        assert_eq!(j.matches('\n').count(), 1, "{j}");
+        assert!(j.contains("\"restorable\":false") && j.contains("\"kind\":\"empty\""), "{j}");
+    }
+}

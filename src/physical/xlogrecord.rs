@@ -600,50 +600,34 @@ impl Walker {
     }
 }
 
+/// Synthetic WAL for the tests of this module and of verify.rs.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testwal {
     use super::*;
 
-    const SEG: u64 = 1 << 20;
-    const BLCK: usize = 8192;
-    const SYSID: u64 = 7_000_000_000_000_000_001;
-
-    #[test]
-    fn crc32c_known_vectors() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
-        // RFC 3720 (iSCSI) B.4: 32 bytes of zeros, of 0xFF, and ascending.
-        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
-        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
-        let asc: Vec<u8> = (0..32).collect();
-        assert_eq!(crc32c(&asc), 0x46DD_794E);
-        // In pieces of any length, as records spanning pages are summed.
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
-        for cut in [0, 1, 7, 8, 9, 500, 999, 1000] {
-            let (a, b) = data.split_at(cut);
-            assert_eq!(!crc32c_update(crc32c_update(!0, a), b), crc32c(&data), "cut at {cut}");
-        }
-    }
+    pub const SEG: u64 = 1 << 20;
+    pub const BLCK: usize = 8192;
+    pub const SYSID: u64 = 7_000_000_000_000_000_001;
 
     /// Synthetic WAL: lays out records as the server does and fills in page headers.
-    struct Wal {
-        start: u64,
-        bytes: Vec<u8>,
+    pub(crate) struct Wal {
+        pub start: u64,
+        pub bytes: Vec<u8>,
         /// Where the next record goes, and where the last one began.
-        pos: u64,
-        prev: u64,
-        starts: Vec<u64>,
+        pub pos: u64,
+        pub prev: u64,
+        pub starts: Vec<u64>,
     }
 
     impl Wal {
         /// Pages from `start` (a segment start) on timeline 1.
-        fn new(start: u64) -> Wal {
+        pub fn new(start: u64) -> Wal {
             let mut w = Wal { start, bytes: Vec::new(), pos: start, prev: 0, starts: Vec::new() };
             w.pos += w.header_len(start) as u64;
             w
         }
 
-        fn header_len(&self, page: u64) -> usize {
+        pub fn header_len(&self, page: u64) -> usize {
             if page % SEG == 0 {
                 LONG_PAGE_HEADER
             } else {
@@ -651,7 +635,7 @@ mod tests {
             }
         }
 
-        fn ensure_page(&mut self, page: u64, rem_len: u32) {
+        pub fn ensure_page(&mut self, page: u64, rem_len: u32) {
             let at = (page - self.start) as usize;
             if self.bytes.len() < at + BLCK {
                 self.bytes.resize(at + BLCK, 0);
@@ -672,7 +656,7 @@ mod tests {
         }
 
         /// Appends a record of `data_len` bytes after its header; returns where it starts.
-        fn record(&mut self, rmid: u8, info: u8, data_len: usize) -> u64 {
+        pub fn record(&mut self, rmid: u8, info: u8, data_len: usize) -> u64 {
             let total = RECORD_HEADER + data_len;
             let mut rec = vec![0u8; total];
             rec[0..4].copy_from_slice(&(total as u32).to_le_bytes());
@@ -713,12 +697,35 @@ mod tests {
             start
         }
 
-        fn pad_to(&mut self, end: u64) {
+        pub fn pad_to(&mut self, end: u64) {
             let mut page = self.start + self.bytes.len() as u64;
             while page < end {
                 self.ensure_page(page, 0);
                 page += BLCK as u64;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testwal::*;
+    use super::*;
+
+    #[test]
+    fn crc32c_known_vectors() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        // RFC 3720 (iSCSI) B.4: 32 bytes of zeros, of 0xFF, and ascending.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        let asc: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&asc), 0x46DD_794E);
+        // In pieces of any length, as records spanning pages are summed.
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for cut in [0, 1, 7, 8, 9, 500, 999, 1000] {
+            let (a, b) = data.split_at(cut);
+            assert_eq!(!crc32c_update(crc32c_update(!0, a), b), crc32c(&data), "cut at {cut}");
         }
     }
 
