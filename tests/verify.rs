@@ -6,6 +6,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::faults::support::{
@@ -83,9 +86,28 @@ fn archive_pgbench(version: PgVersion) -> Archived {
         assert!(out.status.success(), "pgbench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     bench(&["-i", "-s", "2", "-q"]);
+    // While pgreceivewal writes, renames and starts segments, --verify of the live archive
+    // must find it restorable every time (a .partial read while it grows, or renamed
+    // complete between the listing and the reading, is no damage).
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = {
+        let (stop, dir) = (stop.clone(), dir.clone());
+        thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(Ordering::Relaxed) || runs == 0 {
+                let o = verify(&dir, false);
+                assert_eq!(o.status.code(), Some(0), "verify of the live archive, run {runs}: {}", text(&o));
+                runs += 1;
+            }
+            runs
+        })
+    };
     bench(&["-c", "2", "-t", "300"]);
     c.switch_wal();
     bench(&["-c", "2", "-t", "200"]);
+    stop.store(true, Ordering::Relaxed);
+    let runs = live.join().expect("every verify of the live archive exits 0");
+    eprintln!("{version}: {runs} runs of --verify on the live archive");
     let target = lsn(&c.current_lsn());
     wait_received(&c, target, CATCH_UP);
     let status = child.signal_and_wait("TERM", Duration::from_secs(10));

@@ -21,7 +21,7 @@ use crate::lsn::{valid_segment_size, Lsn};
 use crate::physical::restore::{os_error_text, read_meta, RestoreError};
 use crate::physical::timeline::{parse_history, HistoryEntry};
 use crate::physical::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
-use crate::physical::walfile::{history_file_name, SegmentId, Tli, WalName};
+use crate::physical::walfile::{history_file_name, SegmentId, Tli, WalName, PARTIAL_SUFFIX};
 use crate::physical::xlogrecord::{RecordError, Stop, WalShape, Walker};
 use crate::text::push_json_string;
 
@@ -365,7 +365,13 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
             }
             Some(w) => {
                 let path = entry.path();
-                let size = fs::metadata(&path).map_err(io_err("stat file", &path))?.len();
+                let size = match fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    // Renamed by a live archiver since the directory was read (a `.partial`
+                    // completed): what it became is in this listing or after its end.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("stat file", &path)(e)),
+                };
                 wal.push((name, w, size));
             }
             None => {}
@@ -474,7 +480,7 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
         walked.insert(tli, w);
     }
 
-    check_histories(&mut ctx, &histories, &parsed, &timelines, &mut walked)?;
+    check_histories(&mut ctx, &histories, &parsed, &timelines, &walked);
 
     let mut reports: Vec<TimelineReport> = Vec::new();
     for (tli, mut w) in walked {
@@ -593,7 +599,27 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
             walker.restart();
             continue;
         }
-        match walk_segment(ctx, &mut walker, tli, &name, start, partial) {
+        let (saved, found) = (walker.clone(), ctx.findings.len());
+        let mut walked = walk_segment(ctx, &mut walker, tli, &name, start, partial);
+        let live = matches!(&walked, Ok(SegmentEnd::Broken))
+            || matches!(&walked, Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if partial && is_newest && live {
+            // A live archiver may have been writing this file while it was read (WAL appended
+            // after a part already read looks like written pages after the end), or renamed
+            // it complete: read it once more, under its complete name if it has one now.
+            ctx.findings.truncate(found);
+            walker = saved;
+            let complete = name.trim_end_matches(PARTIAL_SUFFIX).to_owned();
+            let (name, partial) = if ctx.dir.join(&complete).exists() {
+                report.partial = None;
+                report.newest_file = complete.clone();
+                (complete, false)
+            } else {
+                (name.clone(), true)
+            };
+            walked = walk_segment(ctx, &mut walker, tli, &name, start, partial);
+        }
+        match walked {
             Ok(SegmentEnd::Whole) => {}
             Ok(SegmentEnd::Empty) => {
                 empty_partial(ctx, tli, &name, start, is_newest);
@@ -751,8 +777,8 @@ fn check_histories(
     histories: &BTreeMap<Tli, String>,
     parsed: &BTreeMap<Tli, Vec<HistoryEntry>>,
     timelines: &BTreeMap<Tli, BTreeMap<u64, SegFiles>>,
-    walked: &mut BTreeMap<Tli, Walked>,
-) -> Result<(), VerifyError> {
+    walked: &BTreeMap<Tli, Walked>,
+) {
     let seg_size = ctx.shape.seg_size;
     for &tli in walked.keys() {
         if tli > 1 && !histories.contains_key(&tli) {
@@ -779,7 +805,11 @@ fn check_histories(
         if let Some(p) = walked.get(&parent) {
             let ends_in_range =
                 p.first_record_at.is_some_and(|f| f < at) && p.report.end.is_some_and(|e| at <= e);
-            if ends_in_range && !p.seen.contains(&at) {
+            // Damage before the switch point broke the chain there: it is reported already.
+            let broken_before = ctx.findings.iter().any(|f| {
+                f.tli == Some(parent) && f.severity == Severity::Error && f.lsn.is_some_and(|l| l <= at)
+            });
+            if ends_in_range && !broken_before && !p.seen.contains(&at) {
                 let msg = format!(
                     "history file \"{hname}\" says timeline {tli} branched off timeline {parent} at {at}, but no record \
                      of timeline {parent} in the archive ends there"
@@ -824,7 +854,19 @@ fn check_histories(
         let child_file = timelines[&tli].get(&switch_seg).and_then(pick);
         let parent_file = timelines.get(&parent).and_then(|t| t.get(&switch_seg)).and_then(pick);
         if let (Some(c), Some(p), true) = (child_file, parent_file, off > 0) {
-            if let Some(diff) = first_difference(ctx.dir, &c, &p, off)? {
+            let diff = match first_difference(ctx.dir, &c, &p, off) {
+                Ok(d) => d,
+                Err(e) => {
+                    // A file too short is reported as such already; anything else is news.
+                    if !matches!(&e, VerifyError::Io { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof)
+                    {
+                        let msg = format!("could not compare \"{c}\" with \"{p}\": {e}");
+                        ctx.add(Severity::Error, "unreadable", tli, Some(&c), Some(at), msg);
+                    }
+                    continue;
+                }
+            };
+            if let Some(diff) = diff {
                 let msg = format!(
                     "\"{c}\" does not begin with a copy of \"{p}\" up to the switch point {at} of \"{hname}\": they \
                      differ at {}",
@@ -841,7 +883,6 @@ fn check_histories(
             }
         }
     }
-    Ok(())
 }
 
 fn pick(f: &SegFiles) -> Option<String> {

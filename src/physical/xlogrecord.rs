@@ -289,7 +289,7 @@ pub struct WalShape {
 }
 
 /// Walks the record chain of one timeline, page by page.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Walker {
     shape: WalShape,
     /// The page magic of the first page read: one archive is one major version.
