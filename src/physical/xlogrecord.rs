@@ -441,7 +441,7 @@ impl Walker {
         if header[17] == RM_XLOG_ID && header[16] & !XLR_INFO_MASK == XLOG_SWITCH {
             // The rest of the segment belongs to the switch record (XLogReadRecord).
             let seg = self.shape.seg_size;
-            next = Lsn((next.0 + seg - 1) / seg * seg);
+            next = Lsn(next.0.div_ceil(seg) * seg);
         }
         if self.watch.contains(&next) && !self.seen.contains(&next) {
             self.seen.push(next);
@@ -628,7 +628,7 @@ pub(crate) mod testwal {
         }
 
         pub fn header_len(&self, page: u64) -> usize {
-            if page % SEG == 0 {
+            if page.is_multiple_of(SEG) {
                 LONG_PAGE_HEADER
             } else {
                 SHORT_PAGE_HEADER
@@ -645,7 +645,7 @@ pub(crate) mod testwal {
                 p[4..8].copy_from_slice(&1u32.to_le_bytes());
                 p[8..16].copy_from_slice(&page.to_le_bytes());
                 p[16..20].copy_from_slice(&rem_len.to_le_bytes());
-                if page % SEG == 0 {
+                if page.is_multiple_of(SEG) {
                     info |= XLP_LONG_HEADER;
                     p[24..32].copy_from_slice(&SYSID.to_le_bytes());
                     p[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
@@ -687,7 +687,7 @@ pub(crate) mod testwal {
                 }
             }
             pos = maxalign(pos);
-            if pos % BLCK as u64 == 0 {
+            if pos.is_multiple_of(BLCK as u64) {
                 self.ensure_page(pos, 0);
                 pos += self.header_len(pos) as u64;
             }
