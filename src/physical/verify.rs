@@ -410,9 +410,12 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
         (None, _) if wal.is_empty() => (None, 16 << 20),
         (None, _) => return Err(VerifyError::SegmentSize { dir: dir.to_path_buf() }),
     };
+    // XLOG_BLCKSZ is a power of two from 1 kB to 64 kB (configure's --with-wal-blocksize).
     let blcksz = votes
         .iter()
-        .filter(|((s, seg, _), _)| Some(*s) == system_id && *seg == seg_size)
+        .filter(|((s, seg, b), _)| {
+            Some(*s) == system_id && *seg == seg_size && b.is_power_of_two() && (1024..=65536).contains(b)
+        })
         .max_by_key(|(_, &n)| n)
         .map_or(DEFAULT_BLCKSZ, |((_, _, b), _)| *b);
 
