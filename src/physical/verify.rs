@@ -1072,6 +1072,23 @@ mod tests {
     }
 
     #[test]
+    fn a_page_size_from_damaged_headers_is_not_used() {
+        let d = Dir::new();
+        fs::remove_file(d.0.join(".pgreceivewal.meta")).unwrap();
+        d.wal(1, 3, 2, false);
+        for segno in [3, 4] {
+            let p = d.0.join(d.name(1, segno));
+            let mut data = fs::read(&p).unwrap();
+            data[36..40].copy_from_slice(&0u32.to_le_bytes());
+            fs::write(&p, data).unwrap();
+        }
+        // Chunks of zero-byte pages would panic; the default 8 kB is checked against them.
+        let r = verify(&d.0).unwrap();
+        assert_eq!(kinds(&r), vec![("page_header", Severity::Error); 2], "{}", r.to_text());
+        assert!(r.findings[0].message.contains("page size is 0 bytes, expected 8192"), "{}", r.to_text());
+    }
+
+    #[test]
     fn json_is_one_document_with_escaped_text() {
         let d = Dir::new();
         let odd = d.0.join("a \"quoted\"\nname");
