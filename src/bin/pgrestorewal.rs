@@ -1,177 +1,55 @@
 //! pgrestorewal: PostgreSQL's `restore_command` for an archive written by pgreceivewal.
 //!
 //! `restore_command = 'pgrestorewal -D /archive %f %p'`, and `pgrestorewal --verify -D
-//! /archive` to check a whole archive. The logic lives in `pgreceivewal::physical::restore`
-//! and `pgreceivewal::physical::verify`; this is the command line and the exit status.
+//! /archive` to check a whole archive. The command line lives in
+//! `pgreceivewal::physical::restore_cli`, the logic in `pgreceivewal::physical::restore` and
+//! `pgreceivewal::physical::verify`; this prints and picks the exit status.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use pgreceivewal::logging::{plain_lines, Message};
 use pgreceivewal::physical::restore::{self, Served, EXIT_FATAL};
-use pgreceivewal::physical::verify::{self, EXIT_DAMAGED, EXIT_VERIFIED};
-
-const PROG: &str = "pgrestorewal";
-
-fn help() -> String {
-    format!(
-        "{PROG} copies a file from a WAL archive written by pgreceivewal, for PostgreSQL's restore_command.
-
-Usage:
-  {PROG} [OPTION]... -D DIRECTORY FILENAME DESTINATION
-  {PROG} --verify [--format=text|json] -D DIRECTORY
-
-In postgresql.conf:
-  restore_command = '{PROG} -D /path/to/archive %f %p'
-
-FILENAME is the file PostgreSQL asks for (%f), DESTINATION where to put it (%p).
-A segment whose complete file is not in the archive is served from its .partial
-file, if that is the newest WAL of its timeline in the archive.
-
---verify reads the whole archive, changing nothing, and reports per timeline
-the range from the first segment to the newest, every gap, every damaged file,
-page header or record (each record's CRC-32C and back-link), history files that
-contradict the segments, and the newest .partial.
-
-Options:
-  -D, --directory=DIR    the archive directory
-  -v, --verbose          log each restored file on stderr
-      --verify           check the whole archive instead of restoring a file
-      --format=FORMAT    report of --verify: text (default) or json
-  -V, --version          output version information, then exit
-  -?, --help             show this help, then exit
-
-Exit status of --verify:
-  0    every timeline is restorable from its first segment to its end
-  1    the archive is not restorable end to end (the report says where)
-  255  the check could not run: a usage error, an unreadable directory or
-       metadata file
-
-Exit status:
-  0    the file was restored
-  1    the file is not in the archive (PostgreSQL goes on without it: at the end
-       of the archive, recovery ends)
-  255  anything else: an I/O error, a usage error, a damaged or ambiguous
-       archive (a .partial followed by later WAL, a missing segment between
-       present ones, a segment of the wrong size, a segment whose first page
-       is not WAL of this segment of this archive). PostgreSQL stops recovery
-       with FATAL on exit codes above 125, so a problem never passes for the
-       end of the archive
-"
-    )
-}
-
-struct Args {
-    directory: Option<PathBuf>,
-    verbose: bool,
-    verify: bool,
-    format: Option<String>,
-    positional: Vec<std::ffi::OsString>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Text,
-    Json,
-}
-
-enum Action {
-    Help,
-    Version,
-    Restore { archive: PathBuf, name: String, dest: PathBuf, verbose: bool },
-    Verify { archive: PathBuf, format: Format },
-}
-
-/// A mistake on the command line. It exits with EXIT_FATAL like any other failure: a
-/// misconfigured restore_command must stop recovery, not look like the end of the archive.
-struct UsageError(String);
-
-fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Action, UsageError> {
-    use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_args(args);
-    let mut a = Args { directory: None, verbose: false, verify: false, format: None, positional: Vec::new() };
-    let usage = |e: lexopt::Error| UsageError(e.to_string());
-    while let Some(arg) = parser.next().map_err(usage)? {
-        match arg {
-            Short('D') | Long("directory") => a.directory = Some(parser.value().map_err(usage)?.into()),
-            Short('v') | Long("verbose") => a.verbose = true,
-            Long("verify") => a.verify = true,
-            Long("format") => a.format = Some(parser.value().map_err(usage)?.string().map_err(usage)?),
-            Short('V') | Long("version") => return Ok(Action::Version),
-            Short('?') | Short('h') | Long("help") => return Ok(Action::Help),
-            Value(v) => a.positional.push(v),
-            other => return Err(usage(other.unexpected())),
-        }
-    }
-    let archive = a.directory.ok_or_else(|| UsageError("no archive directory specified (-D)".to_owned()))?;
-    if a.verify {
-        let format = match a.format.as_deref() {
-            None | Some("text") => Format::Text,
-            Some("json") => Format::Json,
-            Some(other) => {
-                return Err(UsageError(format!("invalid --format \"{other}\": expected text or json")))
-            }
-        };
-        if let Some(extra) = a.positional.first() {
-            return Err(UsageError(format!(
-                "--verify takes no file name or destination (first is \"{}\")",
-                extra.to_string_lossy()
-            )));
-        }
-        return Ok(Action::Verify { archive, format });
-    }
-    if a.format.is_some() {
-        return Err(UsageError("--format is only for --verify".to_owned()));
-    }
-    let mut positional = a.positional.into_iter();
-    let (Some(name), Some(dest)) = (positional.next(), positional.next()) else {
-        return Err(UsageError("expected a file name (%f) and a destination (%p)".to_owned()));
-    };
-    if let Some(extra) = positional.next() {
-        return Err(UsageError(format!(
-            "too many command-line arguments (first is \"{}\")",
-            extra.to_string_lossy()
-        )));
-    }
-    let name = name
-        .into_string()
-        .map_err(|n| UsageError(format!("invalid file name \"{}\"", n.to_string_lossy())))?;
-    Ok(Action::Restore { archive, name, dest: dest.into(), verbose: a.verbose })
-}
+use pgreceivewal::physical::restore_cli::{self as cli, Command, Format, Restore, Run, Verify, PROGRAM};
+use pgreceivewal::physical::verify;
 
 fn main() -> ExitCode {
-    let (archive, name, dest, verbose) = match parse_args(std::env::args_os().skip(1)) {
-        Ok(Action::Help) => {
-            print!("{}", help());
+    let Restore { archive, name, dest, verbose } = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Run(Run::Restore(r))) => r,
+        Ok(Command::Run(Run::Verify(v))) => return run_verify(&v),
+        Ok(Command::Help) => {
+            print!("{}", cli::help_text());
             return ExitCode::SUCCESS;
         }
-        Ok(Action::Version) => {
-            println!("{PROG} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"));
+        Ok(Command::Version) => {
+            println!("{}", cli::version_text());
             return ExitCode::SUCCESS;
         }
-        Ok(Action::Restore { archive, name, dest, verbose }) => (archive, name, dest, verbose),
-        Ok(Action::Verify { archive, format }) => return run_verify(&archive, format),
-        Err(UsageError(msg)) => {
-            eprintln!("{PROG}: error: {msg}");
-            eprintln!("Try \"{PROG} --help\" for more information.");
+        // Not the daemons' status 2: a broken restore_command must stop recovery (see
+        // restore_cli), and PostgreSQL does so only for exit codes above 125.
+        Err(e) => {
+            let m =
+                Message::new(e.to_string()).hint(format!("Try \"{PROGRAM} --help\" for more information."));
+            eprint!("{}", plain_lines(PROGRAM, "error", &m));
             return ExitCode::from(EXIT_FATAL);
         }
     };
     match restore::restore(&archive, &name, &dest) {
         Ok(r) => {
             if let Some(p) = &r.leftover_partial {
-                eprintln!(
-                    "{PROG}: warning: served complete segment \"{name}\" and ignored \"{}\", which should not exist \
-                     next to it; remove it once recovery is done",
+                let m = Message::new(format!(
+                    "served complete segment \"{name}\" and ignored \"{}\", which should not exist next to it",
                     p.display()
-                );
+                ))
+                .hint("Remove it once recovery is done.");
+                eprint!("{}", plain_lines(PROGRAM, "warning", &m));
             }
             if verbose {
                 let what = match r.served {
                     Served::File => "",
                     Served::Partial => " (the newest WAL of its timeline, from a .partial file)",
                 };
-                eprintln!("{PROG}: restored \"{name}\" from \"{}\"{what}", r.source.display());
+                eprintln!("{PROGRAM}: restored \"{name}\" from \"{}\"{what}", r.source.display());
             }
             ExitCode::SUCCESS
         }
@@ -179,124 +57,29 @@ fn main() -> ExitCode {
         // timeline's history, the segment after the last): say nothing.
         Err(e) if e.is_not_found() => ExitCode::from(e.exit_code()),
         Err(e) => {
-            eprintln!("{PROG}: error: {e}");
+            eprint!("{}", plain_lines(PROGRAM, "error", &e));
             ExitCode::from(e.exit_code())
         }
     }
 }
 
-/// The report goes to stdout (it is the output asked for); a check that could not run says
-/// why on stderr and exits EXIT_FATAL, apart from the verdict's 0 and 1.
-fn run_verify(archive: &std::path::Path, format: Format) -> ExitCode {
-    match verify::verify(archive) {
+/// The report goes to stdout (it is the output asked for), the verdict in the exit status (0
+/// or 1); a check that could not run says why on stderr and exits EXIT_FATAL.
+fn run_verify(v: &Verify) -> ExitCode {
+    match verify::verify(&v.archive) {
         Ok(report) => {
-            let out = match format {
-                Format::Text => report.to_text(),
-                Format::Json => report.to_json(),
-            };
-            print!("{out}");
-            debug_assert!(matches!(report.exit_code(), EXIT_VERIFIED | EXIT_DAMAGED));
+            print!(
+                "{}",
+                match v.format {
+                    Format::Text => report.to_text(),
+                    Format::Json => report.to_json(),
+                }
+            );
             ExitCode::from(report.exit_code())
         }
         Err(e) => {
-            eprintln!("{PROG}: error: {e}");
+            eprint!("{}", plain_lines(PROGRAM, "error", &e));
             ExitCode::from(EXIT_FATAL)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Action, UsageError> {
-        parse_args(args.iter().map(Into::into))
-    }
-
-    fn usage_error(args: &[&str]) -> String {
-        match parse(args) {
-            Err(UsageError(m)) => m,
-            Ok(_) => panic!("{args:?} parsed"),
-        }
-    }
-
-    #[test]
-    fn restore_command_forms() {
-        for args in [
-            &["-D", "/a", "f", "p"][..],
-            &["-D/a", "f", "p"],
-            &["--directory", "/a", "f", "p"],
-            &["--directory=/a", "f", "p"],
-            &["f", "-D", "/a", "p"],
-            &["-D", "/a", "--", "f", "p"],
-        ] {
-            match parse(args) {
-                Ok(Action::Restore { archive, name, dest, verbose }) => {
-                    assert_eq!(archive, PathBuf::from("/a"), "{args:?}");
-                    assert_eq!(name, "f");
-                    assert_eq!(dest, PathBuf::from("p"));
-                    assert!(!verbose);
-                }
-                _ => panic!("{args:?}"),
-            }
-        }
-        assert!(matches!(parse(&["-v", "-D", "/a", "f", "p"]), Ok(Action::Restore { verbose: true, .. })));
-        assert!(matches!(
-            parse(&["--verbose", "-D", "/a", "f", "p"]),
-            Ok(Action::Restore { verbose: true, .. })
-        ));
-    }
-
-    #[test]
-    fn verify_forms() {
-        for (args, want) in [
-            (&["--verify", "-D", "/a"][..], Format::Text),
-            (&["-D/a", "--verify", "--format=json"], Format::Json),
-            (&["--verify", "--format", "text", "--directory=/a"], Format::Text),
-        ] {
-            match parse(args) {
-                Ok(Action::Verify { archive, format }) => {
-                    assert_eq!((archive, format), (PathBuf::from("/a"), want), "{args:?}");
-                }
-                _ => panic!("{args:?}"),
-            }
-        }
-        assert_eq!(
-            usage_error(&["--verify", "-D", "/a", "--format=xml"]),
-            "invalid --format \"xml\": expected text or json"
-        );
-        assert_eq!(
-            usage_error(&["--verify", "-D", "/a", "f"]),
-            "--verify takes no file name or destination (first is \"f\")"
-        );
-        assert_eq!(usage_error(&["--format=json", "-D", "/a", "f", "p"]), "--format is only for --verify");
-        assert_eq!(usage_error(&["--verify"]), "no archive directory specified (-D)");
-        assert!(help().contains("--verify"));
-    }
-
-    #[test]
-    fn help_and_version() {
-        for a in ["-?", "-h", "--help"] {
-            assert!(matches!(parse(&[a]), Ok(Action::Help)), "{a}");
-        }
-        for a in ["-V", "--version"] {
-            assert!(matches!(parse(&[a]), Ok(Action::Version)), "{a}");
-        }
-        let h = help();
-        assert!(h.contains("  255  "), "{h}");
-        assert!(h.contains("%f %p"));
-    }
-
-    #[test]
-    fn usage_errors() {
-        assert_eq!(usage_error(&["f", "p"]), "no archive directory specified (-D)");
-        assert_eq!(usage_error(&["-D", "/a", "f"]), "expected a file name (%f) and a destination (%p)");
-        assert_eq!(
-            usage_error(&["-D", "/a", "f", "p", "q"]),
-            "too many command-line arguments (first is \"q\")"
-        );
-        assert!(usage_error(&["-D"]).contains("missing argument"));
-        assert!(usage_error(&["-x", "-D", "/a", "f", "p"]).contains("-x"));
-        assert!(usage_error(&["--nope", "-D", "/a", "f", "p"]).contains("--nope"));
     }
 }

@@ -17,13 +17,14 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use crate::logging::Hinted;
 use crate::lsn::{valid_segment_size, Lsn};
-use crate::physical::restore::{os_error_text, read_meta, RestoreError};
+use crate::physical::restore::{read_meta, RestoreError};
 use crate::physical::timeline::{parse_history, HistoryEntry};
 use crate::physical::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
 use crate::physical::walfile::{history_file_name, SegmentId, Tli, WalName, PARTIAL_SUFFIX};
 use crate::physical::xlogrecord::{RecordError, Stop, WalShape, Walker};
-use crate::text::push_json_string;
+use crate::text::{os_error, push_json_string};
 
 /// Exit status when every timeline is restorable from its first segment to its end.
 pub const EXIT_VERIFIED: u8 = 0;
@@ -117,7 +118,7 @@ impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VerifyError::Io { action, path, source } => {
-                write!(f, "could not {action} \"{}\": {}", path.display(), os_error_text(source))
+                write!(f, "could not {action} \"{}\": {}", path.display(), os_error(source))
             }
             VerifyError::Meta(e) => write!(f, "{e}"),
             VerifyError::SegmentSize { dir } => write!(
@@ -126,6 +127,22 @@ impl fmt::Display for VerifyError {
                  with a readable long page header",
                 dir.display()
             ),
+        }
+    }
+}
+
+impl Hinted for VerifyError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            VerifyError::Meta(e) => e.detail(),
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            VerifyError::Meta(e) => e.hint(),
+            _ => None,
         }
     }
 }
@@ -454,7 +471,7 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
         let content = match fs::read(&path) {
             Ok(c) => c,
             Err(e) => {
-                let msg = format!("could not read history file \"{name}\": {}", os_error_text(&e));
+                let msg = format!("could not read history file \"{name}\": {}", os_error(&e));
                 ctx.add(Severity::Error, "unreadable", tli, Some(name), None, msg);
                 continue;
             }
@@ -631,7 +648,7 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
             Ok(SegmentEnd::EndOfWal) => walker.restart(),
             Ok(SegmentEnd::Broken) => walker.restart(),
             Err(e) => {
-                let msg = format!("could not read \"{name}\": {}", os_error_text(&e));
+                let msg = format!("could not read \"{name}\": {}", os_error(&e));
                 ctx.add(Severity::Error, "unreadable", tli, Some(&name), Some(start), msg);
                 walker.restart();
             }
