@@ -67,6 +67,25 @@ pub struct Finding {
     pub message: String,
 }
 
+impl Finding {
+    /// What to do about it, PostgreSQL's `errhint` apart from the message, by kind.
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self.kind {
+            "gap" => "Put the missing segments back into the archive (the base backup's pg_wal may have them).",
+            "wrong_size" | "page_header" | "system_identifier" | "crc" | "prev_link" | "record" | "end_of_wal"
+            | "unreadable" => "Restore the file from a copy of the archive, or from the server's pg_wal if it still has it.",
+            "partial_not_last" => "Check the archive for missing segments.",
+            "history_missing" => "Copy the timeline's history file into the archive from the server's pg_wal.",
+            "history" => {
+                "Compare it with the server's copy in pg_wal: a history file of another history of this cluster does \
+                 not belong in this archive."
+            }
+            "leftover_partial" => "Remove it once no recovery is reading the archive.",
+            _ => return None,
+        })
+    }
+}
+
 /// Missing WAL between two files of one timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
@@ -184,6 +203,9 @@ impl Report {
         let mut out = String::new();
         for f in &self.findings {
             let _ = writeln!(out, "{}: {}", f.severity.as_str(), f.message);
+            if let Some(h) = f.hint() {
+                let _ = writeln!(out, "hint: {h}");
+            }
         }
         for t in &self.timelines {
             let end = t.end.map_or("no complete record".to_owned(), |e| e.to_string());
@@ -303,6 +325,11 @@ impl Report {
             push_lsn(&mut o, f.lsn);
             o.push_str(",\"message\":");
             push_json_string(&mut o, &f.message);
+            o.push_str(",\"hint\":");
+            match f.hint() {
+                Some(h) => push_json_string(&mut o, h),
+                None => o.push_str("null"),
+            }
             o.push('}');
         }
         o.push_str("]}\n");
@@ -581,7 +608,7 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
         let is_newest = segno == newest;
         let (name, size, partial) = match (&f.complete, &f.partial) {
             (Some((c, cs)), Some((p, _))) => {
-                let msg = format!("\"{p}\" is a leftover next to the complete segment \"{c}\"; remove it");
+                let msg = format!("\"{p}\" is a leftover next to the complete segment \"{c}\"");
                 ctx.add(Severity::Warning, "leftover_partial", tli, Some(p), Some(start), msg);
                 (c.clone(), *cs, false)
             }
@@ -611,8 +638,7 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
                 empty_partial(ctx, tli, &name, start, is_newest);
             } else {
                 let msg = format!(
-                    "\"{name}\" has {size} bytes, but the archive's segment size is {seg_size} bytes; the file is \
-                     damaged, restore it from a copy of the archive"
+                    "\"{name}\" has {size} bytes, but the archive's segment size is {seg_size} bytes"
                 );
                 ctx.add(Severity::Error, "wrong_size", tli, Some(&name), Some(start), msg);
             }
@@ -1062,6 +1088,11 @@ mod tests {
         let r = verify(&d.0).unwrap();
         assert_eq!(kinds(&r), vec![("history_missing", Severity::Error)], "{}", r.to_text());
         assert!(r.findings[0].message.contains("\"00000002.history\""));
+        assert!(
+            r.to_text().contains("\nhint: Copy the timeline's history file into the archive"),
+            "{}",
+            r.to_text()
+        );
         fs::write(d.0.join("00000002.history"), "garbage\n").unwrap();
         let r = verify(&d.0).unwrap();
         assert_eq!(kinds(&r), vec![("history", Severity::Error)], "{}", r.to_text());
@@ -1117,5 +1148,6 @@ mod tests {
         assert!(j.contains("a \\\"quoted\\\"\\nname"), "{j}");
         assert_eq!(j.matches('\n').count(), 1, "{j}");
         assert!(j.contains("\"restorable\":false") && j.contains("\"kind\":\"empty\""), "{j}");
+        assert!(j.contains("\"hint\":null"), "{j}");
     }
 }
