@@ -28,4 +28,6 @@ mod logical_integrity;
 
 mod notify;
 
+mod metrics;
+
 mod verify;
