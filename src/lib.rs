@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod cli;
 pub mod config;
+pub mod diskspace;
 pub mod durable;
 pub mod lag;
 pub mod logging;

@@ -28,6 +28,7 @@ mod logical_integrity;
 
 mod notify;
 
+mod diskfull;
 mod metrics;
 
 mod verify;

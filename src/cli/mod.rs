@@ -13,6 +13,7 @@ pub mod render;
 use std::path::PathBuf;
 
 use crate::config::{ConnOptions, LogFormat, LogOptions, PasswordMode};
+use crate::diskspace::DEFAULT_MIN_FREE;
 use crate::lsn::Lsn;
 use crate::tool::UsageError;
 use flags::{Flag, FlagDef, Section};
@@ -183,6 +184,17 @@ Normally not needed: the password is asked for when the server wants one.",
     section: CONNECTION.title,
 };
 
+/// `--min-free`, the disk floor of both daemons: each tool supplies `man` (what it pauses, and
+/// where its man page says more).
+pub const MIN_FREE: FlagDef = FlagDef {
+    long: "min-free",
+    short: "",
+    value: Some("SIZE"),
+    help: "pause writing while less than SIZE would stay free on\nthe disk of -D, 0 for no floor (default: 64MB)",
+    man: "",
+    section: OPTIONS.title,
+};
+
 pub const LOG_LEVEL: FlagDef = FlagDef {
     long: "log-level",
     short: "",
@@ -258,6 +270,7 @@ pub struct CommonArgs {
     log_level: Option<log::LevelFilter>,
     log_format: Option<LogFormat>,
     log_add_source: bool,
+    min_free: Option<u64>,
     metrics_address: Option<String>,
 }
 
@@ -286,6 +299,7 @@ impl CommonArgs {
                 });
             }
             "log-add-source" => self.log_add_source = true,
+            "min-free" => self.min_free = Some(parse_min_free(&flag.string()?)?),
             "metrics-address" => {
                 let address = flag.string()?;
                 check_metrics_address(&address)?;
@@ -342,6 +356,11 @@ impl CommonArgs {
             user: self.user.clone(),
             password,
         }
+    }
+
+    /// `--min-free`, or the default floor.
+    pub fn min_free(&self) -> u64 {
+        self.min_free.unwrap_or(DEFAULT_MIN_FREE)
     }
 
     /// `--metrics-address`, checked to be HOST:PORT.
@@ -434,6 +453,15 @@ pub fn check_slot_name(name: &str) -> Result<(), UsageError> {
         )));
     }
     Ok(())
+}
+
+/// `--min-free=SIZE`: a size as `parse_size` reads it; 0 turns the floor off.
+pub fn parse_min_free(s: &str) -> Result<u64, UsageError> {
+    crate::text::parse_size(s).ok_or_else(|| {
+        usage(format!(
+            "invalid size \"{s}\" for option --min-free: use a number with kB, MB or GB, like 64MB, or 0"
+        ))
+    })
 }
 
 /// Whole seconds, 0 or more, up to pg_receivewal's limit. Surrounding blanks and a leading

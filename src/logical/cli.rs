@@ -114,6 +114,21 @@ directory in the output directory, or the temporary directory).",
         section: OUTPUT,
     },
     FlagDef {
+        man: r"Pause writing while less than
+.I size
+would stay free on the disk of the output directory (default 64MB;
+.B 0
+turns the floor off, and only a full disk pauses).
+A write that fails with ENOSPC or EDQUOT pauses too: a short write is cut off
+again first, so no torn line stays.
+While paused, what is written is made durable and confirmed, the connection
+stays open with status updates that confirm nothing new (the slot keeps the
+WAL), and writing resumes on its own once space is free, with one warning and
+one line in the log for each pause.",
+        section: OUTPUT,
+        ..cli::MIN_FREE
+    },
+    FlagDef {
         long: "slot",
         short: "S",
         value: Some("SLOTNAME"),
@@ -496,6 +511,7 @@ impl ToolArgs for Args {
             rotate_interval: (rotate > 0).then(|| Duration::from_secs(rotate)),
             memory_limit: self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
             spill_dir: self.spill_dir,
+            min_free: self.common.min_free(),
             proto_version: self.proto_version,
             streaming: self.streaming,
             two_phase: self.two_phase,
@@ -721,6 +737,7 @@ mod tests {
         assert_eq!(c.rotate_size, 64 << 20);
         assert_eq!(c.rotate_interval, Some(Duration::from_secs(3600)));
         assert_eq!(c.memory_limit, 16 << 20);
+        assert_eq!(c.min_free, 64 << 20);
         assert_eq!(c.proto_version, None);
         assert_eq!(c.streaming, None);
         assert!(!c.two_phase && !c.messages && !c.binary && !c.ddl && !c.snapshot);
@@ -757,6 +774,13 @@ mod tests {
         );
         assert_eq!(stream_err(&["-t", "a"]), "-t/--table can only be used with --create-publication");
         assert!(stream_err(&["-P", ""]).starts_with("invalid publication name"));
+    }
+
+    #[test]
+    fn min_free() {
+        assert_eq!(stream(&["--min-free=0"]).min_free, 0);
+        assert_eq!(stream(&["--min-free", "2GB"]).min_free, 2 << 30);
+        assert!(stream_err(&["--min-free=-1"]).starts_with("invalid size \"-1\" for option --min-free"));
     }
 
     #[test]

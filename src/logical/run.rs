@@ -763,6 +763,8 @@ impl Runner<'_> {
             memory_limit: cfg.memory_limit,
             spill_dir,
             start: name_start,
+            min_free: cfg.min_free,
+            slot: cfg.slot.clone(),
         }
     }
 

@@ -188,7 +188,7 @@ impl<'a> Session<'a> {
     /// Waits until the writer made everything handed over so far durable.
     pub fn wait_durable(&mut self) -> Result<(), StreamError> {
         self.core.send(WriterMsg::Flush)?;
-        self.core.writer.wait_flushed(self.dec.handed)
+        self.core.wait_flushed(self.dec.handed)
     }
 
     /// Runs the session from `start` until the end position, a stop signal, or an error. The

@@ -7,6 +7,7 @@ use std::fmt;
 use pgrw_ffi::sys::StopSignals;
 
 use crate::config::{Action, Config, Durability};
+use crate::diskspace::Retention;
 use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
 use crate::metrics::{self, ErrorKind};
@@ -252,6 +253,11 @@ impl<'a> Archiver<'a> {
             file_mode: Archive::file_mode(group_access),
             system_id: sys.system_id,
             block_size,
+            min_free: cfg.min_free,
+            retention: match &cfg.slot {
+                Some(s) => Retention::PhysicalSlot(s.clone()),
+                None => Retention::None,
+            },
         };
         let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
             .map_err(|e| lost.explain(RunError::Stream(e)))?;

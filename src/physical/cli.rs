@@ -84,6 +84,18 @@ Not accepted otherwise (to create a missing slot when streaming, use
         section: OPTIONS,
     },
     FlagDef {
+        man: r#"Pause writing while starting the next segment would leave less than
+.I size
+free on the disk of the directory (default 64MB;
+.B 0
+turns the floor off, and only a full disk pauses).
+Sizes are written as PostgreSQL writes them:
+.BR 8192 ", " 64kB ", " 16MB ", " 1GB .
+See
+.BR "FULL DISK" ."#,
+        ..cli::MIN_FREE
+    },
+    FlagDef {
         long: "no-loop",
         short: "n",
         value: None,
@@ -357,6 +369,7 @@ impl ToolArgs for Args {
             no_loop: self.no_loop,
             durability,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            min_free: self.common.min_free(),
             metrics_address: self.common.metrics_address(),
             log: self.common.log_options(),
             conn: self.common.conn_options(),
@@ -418,6 +431,7 @@ pub fn man_options() -> String {
 mod tests {
     use super::*;
     use crate::config::{ConnOptions, LogFormat, LogOptions, PasswordMode};
+    use crate::diskspace::DEFAULT_MIN_FREE;
 
     fn try_parse(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
@@ -465,6 +479,7 @@ mod tests {
                 no_loop: false,
                 durability: Durability::Default,
                 status_interval: Some(Duration::from_secs(10)),
+                min_free: DEFAULT_MIN_FREE,
                 metrics_address: None,
                 conn: ConnOptions {
                     dbname: None,
@@ -475,6 +490,17 @@ mod tests {
                 },
                 log: LogOptions { level: log::LevelFilter::Info, format: LogFormat::Text, add_source: false },
             }
+        );
+    }
+
+    #[test]
+    fn min_free() {
+        assert_eq!(with_dir(&[]).min_free, 64 << 20);
+        assert_eq!(with_dir(&["--min-free=1GB"]).min_free, 1 << 30);
+        assert_eq!(with_dir(&["--min-free", "0"]).min_free, 0);
+        assert_eq!(
+            err_with_dir(&["--min-free=lots"]),
+            "invalid size \"lots\" for option --min-free: use a number with kB, MB or GB, like 64MB, or 0"
         );
     }
 
