@@ -31,3 +31,5 @@ mod notify;
 mod apply;
 mod diskfull;
 mod metrics;
+
+mod verify;

@@ -1,19 +1,22 @@
 //! pgrestorewal: PostgreSQL's `restore_command` for an archive written by pgreceivewal.
 //!
-//! `restore_command = 'pgrestorewal -D /archive %f %p'`. The command line lives in
-//! `pgreceivewal::physical::restore_cli`, the logic in `pgreceivewal::physical::restore`; this
-//! prints and picks the exit status.
+//! `restore_command = 'pgrestorewal -D /archive %f %p'`, and `pgrestorewal --verify -D
+//! /archive` to check a whole archive. The command line lives in
+//! `pgreceivewal::physical::restore_cli`, the logic in `pgreceivewal::physical::restore` and
+//! `pgreceivewal::physical::verify`; this prints and picks the exit status.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use pgreceivewal::logging::{plain_lines, Message};
 use pgreceivewal::physical::restore::{self, Served, EXIT_FATAL};
-use pgreceivewal::physical::restore_cli::{self as cli, Command, Restore, PROGRAM};
+use pgreceivewal::physical::restore_cli::{self as cli, Command, Format, Restore, Run, Verify, PROGRAM};
+use pgreceivewal::physical::verify;
 
 fn main() -> ExitCode {
     let Restore { archive, name, dest, verbose } = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Run(r)) => r,
+        Ok(Command::Run(Run::Restore(r))) => r,
+        Ok(Command::Run(Run::Verify(v))) => return run_verify(&v),
         Ok(Command::Help) => {
             print!("{}", cli::help_text());
             return ExitCode::SUCCESS;
@@ -56,6 +59,27 @@ fn main() -> ExitCode {
         Err(e) => {
             eprint!("{}", plain_lines(PROGRAM, "error", &e));
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The report goes to stdout (it is the output asked for), the verdict in the exit status (0
+/// or 1); a check that could not run says why on stderr and exits EXIT_FATAL.
+fn run_verify(v: &Verify) -> ExitCode {
+    match verify::verify(&v.archive) {
+        Ok(report) => {
+            print!(
+                "{}",
+                match v.format {
+                    Format::Text => report.to_text(),
+                    Format::Json => report.to_json(),
+                }
+            );
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprint!("{}", plain_lines(PROGRAM, "error", &e));
+            ExitCode::from(EXIT_FATAL)
         }
     }
 }

@@ -10,6 +10,8 @@ pub mod receiver;
 pub mod restore;
 pub mod restore_cli;
 pub mod timeline;
+pub mod verify;
 pub mod walcheck;
 pub mod walfile;
 pub mod writer;
+pub mod xlogrecord;

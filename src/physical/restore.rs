@@ -532,7 +532,7 @@ pub fn read_meta_segment_size(archive: &Path) -> Result<Option<u64>, RestoreErro
 }
 
 /// The cluster the archive's metadata file names, if it has one.
-fn read_meta(archive: &Path) -> Result<Option<ClusterId>, RestoreError> {
+pub fn read_meta(archive: &Path) -> Result<Option<ClusterId>, RestoreError> {
     let path = archive.join(META_FILE);
     let content = match fs::read(&path) {
         Ok(c) => c,

@@ -1,5 +1,6 @@
 //! The pgrestorewal command line: its flag table, the arguments PostgreSQL's
-//! `restore_command` passes (`%f %p`), the `--help` text and usage errors.
+//! `restore_command` passes (`%f %p`) or `--verify` of the whole archive, the `--help` text and
+//! usage errors.
 //!
 //! Nothing here prints or exits. Unlike the daemons, a usage error exits with
 //! [`super::restore::EXIT_FATAL`]: a misconfigured restore_command must stop recovery, not look
@@ -23,8 +24,29 @@ pub struct Restore {
     pub verbose: bool,
 }
 
+/// `--verify`: check the whole archive, report in `format`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    pub archive: PathBuf,
+    pub format: Format,
+}
+
+/// The report of `--verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Serve one file, or check the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    Restore(Restore),
+    Verify(Verify),
+}
+
 /// What the command line asks for.
-pub type Command = crate::tool::Command<Restore>;
+pub type Command = crate::tool::Command<Run>;
 
 pub static SECTIONS: &[Section] = &[cli::OPTIONS];
 
@@ -43,6 +65,36 @@ pub static FLAGS: &[FlagDef] = &[
         man: "Log each restored file on standard error.",
         ..cli::VERBOSE
     },
+    FlagDef {
+        long: "verify",
+        short: "",
+        value: None,
+        help: "check the whole archive instead of restoring a file",
+        man: r"Check the whole archive instead of restoring a file (see
+.BR DESCRIPTION );
+takes no
+.I filename
+or
+.IR destination .",
+        section: cli::OPTIONS.title,
+    },
+    FlagDef {
+        long: "format",
+        short: "",
+        value: Some("FORMAT"),
+        help: "report of --verify: text (default) or json",
+        man: r"The report of
+.BR \-\-verify :
+.B text
+(the default: one line per finding, one summary line per timeline, then the
+verdict) or
+.B json
+(one JSON document, for scripts and monitoring: \fBrestorable\fP,
+\fBtimelines\fP with \fBstart\fP, \fBend\fP, \fBrestorable_to\fP,
+\fBgaps\fP and \fBpartial\fP, and \fBfindings\fP with \fBseverity\fP,
+\fBkind\fP, \fBfile\fP and \fBlsn\fP).",
+        section: cli::OPTIONS.title,
+    },
     cli::VERSION,
     // -h too: pgrestorewal has no host to connect to.
     FlagDef { short: "?h", ..cli::HELP },
@@ -52,6 +104,8 @@ pub static FLAGS: &[FlagDef] = &[
 struct Args {
     directory: Option<PathBuf>,
     verbose: bool,
+    verify: bool,
+    format: Option<String>,
     operands: Vec<OsString>,
 }
 
@@ -61,12 +115,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
 }
 
 impl ToolArgs for Args {
-    type Config = Restore;
+    type Config = Run;
 
     fn take(&mut self, flag: &Flag) -> Result<(), UsageError> {
         match flag.name() {
             "directory" => self.directory = Some(flag.os_value().into()),
             "verbose" => self.verbose = true,
+            "verify" => self.verify = true,
+            "format" => self.format = Some(flag.string()?),
             name => unreachable!("--{name} is in FLAGS but not handled"),
         }
         Ok(())
@@ -76,8 +132,27 @@ impl ToolArgs for Args {
         self.operands.push(value);
     }
 
-    fn validate(self) -> Result<Restore, UsageError> {
+    fn validate(self) -> Result<Run, UsageError> {
         let archive = self.directory.ok_or_else(|| usage("no archive directory specified (-D)"))?;
+        if self.verify {
+            let format = match self.format.as_deref() {
+                None | Some("text") => Format::Text,
+                Some("json") => Format::Json,
+                Some(other) => {
+                    return Err(usage(format!("invalid --format \"{other}\": expected text or json")))
+                }
+            };
+            if let Some(extra) = self.operands.first() {
+                return Err(usage(format!(
+                    "--verify takes no file name or destination (first is \"{}\")",
+                    extra.to_string_lossy()
+                )));
+            }
+            return Ok(Run::Verify(Verify { archive, format }));
+        }
+        if self.format.is_some() {
+            return Err(usage("--format is only for --verify"));
+        }
         let mut operands = self.operands.into_iter();
         let (Some(name), Some(dest)) = (operands.next(), operands.next()) else {
             return Err(usage("expected a file name (%f) and a destination (%p)"));
@@ -91,7 +166,7 @@ impl ToolArgs for Args {
         let name = name
             .into_string()
             .map_err(|n| usage(format!("invalid file name \"{}\"", n.to_string_lossy())))?;
-        Ok(Restore { archive, name, dest: dest.into(), verbose: self.verbose })
+        Ok(Run::Restore(Restore { archive, name, dest: dest.into(), verbose: self.verbose }))
     }
 }
 
@@ -105,6 +180,7 @@ pub fn help_text() -> String {
 
 Usage:
   {PROGRAM} [OPTION]... -D DIRECTORY FILENAME DESTINATION
+  {PROGRAM} --verify [--format=text|json] -D DIRECTORY
 
 In postgresql.conf:
   restore_command = '{PROGRAM} -D /path/to/archive %f %p'
@@ -113,7 +189,18 @@ FILENAME is the file PostgreSQL asks for (%f), DESTINATION where to put it (%p).
 A segment whose complete file is not in the archive is served from its .partial
 file, if that is the newest WAL of its timeline in the archive.
 
+--verify reads the whole archive, changing nothing, and reports per timeline
+the range from the first segment to the newest, every gap, every damaged file,
+page header or record (each record's CRC-32C and back-link), history files that
+contradict the segments, and the newest .partial.
+
 {}
+Exit status of --verify:
+  0    every timeline is restorable from its first segment to its end
+  1    the archive is not restorable end to end (the report says where)
+  255  the check could not run: a usage error, an unreadable directory or
+       metadata file
+
 Exit status:
   0    the file was restored
   1    the file is not in the archive (PostgreSQL goes on without it: at the end
@@ -160,7 +247,7 @@ mod tests {
             &["-D", "/a", "--", "f", "p"],
         ] {
             match try_parse(args) {
-                Ok(Command::Run(Restore { archive, name, dest, verbose })) => {
+                Ok(Command::Run(Run::Restore(Restore { archive, name, dest, verbose }))) => {
                     assert_eq!(archive, PathBuf::from("/a"), "{args:?}");
                     assert_eq!(name, "f");
                     assert_eq!(dest, PathBuf::from("p"));
@@ -171,12 +258,38 @@ mod tests {
         }
         assert!(matches!(
             try_parse(&["-v", "-D", "/a", "f", "p"]),
-            Ok(Command::Run(Restore { verbose: true, .. }))
+            Ok(Command::Run(Run::Restore(Restore { verbose: true, .. })))
         ));
         assert!(matches!(
             try_parse(&["--verbose", "-D", "/a", "f", "p"]),
-            Ok(Command::Run(Restore { verbose: true, .. }))
+            Ok(Command::Run(Run::Restore(Restore { verbose: true, .. })))
         ));
+    }
+
+    #[test]
+    fn verify_forms() {
+        for (args, want) in [
+            (&["--verify", "-D", "/a"][..], Format::Text),
+            (&["-D/a", "--verify", "--format=json"], Format::Json),
+            (&["--verify", "--format", "text", "--directory=/a"], Format::Text),
+        ] {
+            assert_eq!(
+                try_parse(args),
+                Ok(Command::Run(Run::Verify(Verify { archive: PathBuf::from("/a"), format: want }))),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            usage_error(&["--verify", "-D", "/a", "--format=xml"]),
+            "invalid --format \"xml\": expected text or json"
+        );
+        assert_eq!(
+            usage_error(&["--verify", "-D", "/a", "f"]),
+            "--verify takes no file name or destination (first is \"f\")"
+        );
+        assert_eq!(usage_error(&["--format=json", "-D", "/a", "f", "p"]), "--format is only for --verify");
+        assert_eq!(usage_error(&["--verify"]), "no archive directory specified (-D)");
+        assert!(help_text().contains("Exit status of --verify:"));
     }
 
     #[test]
