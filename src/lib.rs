@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod durable;
 pub mod lag;

@@ -205,6 +205,7 @@ impl<'a> Archiver<'a> {
             file_mode: Archive::file_mode(group_access),
             system_id: sys.system_id,
             block_size,
+            compression: cfg.compression,
         };
         let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
             .map_err(|e| lost.explain(RunError::Stream(e)))?;

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod archiver;
+pub mod compress;
 pub mod receiver;
 pub mod restore;
 pub mod timeline;
