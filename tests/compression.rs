@@ -185,6 +185,12 @@ fn tools_resume_each_other(version: PgVersion) {
     let c = Cluster::builder(version).wal_segsize_mb(1).conf("autovacuum = off").start();
     let t = TestDir::new("zresume");
     for method in ["gzip", "lz4"] {
+        if !pg_receivewal_supports(&c, method) {
+            assert_ne!(version, PgVersion::V15, "Debian's pg_receivewal 15 is built with {method}");
+            // The embedded PostgreSQL 18 build has no LZ4; Debian's 15 has both.
+            eprintln!("{version}: this pg_receivewal was built without {method}; skipping its resume checks");
+            continue;
+        }
         let (slot, refslot) = (format!("a{method}"), format!("ref{method}"));
         c.create_physical_slot(&slot);
         c.create_physical_slot(&refslot);
@@ -210,6 +216,16 @@ fn tools_resume_each_other(version: PgVersion) {
         let their = fs::read(reference.join(format!("{name}.partial"))).unwrap();
         assert!(their[..content.len()] == content[..], "{method}: partial");
     }
+}
+
+/// Whether this server version's pg_receivewal was built with `method` (it says so before
+/// connecting anywhere).
+fn pg_receivewal_supports(c: &Cluster, method: &str) -> bool {
+    let out = pg_tool(c.version(), "pg_receivewal")
+        .args(["-D", "/nonexistent", "-h", "/nonexistent", "-n", "--compress", method])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stderr).contains("does not support compression")
 }
 
 #[test]
