@@ -202,7 +202,9 @@ fn parse_keywords(
                     None | Some("yes" | "on" | "1") => true,
                     Some("no" | "off" | "0") => false,
                     Some(_) => {
-                        return Err(format!("value for compression option \"{keyword}\" must be a Boolean value"))
+                        return Err(format!(
+                            "value for compression option \"{keyword}\" must be a Boolean value"
+                        ))
                     }
                 });
             }

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    pg_tool, pgreceivewal, pgrestorewal, send_signal, wait_for_exit, wait_until, Cluster, KillOnDrop, PgVersion,
-    TestDir,
+    pg_tool, pgreceivewal, pgrestorewal, send_signal, wait_for_exit, wait_until, Cluster, KillOnDrop,
+    PgVersion, TestDir,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -128,7 +128,10 @@ fn compressed_archive_matches_pg_receivewal(version: PgVersion) {
         for (i, method) in ["gzip", "lz4", "zstd"].into_iter().enumerate() {
             let d = t.join(format!("{method}{attempt}"));
             let spec = if method == "gzip" { "gzip:level=5".to_string() } else { method.to_string() };
-            run_ok(&mut ours(&c, &d, &["-S", &slots[i + 1], "-n", "-E", &endpos, "-Z", &spec]), &t.join("ours.log"));
+            run_ok(
+                &mut ours(&c, &d, &["-S", &slots[i + 1], "-n", "-E", &endpos, "-Z", &spec]),
+                &t.join("ours.log"),
+            );
             dirs.push((method, d));
         }
         if c.current_lsn() != before {
@@ -136,7 +139,8 @@ fn compressed_archive_matches_pg_receivewal(version: PgVersion) {
             continue 'attempt;
         }
         let (their_partial_name, _) = {
-            let p: Vec<String> = wal_files(&reference).into_iter().filter(|n| n.ends_with(".partial")).collect();
+            let p: Vec<String> =
+                wal_files(&reference).into_iter().filter(|n| n.ends_with(".partial")).collect();
             assert_eq!(p.len(), 1);
             (p[0][..24].to_string(), ())
         };
@@ -145,8 +149,15 @@ fn compressed_archive_matches_pg_receivewal(version: PgVersion) {
             let n = assert_same_completed(&reference, d, method);
             let (name, content) = the_partial(d, method);
             assert_eq!(name, their_partial_name);
-            assert!(!content.is_empty() && content.len() < SEG, "{method}: partial holds {} bytes", content.len());
-            assert!(their_partial[..content.len()] == content[..], "{method}: partial differs from pg_receivewal's");
+            assert!(
+                !content.is_empty() && content.len() < SEG,
+                "{method}: partial holds {} bytes",
+                content.len()
+            );
+            assert!(
+                their_partial[..content.len()] == content[..],
+                "{method}: partial differs from pg_receivewal's"
+            );
             // Not padded: a compressed partial is only as large as what it holds.
             let size = fs::metadata(d.join(format!("{name}{}.partial", ext(method)))).unwrap().len();
             assert!(size < SEG as u64 / 2, "{method}: compressed partial is {size} bytes");
@@ -161,7 +172,9 @@ fn compressed_archive_matches_pg_receivewal(version: PgVersion) {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let served = fs::read(&dest).unwrap();
             assert_eq!(served.len(), SEG, "{method}: the partial is served padded to the segment size");
-            assert!(served[..content.len()] == content[..] && served[content.len()..].iter().all(|&b| b == 0));
+            assert!(
+                served[..content.len()] == content[..] && served[content.len()..].iter().all(|&b| b == 0)
+            );
         }
         return;
     }
@@ -272,8 +285,9 @@ fn kill9_with_compression(version: PgVersion) {
                 "SELECT flush_lsn >= '{target}' FROM pg_stat_replication WHERE application_name = 'pgreceivewal'"
             )) == "t"
         });
-        let flushed =
-            parse_lsn(&c.psql("SELECT flush_lsn FROM pg_stat_replication WHERE application_name = 'pgreceivewal'"));
+        let flushed = parse_lsn(
+            &c.psql("SELECT flush_lsn FROM pg_stat_replication WHERE application_name = 'pgreceivewal'"),
+        );
         send_signal(child.id(), "KILL");
         child.wait().unwrap();
         // Reported flushed is on disk: in a completed segment, or in the partial, whose stream
@@ -297,13 +311,19 @@ fn kill9_with_compression(version: PgVersion) {
     let done: Vec<String> = wal_files(&reference).into_iter().filter(|n| !n.ends_with(".partial")).collect();
     assert!(done.len() >= 9, "{done:?}");
     for name in &done {
-        let forms: Vec<PathBuf> =
-            [".gz", ".lz4", ".zst"].iter().map(|e| d.join(format!("{name}{e}"))).filter(|p| p.exists()).collect();
+        let forms: Vec<PathBuf> = [".gz", ".lz4", ".zst"]
+            .iter()
+            .map(|e| d.join(format!("{name}{e}")))
+            .filter(|p| p.exists())
+            .collect();
         assert_eq!(forms.len(), 1, "{name}: {:?}", wal_files(&d));
         assert!(decompress_with_tool(&forms[0]) == fs::read(reference.join(name)).unwrap(), "{name} differs");
     }
     let partials: Vec<String> = wal_files(&d).into_iter().filter(|n| n.ends_with(".partial")).collect();
-    assert_eq!(partials, vec![format!("{}.lz4.partial", wal_files(&reference).last().unwrap()[..24].to_owned())]);
+    assert_eq!(
+        partials,
+        vec![format!("{}.lz4.partial", wal_files(&reference).last().unwrap()[..24].to_owned())]
+    );
 }
 
 /// How many bytes a compressed file decodes to, with the archiver's own decoder (which reads

@@ -21,17 +21,45 @@ pub const META_FILE: &str = ".pgreceivewal.meta";
 
 #[derive(Debug)]
 pub enum ArchiveError {
-    Io { path: PathBuf, action: &'static str, err: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        err: io::Error,
+    },
     NotADirectory(PathBuf),
     Locked(PathBuf),
-    BadSize { path: PathBuf, size: u64, seg_size: u64 },
+    BadSize {
+        path: PathBuf,
+        size: u64,
+        seg_size: u64,
+    },
     /// A completed compressed segment that does not decompress to one whole segment.
-    BadCompressed { path: PathBuf, decoded: u64, seg_size: u64, stopped: Option<String> },
+    BadCompressed {
+        path: PathBuf,
+        decoded: u64,
+        seg_size: u64,
+        stopped: Option<String>,
+    },
     EmptySegment(PathBuf),
-    OtherCluster { dir: PathBuf, archive: String, server: String },
-    ForeignSegment { path: PathBuf, found: String, server: String },
-    BadMetadata { path: PathBuf, reason: String },
-    FutureTimeline { dir: PathBuf, archive_tli: Tli, server_tli: Tli },
+    OtherCluster {
+        dir: PathBuf,
+        archive: String,
+        server: String,
+    },
+    ForeignSegment {
+        path: PathBuf,
+        found: String,
+        server: String,
+    },
+    BadMetadata {
+        path: PathBuf,
+        reason: String,
+    },
+    FutureTimeline {
+        dir: PathBuf,
+        archive_tli: Tli,
+        server_tli: Tli,
+    },
 }
 
 impl fmt::Display for ArchiveError {
@@ -216,7 +244,8 @@ impl Archive {
             if *method != Method::None {
                 let path = self.dir.join(name);
                 let f = File::open(&path).map_err(io_err(&path, "open"))?;
-                let d = compress::decode(*method, f, seg_size, &mut |_| Ok(())).map_err(io_err(&path, "read"))?;
+                let d =
+                    compress::decode(*method, f, seg_size, &mut |_| Ok(())).map_err(io_err(&path, "read"))?;
                 if d.len != seg_size || d.stopped.is_some() {
                     return Err(ArchiveError::BadCompressed {
                         path,
@@ -387,7 +416,12 @@ fn check_gzip_size(path: &Path, seg_size: u64) -> Result<(), ArchiveError> {
     let isize = u64::from(u32::from_le_bytes(t));
     // ISIZE is the size modulo 2^32, as gzip stores it.
     if isize != seg_size % (1 << 32) {
-        return Err(ArchiveError::BadCompressed { path: path.to_path_buf(), decoded: isize, seg_size, stopped: None });
+        return Err(ArchiveError::BadCompressed {
+            path: path.to_path_buf(),
+            decoded: isize,
+            seg_size,
+            stopped: None,
+        });
     }
     Ok(())
 }
@@ -641,7 +675,8 @@ mod tests {
         fs::write(d.0.join("000000010000000000000004"), segment(7)).unwrap();
         let e = a.scan(SEG).unwrap_err();
         assert!(
-            e.to_string().contains("000000010000000000000003.gz\" decompresses to 1000 bytes, should be 1048576"),
+            e.to_string()
+                .contains("000000010000000000000003.gz\" decompresses to 1000 bytes, should be 1048576"),
             "{e}"
         );
         fs::remove_file(d.0.join("000000010000000000000003.gz")).unwrap();

@@ -35,7 +35,11 @@ impl Encoder {
             // pg_receivewal's default level is zlib's Z_DEFAULT_COMPRESSION (6).
             Method::Gzip => Encoder::Gzip(GzEncoder::new(
                 file,
-                if c.level < 0 { flate2::Compression::default() } else { flate2::Compression::new(c.level as u32) },
+                if c.level < 0 {
+                    flate2::Compression::default()
+                } else {
+                    flate2::Compression::new(c.level as u32)
+                },
             )),
             // LZ4's fast mode (pg_receivewal's default level 0). Block checksums let a reader
             // tell a torn block from WAL; the content checksum covers the finished segment.
@@ -102,7 +106,12 @@ pub fn reader(method: Method, file: File) -> io::Result<Box<dyn Read + Send>> {
     Ok(match method {
         Method::None => Box::new(buffered),
         // One member, as pg_receivewal writes it; bytes after it are not read.
-        Method::Gzip => Box::new(GzipReader { input: buffered, inflate: Decompress::new_gzip(15), error: None, done: false }),
+        Method::Gzip => Box::new(GzipReader {
+            input: buffered,
+            inflate: Decompress::new_gzip(15),
+            error: None,
+            done: false,
+        }),
         Method::Lz4 => Box::new(FrameDecoder::new(buffered)),
         Method::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?.single_frame()),
     })
@@ -137,10 +146,12 @@ impl<R: io::BufRead> Read for GzipReader<R> {
             match res {
                 Ok(Status::StreamEnd) => self.done = true,
                 Ok(_) if made == 0 && eof => {
-                    self.error = Some(io::Error::new(io::ErrorKind::UnexpectedEof, "gzip stream ends before its end"))
+                    self.error =
+                        Some(io::Error::new(io::ErrorKind::UnexpectedEof, "gzip stream ends before its end"))
                 }
                 Ok(_) if made == 0 && used == 0 => {
-                    self.error = Some(io::Error::new(io::ErrorKind::InvalidData, "gzip stream makes no progress"))
+                    self.error =
+                        Some(io::Error::new(io::ErrorKind::InvalidData, "gzip stream makes no progress"))
                 }
                 Ok(_) if made == 0 => continue,
                 Ok(_) => {}
@@ -175,7 +186,12 @@ pub struct Decoded {
 /// that read, so after an error the file is decoded again, one byte per read from the last
 /// good read on. A torn `.partial` thus yields all the WAL before its tear, what was
 /// reported flushed included.
-pub fn decode(method: Method, file: File, limit: u64, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<Decoded> {
+pub fn decode(
+    method: Method,
+    file: File,
+    limit: u64,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<Decoded> {
     let again = file.try_clone()?;
     let first = decode_pass(method, file, limit, u64::MAX, sink)?;
     if first.stopped.is_none() || first.len > limit {

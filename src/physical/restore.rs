@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::compression::Method;
 use crate::lsn::{valid_segment_size, Lsn};
-use crate::physical::compress;
 use crate::physical::archive::{parse_meta, ClusterId, META_FILE};
+use crate::physical::compress;
 use crate::physical::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
 use crate::physical::walfile::{Tli, WalName, PARTIAL_SUFFIX};
 
@@ -399,7 +399,10 @@ fn nearest_on_timeline(archive: &Path, tli: Tli, pos: SegPos) -> Result<Nearest,
 }
 
 /// The first of `names` (in `dir`) that exists, opened, with its compression.
-fn open_first(dir: &Path, names: impl IntoIterator<Item = (String, Method)>) -> Result<Option<(File, PathBuf, String, Method)>, RestoreError> {
+fn open_first(
+    dir: &Path,
+    names: impl IntoIterator<Item = (String, Method)>,
+) -> Result<Option<(File, PathBuf, String, Method)>, RestoreError> {
     for (name, method) in names {
         let path = dir.join(&name);
         if let Some(f) = open_if_exists(&path)? {
@@ -455,8 +458,18 @@ fn restore_segment(
         }
         let meta = read_meta(archive)?;
         if method != Method::None {
-            let bytes = decompress_segment(archive, src, &complete_path, &file_name, method, (tli, log, seg), meta.as_ref(), false, dest)?
-                .expect("a complete segment is served or refused");
+            let bytes = decompress_segment(
+                archive,
+                src,
+                &complete_path,
+                &file_name,
+                method,
+                (tli, log, seg),
+                meta.as_ref(),
+                false,
+                dest,
+            )?
+            .expect("a complete segment is served or refused");
             return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
         }
         let size = file_len(&src, &complete_path)?;
@@ -495,8 +508,23 @@ fn restore_segment(
             (f, path, pname, m)
         };
         if method != Method::None {
-            return match decompress_segment(archive, src, &partial_path, &partial_name, method, (tli, log, seg), meta.as_ref(), true, dest)? {
-                Some(bytes) => Ok(Restored { source: partial_path, served: Served::Partial, bytes, leftover_partial: None }),
+            return match decompress_segment(
+                archive,
+                src,
+                &partial_path,
+                &partial_name,
+                method,
+                (tli, log, seg),
+                meta.as_ref(),
+                true,
+                dest,
+            )? {
+                Some(bytes) => Ok(Restored {
+                    source: partial_path,
+                    served: Served::Partial,
+                    bytes,
+                    leftover_partial: None,
+                }),
                 None => Err(RestoreError::NotFound { name: name.to_owned() }),
             };
         }
@@ -582,9 +610,17 @@ fn decompress_segment(
             }
             // The segment size: the archive's, else the one the segment's long header names
             // (checked against the file name's position by check_header).
-            let size = meta.map_or(u64::from(u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"))), |m| m.seg_size);
+            let size = meta
+                .map_or(u64::from(u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"))), |m| {
+                    m.seg_size
+                });
             if len > size || !valid_segment_size(size) {
-                return Err(RestoreError::WrongSize { file: file.to_owned(), size: len, expected: size, from: SizeSource::Meta });
+                return Err(RestoreError::WrongSize {
+                    file: file.to_owned(),
+                    size: len,
+                    expected: size,
+                    from: SizeSource::Meta,
+                });
             }
             out.set_len(size).map_err(|e| RestoreError::io("write file", tmp, e))?;
             size
@@ -596,7 +632,9 @@ fn decompress_segment(
                 RestoreError::WrongSize { size, expected, from, .. } => {
                     RestoreError::WrongSize { file: file.to_owned(), size, expected, from }
                 }
-                RestoreError::ImpossibleSize { size, .. } => RestoreError::ImpossibleSize { file: file.to_owned(), size },
+                RestoreError::ImpossibleSize { size, .. } => {
+                    RestoreError::ImpossibleSize { file: file.to_owned(), size }
+                }
                 other => other,
             })?;
             len
@@ -1332,7 +1370,15 @@ mod tests {
 
     /// `put`, compressed with `method` into `<name-with-extension>`; `len` bytes of it (a
     /// partial holds less than a segment), the stream ended or only flushed.
-    fn put_compressed(dir: &Path, name: &str, method: Method, seg_size: u64, len: usize, tag: u8, finish: bool) {
+    fn put_compressed(
+        dir: &Path,
+        name: &str,
+        method: Method,
+        seg_size: u64,
+        len: usize,
+        tag: u8,
+        finish: bool,
+    ) {
         let plain = dir.join(".plain");
         put(dir, name, seg_size, tag);
         fs::rename(dir.join(name), &plain).unwrap();
@@ -1391,7 +1437,8 @@ mod tests {
         let e = restore(&s.archive, "000000010000000000000006", &dest).unwrap_err();
         assert_eq!(e.exit_code(), EXIT_FATAL, "{e}");
         // Another cluster's WAL, found on the decompressed first page.
-        fs::write(s.archive.join(META_FILE), format!("system_identifier=99\nwal_segment_size={MB}\n")).unwrap();
+        fs::write(s.archive.join(META_FILE), format!("system_identifier=99\nwal_segment_size={MB}\n"))
+            .unwrap();
         fs::remove_file(s.archive.join("000000010000000000000006.lz4")).unwrap();
         put_compressed(&s.archive, "000000010000000000000007", Method::Zstd, MB, MB as usize, 7, true);
         let e = restore(&s.archive, "000000010000000000000007", &dest).unwrap_err();

@@ -104,7 +104,9 @@ impl WalName {
         for method in [Method::Gzip, Method::Lz4, Method::Zstd] {
             if let Some(stem) = base.strip_suffix(method.extension()) {
                 return match WalName::parse(stem)? {
-                    WalName::Segment { tli, log, seg } if partial => Some((WalName::Partial { tli, log, seg }, method)),
+                    WalName::Segment { tli, log, seg } if partial => {
+                        Some((WalName::Partial { tli, log, seg }, method))
+                    }
                     w @ WalName::Segment { .. } => Some((w, method)),
                     _ => None,
                 };
@@ -174,7 +176,12 @@ mod tests {
         assert_eq!(id.name_with(16 * MB, Method::Gzip, true), "000000030000000000000012.gz.partial");
         assert_eq!(id.name_with(16 * MB, Method::Lz4, false), "000000030000000000000012.lz4");
         assert_eq!(id.name_with(16 * MB, Method::Zstd, true), "000000030000000000000012.zst.partial");
-        for bad in ["000000010000000000000001.partial.gz", "00000002.history.gz", "000000010000000000000001.gz.gz", ".gz"] {
+        for bad in [
+            "000000010000000000000001.partial.gz",
+            "00000002.history.gz",
+            "000000010000000000000001.gz.gz",
+            ".gz",
+        ] {
             assert_eq!(WalName::parse_any(bad), None, "{bad}");
         }
         assert_eq!(WalName::parse_any("00000002.history"), Some((WalName::History { tli: 2 }, Method::None)));

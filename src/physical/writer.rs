@@ -355,8 +355,11 @@ impl Writer {
                 } else {
                     // An older partial holds all of it (everything reported flushed included).
                     drop(c.enc);
-                    fs::remove_file(&seg.path)
-                        .map_err(|err| WriterError::Io { path: seg.path.clone(), action: "remove", err })?;
+                    fs::remove_file(&seg.path).map_err(|err| WriterError::Io {
+                        path: seg.path.clone(),
+                        action: "remove",
+                        err,
+                    })?;
                 }
             }
             log::debug!("closed {} at offset {} as \"{}\"", seg.id, seg.next, seg.path.display());
@@ -463,7 +466,8 @@ impl Writer {
             Output::Plain(file) => (file, vec![]),
             Output::Compressed(c) => {
                 let file = c.enc.finish().map_err(|err| self.io_error(&seg.path, "write", err, 0))?;
-                let olds: Vec<PathBuf> = c.olds.into_iter().map(|o| o.path).filter(|p| *p != seg.path).collect();
+                let olds: Vec<PathBuf> =
+                    c.olds.into_iter().map(|o| o.path).filter(|p| *p != seg.path).collect();
                 (file, olds)
             }
         };
@@ -564,15 +568,21 @@ impl Writer {
             let p = self.cfg.dir.join(id.name_with(seg_size, m, true));
             match File::open(&p) {
                 Ok(f) => {
-                    let content = compress::reader(m, f)
-                        .map_err(|err| WriterError::Io { path: p.clone(), action: "read", err })?;
+                    let content = compress::reader(m, f).map_err(|err| WriterError::Io {
+                        path: p.clone(),
+                        action: "read",
+                        err,
+                    })?;
                     olds.push(OldPartial { path: p, content: Some(content) });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => return Err(WriterError::Io { path: p, action: "open", err }),
             }
         }
-        let tmp = self.cfg.dir.join(format!("{}{TEMP_SUFFIX}", id.name_with(seg_size, self.cfg.compression.method, true)));
+        let tmp = self
+            .cfg
+            .dir
+            .join(format!("{}{TEMP_SUFFIX}", id.name_with(seg_size, self.cfg.compression.method, true)));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -580,7 +590,8 @@ impl Writer {
             .mode(self.cfg.file_mode)
             .open(&tmp)
             .map_err(|err| self.io_error(&tmp, "create", err, 0))?;
-        let enc = Encoder::new(self.cfg.compression, file).map_err(|err| self.io_error(&tmp, "create", err, 0))?;
+        let enc =
+            Encoder::new(self.cfg.compression, file).map_err(|err| self.io_error(&tmp, "create", err, 0))?;
         log::trace!("created \"{}\"", tmp.display());
         let out = Output::Compressed(Box::new(CompressedOutput { enc, named: false, partial, olds }));
         Ok(OpenSegment { id, out, path: tmp, others: Vec::new(), next: 0, dirty: false })
@@ -620,7 +631,11 @@ mod tests {
         setup_with(tag, durability, Compression::NONE)
     }
 
-    fn setup_with(tag: &str, durability: Durability, compression: Compression) -> (Dir, Writer, Arc<Progress>) {
+    fn setup_with(
+        tag: &str,
+        durability: Durability,
+        compression: Compression,
+    ) -> (Dir, Writer, Arc<Progress>) {
         let p = std::env::temp_dir().join(format!("pgrw-writer-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).unwrap();
@@ -844,7 +859,8 @@ mod tests {
         assert_eq!(progress2.flushed(), Lsn(40_000));
         assert_eq!(decoded(m, &gz), &data[..60_000], "the older, longer partial is untouched");
         assert!(plain.exists());
-        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(40_000), data: data[40_000..70_000].to_vec() }).unwrap();
+        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(40_000), data: data[40_000..70_000].to_vec() })
+            .unwrap();
         w2.handle(WriterMsg::Flush).unwrap();
         assert_eq!(decoded(m, &gz), &data[..70_000], "renamed over the older partial");
         assert!(!plain.exists(), "the plain partial is superseded");
