@@ -33,9 +33,13 @@
 #   RESTORE_TEST_PGBENCH_SECONDS=15        pgbench run alongside the table jobs
 #   RESTORE_TEST_TABLES=48 RESTORE_TEST_JOBS=6 RESTORE_TEST_ROWS=5000
 #   RESTORE_TEST_SECOND_RESTORE=1
-#   RESTORE_TEST_COMPRESS=none             -Z for archive1's archiver (gzip, lz4, zstd): the
-#                                          archives are then compared decompressed, and
-#                                          pgrestorewal serves the compressed files
+#   RESTORE_TEST_COMPRESS=none             -Z for archive1's archiver in every run (gzip,
+#                                          lz4, zstd): the archives are then compared
+#                                          decompressed, and pgrestorewal serves the
+#                                          compressed files
+#   RESTORE_TEST_COMPRESSED_RUN=gzip       when RESTORE_TEST_COMPRESS is none, one more run
+#                                          (first version, first segment size) with this -Z;
+#                                          empty skips it
 #   RESTORE_TEST_TIMEOUT=600               seconds any one wait may take
 #   PGRW_BIN_DIR=target/release            where pgreceivewal and pgrestorewal are
 #                                          (or PGRECEIVEWAL=..., PGRESTOREWAL=...)
@@ -59,7 +63,9 @@ readonly TABLES=${RESTORE_TEST_TABLES:-48}
 readonly JOBS=${RESTORE_TEST_JOBS:-6}
 readonly ROWS=${RESTORE_TEST_ROWS:-5000}
 readonly SECOND_RESTORE=${RESTORE_TEST_SECOND_RESTORE:-1}
-readonly COMPRESS=${RESTORE_TEST_COMPRESS:-none}
+readonly COMPRESS_ALL=${RESTORE_TEST_COMPRESS:-none}
+readonly COMPRESSED_RUN=${RESTORE_TEST_COMPRESSED_RUN-gzip}
+COMPRESS=$COMPRESS_ALL # this run's -Z
 readonly BIN_DIR=${PGRW_BIN_DIR:-$repo/target/release}
 readonly PGRECEIVEWAL=${PGRECEIVEWAL:-$BIN_DIR/pgreceivewal}
 readonly PGRESTOREWAL=${PGRESTOREWAL:-$BIN_DIR/pgrestorewal}
@@ -400,6 +406,7 @@ writer_loop() {
 run_version() {
     VERSION=$1 SEGSIZE=$2
     RUN="PostgreSQL $VERSION (${SEGSIZE} MiB segments)"
+    [[ $COMPRESS == none ]] || RUN+=" -Z $COMPRESS"
     VERSION_T0=$SECONDS
     C=pg${VERSION}_${SEGSIZE}mb
     local bindir conn port lsn
@@ -555,6 +562,11 @@ main() {
             runs+=("$RUN")
         done
     done
+    if [[ $COMPRESS_ALL == none && -n $COMPRESSED_RUN ]]; then
+        COMPRESS=$COMPRESSED_RUN
+        run_version "${VERSIONS%% *}" "${SEGSIZES%% *}"
+        runs+=("$RUN")
+    fi
     STEP="summary"
     for v in "${runs[@]}"; do say "$v: ${TIMINGS[$v]} s"; done
     say "passed: every version restored to its last commit, archives identical ($((SECONDS - total_t0)) s)"
