@@ -31,6 +31,7 @@
 #   BENCH_CLIENTS=4           pgbench clients (and threads)
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
 #   BENCH_COMPRESS="gzip lz4 zstd"  -Z methods for the compressed catch-up runs ("" for none)
+#   BENCH_MODES="default synchronous"  uncompressed catch-up modes ("" to measure only -Z)
 #   BENCH_SKIP=               space-separated parts to skip: catchup sync disk restore logical
 #   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
 #   PGRW_KEEP_TEST_DIRS=1     keep the cluster and logs afterwards
@@ -50,6 +51,7 @@ clients=${BENCH_CLIENTS:-4}
 bench_base=${BENCH_DIR:-/var/tmp}
 skip=" ${BENCH_SKIP:-} "
 compress_methods=${BENCH_COMPRESS-gzip lz4 zstd}
+plain_modes=${BENCH_MODES-default synchronous}
 ours=${PGRECEIVEWAL:-$PWD/target/release/pgreceivewal}
 
 fail() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
@@ -214,7 +216,7 @@ catchup() {
 
     local run mode tool order dir tf log slot e u s m
     for ((run = 1; run <= runs; run++)); do
-        for mode in default synchronous $compress_methods; do
+        for mode in $plain_modes $compress_methods; do
             if ((run % 2)); then order="ours theirs"; else order="theirs ours"; fi
             for tool in $order; do
                 if [[ $tool == theirs && $mode != default && $mode != synchronous ]] && ! theirs_has "$mode"; then
@@ -392,7 +394,7 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         read -r half_limit _ _ < <(stats "${disk_seq[@]}")
         half_limit="disk/2 $(awk -v m="$half_limit" 'BEGIN { printf "%.0f", m / 2 }')"
     fi
-    for mode in default synchronous; do
+    for mode in $plain_modes; do
         skipped catchup && break
         o=${mbps["ours $mode"]} t=${mbps["theirs $mode"]}
         # shellcheck disable=SC2086 # value lists
