@@ -188,7 +188,10 @@ declare -A mbps=() cpu=() rss=() zratio=()  # key "tool mode" -> space-separated
 # theirs_has METHOD: whether this pg_receivewal compresses with METHOD (it says so before
 # connecting anywhere).
 theirs_has() {
-    ! "$theirs" -D /nonexistent -h /nonexistent -n --compress "$1" 2>&1 | grep -qE 'compression.*support|support.*compression'
+    local out
+    # Captured first: it exits non-zero whatever it says (pipefail would hide grep's answer).
+    out=$("$theirs" -D /nonexistent -h /nonexistent -n --compress "$1" 2>&1 || true)
+    ! grep -qE 'compression.*support|support.*compression' <<<"$out"
 }
 
 catchup() {
