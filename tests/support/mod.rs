@@ -244,6 +244,28 @@ pub fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(&tag)).collect()
 }
 
+/// Messages of a log at one level, each its line with the detail and hint lines that follow it
+/// (`... detail: ...`, `... hint: ...`), joined by newlines: where the words of a message
+/// are, whichever part they moved to.
+pub fn messages_at(log: &str, level: &str) -> Vec<String> {
+    let tag = format!("] {level}: ");
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for l in log.lines() {
+        if l.contains(&tag) {
+            out.push(l.to_owned());
+            open = true;
+        } else if open && (l.contains("] detail: ") || l.contains("] hint: ")) {
+            let m = out.last_mut().expect("open after a push");
+            m.push('\n');
+            m.push_str(l);
+        } else {
+            open = false;
+        }
+    }
+    out
+}
+
 /// Seconds (with milliseconds) since midnight UTC of a text log line's timestamp,
 /// `2026-11-21 23:35:16.123 UTC pgreceivewal[1] ...`.
 pub fn line_time(line: &str) -> f64 {
