@@ -633,12 +633,19 @@ fn decompress_segment(
                 .map_or(u64::from(u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"))), |m| {
                     m.seg_size
                 });
-            if len > size || !valid_segment_size(size) {
+            if meta.is_none() && !valid_segment_size(size) {
+                // No metadata, and the first page names no possible segment size.
+                return Err(RestoreError::NotWal {
+                    file: file.to_owned(),
+                    problem: WalCheckError::SegmentSize { page: Lsn(0), found: size as u32, expected: len },
+                });
+            }
+            if len > size {
                 return Err(RestoreError::WrongSize {
                     file: file.to_owned(),
                     size: len,
                     expected: size,
-                    from: SizeSource::Meta,
+                    from: if meta.is_some() { SizeSource::Meta } else { SizeSource::File(file.to_owned()) },
                 });
             }
             out.set_len(size).map_err(|e| RestoreError::io("write file", tmp, e))?;
@@ -1486,5 +1493,25 @@ mod tests {
         let r = restore(&s.archive, "000000010000000000000005", &dest).unwrap();
         assert_eq!(r.source, s.archive.join("000000010000000000000005.gz.partial"));
         assert_eq!(tag(&dest), 2);
+    }
+
+    #[test]
+    fn compressed_partial_with_an_impossible_size_is_refused() {
+        let s = setup();
+        // Without metadata the segment size comes from the long header: 3 bytes is none.
+        put_compressed(&s.archive, "000000010000000000000005.partial", Method::Zstd, MB, 50_000, 5, false);
+        let zst = s.archive.join("000000010000000000000005.zst.partial");
+        let mut data = vec![0u8; 50_000];
+        data[..40].copy_from_slice(&header("000000010000000000000005", MB, 1, SYSID));
+        data[32..36].copy_from_slice(&3u32.to_le_bytes());
+        let mut e =
+            compress::Encoder::new(crate::compression::parse("zstd").unwrap(), File::create(&zst).unwrap())
+                .unwrap();
+        e.write_all(&data).unwrap();
+        e.finish().unwrap();
+        let e = restore(&s.archive, "000000010000000000000005", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL, "{e}");
+        assert!(e.to_string().contains("segment size is 3 bytes"), "{e}");
+        assert_eq!(only_entries(&s.pg_wal), Vec::<String>::new());
     }
 }
