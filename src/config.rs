@@ -87,6 +87,8 @@ pub struct Config {
     pub compression: Compression,
     /// Time between standby status updates; `None` when `-s 0` disables them.
     pub status_interval: Option<Duration>,
+    /// `--metrics-address`: HOST:PORT to serve metrics on while streaming.
+    pub metrics_address: Option<String>,
     pub conn: ConnOptions,
     pub log: LogOptions,
 }

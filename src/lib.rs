@@ -20,6 +20,7 @@ pub mod lag;
 pub mod logging;
 pub mod logical;
 pub mod lsn;
+pub mod metrics;
 pub mod notify;
 pub mod physical;
 pub mod protocol;

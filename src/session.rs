@@ -33,6 +33,7 @@ use pgrw_ffi::{CopyRead, Status};
 use crate::lag::{self, Schedule, ServerClock, Shown};
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics::{self, ErrorKind};
 use crate::notify;
 use crate::protocol::{pg_now, ServerMessage, StatusUpdate};
 use crate::server::{Server, ServerError};
@@ -148,6 +149,16 @@ impl<W: WriterFailure> StreamError<W> {
 
     pub fn is_writer_failure(&self) -> bool {
         matches!(self, StreamError::Writer(_))
+    }
+
+    /// The `kind` label of the errors metric.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StreamError::Server(e) => e.kind(),
+            StreamError::ServerClosed { .. } => ErrorKind::Server,
+            StreamError::Protocol { .. } | StreamError::Unexpected { .. } => ErrorKind::Protocol,
+            StreamError::Writer(_) => ErrorKind::Writer,
+        }
     }
 }
 
@@ -451,6 +462,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
     /// The COPY BOTH loop, after START_REPLICATION.
     pub fn copy_stream(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
         self.clock.last = None;
+        let _streaming = metrics::streaming();
         // The stream has begun: systemd may now call the service started.
         let shown = handler.shown(self.writer.progress());
         notify::ready(&lag::status_text(&shown, None));
@@ -507,6 +519,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
         notify::watchdog();
         let shown = handler.shown(self.writer.progress());
         let lag = self.server_clock.lag(shown.flushed, pg_now());
+        metrics::get().publish(&shown, self.writer.progress().flushed(), lag.as_ref());
         let debug = log::log_enabled!(log::Level::Debug);
         let due = self.schedule.tick(Instant::now(), lag.map(|l| l.bytes), debug);
         if due.status {
@@ -639,6 +652,8 @@ pub trait SessionFailure: Hinted {
     /// No retry can cure it. `first`: the first session, where a connection error means the
     /// settings are wrong rather than the server away (pg_receivewal exits then too).
     fn is_fatal(&self, first: bool) -> bool;
+    /// The `kind` label of the errors metric.
+    fn kind(&self) -> ErrorKind;
 }
 
 /// Runs sessions until one ends cleanly, with back-off between them, until an error no retry
@@ -675,9 +690,11 @@ fn sessions<E: SessionFailure>(
                 return Ok(StreamEnd::Stopped);
             }
             Err(e) => {
+                metrics::get().errors.inc(e.kind());
                 if e.is_fatal(first) || no_loop || stop.received().is_some() {
                     return Err(e);
                 }
+                metrics::get().reconnects.inc();
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_FIRST;
                 }
@@ -731,6 +748,28 @@ mod tests {
         assert_eq!((p.written(), p.flushed()), (Lsn(30), Lsn(20)), "positions never go back");
         p.advance_flushed(Lsn(40));
         assert_eq!((p.written(), p.flushed()), (Lsn(40), Lsn(40)));
+    }
+
+    /// The `kind` label: what the server said (a SQLSTATE) is not a broken connection.
+    #[test]
+    fn error_kinds() {
+        let server = |sqlstate: Option<&str>| ServerError {
+            server: "s".into(),
+            message: "m".into(),
+            sqlstate: sqlstate.map(Into::into),
+            fatal: false,
+            detail: None,
+            hint: None,
+        };
+        let kind = |e: StreamError<Boom>| e.kind();
+        assert_eq!(kind(StreamError::Server(server(None))), ErrorKind::Connection);
+        assert_eq!(kind(StreamError::Server(server(Some("58P01")))), ErrorKind::Server);
+        assert_eq!(kind(StreamError::ServerClosed { server: "s".into(), at: Lsn(0) }), ErrorKind::Server);
+        assert_eq!(
+            kind(StreamError::Protocol { server: "s".into(), message: "m".into() }),
+            ErrorKind::Protocol
+        );
+        assert_eq!(kind(StreamError::Writer(Boom)), ErrorKind::Writer);
     }
 
     #[test]

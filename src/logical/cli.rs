@@ -40,6 +40,7 @@ pub static SECTIONS: &[Section] = &[
     Section { title: ACTIONS, man_heading: true, man_intro: "" },
     cli::CONNECTION,
     cli::LOGGING,
+    cli::MONITORING,
 ];
 
 /// Every flag. `--help` and the man page list them by section, in this order; an ambiguous
@@ -324,6 +325,7 @@ A connection string must parse: one that does not is refused before connecting."
     cli::LOG_LEVEL,
     cli::LOG_FORMAT,
     cli::LOG_ADD_SOURCE,
+    cli::METRICS_ADDRESS,
 ];
 
 #[derive(Debug, Default)]
@@ -505,6 +507,7 @@ impl ToolArgs for Args {
             no_loop: self.no_loop,
             no_sync: self.no_sync,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            metrics_address: self.common.metrics_address(),
             log: self.common.log_options(),
             conn: self.common.conn_options(),
         })
@@ -885,6 +888,12 @@ mod tests {
         assert_eq!(c.log.level, log::LevelFilter::Trace);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(stream(&["-s", "0"]).status_interval, None);
+        assert_eq!(stream(&[]).metrics_address, None);
+        assert_eq!(stream(&["--metrics-address=[::1]:9188"]).metrics_address.as_deref(), Some("[::1]:9188"));
+        assert_eq!(
+            stream_err(&["--metrics-address", "9188"]),
+            "invalid --metrics-address \"9188\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"
+        );
         assert_eq!(stream(&["-E", "0/0"]).endpos, None);
         assert_eq!(
             stream_err(&["-S", "Bad"]).split(':').next(),

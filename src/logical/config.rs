@@ -79,6 +79,8 @@ pub struct Config {
     pub no_loop: bool,
     pub no_sync: bool,
     pub status_interval: Option<Duration>,
+    /// `--metrics-address`: HOST:PORT to serve metrics on while streaming.
+    pub metrics_address: Option<String>,
     pub conn: ConnOptions,
     pub log: LogOptions,
 }

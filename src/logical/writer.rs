@@ -22,6 +22,7 @@ use pgrw_ffi::sys::EventFd;
 use crate::durable::fsync_dir;
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::session::{Progress, WriterFailure};
 use crate::text::os_error;
 
@@ -355,6 +356,7 @@ impl Writer {
             return Ok(());
         }
         self.stats.bytes += data.len() as u64;
+        metrics::get().written_bytes.add(data.len() as u64);
         match &mut self.sink {
             Sink::Stdout { out, since_unit } => {
                 *since_unit += data.len() as u64;
@@ -399,8 +401,9 @@ impl Writer {
                 if let Some(f) = &mut d.cur {
                     if f.dirty {
                         if self.cfg.sync {
-                            f.file
-                                .sync_data()
+                            metrics::get()
+                                .fsync
+                                .time(|| f.file.sync_data())
                                 .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
                             self.stats.fsyncs += 1;
                         }
@@ -409,7 +412,10 @@ impl Writer {
                 }
                 if d.dir_dirty {
                     if self.cfg.sync {
-                        fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+                        metrics::get()
+                            .fsync
+                            .time(|| fsync_dir(&d.dir))
+                            .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
                     }
                     d.dir_dirty = false;
                 }
@@ -434,7 +440,10 @@ impl Writer {
         let Sink::Dir(d) = &mut self.sink else { unreachable!() };
         let f = d.cur.take().expect("checked above");
         if self.cfg.sync {
-            f.file.sync_all().map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| f.file.sync_all())
+                .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
         }
         fs::rename(&f.path, &f.done).map_err(|err| WriterError::Io {
             path: f.done.clone(),
@@ -442,7 +451,10 @@ impl Writer {
             err,
         })?;
         if self.cfg.sync {
-            fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| fsync_dir(&d.dir))
+                .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
         }
         log::debug!("finished \"{}\" ({} bytes)", f.done.display(), f.len);
         Ok(())

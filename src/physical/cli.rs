@@ -30,7 +30,7 @@ pub type Command = crate::tool::Command<Config>;
 const ACTIONS: Section = Section { title: "Optional actions", man_heading: true, man_intro: "" };
 const OPTIONS: &str = cli::OPTIONS.title;
 
-pub static SECTIONS: &[Section] = &[cli::OPTIONS, cli::CONNECTION, ACTIONS, cli::LOGGING];
+pub static SECTIONS: &[Section] = &[cli::OPTIONS, cli::CONNECTION, ACTIONS, cli::LOGGING, cli::MONITORING];
 
 /// Every flag, in pg_receivewal's order. To add one: an entry here, an arm in `Args::take`.
 pub static FLAGS: &[FlagDef] = &[
@@ -261,6 +261,7 @@ and exit.",
     cli::LOG_LEVEL,
     cli::LOG_FORMAT,
     cli::LOG_ADD_SOURCE,
+    cli::METRICS_ADDRESS,
 ];
 
 /// What the user typed, each value checked on its own but no combination checked yet.
@@ -384,6 +385,7 @@ impl ToolArgs for Args {
             durability,
             compression: self.compression,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            metrics_address: self.common.metrics_address(),
             log: self.common.log_options(),
             conn: self.common.conn_options(),
         })
@@ -483,6 +485,7 @@ mod tests {
                 durability: Durability::Default,
                 compression: Compression::NONE,
                 status_interval: Some(Duration::from_secs(10)),
+                metrics_address: None,
                 conn: ConnOptions {
                     dbname: None,
                     host: None,
@@ -640,6 +643,24 @@ mod tests {
         assert!(with_dir(&["-n"]).no_loop);
         assert!(with_dir(&["--no-loop"]).no_loop);
         assert_eq!(err_with_dir(&["--no-loop=yes"]), "option \"--no-loop\" does not take a value");
+    }
+
+    #[test]
+    fn metrics_address() {
+        for ok in ["127.0.0.1:9187", "localhost:9187", "[::1]:9187", "0.0.0.0:0", "--metrics-address=x:1"] {
+            let args: Vec<&str> = if ok.starts_with("--") { vec![ok] } else { vec!["--metrics-address", ok] };
+            let want = ok.strip_prefix("--metrics-address=").unwrap_or(ok);
+            assert_eq!(with_dir(&args).metrics_address.as_deref(), Some(want), "{ok}");
+        }
+        assert_eq!(with_dir(&["--metrics-addr=h:2"]).metrics_address.as_deref(), Some("h:2"));
+        for bad in ["9187", ":9187", "host:", "host:port", "host:65536", "::1:9187", "[::1]", ""] {
+            assert_eq!(
+                err_with_dir(&["--metrics-address", bad]),
+                format!("invalid --metrics-address \"{bad}\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"),
+                "{bad}"
+            );
+        }
+        assert_eq!(err_with_dir(&["--metrics-address"]), "option \"--metrics-address\" requires a value");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::config::Durability;
 use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::physical::compress::{self, Encoder};
 use crate::physical::walcheck::{PageVerifier, WalCheckError};
 use crate::physical::walfile::{SegmentId, Tli};
@@ -312,14 +313,20 @@ impl Writer {
         if self.cfg.durability == Durability::NoSync {
             return Ok(());
         }
-        file.sync_data().map_err(|err| WriterError::Fsync { path: path.to_path_buf(), err })
+        metrics::get()
+            .fsync
+            .time(|| file.sync_data())
+            .map_err(|err| WriterError::Fsync { path: path.to_path_buf(), err })
     }
 
     fn fsync_dir(&self) -> Result<(), WriterError> {
         if self.cfg.durability == Durability::NoSync {
             return Ok(());
         }
-        fsync_dir(&self.cfg.dir).map_err(|err| WriterError::Fsync { path: self.cfg.dir.clone(), err })
+        metrics::get()
+            .fsync
+            .time(|| fsync_dir(&self.cfg.dir))
+            .map_err(|err| WriterError::Fsync { path: self.cfg.dir.clone(), err })
     }
 
     fn publish(&self, flushed: Lsn) {
@@ -484,6 +491,7 @@ impl Writer {
             }
             seg.next += n as u64;
             seg.dirty = true;
+            metrics::get().written_bytes.add(n as u64);
             data = &data[n..];
             pos = Lsn(pos.0 + n as u64);
             // Written, not yet durable: the `write` of status updates (remote_write).
@@ -516,6 +524,11 @@ impl Writer {
         self.remove_superseded(superseded.iter().filter(|p| **p != done))?;
         pgrw_ffi::sys::drop_from_page_cache(&file);
         log::debug!("finished segment \"{}\"", done.file_name().unwrap_or_default().to_string_lossy());
+        let m = metrics::get();
+        m.last_segment_lsn.set(seg.id.segno * self.cfg.seg_size);
+        m.last_segment_timeline.set(seg.id.tli.into());
+        m.last_segment_time.set_now();
+        m.segments.inc();
         self.publish(Lsn((seg.id.segno + 1) * self.cfg.seg_size));
         Ok(())
     }
