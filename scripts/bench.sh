@@ -9,6 +9,10 @@
 #      first in even ones); each run starts from a copy of the same slot, so both tools fetch
 #      the very same bytes. Reported: MB/s (10^6 bytes), CPU seconds (user+sys) per GiB and
 #      peak RSS, as medians with min-max, measured by /usr/bin/time.
+#      With compression (BENCH_COMPRESS), the catch-up is run again with -Z for each method,
+#      against pg_receivewal with the same method where it has it (it has no zstd; a build
+#      without LZ4 has no lz4): MB/s, CPU s per GiB of WAL, and the compression ratio (WAL
+#      bytes / bytes in the archive directory).
 #   2. Synchronous commit: pgbench (BENCH_CLIENTS clients, BENCH_PGBENCH_SECONDS seconds,
 #      synchronous_commit = on) with synchronous_standby_names naming each tool in turn
 #      (running with -S and --synchronous), and with no synchronous standby as the ceiling.
@@ -26,6 +30,8 @@
 #   BENCH_PGBENCH_SECONDS=20  length of each pgbench run
 #   BENCH_CLIENTS=4           pgbench clients (and threads)
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
+#   BENCH_COMPRESS="gzip lz4 zstd"  -Z methods for the compressed catch-up runs ("" for none)
+#   BENCH_MODES="default synchronous"  uncompressed catch-up modes ("" to measure only -Z)
 #   BENCH_SKIP=               space-separated parts to skip: catchup sync disk restore logical
 #   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
 #   BENCH_STATIC=path         the static (musl) build, measured beside it in parts 1 and 2
@@ -47,6 +53,8 @@ pgbench_seconds=${BENCH_PGBENCH_SECONDS:-20}
 clients=${BENCH_CLIENTS:-4}
 bench_base=${BENCH_DIR:-/var/tmp}
 skip=" ${BENCH_SKIP:-} "
+compress_methods=${BENCH_COMPRESS-gzip lz4 zstd}
+plain_modes=${BENCH_MODES-default synchronous}
 ours=${PGRECEIVEWAL:-$PWD/target/release/pgreceivewal}
 static_bin=${BENCH_STATIC-$PWD/target/x86_64-unknown-linux-musl/release/pgreceivewal}
 [[ -n $static_bin && -x $static_bin ]] || static_bin=
@@ -184,7 +192,16 @@ run_tool() {
 
 # --- 1. catch-up -------------------------------------------------------------------------
 
-declare -A mbps=() cpu=() rss=()  # key "tool mode" -> space-separated values, one per run
+declare -A mbps=() cpu=() rss=() zratio=()  # key "tool mode" -> space-separated values, one per run
+
+# theirs_has METHOD: whether this pg_receivewal compresses with METHOD (it says so before
+# connecting anywhere).
+theirs_has() {
+    local out
+    # Captured first: it exits non-zero whatever it says (pipefail would hide grep's answer).
+    out=$("$theirs" -D /nonexistent -h /nonexistent -n --compress "$1" 2>&1 || true)
+    ! grep -qE 'compression.*support|support.*compression' <<<"$out"
+}
 
 catchup() {
     step "catch-up: writing a backlog of $backlog_gb GiB of WAL behind slot bench_anchor"
@@ -211,9 +228,12 @@ catchup() {
 
     local run mode tool order dir tf log slot e u s m
     for ((run = 1; run <= runs; run++)); do
-        for mode in default synchronous; do
+        for mode in $plain_modes $compress_methods; do
             if ((run % 2)); then order=$tools; else order=$(reversed "$tools"); fi
             for tool in $order; do
+                if [[ $tool == theirs && $mode != default && $mode != synchronous ]] && ! theirs_has "$mode"; then
+                    continue
+                fi
                 slot="bench_${tool}_${mode:0:4}_$run"
                 cluster_psql pg "SELECT pg_copy_physical_replication_slot('bench_anchor', '$slot')" >/dev/null
                 dir=$work/archive-$tool
@@ -221,7 +241,11 @@ catchup() {
                 log=$work/log-$tool-$mode-$run
                 mkdir -m 0700 "$dir"
                 local -a extra=()
-                [[ $mode == synchronous ]] && extra=(--synchronous)
+                case $mode in
+                    default) ;;
+                    synchronous) extra=(--synchronous) ;;
+                    *) extra=(--compress "$mode") ;;
+                esac
                 local bin=$ours
                 [[ $tool == theirs ]] && bin=$theirs
                 [[ $tool == static ]] && bin=$static_bin
@@ -232,7 +256,7 @@ catchup() {
                 local last_seg complete
                 last_seg=$(cluster_psql pg "SELECT pg_walfile_name('$endpos')")
                 complete=$(find "$dir" -maxdepth 1 -name '[0-9A-F]*' ! -name '*.partial' | wc -l)
-                [[ -e $dir/$last_seg.partial || -e $dir/$last_seg ]] ||
+                compgen -G "$dir/$last_seg*" >/dev/null ||
                     fail "$tool ($mode, run $run) did not archive $last_seg; its files: $(find "$dir" -mindepth 1 -printf "%f " | head -c 300)"
                 local mb cps
                 mb=$(awk -v b="$bytes" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.01) }')
@@ -240,6 +264,9 @@ catchup() {
                 mbps["$tool $mode"]+="$mb "
                 cpu["$tool $mode"]+="$cps "
                 rss["$tool $mode"]+="$(awk -v k="$m" 'BEGIN { printf "%.1f", k / 1024 }') "
+                local stored
+                stored=$(find "$dir" -maxdepth 1 -name '[0-9A-F]*' -printf '%s\n' | awk '{ t += $1 } END { print t + 0 }')
+                zratio["$tool $mode"]+="$(awk -v b="$bytes" -v s="$stored" 'BEGIN { printf "%.2f", b / (s > 0 ? s : 1) }') "
                 printf 'bench: catch-up run %d %-11s %-6s %6.2f s  %7.1f MB/s  user %6.2f s  sys %6.2f s  %6.3f CPU s/GiB  peak RSS %6.1f MiB  (%d complete segments)\n' \
                     "$run" "$mode" "$tool" "$e" "$mb" "$u" "$s" "$cps" "$(awk -v k="$m" 'BEGIN { print k / 1024 }')" "$complete" >&2
                 rm -rf "$dir"
@@ -384,7 +411,7 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         read -r half_limit _ _ < <(stats "${disk_seq[@]}")
         half_limit="disk/2 $(awk -v m="$half_limit" 'BEGIN { printf "%.0f", m / 2 }')"
     fi
-    for mode in default synchronous; do
+    for mode in $plain_modes; do
         skipped catchup && break
         o=${mbps["ours $mode"]} t=${mbps["theirs $mode"]}
         # shellcheck disable=SC2086 # value lists
@@ -395,6 +422,21 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         o=${rss["ours $mode"]} t=${rss["theirs $mode"]}
         # shellcheck disable=SC2086
         row "catch-up $mode, peak RSS MiB" "$(fmt_stat 1 $o)" "$(fmt_stat 1 $t)" "$(ratio "$o" "$t")" ""
+    done
+    for mode in $compress_methods; do
+        skipped catchup && break
+        for what in mbps cpu zratio; do
+            declare -n vals=$what
+            o=${vals["ours $mode"]:-} t=${vals["theirs $mode"]:-}
+            case $what in
+                mbps) label="catch-up -Z $mode, MB/s" d=1 ;;
+                cpu) label="catch-up -Z $mode, CPU s/GiB" d=3 ;;
+                zratio) label="catch-up -Z $mode, WAL bytes / stored bytes" d=2 ;;
+            esac
+            # shellcheck disable=SC2086 # value lists
+            row "$label" "$(fmt_stat $d $o)" "$(fmt_stat $d $t)" "$( [[ -n $t ]] && ratio "$o" "$t" || echo -)" ""
+            unset -n vals
+        done
     done
     if ! skipped sync; then
         # shellcheck disable=SC2086

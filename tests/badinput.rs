@@ -123,7 +123,11 @@ fn usage_errors() {
         (&["-D", d, "-p", "port"], "invalid port number \"port\""),
         (&["-D", d, "extra"], "too many command-line arguments (first is \"extra\")"),
         (&["-D", d, "--synchronous", "--no-sync"], "cannot use --synchronous together with --no-sync"),
-        (&["-D", d, "-Z", "gzip"], "compression \"gzip\" is not supported"),
+        (
+            &["-D", d, "-Z", "none:1"],
+            "invalid compression specification: compression algorithm \"none\" does not accept a compression level",
+        ),
+        (&["-D", d, "--compress", "brotli"], "unrecognized compression algorithm: \"brotli\""),
         (&["-D", d, "--log-level", "loud"], "invalid log level \"loud\""),
         (&["-D", d, "--no-loop=yes"], "option \"--no-loop\" does not take a value"),
         (&["-D", d, "--if-not-exists"], "--if-not-exists can only be used with --create-slot"),

@@ -29,6 +29,7 @@ mod logical_integrity;
 mod notify;
 
 mod apply;
+mod compression;
 mod diskfull;
 mod metrics;
 

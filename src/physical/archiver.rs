@@ -151,6 +151,15 @@ impl<'a> Archiver<'a> {
     fn new(cfg: &'a Config, stop: &'a StopSignals) -> Result<Archiver<'a>, RunError> {
         // Lock the directory before connecting, so a second archiver is refused at once.
         let archive = Archive::open(&cfg.directory)?;
+        let c = cfg.compression;
+        if c.method == crate::compression::Method::Lz4 && c.level >= 3 {
+            // LZ4's levels 3 to 12 are LZ4 HC, which lz4_flex does not have; the files are the
+            // same format, only larger than pg_receivewal's at that level.
+            log::warn!(
+                "lz4 level {} is written at LZ4's fast level: LZ4 HC (levels 3 to 12) is not available",
+                c.level
+            );
+        }
         if let Some(address) = &cfg.metrics_address {
             let ep = metrics::Endpoint {
                 tool: "pgreceivewal",
@@ -258,6 +267,7 @@ impl<'a> Archiver<'a> {
                 Some(s) => Retention::PhysicalSlot(s.clone()),
                 None => Retention::None,
             },
+            compression: cfg.compression,
         };
         let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
             .map_err(|e| lost.explain(RunError::Stream(e)))?;

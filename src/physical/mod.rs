@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod archiver;
 pub mod cli;
+pub mod compress;
 pub mod receiver;
 pub mod restore;
 pub mod restore_cli;

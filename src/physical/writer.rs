@@ -3,6 +3,15 @@
 //! offset, fsyncs, renames a completed segment to its final name, fsyncs the directory, and
 //! publishes the position up to which WAL is durable so the receiver can report it.
 //!
+//! With compression (`-Z`), a segment is one compressed stream written from its start into
+//! `<name>.<ext>.partial` (no padding: its size is not the segment's), with a flush point
+//! before every fsync so that what is reported flushed decodes from the disk. A compressed
+//! segment is always written from its start; while an older partial of the same segment
+//! (left by an earlier run, in any form) still holds more of its WAL than the new stream,
+//! the new stream stays under a temporary name, so the old file keeps covering everything
+//! reported flushed; the new one takes the partial's name at the first flush after it has
+//! caught up (checked byte by byte against the old file's decompressed content).
+//!
 //! The steps follow PostgreSQL's `walmethods.c` (open with padding, write, sync, close with or
 //! without rename) and `durable_rename`. An fsync failure is fatal and never retried: after a
 //! failed fsync the kernel may have dropped the dirty pages, so a retry could "succeed" over
@@ -15,7 +24,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,12 +32,14 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use pgrw_ffi::sys::EventFd;
 
+use crate::compression::{Compression, Method};
 use crate::config::Durability;
 use crate::diskspace::{is_no_space, Floor, GaveUp, Retention};
 use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
 use crate::metrics;
+use crate::physical::compress::{self, Encoder};
 use crate::physical::walcheck::{PageVerifier, WalCheckError};
 use crate::physical::walfile::{SegmentId, Tli};
 use crate::session::{Progress, WriterFailure};
@@ -188,12 +199,60 @@ pub struct WriterConfig {
     pub min_free: u64,
     /// What the server keeps for us while writing is paused.
     pub retention: Retention,
+    pub compression: Compression,
+}
+
+/// An older partial of the segment being written compressed, read alongside the new stream.
+struct OldPartial {
+    path: PathBuf,
+    /// Its decompressed content from where the new stream is; `None` once it stopped matching
+    /// the WAL written (its end, a torn tail, zero padding): from there it covers nothing more.
+    content: Option<Box<dyn Read + Send>>,
+}
+
+/// How an open segment is written.
+enum Output {
+    /// In place, into the pre-padded `.partial`.
+    Plain(File),
+    Compressed(Box<CompressedOutput>),
+}
+
+struct CompressedOutput {
+    enc: Encoder,
+    /// Whether the stream has its `.partial` name yet (else it is under a temporary name).
+    named: bool,
+    /// The `.partial` name it takes.
+    partial: PathBuf,
+    olds: Vec<OldPartial>,
+}
+
+impl CompressedOutput {
+    /// Whether some older partial still holds all the WAL written to the new stream.
+    fn covered(&self) -> bool {
+        self.olds.iter().any(|o| o.content.is_some())
+    }
+
+    /// Reads the next `data.len()` bytes of each older partial and forgets those that differ.
+    fn compare(&mut self, data: &[u8]) {
+        let mut buf = vec![0u8; data.len()];
+        for old in &mut self.olds {
+            if let Some(r) = &mut old.content {
+                if r.read_exact(&mut buf).is_err() || buf != data {
+                    old.content = None;
+                }
+            }
+        }
+    }
 }
 
 struct OpenSegment {
     id: SegmentId,
-    file: File,
+    out: Output,
+    /// Where the bytes go now: the `.partial`, or the compressed stream's temporary name.
     path: PathBuf,
+    /// Partials of this segment in other forms than the one written (an earlier run with
+    /// another -Z), superseded when this one completes.
+    others: Vec<PathBuf>,
     /// Offset where the next byte must go: WAL arrives in order, and a gap is refused.
     next: u64,
     /// Written since the last fsync.
@@ -319,16 +378,53 @@ impl Writer {
 
     /// Makes what was written durable and publishes the new flush position.
     fn sync(&mut self) -> Result<(), WriterError> {
-        let Some(seg) = &self.current else { return Ok(()) };
+        let Some(mut seg) = self.current.take() else { return Ok(()) };
+        let res = self.sync_segment(&mut seg);
+        self.current = Some(seg);
+        res
+    }
+
+    fn sync_segment(&self, seg: &mut OpenSegment) -> Result<(), WriterError> {
         if !seg.dirty {
             return Ok(());
         }
-        self.fsync(&seg.file, &seg.path)?;
-        let flushed = Lsn(seg.id.segno * self.cfg.seg_size + seg.next);
-        if let Some(seg) = &mut self.current {
-            seg.dirty = false;
+        match &mut seg.out {
+            Output::Plain(file) => self.fsync(file, &seg.path)?,
+            Output::Compressed(c) => {
+                c.enc.flush_point().map_err(|err| self.io_error(&seg.path, "write", err, 0))?;
+                self.fsync(c.enc.file(), &seg.path)?;
+                if !c.named && !c.covered() {
+                    // The new stream now holds WAL no older partial has: it takes the name,
+                    // replacing the older partial of its own form, and the others go.
+                    self.rename(&seg.path, &c.partial)?;
+                    self.fsync_dir()?;
+                    seg.path = c.partial.clone();
+                    c.named = true;
+                    self.remove_superseded(c.olds.iter().map(|o| &o.path).filter(|p| **p != c.partial))?;
+                }
+            }
         }
-        self.publish(flushed);
+        seg.dirty = false;
+        self.publish(Lsn(seg.id.segno * self.cfg.seg_size + seg.next));
+        Ok(())
+    }
+
+    /// Removes partials of a segment that a newer file of it holds all WAL of.
+    fn remove_superseded<'a>(&self, paths: impl Iterator<Item = &'a PathBuf>) -> Result<(), WriterError> {
+        let mut removed = false;
+        for p in paths {
+            match fs::remove_file(p) {
+                Ok(()) => {
+                    log::info!("removed \"{}\": a newer file of its segment holds all its WAL", p.display());
+                    removed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(WriterError::Io { path: p.clone(), action: "remove", err }),
+            }
+        }
+        if removed {
+            self.fsync_dir()?;
+        }
         Ok(())
     }
 
@@ -336,6 +432,22 @@ impl Writer {
     fn close(&mut self) -> Result<(), WriterError> {
         self.sync()?;
         if let Some(seg) = self.current.take() {
+            if let Output::Compressed(c) = seg.out {
+                if c.named {
+                    // Ends the stream as pg_receivewal's close does: the partial becomes a
+                    // whole gzip member / LZ4 frame / zstd frame that any tool reads.
+                    let file = c.enc.finish().map_err(|err| self.io_error(&seg.path, "write", err, 0))?;
+                    self.fsync(&file, &seg.path)?;
+                } else {
+                    // An older partial holds all of it (everything reported flushed included).
+                    drop(c.enc);
+                    fs::remove_file(&seg.path).map_err(|err| WriterError::Io {
+                        path: seg.path.clone(),
+                        action: "remove",
+                        err,
+                    })?;
+                }
+            }
             log::debug!("closed {} at offset {} as \"{}\"", seg.id, seg.next, seg.path.display());
         }
         Ok(())
@@ -446,9 +558,26 @@ impl Writer {
     fn write_at(&mut self, data: &[u8], offset: u64) -> Result<(), WriterError> {
         loop {
             let seg = self.current.as_mut().expect("segment is open");
-            let err = match seg.file.write_all_at(data, offset) {
-                Ok(()) => break,
-                Err(err) => err,
+            let err = match &mut seg.out {
+                Output::Plain(file) => match file.write_all_at(data, offset) {
+                    Ok(()) => break,
+                    Err(err) => err,
+                },
+                Output::Compressed(c) => {
+                    if !c.named {
+                        c.compare(data);
+                    }
+                    // A compressed stream cannot take a write again after part of it failed:
+                    // a full disk here ends the session, whose restart writes the segment
+                    // anew (the floor, checked before each segment, pauses instead).
+                    match c.enc.write_all(data) {
+                        Ok(()) => break,
+                        Err(err) => {
+                            let path = seg.path.clone();
+                            return Err(WriterError::Io { path, action: "write", err });
+                        }
+                    }
+                }
             };
             let path = seg.path.clone();
             if !is_no_space(&err) {
@@ -465,8 +594,18 @@ impl Writer {
     /// report its end as flushed.
     fn complete_segment(&mut self) -> Result<(), WriterError> {
         let seg = self.current.take().expect("segment is open");
-        self.fsync(&seg.file, &seg.path)?;
-        let done = self.cfg.dir.join(seg.id.file_name(self.cfg.seg_size));
+        let (file, mut superseded) = match seg.out {
+            Output::Plain(file) => (file, vec![]),
+            Output::Compressed(c) => {
+                let file = c.enc.finish().map_err(|err| self.io_error(&seg.path, "write", err, 0))?;
+                let olds: Vec<PathBuf> =
+                    c.olds.into_iter().map(|o| o.path).filter(|p| *p != seg.path).collect();
+                (file, olds)
+            }
+        };
+        superseded.extend(seg.others.iter().cloned());
+        self.fsync(&file, &seg.path)?;
+        let done = self.cfg.dir.join(seg.id.name_with(self.cfg.seg_size, self.cfg.compression.method, false));
         // A directory that must grow for the new name can be refused on a full disk: the
         // segment is durable under its `.partial` name, so the rename is simply tried again.
         loop {
@@ -480,7 +619,8 @@ impl Writer {
         }
         self.floor.resumed();
         self.fsync_dir()?;
-        pgrw_ffi::sys::drop_from_page_cache(&seg.file);
+        self.remove_superseded(superseded.iter().filter(|p| **p != done))?;
+        pgrw_ffi::sys::drop_from_page_cache(&file);
         log::debug!("finished segment \"{}\"", done.file_name().unwrap_or_default().to_string_lossy());
         let m = metrics::get();
         m.last_segment_lsn.set(seg.id.segno * self.cfg.seg_size);
@@ -498,9 +638,23 @@ impl Writer {
     /// half-padded `.partial` behind.
     fn open_segment(&mut self, id: SegmentId) -> Result<OpenSegment, WriterError> {
         let seg_size = self.cfg.seg_size;
-        let done = self.cfg.dir.join(id.file_name(seg_size));
-        if done.exists() {
-            return Err(WriterError::AlreadyComplete(done));
+        let method = self.cfg.compression.method;
+        // Complete in any form: pg_receivewal's `.gz` of a segment is that segment.
+        for m in Method::ALL {
+            let done = self.cfg.dir.join(id.name_with(seg_size, m, false));
+            if done.exists() {
+                return Err(WriterError::AlreadyComplete(done));
+            }
+        }
+        let others: Vec<PathBuf> = Method::ALL
+            .into_iter()
+            .filter(|&m| m != method)
+            .map(|m| self.cfg.dir.join(id.name_with(seg_size, m, true)))
+            .filter(|p| p.exists())
+            .collect();
+        if method != Method::None {
+            // The other forms are among the older partials it compares with.
+            return self.open_compressed(id);
         }
         let path = self.cfg.dir.join(id.partial_name(seg_size));
         let open = |p: &Path| OpenOptions::new().write(true).open(p);
@@ -514,7 +668,7 @@ impl Writer {
                 self.fsync(&file, &path)?;
                 self.fsync_dir()?;
                 log::debug!("reusing \"{}\"", path.display());
-                return Ok(OpenSegment { id, file, path, next: 0, dirty: false });
+                return Ok(OpenSegment { id, out: Output::Plain(file), path, others, next: 0, dirty: false });
             }
             Ok(m) if m.len() != 0 => {
                 // The archive scan refuses these before streaming; never overwrite one.
@@ -533,7 +687,7 @@ impl Writer {
             match self.create_padded(&tmp, &path) {
                 Ok(file) => {
                     self.floor.resumed();
-                    return Ok(OpenSegment { id, file, path, next: 0, dirty: false });
+                    return Ok(OpenSegment { id, out: Output::Plain(file), path, others, next: 0, dirty: false });
                 }
                 Err(WriterError::NoSpace { path: p, err, needed, .. }) => {
                     // The temporary file is ours and holds nothing: do not leave it filling
@@ -563,6 +717,47 @@ impl Writer {
         self.fsync_dir()?;
         log::trace!("created \"{}\"", path.display());
         Ok(file)
+    }
+
+    /// Starts a compressed stream for segment `id` under a temporary name, with every older
+    /// partial of the segment (any form) opened for comparison: see the module comment.
+    fn open_compressed(&mut self, id: SegmentId) -> Result<OpenSegment, WriterError> {
+        let seg_size = self.cfg.seg_size;
+        // The floor, counting a whole segment: how small it compresses is not known ahead.
+        self.reserve(seg_size)?;
+        let partial = self.cfg.dir.join(id.name_with(seg_size, self.cfg.compression.method, true));
+        let mut olds = Vec::new();
+        for m in Method::ALL {
+            let p = self.cfg.dir.join(id.name_with(seg_size, m, true));
+            match File::open(&p) {
+                Ok(f) => {
+                    let content = compress::reader(m, f).map_err(|err| WriterError::Io {
+                        path: p.clone(),
+                        action: "read",
+                        err,
+                    })?;
+                    olds.push(OldPartial { path: p, content: Some(content) });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(WriterError::Io { path: p, action: "open", err }),
+            }
+        }
+        let tmp = self
+            .cfg
+            .dir
+            .join(format!("{}{TEMP_SUFFIX}", id.name_with(seg_size, self.cfg.compression.method, true)));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(self.cfg.file_mode)
+            .open(&tmp)
+            .map_err(|err| self.io_error(&tmp, "create", err, 0))?;
+        let enc =
+            Encoder::new(self.cfg.compression, file).map_err(|err| self.io_error(&tmp, "create", err, 0))?;
+        log::trace!("created \"{}\"", tmp.display());
+        let out = Output::Compressed(Box::new(CompressedOutput { enc, named: false, partial, olds }));
+        Ok(OpenSegment { id, out, path: tmp, others: Vec::new(), next: 0, dirty: false })
     }
 
     /// Writes zeros over the whole segment so later writes need no block allocation (and a
@@ -596,6 +791,14 @@ mod tests {
     }
 
     fn setup(tag: &str, durability: Durability) -> (Dir, Writer, Arc<Progress>) {
+        setup_with(tag, durability, Compression::NONE)
+    }
+
+    fn setup_with(
+        tag: &str,
+        durability: Durability,
+        compression: Compression,
+    ) -> (Dir, Writer, Arc<Progress>) {
         let p = std::env::temp_dir().join(format!("pgrw-writer-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).unwrap();
@@ -608,6 +811,7 @@ mod tests {
             block_size: BLCK,
             min_free: 0,
             retention: Retention::None,
+            compression,
         };
         let progress = Arc::new(Progress::new(Lsn(0)));
         let w = Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap()));
@@ -820,5 +1024,91 @@ mod tests {
         t.join().unwrap().unwrap();
         assert_eq!(progress.flushed(), Lsn(4096));
         assert!(d.0.join("000000010000000000000000.partial").exists());
+    }
+
+    fn decoded(method: Method, path: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        compress::decode(method, File::open(path).unwrap(), u64::MAX - 1, &mut |b| {
+            out.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn spec(m: Method) -> Compression {
+        crate::compression::parse(m.name()).unwrap()
+    }
+
+    #[test]
+    fn compressed_segments_complete_and_flushed_partials_decode() {
+        for m in [Method::Gzip, Method::Lz4, Method::Zstd] {
+            let (d, mut w, progress) = setup_with(&format!("z-{}", m.name()), Durability::Default, spec(m));
+            let data = wal(SEG, (SEG + SEG / 2) as usize);
+            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..5000].to_vec() }).unwrap();
+            let partial = d.0.join(format!("000000010000000000000001{}.partial", m.extension()));
+            assert!(!partial.exists(), "{m:?}: no name before the first flush");
+            w.handle(WriterMsg::Flush).unwrap();
+            assert_eq!(progress.flushed(), Lsn(SEG + 5000));
+            // What was reported flushed decodes from the file as it is, stream unfinished.
+            assert_eq!(decoded(m, &partial), &data[..5000], "{m:?}");
+            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG + 5000), data: data[5000..].to_vec() }).unwrap();
+            let done = d.0.join(format!("000000010000000000000001{}", m.extension()));
+            assert!(decoded(m, &done) == data[..SEG as usize], "{m:?}");
+            assert!(!partial.exists());
+            assert_eq!(progress.flushed(), Lsn(2 * SEG));
+            w.handle(WriterMsg::Close).unwrap();
+            let p2 = d.0.join(format!("000000010000000000000002{}.partial", m.extension()));
+            assert!(decoded(m, &p2) == data[SEG as usize..], "{m:?}: a closed partial holds all");
+            assert!(fs::metadata(&p2).unwrap().len() < SEG / 4, "{m:?}: not padded");
+        }
+    }
+
+    /// A restart rewrites a compressed segment from its start: the older partial keeps its
+    /// name (and everything reported flushed stays on disk) until the new stream holds more.
+    #[test]
+    fn older_partial_stays_until_the_new_stream_passes_it() {
+        let m = Method::Gzip;
+        let (d, mut w, progress) = setup_with("z-resume", Durability::Default, spec(m));
+        let data = wal(0, 100_000);
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..60_000].to_vec() }).unwrap();
+        w.handle(WriterMsg::Close).unwrap();
+        // A plain padded partial of the same segment from a run without -Z, holding less.
+        let plain = d.0.join("000000010000000000000000.partial");
+        let mut padded = data[..30_000].to_vec();
+        padded.resize(SEG as usize, 0);
+        fs::write(&plain, &padded).unwrap();
+        let (_d2, mut w2, progress2) = {
+            let cfg = w.cfg.clone();
+            let p = Arc::new(Progress::new(Lsn(0)));
+            (0, Writer::new(cfg, p.clone(), Arc::new(EventFd::new().unwrap())), p)
+        };
+        drop(progress);
+        let gz = d.0.join("000000010000000000000000.gz.partial");
+        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..40_000].to_vec() }).unwrap();
+        w2.handle(WriterMsg::Flush).unwrap();
+        assert_eq!(progress2.flushed(), Lsn(40_000));
+        assert_eq!(decoded(m, &gz), &data[..60_000], "the older, longer partial is untouched");
+        assert!(plain.exists());
+        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(40_000), data: data[40_000..70_000].to_vec() })
+            .unwrap();
+        w2.handle(WriterMsg::Flush).unwrap();
+        assert_eq!(decoded(m, &gz), &data[..70_000], "renamed over the older partial");
+        assert!(!plain.exists(), "the plain partial is superseded");
+        assert!(fs::read_dir(&d.0).unwrap().count() == 1, "no temporary file left");
+        // A close before catching up leaves the older partial as it was.
+        let (_d3, mut w3) = (0, Writer::new(w2.cfg.clone(), progress2, Arc::new(EventFd::new().unwrap())));
+        w3.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..10_000].to_vec() }).unwrap();
+        w3.handle(WriterMsg::Close).unwrap();
+        assert_eq!(decoded(m, &gz), &data[..70_000]);
+        assert!(fs::read_dir(&d.0).unwrap().count() == 1, "no temporary file left");
+    }
+
+    #[test]
+    fn a_complete_compressed_segment_is_never_overwritten() {
+        let (d, mut w, _) = setup("znooverwrite", Durability::Default);
+        fs::write(d.0.join("000000010000000000000000.lz4"), b"keep").unwrap();
+        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100) }).unwrap_err();
+        assert!(matches!(e, WriterError::AlreadyComplete(_)), "{e}");
     }
 }
