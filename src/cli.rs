@@ -312,14 +312,9 @@ impl Args {
         }
         self.common.check()?;
         self.common.check_conninfo()?;
-        // pg_receivewal ignores --if-not-exists when streaming; here it is refused, so nobody
-        // takes it for "create the slot when missing", which has a flag of its own.
-        if self.if_not_exists && action != Action::CreateSlot {
-            return Err(usage(
-                "--if-not-exists can only be used with --create-slot \
-                 (to create a missing slot when streaming, use --create-slot-if-missing)",
-            ));
-        }
+        // --if-not-exists without --create-slot is accepted and has no effect, as in
+        // pg_receivewal: scripts pass it on every call. It never creates a missing slot when
+        // streaming (that is --create-slot-if-missing); the missing-slot error says so.
         if self.create_slot_if_missing {
             if action != Action::Stream {
                 return Err(usage(
@@ -478,19 +473,22 @@ pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, UsageError> {
     })
 }
 
-/// `--version` output, like pg_receivewal's `pg_receivewal (PostgreSQL) 17.2`.
-pub fn version_text() -> String {
-    format!("pgreceivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+/// `--version` output for the name the program was started as, like pg_receivewal's
+/// `pg_receivewal (PostgreSQL) 17.2`: the parenthesis names the software, so a
+/// `pg_receivewal` symlink says `pg_receivewal (pgreceivewal) 0.1.0`.
+pub fn version_text(program: &str) -> String {
+    format!("{program} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// The full `--help` text, laid out like pg_receivewal's.
-pub fn help_text() -> String {
+/// The full `--help` text, laid out like pg_receivewal's, for the name the program was
+/// started as.
+pub fn help_text(program: &str) -> String {
     format!(
         "\
-pgreceivewal receives PostgreSQL streaming write-ahead logs.
+{program} receives PostgreSQL streaming write-ahead logs.
 
 Usage:
-  pgreceivewal [OPTION]...
+  {program} [OPTION]...
 
 Options:
   -D, --directory=DIR    receive write-ahead log files into this directory
@@ -689,7 +687,8 @@ mod tests {
                 "--create-slot-if-missing can only be used when streaming, not with --create-slot or --drop-slot"
             );
         }
-        assert!(err_with_dir(&["-S", "s", "--if-not-exists"]).contains("use --create-slot-if-missing"));
+        // --if-not-exists is not "create when missing": streaming with it asks nothing more.
+        assert!(!with_dir(&["-S", "s", "--if-not-exists"]).create_slot_if_missing);
     }
 
     #[test]
@@ -720,10 +719,15 @@ mod tests {
     #[test]
     fn if_not_exists() {
         assert!(config(&["--create-slot", "--if-not-exists", "-S", "s"]).if_not_exists);
-        let msg = err_with_dir(&["-S", "s", "--if-not-exists"]);
-        assert!(msg.starts_with("--if-not-exists can only be used with --create-slot"), "{msg}");
-        let msg = err(&["--drop-slot", "-S", "s", "--if-not-exists"]);
-        assert!(msg.starts_with("--if-not-exists can only be used with --create-slot"), "{msg}");
+        // Accepted, without effect, wherever pg_receivewal accepts it: streaming (with or
+        // without a slot) and dropping.
+        let c = with_dir(&["-S", "s", "--if-not-exists"]);
+        assert_eq!((c.action, c.create_slot_if_missing), (Action::Stream, false));
+        assert_eq!(with_dir(&["--if-not-exists"]).action, Action::Stream);
+        assert_eq!(with_dir(&["--if-not"]).action, Action::Stream);
+        assert_eq!(config(&["--drop-slot", "-S", "s", "--if-not-exists"]).action, Action::DropSlot);
+        // Still no substitute for -D when streaming.
+        assert_eq!(err(&["--if-not-exists"]), "no target directory specified");
     }
 
     #[test]
@@ -947,7 +951,14 @@ mod tests {
         assert_eq!(try_parse(&["-V"]), Ok(Command::Version));
         assert_eq!(try_parse(&["--version"]), Ok(Command::Version));
         assert_eq!(try_parse(&["-n", "-V"]), Ok(Command::Version));
-        assert_eq!(version_text(), format!("pgreceivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version_text("pgreceivewal"),
+            format!("pgreceivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            version_text("pg_receivewal"),
+            format!("pg_receivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
@@ -1064,7 +1075,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_option() {
-        let help = help_text();
+        let help = help_text("pgreceivewal");
         for long in LONG_OPTIONS {
             assert!(help.contains(&format!("--{long}")), "--{long} missing from help");
         }

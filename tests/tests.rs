@@ -27,3 +27,5 @@ mod slots;
 mod logical_integrity;
 
 mod notify;
+
+mod dropin;

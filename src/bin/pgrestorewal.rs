@@ -8,18 +8,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use pgreceivewal::physical::restore::{self, Served, EXIT_FATAL};
+use pgreceivewal::tool;
 
-const PROG: &str = "pgrestorewal";
+/// The software's name; messages use the name it was started as (argv[0]).
+const PROGRAM: &str = "pgrestorewal";
 
-fn help() -> String {
+fn help(prog: &str) -> String {
     format!(
-        "{PROG} copies a file from a WAL archive written by pgreceivewal, for PostgreSQL's restore_command.
+        "{prog} copies a file from a WAL archive written by pgreceivewal, for PostgreSQL's restore_command.
 
 Usage:
-  {PROG} [OPTION]... -D DIRECTORY FILENAME DESTINATION
+  {prog} [OPTION]... -D DIRECTORY FILENAME DESTINATION
 
 In postgresql.conf:
-  restore_command = '{PROG} -D /path/to/archive %f %p'
+  restore_command = '{prog} -D /path/to/archive %f %p'
 
 FILENAME is the file PostgreSQL asks for (%f), DESTINATION where to put it (%p).
 A segment whose complete file is not in the archive is served from its .partial
@@ -94,19 +96,21 @@ fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Acti
 }
 
 fn main() -> ExitCode {
-    let (archive, name, dest, verbose) = match parse_args(std::env::args_os().skip(1)) {
+    let mut args = std::env::args_os();
+    let prog = tool::set_progname(args.next().as_deref(), PROGRAM);
+    let (archive, name, dest, verbose) = match parse_args(args) {
         Ok(Action::Help) => {
-            print!("{}", help());
+            print!("{}", help(prog));
             return ExitCode::SUCCESS;
         }
         Ok(Action::Version) => {
-            println!("{PROG} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"));
+            println!("{prog} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Ok(Action::Restore { archive, name, dest, verbose }) => (archive, name, dest, verbose),
         Err(UsageError(msg)) => {
-            eprintln!("{PROG}: error: {msg}");
-            eprintln!("Try \"{PROG} --help\" for more information.");
+            eprintln!("{prog}: error: {msg}");
+            eprintln!("Try \"{prog} --help\" for more information.");
             return ExitCode::from(EXIT_FATAL);
         }
     };
@@ -114,7 +118,7 @@ fn main() -> ExitCode {
         Ok(r) => {
             if let Some(p) = &r.leftover_partial {
                 eprintln!(
-                    "{PROG}: warning: served complete segment \"{name}\" and ignored \"{}\", which should not exist \
+                    "{prog}: warning: served complete segment \"{name}\" and ignored \"{}\", which should not exist \
                      next to it; remove it once recovery is done",
                     p.display()
                 );
@@ -124,7 +128,7 @@ fn main() -> ExitCode {
                     Served::File => "",
                     Served::Partial => " (the newest WAL of its timeline, from a .partial file)",
                 };
-                eprintln!("{PROG}: restored \"{name}\" from \"{}\"{what}", r.source.display());
+                eprintln!("{prog}: restored \"{name}\" from \"{}\"{what}", r.source.display());
             }
             ExitCode::SUCCESS
         }
@@ -132,7 +136,7 @@ fn main() -> ExitCode {
         // timeline's history, the segment after the last): say nothing.
         Err(e) if e.is_not_found() => ExitCode::from(e.exit_code()),
         Err(e) => {
-            eprintln!("{PROG}: error: {e}");
+            eprintln!("{prog}: error: {e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -188,7 +192,9 @@ mod tests {
         for a in ["-V", "--version"] {
             assert!(matches!(parse(&[a]), Ok(Action::Version)), "{a}");
         }
-        let h = help();
+        let h = help(PROGRAM);
+        assert!(h.starts_with("pgrestorewal copies") && h.contains("\n  pgrestorewal [OPTION]..."), "{h}");
+        assert!(help("pg_restorewal").contains("restore_command = 'pg_restorewal -D"));
         assert!(h.contains("  255  "), "{h}");
         assert!(h.contains("%f %p"));
     }

@@ -383,19 +383,20 @@ impl Args {
     }
 }
 
-pub fn version_text() -> String {
-    format!("{PROGRAM} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+/// `--version` for the name the program was started as; the parenthesis names the software.
+pub fn version_text(program: &str) -> String {
+    format!("{program} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
 }
 
 // Long only because it is the --help text itself, one string.
-pub fn help_text() -> String {
+pub fn help_text(program: &str) -> String {
     format!(
         "\
-pgrecvlogical streams decoded row changes from a PostgreSQL logical replication
+{program} streams decoded row changes from a PostgreSQL logical replication
 slot (pgoutput) into durable JSON or text lines, at least once.
 
 Usage:
-  pgrecvlogical -S SLOT -P PUBLICATION (-D DIR | -f -) [OPTION]...
+  {program} -S SLOT -P PUBLICATION (-D DIR | -f -) [OPTION]...
 
 Output:
   -D, --directory=DIR    write rotating, fsync'ed files into DIR
@@ -731,8 +732,8 @@ mod tests {
         assert_eq!(try_parse(&["--help"]), Ok(Command::Help));
         assert_eq!(try_parse(&["-S", "s", "-?"]), Ok(Command::Help));
         assert_eq!(try_parse(&["-V"]), Ok(Command::Version));
-        assert!(version_text().starts_with("pgrecvlogical "));
-        let help = help_text();
+        assert!(version_text(PROGRAM).starts_with("pgrecvlogical (pgreceivewal) "));
+        let help = help_text(PROGRAM);
         for long in LONG_OPTIONS {
             assert!(help.contains(&format!("--{long}")), "--{long} missing from help");
         }

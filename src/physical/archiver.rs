@@ -67,6 +67,12 @@ pub enum Outcome {
     Stream(StreamEnd),
 }
 
+/// The name to tell the user to run: the one we were started as (a `pg_receivewal` symlink
+/// says `pg_receivewal --create-slot`).
+fn prog() -> &'static str {
+    crate::tool::progname("pgreceivewal")
+}
+
 pub fn run(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
     match cfg.action {
         Action::CreateSlot | Action::DropSlot => slot_action(cfg, stop),
@@ -242,7 +248,8 @@ impl<'a> Archiver<'a> {
                 if !self.cfg.create_slot_if_missing {
                     if missing {
                         return Err(RunError::Server(server.transient(format!(
-                            "replication slot \"{slot}\" does not exist; create it with pgreceivewal --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)"
+                            "replication slot \"{slot}\" does not exist; create it with {} --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)",
+                            prog()
                         ))));
                     }
                     // Before PostgreSQL 15 nothing tells us; START_REPLICATION will.
@@ -262,9 +269,10 @@ impl<'a> Archiver<'a> {
                         return Ok((None, SlotState::Unknown));
                     }
                     return Err(RunError::Slot(format!(
-                        "replication slot \"{slot}\" does not exist (server {}), and --create-slot-if-missing creates only the slot an archive was streamed with: archive \"{}\" {streamed_with}; check the slot name, or create the slot with pgreceivewal --create-slot -S {slot}",
+                        "replication slot \"{slot}\" does not exist (server {}), and --create-slot-if-missing creates only the slot an archive was streamed with: archive \"{}\" {streamed_with}; check the slot name, or create the slot with {} --create-slot -S {slot}",
                         server.name,
-                        self.archive.dir.display()
+                        self.archive.dir.display(),
+                        prog()
                     )));
                 }
                 // Older servers cannot tell us; creating is then also the existence check.
@@ -300,7 +308,7 @@ impl<'a> Archiver<'a> {
             );
         }
         if !sync && self.cfg.slot.is_some() {
-            let app = server.application_name().unwrap_or_else(|| "pgreceivewal".into());
+            let app = server.application_name().unwrap_or_else(|| prog().into());
             if let Ok(names) = server.show("synchronous_standby_names") {
                 if standby_names_include(&names, &app) {
                     log::warn!(
@@ -360,7 +368,8 @@ impl LostWal<'_> {
         let dir = self.dir.display();
         let msg = match (self.slot, missing) {
             (Some(slot), true) => format!(
-                "{what}; create it with pgreceivewal --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)"
+                "{what}; create it with {} --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)",
+                prog()
             ),
             (None, _) => format!(
                 "{what}; {}: use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup",
@@ -382,8 +391,9 @@ impl LostWal<'_> {
                     ),
                 };
                 format!(
-                    "{why}: {what}; {}: take a new base backup and start a new archive directory, and recreate the slot (pgreceivewal --drop-slot -S {slot}, then --create-slot -S {slot})",
-                    self.gap()
+                    "{why}: {what}; {}: take a new base backup and start a new archive directory, and recreate the slot ({} --drop-slot -S {slot}, then --create-slot -S {slot})",
+                    self.gap(),
+                    prog()
                 )
             }
         };

@@ -240,12 +240,19 @@ pub fn stopped_at(log: &str) -> u64 {
 
 /// Lines of a log at one level ("error", "warning", "info"...).
 pub fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
-    let tag = format!("] {level}: ");
-    log.lines().filter(|l| l.contains(&tag)).collect()
+    log.lines().filter(|l| level_of(l) == Some(level)).collect()
+}
+
+/// The level word of a text log line, `2026-11-21 23:35:16.123 UTC [1] pgreceivewal: info: ...`
+/// (the program name is the one the binary was started as).
+pub fn level_of(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("] ")?;
+    let (_program, rest) = rest.split_once(": ")?;
+    Some(rest.split_once(": ")?.0)
 }
 
 /// Seconds (with milliseconds) since midnight UTC of a text log line's timestamp,
-/// `2026-11-21 23:35:16.123 UTC pgreceivewal[1] ...`.
+/// `2026-11-21 23:35:16.123 UTC [1] pgreceivewal: ...`.
 pub fn line_time(line: &str) -> f64 {
     let t = line.split_whitespace().nth(1).unwrap_or_else(|| panic!("no time in {line:?}"));
     let mut parts = t.split(':');
