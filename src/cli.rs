@@ -62,6 +62,7 @@ const LONG_OPTIONS: &[&str] = &[
     "log-level",
     "log-format",
     "log-add-source",
+    "segment-command",
 ];
 
 /// What the user typed, each value checked on its own but no combination checked yet.
@@ -78,6 +79,7 @@ struct Args {
     no_sync: bool,
     synchronous: bool,
     status_interval_secs: Option<u64>,
+    segment_command: Option<String>,
     common: CommonArgs,
     /// The first non-option argument: reported after all options, as getopt does.
     first_stray: Option<OsString>,
@@ -268,6 +270,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Usage
                 let s = string_value(&mut p, "-s/--status-interval")?;
                 a.status_interval_secs = Some(parse_status_interval(&s)?);
             }
+            Long("segment-command") => {
+                let cmd = string_value(&mut p, "--segment-command")?;
+                if cmd.trim().is_empty() {
+                    return Err(usage("--segment-command must not be empty"));
+                }
+                a.segment_command = Some(cmd);
+            }
             Short('Z') | Long("compress") => {
                 let s = string_value(&mut p, "-Z/--compress")?;
                 check_compression(&s)?;
@@ -315,6 +324,9 @@ impl Args {
         // --if-not-exists without --create-slot is accepted and has no effect, as in
         // pg_receivewal: scripts pass it on every call. It never creates a missing slot when
         // streaming (that is --create-slot-if-missing); the missing-slot error says so.
+        if self.segment_command.is_some() && action != Action::Stream {
+            return Err(usage("--segment-command can only be used when streaming"));
+        }
         if self.create_slot_if_missing {
             if action != Action::Stream {
                 return Err(usage(
@@ -342,6 +354,7 @@ impl Args {
             create_slot_if_missing: self.create_slot_if_missing,
             endpos: self.endpos,
             no_loop: self.no_loop,
+            segment_command: self.segment_command,
             durability,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
             log: self.common.log_options(),
@@ -520,6 +533,12 @@ Optional actions:
                          lacks it (a new archive, a new primary after failover)
       --drop-slot        drop the replication slot (for the slot's name see --slot)
 
+Shipping:
+      --segment-command=CMD
+                         run CMD for each completed segment and history file, in
+                         order, like archive_command (%p path, %f file name, %%);
+                         retried with back-off until it exits 0
+
 Logging:
       --log-level=LEVEL  trace, debug, info, warn or error (default: info)
       --log-format=FORMAT
@@ -592,6 +611,7 @@ mod tests {
                 create_slot_if_missing: false,
                 endpos: None,
                 no_loop: false,
+                segment_command: None,
                 durability: Durability::Default,
                 status_interval: Some(Duration::from_secs(10)),
                 conn: ConnOptions {
@@ -971,6 +991,24 @@ mod tests {
     }
 
     #[test]
+    fn segment_command() {
+        assert_eq!(with_dir(&[]).segment_command, None);
+        let cmd = "aws s3 cp %p s3://b/%f";
+        assert_eq!(with_dir(&["--segment-command", cmd]).segment_command.as_deref(), Some(cmd));
+        assert_eq!(
+            with_dir(&["--segment-command=cp %p /x/%f"]).segment_command.as_deref(),
+            Some("cp %p /x/%f")
+        );
+        assert_eq!(err_with_dir(&["--segment-command", " "]), "--segment-command must not be empty");
+        for action in ["--create-slot", "--drop-slot"] {
+            assert_eq!(
+                err(&[action, "-S", "s", "--segment-command", "true"]),
+                "--segment-command can only be used when streaming"
+            );
+        }
+    }
+
+    #[test]
     fn abbreviated_long_options() {
         assert_eq!(config(&["--dir=/x"]).directory, PathBuf::from("/x"));
         assert_eq!(with_dir(&["--stat", "3"]).status_interval, Some(Duration::from_secs(3)));
@@ -979,7 +1017,7 @@ mod tests {
         assert_eq!(
             err_with_dir(&["--s", "x"]),
             "option \"--s\" is ambiguous; possibilities: \
-             \"--status-interval\" \"--slot\" \"--synchronous\""
+             \"--status-interval\" \"--slot\" \"--synchronous\" \"--segment-command\""
         );
         assert_eq!(
             err_with_dir(&["--no"]),

@@ -81,6 +81,8 @@ pub struct Config {
     /// (it compares against `InvalidXLogRecPtr`).
     pub endpos: Option<Lsn>,
     pub no_loop: bool,
+    /// `--segment-command`: run for each completed segment and history file (`%p`, `%f`).
+    pub segment_command: Option<String>,
     pub durability: Durability,
     /// Time between standby status updates; `None` when `-s 0` disables them.
     pub status_interval: Option<Duration>,

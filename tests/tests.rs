@@ -29,3 +29,5 @@ mod logical_integrity;
 mod notify;
 
 mod dropin;
+
+mod ship;

@@ -10,6 +10,7 @@ use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
 use crate::physical::archive::{Archive, ArchiveError, ClusterId};
 use crate::physical::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
+use crate::physical::ship::Shipper;
 use crate::physical::walfile::Tli;
 use crate::physical::writer::WriterConfig;
 use crate::server::{sqlstate, standby_names_include, Server, ServerError, SlotInfo};
@@ -116,18 +117,26 @@ struct Archiver<'a> {
     /// The identity of the server of the first session: a later session that reaches a
     /// different cluster (a failover to the wrong host, a rebuilt server) is refused.
     cluster: Option<ClusterId>,
+    /// `--segment-command`: started by the first session (it needs the segment size), kept
+    /// across reconnects.
+    shipper: Option<Shipper>,
 }
 
 impl<'a> Archiver<'a> {
     fn new(cfg: &'a Config, stop: &'a StopSignals) -> Result<Archiver<'a>, RunError> {
         // Lock the directory before connecting, so a second archiver is refused at once.
         let archive = Archive::open(&cfg.directory)?;
-        Ok(Archiver { cfg, stop, archive, password: None, cluster: None })
+        Ok(Archiver { cfg, stop, archive, password: None, cluster: None, shipper: None })
     }
 
     fn run(&mut self) -> Result<Outcome, RunError> {
         let (stop, no_loop) = (self.stop, self.cfg.no_loop);
-        session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream)
+        let end = session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream);
+        // While the archive is still locked: the command in flight finishes.
+        if let Some(shipper) = self.shipper.take() {
+            shipper.finish();
+        }
+        end
     }
 
     /// One connection: identify the server, check it against the archive, find where to
@@ -177,6 +186,9 @@ impl<'a> Archiver<'a> {
         if scan.newest.is_none() {
             self.archive.set_group_access(group_access)?;
         }
+        if let (Some(cmd), None) = (&cfg.segment_command, &self.shipper) {
+            self.shipper = Some(Shipper::start(&self.archive.dir, cmd, seg_size)?);
+        }
 
         let resume = scan.resume_point(seg_size);
         let (slot_start, slot_state) = match &cfg.slot {
@@ -211,6 +223,7 @@ impl<'a> Archiver<'a> {
             file_mode: Archive::file_mode(group_access),
             system_id: sys.system_id,
             block_size,
+            ship: self.shipper.as_ref().map(Shipper::queue),
         };
         let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
             .map_err(|e| lost.explain(RunError::Stream(e)))?;

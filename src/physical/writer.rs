@@ -21,6 +21,7 @@ use pgrw_ffi::sys::EventFd;
 use crate::config::Durability;
 use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
 use crate::lsn::Lsn;
+use crate::physical::ship::ShipQueue;
 use crate::physical::walcheck::{PageVerifier, WalCheckError};
 use crate::physical::walfile::{SegmentId, Tli};
 use crate::session::{Progress, WriterFailure};
@@ -139,6 +140,8 @@ pub struct WriterConfig {
     pub file_mode: u32,
     pub system_id: u64,
     pub block_size: u32,
+    /// `--segment-command`: completed files go to the shipper once durable.
+    pub ship: Option<ShipQueue>,
 }
 
 struct OpenSegment {
@@ -268,6 +271,9 @@ impl Writer {
         };
         res.map_err(|err| self.io_error(&path, "write", err, content.len() as u64))?;
         log::info!("wrote timeline history file \"{name}\"");
+        if let Some(q) = &self.cfg.ship {
+            q.push(name);
+        }
         Ok(())
     }
 
@@ -346,7 +352,12 @@ impl Writer {
         self.rename(&seg.path, &done)?;
         self.fsync_dir()?;
         pgrw_ffi::sys::drop_from_page_cache(&seg.file);
-        log::debug!("finished segment \"{}\"", done.file_name().unwrap_or_default().to_string_lossy());
+        let name = seg.id.file_name(self.cfg.seg_size);
+        log::debug!("finished segment \"{name}\"");
+        if let Some(q) = &self.cfg.ship {
+            // Complete and durable (the rename and the directory fsync are done): ship it.
+            q.push(&name);
+        }
         self.publish(Lsn((seg.id.segno + 1) * self.cfg.seg_size));
         Ok(())
     }
@@ -453,6 +464,7 @@ mod tests {
             file_mode: 0o600,
             system_id: SYSID,
             block_size: BLCK,
+            ship: None,
         };
         let progress = Arc::new(Progress::new(Lsn(0)));
         let w = Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap()));
