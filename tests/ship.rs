@@ -126,3 +126,62 @@ fn segment_command_15() {
 fn segment_command_18() {
     ship(PgVersion::V18);
 }
+
+/// Across a promotion: the new timeline's history file is shipped after the old timeline's
+/// last complete segment and before the new timeline's first, as the writer completed them;
+/// the old timeline's last, partial segment is not shipped.
+fn ship_across_timeline_switch(version: PgVersion) {
+    let p = Cluster::builder(version).wal_segsize_mb(1).conf("autovacuum = off").start();
+    p.generate_wal(2);
+    let s = Cluster::builder(version).standby_of(&p).conf("autovacuum = off").start();
+    let t = TestDir::new("ship-tli");
+    let state = t.join("state");
+    fs::create_dir_all(state.join("copies")).unwrap();
+    fs::write(state.join("ship.sh"), SHIP_SCRIPT).unwrap();
+    let dir = t.join("archive");
+    let command = format!("sh {} %p %f", state.join("ship.sh").display());
+    let mut cmd = pgreceivewal();
+    cmd.args(s.conn_args())
+        .arg("-D")
+        .arg(&dir)
+        .args(["-v", "--segment-command", &command])
+        .stderr(fs::File::create(t.join("log")).unwrap());
+    let mut ours = KillOnDrop::spawn(&mut cmd);
+    p.generate_wal(2);
+    let target = p.current_lsn();
+    wait_until(Duration::from_secs(30), "the archiver to receive from the standby", || {
+        s.psql(&format!("SELECT count(*) FROM pg_stat_replication WHERE write_lsn >= '{target}'")) == "1"
+    });
+    s.promote();
+    s.generate_wal(2);
+    s.switch_wal();
+    wait_until(SHIP_TIMEOUT, "the new timeline's history and segments shipped", || {
+        let done = completed(&dir);
+        let got = received(&state);
+        done.iter().any(|n| n.starts_with("00000002") && n.len() == 24)
+            && done.iter().all(|n| got.contains(n))
+    });
+    assert!(ours.signal_and_wait("TERM", Duration::from_secs(30)).success());
+    let done = completed(&dir);
+    let (old, new): (Vec<&String>, Vec<&String>) =
+        done.iter().filter(|n| n.len() == 24).partition(|n| n.starts_with("00000001"));
+    let mut expected: Vec<String> = old.into_iter().cloned().collect();
+    expected.push("00000002.history".to_string());
+    expected.extend(new.into_iter().cloned());
+    assert_eq!(received(&state), expected);
+    let partial = fs::read_dir(&dir).unwrap().flatten().any(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        n.starts_with("00000001") && n.ends_with(".partial")
+    });
+    assert!(partial, "the old timeline ends in a .partial segment: {done:?}");
+}
+
+#[test]
+fn segment_command_across_timeline_switch_15() {
+    ship_across_timeline_switch(PgVersion::V15);
+}
+
+#[test]
+fn segment_command_across_timeline_switch_18() {
+    ship_across_timeline_switch(PgVersion::V18);
+}
