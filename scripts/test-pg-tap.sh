@@ -146,9 +146,16 @@ mkdir "$work/bin" "$work/t"
 for tool in "$PG15_BINDIR"/*; do
     ln -s "$tool" "$work/bin/"
 done
-ln -sfn "$ours" "$work/bin/pg_receivewal"
 cp "$suite" "$work/t/$SUITE"
 chmod -R a+rwX "$work"
+# The suite runs it as `postgres`, which may not reach the build tree (a checkout under
+# /root): then the symlink points at a copy.
+target=$ours
+if ! as_postgres test -x "$ours"; then
+    target=$work/pgreceivewal
+    install -m 0755 "$ours" "$target"
+fi
+ln -sfn "$target" "$work/bin/pg_receivewal"
 
 pg_version=$(basename "$(dirname "$suite")")
 say "running ${pg_version/-/ }'s $SUITE with $ours as pg_receivewal"
