@@ -170,10 +170,19 @@ pub fn expand(command: &str, path: &str, file: &str) -> String {
     out
 }
 
+/// Extensions of segments written compressed (`-Z`): a complete one is shipped as it is.
+const COMPRESSED_EXTENSIONS: [&str; 3] = [".gz", ".lz4", ".zst"];
+
 /// The archive-order key of a completed file, or None for anything that is not a complete
-/// segment or a history file. A history file is read for its switch point.
+/// segment (compressed or not) or a history file. A history file is read for its switch
+/// point.
 pub fn key_of(dir: &Path, name: &str, seg_size: u64) -> Option<Key> {
-    match WalName::parse(name)? {
+    let compressed = COMPRESSED_EXTENSIONS.iter().find_map(|ext| name.strip_suffix(ext));
+    let wal = WalName::parse(compressed.unwrap_or(name))?;
+    if compressed.is_some() && !matches!(wal, WalName::Segment { .. }) {
+        return None;
+    }
+    match wal {
         WalName::Partial { .. } => None,
         w @ WalName::Segment { .. } => {
             let id = w.segment(seg_size)?;
@@ -409,6 +418,9 @@ mod tests {
             "000000010000000000000001",
             "README",
             ".pgreceivewal.meta",
+            "000000020000000000000005.gz",
+            "000000020000000000000006.lz4.partial",
+            "00000002.history.gz",
         ];
         let mut keyed: Vec<(Key, &str)> =
             names.iter().filter_map(|n| key_of(&d.0, n, SEG).map(|k| (k, *n))).collect();
@@ -421,7 +433,8 @@ mod tests {
                 "000000010000000000000002",
                 "00000002.history",
                 "000000020000000000000003",
-                "000000020000000000000004"
+                "000000020000000000000004",
+                "000000020000000000000005.gz"
             ]
         );
     }

@@ -352,7 +352,7 @@ impl Writer {
         self.rename(&seg.path, &done)?;
         self.fsync_dir()?;
         pgrw_ffi::sys::drop_from_page_cache(&seg.file);
-        let name = seg.id.file_name(self.cfg.seg_size);
+        let name = done.file_name().unwrap_or_default().to_string_lossy().into_owned();
         log::debug!("finished segment \"{name}\"");
         if let Some(q) = &self.cfg.ship {
             // Complete and durable (the rename and the directory fsync are done): ship it.
