@@ -5,6 +5,7 @@
 #   make test          deps, cargo tests against PostgreSQL 15 and 18, scripts/test-*.sh, the restore test
 #   make demo          stream a pgbench run into a directory (PGRW_DEMO_VERSION=18 for 18)
 #   make restore-test  scripts/restore-test.sh
+#   make man           rewrite the OPTIONS sections of packaging/man/*.1 from the flag tables
 #   make bench         scripts/bench.sh
 #   make install       copy the binaries to $(DESTDIR)$(PREFIX)/bin
 #   make static        fully static x86_64 binaries (musl, libpq and OpenSSL built in)
@@ -31,13 +32,18 @@ LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 # Exports PG15_BINDIR, PG18_BINDIR (and PGRW_CACHE) for the recipe line it prefixes.
 WITH_ENV := . scripts/env.sh &&
 
-.PHONY: build deps test demo restore-test bench install clean static deb fuzz
+.PHONY: build deps test demo restore-test bench install clean static deb fuzz man
 
 build:
 	$(CARGO) build --release $(LOCKED) --workspace
 
 deps:
 	@bash scripts/install-deps.sh
+
+# The man pages' OPTIONS sections come from the tools' flag tables (src/cli/render.rs); the
+# unit test that checks them is current rewrites them when PGRW_UPDATE_MAN is set.
+man:
+	PGRW_UPDATE_MAN=1 $(CARGO) test --release $(LOCKED) --lib -- man_page_is_current
 
 test: deps build
 	$(WITH_ENV) $(CARGO) test --workspace --release $(LOCKED) -- --test-threads=$(TEST_THREADS)

@@ -28,6 +28,9 @@
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
 #   BENCH_SKIP=               space-separated parts to skip: catchup sync disk restore logical
 #   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
+#   BENCH_STATIC=path         the static (musl) build, measured beside it in parts 1 and 2
+#                             (default target/x86_64-unknown-linux-musl/release/pgreceivewal
+#                             when `make static` has built it; BENCH_STATIC= to leave it out)
 #   PGRW_KEEP_TEST_DIRS=1     keep the cluster and logs afterwards
 #
 # Run it with `make bench` (deps and a release build first). Everything it makes (cluster,
@@ -45,6 +48,11 @@ clients=${BENCH_CLIENTS:-4}
 bench_base=${BENCH_DIR:-/var/tmp}
 skip=" ${BENCH_SKIP:-} "
 ours=${PGRECEIVEWAL:-$PWD/target/release/pgreceivewal}
+static_bin=${BENCH_STATIC-$PWD/target/x86_64-unknown-linux-musl/release/pgreceivewal}
+[[ -n $static_bin && -x $static_bin ]] || static_bin=
+# The tools of parts 1 and 2, in the order of odd runs; even runs take them in reverse.
+tools="ours theirs${static_bin:+ static}"
+reversed() { local out="" t; for t in $1; do out="$t $out"; done; echo "${out% }"; }
 
 fail() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -154,6 +162,7 @@ theirs_version=$("$theirs" --version)
 say "server $server_version on port $port; segment size $seg_size bytes"
 say "ours:   $ours ($("$ours" --version))"
 say "theirs: $theirs ($theirs_version)"
+[[ -z $static_bin ]] || say "static: $static_bin ($("$static_bin" --version))"
 say "archive filesystem: $work ($fstype, $(findmnt -n -o SOURCE -T "$work"))"
 start_time=$(date -u '+%Y-%m-%d %H:%M UTC')
 started=$SECONDS
@@ -203,7 +212,7 @@ catchup() {
     local run mode tool order dir tf log slot e u s m
     for ((run = 1; run <= runs; run++)); do
         for mode in default synchronous; do
-            if ((run % 2)); then order="ours theirs"; else order="theirs ours"; fi
+            if ((run % 2)); then order=$tools; else order=$(reversed "$tools"); fi
             for tool in $order; do
                 slot="bench_${tool}_${mode:0:4}_$run"
                 cluster_psql pg "SELECT pg_copy_physical_replication_slot('bench_anchor', '$slot')" >/dev/null
@@ -215,6 +224,7 @@ catchup() {
                 [[ $mode == synchronous ]] && extra=(--synchronous)
                 local bin=$ours
                 [[ $tool == theirs ]] && bin=$theirs
+                [[ $tool == static ]] && bin=$static_bin
                 sync  # start each run with nobody's dirty pages in the way
                 run_tool "$bin" "$tool ($mode, run $run)" "$dir" "$tf" "$log" -S "$slot" -E "$endpos" "${extra[@]}"
                 read -r e u s m <"$tf"
@@ -270,7 +280,11 @@ pgbench_round() {
 # sync_round TOOL: TOOL as the synchronous standby for one pgbench run.
 sync_round() {
     local tool=$1 bin app slot dir log pid
-    if [[ $tool == ours ]]; then bin=$ours app=pgreceivewal; else bin=$theirs app=pg_receivewal; fi
+    case $tool in
+        ours) bin=$ours app=pgreceivewal ;;
+        static) bin=$static_bin app=pgreceivewal ;;
+        *) bin=$theirs app=pg_receivewal ;;
+    esac
     slot=bench_sync_$tool
     dir=$work/archive-sync-$tool
     log=$work/log-sync-$tool-$round
@@ -302,7 +316,7 @@ sync_commit() {
     cluster_psql pg "VACUUM ANALYZE"
     local order tool
     for ((round = 1; round <= runs; round++)); do
-        if ((round % 2)); then order="none ours theirs"; else order="none theirs ours"; fi
+        if ((round % 2)); then order="none $tools"; else order="none $(reversed "$tools")"; fi
         for tool in $order; do
             if [[ $tool == none ]]; then
                 pgbench_round none
@@ -399,6 +413,33 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         row "disk: 1 GiB write + 1 fdatasync, MB/s" "" "" "" "$seq_limit"
         row "disk: 16 MiB writes with O_DSYNC, MB/s" "" "" "" "$(fmt_stat 0 "${disk_seg[@]}")"
         row "disk: 8 kB write + fdatasync, ops/s" "" "" "" "$(fmt_stat 0 "${disk_fsync[@]}")"
+    fi
+    if [[ -n $static_bin ]]; then
+        echo
+        echo "the static (musl) build against the glibc build (ours) in the same run; ratio = static / ours"
+        echo
+        row "measure" "static (musl)" "ours (glibc)" "static/ours" ""
+        row "---" "---:" "---:" "---:" "---:"
+        for mode in default synchronous; do
+            skipped catchup && break
+            st=${mbps["static $mode"]} o=${mbps["ours $mode"]}
+            # shellcheck disable=SC2086 # value lists
+            row "catch-up $mode, MB/s" "$(fmt_stat 1 $st)" "$(fmt_stat 1 $o)" "$(ratio "$st" "$o")" ""
+            st=${cpu["static $mode"]} o=${cpu["ours $mode"]}
+            # shellcheck disable=SC2086
+            row "catch-up $mode, CPU s/GiB" "$(fmt_stat 3 $st)" "$(fmt_stat 3 $o)" "$(ratio "$st" "$o")" ""
+            st=${rss["static $mode"]} o=${rss["ours $mode"]}
+            # shellcheck disable=SC2086
+            row "catch-up $mode, peak RSS MiB" "$(fmt_stat 1 $st)" "$(fmt_stat 1 $o)" "$(ratio "$st" "$o")" ""
+        done
+        if ! skipped sync; then
+            # shellcheck disable=SC2086
+            row "sync commit, TPS" "$(fmt_stat 1 ${tps[static]})" "$(fmt_stat 1 ${tps[ours]})" \
+                "$(ratio "${tps[static]}" "${tps[ours]}")" ""
+            # shellcheck disable=SC2086
+            row "sync commit, latency p99 ms" "$(fmt_stat 3 ${p99[static]})" "$(fmt_stat 3 ${p99[ours]})" \
+                "$(ratio "${p99[static]}" "${p99[ours]}")" ""
+        fi
     fi
 }
 

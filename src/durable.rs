@@ -6,6 +6,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::text::os_error;
+
 /// Suffix of files the writer is still preparing (a segment being padded, the metadata being
 /// replaced). Only such files are ever removed, and only ours.
 pub const TEMP_SUFFIX: &str = ".pgreceivewal-tmp";
@@ -29,7 +31,12 @@ pub fn write_durably(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     fs::rename(&tmp, path).map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("could not rename file \"{}\" to \"{}\": {e}", tmp.display(), path.display()),
+            format!(
+                "could not rename file \"{}\" to \"{}\": {}",
+                tmp.display(),
+                path.display(),
+                os_error(&e)
+            ),
         )
     })?;
     fsync_dir(dir)

@@ -6,6 +6,12 @@
 //! `src/bin/` holds thin mains. Neither tool's folder imports the other's.
 #![forbid(unsafe_code)]
 
+/// In the static build, one allocator for Rust and (through `override`) for libpq: see the
+/// dependency in Cargo.toml. glibc's malloc needs no help.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cli;
 pub mod config;
 pub mod durable;

@@ -9,10 +9,16 @@
 //! global logger; timestamps are converted by hand (UTC only, [`crate::text::UtcTime`]) to
 //! avoid a date crate.
 //!
+//! A message has PostgreSQL's three parts (`errmsg`, `errdetail`, `errhint`): the primary
+//! message is the record's text; detail and hint travel as the record's `detail` and `hint`
+//! key-values ([`Hinted`] and [`report!`](crate::report) put them there). A text log shows
+//! them as lines of their own (`... detail: ...`, `... hint: ...`, written with the primary
+//! line in one write); a JSON line has them as fields `"detail"` and `"hint"`.
+//!
 //! The level comes only from the command line: `RUST_LOG` is deliberately not read, so the
 //! flags are the one interface and a stray environment variable cannot silence errors.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::time::SystemTime;
 
@@ -29,6 +35,10 @@ pub struct LogLine<'a> {
     /// The `log` target, normally the module path (`pgreceivewal::physical::writer`).
     pub target: &'a str,
     pub message: &'a str,
+    /// PostgreSQL's `errdetail`: a full sentence or more, capitalised, ending in a period.
+    pub detail: Option<&'a str>,
+    /// PostgreSQL's `errhint`: what to do about it, a full sentence.
+    pub hint: Option<&'a str>,
     /// Source file and line, shown only when asked for (`--log-add-source`).
     pub source: Option<(&'a str, u32)>,
 }
@@ -50,6 +60,8 @@ pub fn init(opts: &LogOptions, program: &'static str) {
                 (true, Some(file), Some(line)) => Some((file, line)),
                 _ => None,
             };
+            let kv = record.key_values();
+            let (detail, hint) = (kv.get("detail".into()), kv.get("hint".into()));
             let line = LogLine {
                 time: SystemTime::now(),
                 program,
@@ -57,6 +69,8 @@ pub fn init(opts: &LogOptions, program: &'static str) {
                 level: record.level(),
                 target: record.target(),
                 message: &message,
+                detail: detail.as_ref().and_then(|v| v.to_borrowed_str()),
+                hint: hint.as_ref().and_then(|v| v.to_borrowed_str()),
                 source,
             };
             // One write per record: env_logger hands the buffer to stderr whole, so lines
@@ -67,6 +81,97 @@ pub fn init(opts: &LogOptions, program: &'static str) {
             }
         })
         .try_init();
+}
+
+/// An error (or warning) that can say more than its one-line primary message, the way
+/// PostgreSQL's `ereport` does: the `Display` text is the primary message (lowercase, no
+/// trailing period), [`Hinted::detail`] and [`Hinted::hint`] are separate sentences
+/// (capitalised, ending in a period). The fix-it goes into the hint, never glued onto the
+/// primary message with "; ".
+pub trait Hinted: fmt::Display {
+    /// More about what happened (`errdetail`).
+    fn detail(&self) -> Option<String> {
+        None
+    }
+    /// What to do about it (`errhint`).
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A message built on the spot, for errors that carry free text rather than a variant of
+/// their own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    pub text: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl Message {
+    pub fn new(text: impl Into<String>) -> Message {
+        Message { text: text.into(), detail: None, hint: None }
+    }
+
+    pub fn detail(self, detail: impl Into<String>) -> Message {
+        Message { detail: Some(detail.into()), ..self }
+    }
+
+    pub fn hint(self, hint: impl Into<String>) -> Message {
+        Message { hint: Some(hint.into()), ..self }
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Hinted for Message {
+    fn detail(&self) -> Option<String> {
+        self.detail.clone()
+    }
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
+impl std::error::Error for Message {}
+
+/// Logs a [`Hinted`] error at `level` with its detail and hint, from the caller's module (so
+/// the target and `--log-add-source` name the caller). An optional format replaces the
+/// primary text: `report!(log::Level::Warn, e; "{e}; trying again in {s} s")`.
+#[macro_export]
+macro_rules! report {
+    ($level:expr, $err:expr) => {{
+        let e = &$err;
+        let detail = $crate::logging::Hinted::detail(e);
+        let hint = $crate::logging::Hinted::hint(e);
+        ::log::log!($level, detail = detail.as_deref(), hint = hint.as_deref(); "{}", e)
+    }};
+    ($level:expr, $err:expr; $($fmt:tt)+) => {{
+        let e = &$err;
+        let detail = $crate::logging::Hinted::detail(e);
+        let hint = $crate::logging::Hinted::hint(e);
+        ::log::log!($level, detail = detail.as_deref(), hint = hint.as_deref(); $($fmt)+)
+    }};
+}
+
+/// The lines a command-line tool prints on stderr when it runs without the logger (usage
+/// errors, pgrestorewal), as PostgreSQL's frontend tools do (`src/common/logging.c`):
+/// `prog: error: primary`, then `prog: detail: ...` and `prog: hint: ...`, each line ending in
+/// a newline.
+pub fn plain_lines(program: &str, level: &str, e: &(impl Hinted + ?Sized)) -> String {
+    let mut s = String::new();
+    for (word, text) in [(level, Some(e.to_string())), ("detail", e.detail()), ("hint", e.hint())] {
+        if let Some(text) = text {
+            let _ = write!(s, "{program}: {word}: ");
+            push_one_line(&mut s, &text);
+            s.push('\n');
+        }
+    }
+    s
 }
 
 /// PostgreSQL's words for the levels (`elog.c`'s `error_severity`, lowercased as the
@@ -82,33 +187,34 @@ pub fn level_word(level: log::Level) -> &'static str {
 }
 
 /// `2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: info: message (src/physical/writer.rs:123)`,
-/// without the newline. Messages carry text from outside (the server's words, names from the
-/// database): one message is one line, whatever that text holds.
+/// without the newline; a detail and a hint follow on lines of their own with the same
+/// prefix (`... pgreceivewal: detail: ...`, `... pgreceivewal: hint: ...`), as PostgreSQL's
+/// tools print them. Messages carry text from outside (the server's words, names from the
+/// database): each part is one line, whatever that text holds.
 pub fn format_text_line(line: &LogLine<'_>) -> String {
     let t = UtcTime::from_system_time(line.time);
-    let mut s = format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC [{}] {}: {}: ",
-        t.year,
-        t.month,
-        t.day,
-        t.hour,
-        t.minute,
-        t.second,
-        t.millis,
-        line.pid,
-        line.program,
-        level_word(line.level),
+    let prefix = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC [{}] {}: ",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis, line.pid, line.program,
     );
+    let mut s = format!("{prefix}{}: ", level_word(line.level));
     push_one_line(&mut s, line.message);
     if let Some((file, no)) = line.source {
         let _ = write!(s, " ({file}:{no})");
+    }
+    for (word, text) in [("detail", line.detail), ("hint", line.hint)] {
+        if let Some(text) = text {
+            let _ = write!(s, "\n{prefix}{word}: ");
+            push_one_line(&mut s, text);
+        }
     }
     s
 }
 
 /// `{"ts":"2026-11-21T23:35:16.123Z","level":"info","program":"pgreceivewal","pid":4242,
-/// "msg":"...","target":"pgreceivewal::physical::writer"}` (plus `"file"` and `"line"` with a source),
-/// on one line, without the newline.
+/// "msg":"...","target":"pgreceivewal::physical::writer"}` (plus `"detail"` and `"hint"` after
+/// `"msg"` when the message has them, and `"file"` and `"line"` with a source), on one line,
+/// without the newline.
 pub fn format_json_line(line: &LogLine<'_>) -> String {
     let t = UtcTime::from_system_time(line.time);
     let mut s = String::with_capacity(128 + line.message.len());
@@ -127,6 +233,12 @@ pub fn format_json_line(line: &LogLine<'_>) -> String {
     push_json_string(&mut s, line.program);
     let _ = write!(s, ",\"pid\":{},\"msg\":", line.pid);
     push_json_string(&mut s, line.message);
+    for (key, text) in [("detail", line.detail), ("hint", line.hint)] {
+        if let Some(text) = text {
+            let _ = write!(s, ",\"{key}\":");
+            push_json_string(&mut s, text);
+        }
+    }
     s.push_str(",\"target\":");
     push_json_string(&mut s, line.target);
     if let Some((file, no)) = line.source {
@@ -158,6 +270,8 @@ mod tests {
             level: log::Level::Info,
             target: "pgreceivewal::physical::writer",
             message,
+            detail: None,
+            hint: None,
             source: None,
         }
     }
@@ -232,6 +346,42 @@ mod tests {
             format_json_line(&line),
             r#"{"ts":"2026-11-21T23:35:16.123Z","level":"error","program":"pgreceivewal","pid":4242,"msg":"could not fsync file \"x\"","target":"pgreceivewal::physical::writer","file":"src/physical/writer.rs","line":9}"#
         );
+    }
+
+    /// Detail and hint are lines of their own in text, with the same prefix, and fields of
+    /// their own in JSON; untrusted text in them cannot add a line either.
+    #[test]
+    fn detail_and_hint() {
+        let line = LogLine {
+            level: log::Level::Error,
+            detail: Some("The disk may have lost written WAL."),
+            hint: Some("Free space in \"/a\nb\"."),
+            ..sample("could not fsync file \"x\": Input/output error")
+        };
+        assert_eq!(
+            format_text_line(&line),
+            "2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: error: could not fsync file \"x\": Input/output error\n\
+             2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: detail: The disk may have lost written WAL.\n\
+             2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: hint: Free space in \"/a\\nb\"."
+        );
+        assert_eq!(
+            format_json_line(&line),
+            r#"{"ts":"2026-11-21T23:35:16.123Z","level":"error","program":"pgreceivewal","pid":4242,"msg":"could not fsync file \"x\": Input/output error","detail":"The disk may have lost written WAL.","hint":"Free space in \"/a\nb\".","target":"pgreceivewal::physical::writer"}"#
+        );
+        let only_hint = LogLine { hint: Some("Use -S."), ..sample("no slot") };
+        assert!(format_text_line(&only_hint)
+            .ends_with("info: no slot\n2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: hint: Use -S."));
+        assert!(format_json_line(&only_hint).contains(r#""msg":"no slot","hint":"Use -S.","target""#));
+    }
+
+    #[test]
+    fn plain_lines_as_frontend_tools_print_them() {
+        let m = Message::new("cannot serve \"f\"").detail("It is damaged.").hint("Restore it.");
+        assert_eq!(
+            plain_lines("pgrestorewal", "error", &m),
+            "pgrestorewal: error: cannot serve \"f\"\npgrestorewal: detail: It is damaged.\npgrestorewal: hint: Restore it.\n"
+        );
+        assert_eq!(plain_lines("p", "warning", &Message::new("a\nb")), "p: warning: a\\nb\n");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::text::os_error;
+
 /// A STATUS= text is cut to this many bytes: systemd shows one line of it.
 const MAX_STATUS: usize = 512;
 
@@ -106,7 +108,12 @@ impl Notifier {
             Err(e) => {
                 let first = !std::mem::replace(&mut self.state().failed, true);
                 let level = if first { log::Level::Warn } else { log::Level::Debug };
-                log::log!(level, "could not notify systemd through socket \"{}\": {e}", self.name);
+                log::log!(
+                    level,
+                    "could not notify systemd through socket \"{}\": {}",
+                    self.name,
+                    os_error(&e)
+                );
             }
         }
     }
@@ -181,7 +188,10 @@ pub fn get() -> Option<&'static Notifier> {
                 Some(n)
             }
             Err(e) => {
-                log::warn!("could not open the systemd notification socket: {e}; not notifying systemd");
+                log::warn!(
+                    "could not open the systemd notification socket: {}; not notifying systemd",
+                    os_error(&e)
+                );
                 None
             }
         }

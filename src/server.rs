@@ -9,9 +9,10 @@ use std::os::fd::RawFd;
 use pgrw_ffi::{Conn, ConnectError};
 
 use crate::config::{ConnOptions, PasswordMode};
+use crate::logging::Hinted;
 use crate::lsn::Tli;
 use crate::lsn::{valid_segment_size, Lsn};
-use crate::text::parse_size;
+use crate::text::{os_error, parse_size};
 
 /// SQLSTATEs we act on (PostgreSQL's errcodes.txt).
 pub mod sqlstate {
@@ -35,11 +36,22 @@ pub struct ServerError {
     pub sqlstate: Option<String>,
     /// Nothing a retry can fix (wrong server, misconfiguration): stop instead of reconnecting.
     pub fatal: bool,
+    /// PostgreSQL's `errdetail` and `errhint` for this error, as full sentences (boxed: the
+    /// error travels in every `Result` of a session and stays small).
+    pub detail: Option<Box<str>>,
+    pub hint: Option<Box<str>>,
 }
 
 impl ServerError {
-    fn new(server: &str, message: impl Into<String>) -> ServerError {
-        ServerError { server: server.to_string(), message: message.into(), sqlstate: None, fatal: false }
+    pub fn new(server: &str, message: impl Into<String>) -> ServerError {
+        ServerError {
+            server: server.to_string(),
+            message: message.into(),
+            sqlstate: None,
+            fatal: false,
+            detail: None,
+            hint: None,
+        }
     }
 
     fn fatal(server: &str, message: impl Into<String>) -> ServerError {
@@ -47,7 +59,12 @@ impl ServerError {
     }
 
     fn from_pq(server: &str, e: pgrw_ffi::Error) -> ServerError {
-        ServerError { server: server.to_string(), message: e.message, sqlstate: e.sqlstate, fatal: false }
+        ServerError {
+            sqlstate: e.sqlstate,
+            detail: e.detail.map(Into::into),
+            hint: e.hint.map(Into::into),
+            ..ServerError::new(server, e.message)
+        }
     }
 
     pub fn has_sqlstate(&self, code: &str) -> bool {
@@ -62,6 +79,15 @@ impl fmt::Display for ServerError {
         } else {
             write!(f, "{} (server {})", self.message, self.server)
         }
+    }
+}
+
+impl Hinted for ServerError {
+    fn detail(&self) -> Option<String> {
+        self.detail.as_deref().map(str::to_owned)
+    }
+    fn hint(&self) -> Option<String> {
+        self.hint.as_deref().map(str::to_owned)
     }
 }
 
@@ -176,7 +202,7 @@ fn prompt_password(stop: Option<RawFd>) -> Result<String, ServerError> {
     pgrw_ffi::sys::read_password("Password: ", stop).map_err(|e| match e.kind() {
         // A stop signal at the prompt: as one while connecting, part of stopping (exit 0).
         std::io::ErrorKind::Interrupted => ServerError::new("", "interrupted while reading the password"),
-        _ => ServerError::fatal("", format!("could not read password: {e}")),
+        _ => ServerError::fatal("", format!("could not read password: {}", os_error(&e))),
     })
 }
 
@@ -269,7 +295,10 @@ impl Server {
                         err.message = "interrupted while connecting".into();
                     }
                     if e.needs_password {
-                        err.message.push_str("; supply a password in ~/.pgpass, PGPASSWORD or the connection string, or use -W");
+                        err.hint = Some(
+                            "Supply a password in ~/.pgpass, PGPASSWORD or the connection string, or use -W."
+                                .into(),
+                        );
                     }
                     return Err(err);
                 }
@@ -461,7 +490,7 @@ impl Server {
         if e.message.is_empty() {
             self.error(what)
         } else {
-            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), sqlstate: e.sqlstate })
+            self.wrap(pgrw_ffi::Error { message: format!("{what}: {}", e.message), ..e })
         }
     }
 

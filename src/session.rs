@@ -31,10 +31,12 @@ use pgrw_ffi::sys::{poll, EventFd, Interest, StopSignals};
 use pgrw_ffi::{CopyRead, Status};
 
 use crate::lag::{self, Schedule, ServerClock, Shown};
+use crate::logging::Hinted;
 use crate::lsn::Lsn;
 use crate::notify;
 use crate::protocol::{pg_now, ServerMessage, StatusUpdate};
 use crate::server::{Server, ServerError};
+use crate::text::os_error;
 
 /// Reconnect delays grow from the first to the last, doubling.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -98,7 +100,7 @@ impl Progress {
 }
 
 /// A writer error, as the session needs to judge it.
-pub trait WriterFailure: std::error::Error + Send + 'static {
+pub trait WriterFailure: std::error::Error + Hinted + Send + 'static {
     /// Errors a restart cannot cure, which must stop the program instead of a reconnect.
     fn is_fatal(&self) -> bool;
 }
@@ -163,6 +165,23 @@ impl<W: fmt::Display> fmt::Display for StreamError<W> {
     }
 }
 
+impl<W: Hinted> Hinted for StreamError<W> {
+    fn detail(&self) -> Option<String> {
+        match self {
+            StreamError::Server(e) => e.detail(),
+            StreamError::Writer(e) => e.detail(),
+            _ => None,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            StreamError::Server(e) => e.hint(),
+            StreamError::Writer(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
 impl<W: std::error::Error + 'static> std::error::Error for StreamError<W> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -214,8 +233,9 @@ impl<W: WriterThread> WriterHandle<W> {
     ) -> Result<WriterHandle<W>, StreamError<W::Error>> {
         let unexpected = |message: String| StreamError::Unexpected { server: server.to_owned(), message };
         let progress = Arc::new(Progress::new(start));
-        let wake =
-            Arc::new(EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {e}")))?);
+        let wake = Arc::new(
+            EventFd::new().map_err(|e| unexpected(format!("could not create eventfd: {}", os_error(&e))))?,
+        );
         let writer = make(progress.clone(), wake.clone()).map_err(StreamError::Writer)?;
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let guard = StoppedOnDrop { progress: progress.clone(), wake: wake.clone() };
@@ -225,7 +245,7 @@ impl<W: WriterThread> WriterHandle<W> {
                 let _guard = guard;
                 writer.run(rx)
             })
-            .map_err(|e| unexpected(format!("could not start the writer thread: {e}")))?;
+            .map_err(|e| unexpected(format!("could not start the writer thread: {}", os_error(&e))))?;
         Ok(WriterHandle { server: server.to_owned(), tx: Some(tx), thread: Some(thread), progress, wake })
     }
 
@@ -270,7 +290,7 @@ impl<W: WriterThread> WriterHandle<W> {
                 return Err(self.failure());
             }
             poll(&[(self.wake.fd(), Interest::Read)], None)
-                .map_err(|e| self.unexpected(&format!("could not wait for the writer: {e}")))?;
+                .map_err(|e| self.unexpected(&format!("could not wait for the writer: {}", os_error(&e))))?;
             self.wake.drain();
         }
         Ok(())
@@ -405,6 +425,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.writer.send(msg)
     }
 
+    /// Whether the server's socket has more to read now (a poll that does not wait): the
+    /// test pg_receivewal's CopyStreamReceive makes with a zero timeout.
+    pub fn more_to_read(&self) -> bool {
+        poll(&[(self.server.socket(), Interest::Read)], Some(Duration::ZERO)).is_ok_and(|r| r[0])
+    }
+
     /// Sends a standby status update with the handler's positions.
     pub fn status_update(&mut self, handler: &impl Handler<W>) -> SessionResult<(), W> {
         let p = handler.positions(self.writer.progress());
@@ -514,7 +540,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
         let timeout =
             [self.clock.until_due(), notify::until_watchdog(), Some(report)].into_iter().flatten().min();
         let ready = poll(&fds, timeout)
-            .map_err(|e| self.unexpected(format!("could not wait for the server: {e}")))?;
+            .map_err(|e| self.unexpected(format!("could not wait for the server: {}", os_error(&e))))?;
         if ready[2] {
             self.writer.wake.drain();
             // The writer wakes us when it publishes a position and when it stops; a stopped
@@ -604,12 +630,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
 
 fn log_hangup(stop: &StopSignals) {
     if stop.take_hangup() {
-        log::info!("received SIGHUP; ignored: settings are read only at start, restart to change them");
+        log::info!(hint = "Restart to change them."; "received SIGHUP; ignored: settings are read only at start");
     }
 }
 
 /// An error that ends a session, as the reconnect loop judges it.
-pub trait SessionFailure: fmt::Display {
+pub trait SessionFailure: Hinted {
     /// No retry can cure it. `first`: the first session, where a connection error means the
     /// settings are wrong rather than the server away (pg_receivewal exits then too).
     fn is_fatal(&self, first: bool) -> bool;
@@ -655,7 +681,7 @@ fn sessions<E: SessionFailure>(
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_FIRST;
                 }
-                log::warn!("{e}; trying again in {} s", backoff.as_secs());
+                crate::report!(log::Level::Warn, e; "{e}; trying again in {} s", backoff.as_secs());
                 notify::status(&format!("reconnecting in {} s: {e}", backoff.as_secs()));
                 if sleep(stop, backoff) {
                     log::info!("received stop signal while waiting to reconnect; stopping");
@@ -684,7 +710,7 @@ pub fn sleep(stop: &StopSignals, d: Duration) -> bool {
             Ok(ready) if ready[1] => log_hangup(stop),
             Ok(_) => {}
             Err(e) => {
-                log::warn!("could not wait: {e}");
+                log::warn!("could not wait: {}", os_error(&e));
                 break;
             }
         }
@@ -729,6 +755,7 @@ mod tests {
         }
     }
     impl std::error::Error for Boom {}
+    impl Hinted for Boom {}
     impl WriterFailure for Boom {
         fn is_fatal(&self) -> bool {
             true

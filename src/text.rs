@@ -1,6 +1,6 @@
 //! Small parsers and formatters of text that several modules share, kept free of I/O so they
 //! are tested alone: sizes as `SHOW` prints them, UTC calendar dates without a date crate, and
-//! JSON strings for the log.
+//! JSON strings for the log, operating-system errors as PostgreSQL's `%m` prints them.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +20,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
     };
     n.checked_mul(mult)
 }
+
+/// An `io::Error` the way PostgreSQL's `%m` prints it: "No such file or directory", without
+/// the " (os error 2)" Rust's `Display` adds. Every message that shows an `io::Error` goes
+/// through here; it lives in `ffi/` so that crate's messages read the same.
+pub use pgrw_ffi::os_error;
 
 /// Characters never written raw into our own lines: they end a line for some reader (Python's
 /// `splitlines` splits on U+001C-U+001E, U+0085, U+2028 and U+2029 too) or are invisible
@@ -119,7 +124,68 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
     use std::time::Duration;
+
+    #[test]
+    fn os_errors_read_like_postgres() {
+        let e = io::Error::from_raw_os_error(2);
+        assert_eq!(os_error(&e), "No such file or directory");
+        assert_eq!(os_error(&io::Error::from_raw_os_error(28)), "No space left on device");
+        assert_eq!(os_error(&io::Error::other("custom")), "custom");
+    }
+
+    /// Every error that carries an `io::Error` shows it as PostgreSQL does: Rust's
+    /// " (os error N)" never reaches a message, nor its detail or hint.
+    #[test]
+    fn no_rust_os_error_suffix_in_messages() {
+        use crate::logging::Hinted;
+        use crate::logical::files::FilesError;
+        use crate::logical::writer::WriterError as LogicalWriterError;
+        use crate::physical::archive::ArchiveError;
+        use crate::physical::restore::RestoreError;
+        use crate::physical::writer::WriterError;
+        use std::path::PathBuf;
+
+        let err = || io::Error::from_raw_os_error(28);
+        let path = || PathBuf::from("/a/000000010000000000000001");
+        let messages: Vec<(String, Option<String>, Option<String>)> = {
+            fn parts(e: &dyn Hinted) -> (String, Option<String>, Option<String>) {
+                (e.to_string(), e.detail(), e.hint())
+            }
+            vec![
+                parts(&ArchiveError::Io { path: path(), action: "open", err: err() }),
+                parts(&WriterError::Io { path: path(), action: "write", err: err() }),
+                parts(&WriterError::Rename { from: path(), to: path(), err: err() }),
+                parts(&WriterError::Fsync { path: path(), err: err() }),
+                parts(&WriterError::NoSpace {
+                    dir: "/a".into(),
+                    path: path(),
+                    needed: 1,
+                    available: Some(0),
+                    err: err(),
+                }),
+                parts(&RestoreError::Io { action: "open", path: path(), source: err() }),
+                parts(&RestoreError::Rename { from: path(), to: path(), source: err() }),
+                parts(&FilesError::Io { path: path(), action: "read", err: err() }),
+                parts(&LogicalWriterError::Io { path: path(), action: "write", err: err() }),
+                parts(&LogicalWriterError::Fsync { path: path(), err: err() }),
+            ]
+        };
+        for (message, detail, hint) in &messages {
+            let all = format!("{message} {detail:?} {hint:?}");
+            assert!(message.ends_with(": No space left on device"), "{all}");
+            assert!(!all.contains("(os error"), "{all}");
+        }
+        // A rename that fails inside write_durably: its own words wrap the cause.
+        let d = std::env::temp_dir().join(format!("pgrw-text-oserror-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("target")).unwrap();
+        let e = crate::durable::write_durably(&d.join("target"), b"x", 0o600).unwrap_err();
+        std::fs::remove_dir_all(&d).unwrap();
+        let text = os_error(&e);
+        assert!(text.starts_with("could not rename file") && !text.contains("(os error"), "{text}");
+    }
 
     #[test]
     fn sizes_as_show_prints_them() {

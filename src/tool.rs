@@ -4,7 +4,7 @@
 //! where the libpq connections live.
 
 use std::ffi::OsStr;
-use std::fmt::{self, Display};
+use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use pgrw_ffi::sys::StopSignals;
 
 use crate::config::LogOptions;
-use crate::logging;
+use crate::logging::{self, Hinted, Message};
 
 /// What a command line asks for; each tool's parser fills in its own configuration `C`.
 // Built once per run and matched at once; boxing the config would only complicate callers.
@@ -92,7 +92,7 @@ pub fn run<C, O, E>(
 where
     C: Send + 'static,
     O: Send + 'static,
-    E: Display + Send + 'static,
+    E: Hinted + Send + 'static,
 {
     let program = progname(tool.program);
     let cfg = match parsed {
@@ -106,18 +106,18 @@ where
             return Ok(Finished::Informed);
         }
         Err(e) => {
-            eprintln!("{program}: error: {e}");
-            eprintln!("Try \"{program} --help\" for more information.");
+            let m = Message::new(e.0).hint(format!("Try \"{program} --help\" for more information."));
+            eprint!("{}", logging::plain_lines(program, "error", &m));
             return Err(ExitCode::from(2));
         }
     };
     logging::init((tool.log)(&cfg), program);
     if !pgrw_ffi::is_thread_safe() {
-        log::error!("libpq was built without thread safety; rebuild it with thread safety enabled");
+        log::error!(hint = "Rebuild libpq with thread safety enabled."; "libpq was built without thread safety");
         return Err(ExitCode::FAILURE);
     }
     let stop = StopSignals::install().map_err(|e| {
-        log::error!("could not install signal handlers: {e}");
+        log::error!("could not install signal handlers: {}", crate::text::os_error(&e));
         ExitCode::FAILURE
     })?;
     // A libpq connection is used by the thread that made it: the receiver. Writers are
@@ -126,7 +126,7 @@ where
     match receiver.map(|h| h.join()) {
         Ok(Ok(Ok(outcome))) => Ok(Finished::Ran(outcome)),
         Ok(Ok(Err(e))) => {
-            log::error!("{e}");
+            crate::report!(log::Level::Error, e);
             Err(ExitCode::FAILURE)
         }
         Ok(Err(_)) => {
@@ -134,7 +134,7 @@ where
             Err(ExitCode::FAILURE)
         }
         Err(e) => {
-            log::error!("could not start the receiver thread: {e}");
+            log::error!("could not start the receiver thread: {}", crate::text::os_error(&e));
             Err(ExitCode::FAILURE)
         }
     }

@@ -17,20 +17,22 @@ use pgreceivewal::physical::walfile::{SegmentId, WalName};
 use pgreceivewal::protocol::{ProtocolError, ServerMessage};
 
 use crate::faults::support::{
-    check_timeline, fault_cluster, fmt_lsn, lines_at, lsn, names, ours, read_log, reported, run_capture,
-    segments, slot_restart_lsn, snapshot, Garble, Load, Proxy, ReadOnly, Rng, SEG,
+    check_timeline, fault_cluster, fmt_lsn, lines_at, lsn, messages_at, names, ours, read_log, reported,
+    run_capture, segments, slot_restart_lsn, snapshot, Garble, Load, Proxy, ReadOnly, Rng, SEG,
 };
 use crate::util::{free_port, pgreceivewal, wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
 const QUICK: Duration = Duration::from_secs(20);
-const TRY_HELP: &str = "Try \"pgreceivewal --help\" for more information.";
+const TRY_HELP: &str = "pgreceivewal: hint: Try \"pgreceivewal --help\" for more information.";
 
-/// The one error line of a failed run; panics if there is not exactly one, or on a panic.
+/// The one error of a failed run (its line, with its detail and hint lines); panics if there
+/// is not exactly one, on a panic, or on Rust's " (os error N)" anywhere.
 fn one_error(out: &str) -> String {
     assert!(!out.contains("panicked"), "pgreceivewal panicked:\n{out}");
-    let errors = lines_at(out, "error");
+    assert!(!out.contains("(os error"), "an OS error as Rust prints it:\n{out}");
+    let errors = messages_at(out, "error");
     assert_eq!(errors.len(), 1, "exactly one error line expected:\n{out}");
-    errors[0].to_string()
+    errors[0].clone()
 }
 
 /// Runs `cmd` (which must not loop: the error is fatal) and checks it exits 1 with one error
@@ -54,6 +56,36 @@ fn endpos_before_end(c: &Cluster) -> String {
 // ---------------------------------------------------------------------------
 // The command line
 // ---------------------------------------------------------------------------
+
+/// A refusal's fix is its hint, apart from the primary message: its own line in a text log
+/// (same prefix, level word "hint"), its own field of the one JSON object with
+/// --log-format=json. The directory is checked before connecting, so no server is needed.
+#[test]
+fn hint_is_its_own_line_and_json_field() {
+    let t = TestDir::new("hint");
+    let file = t.join("a-file");
+    fs::write(&file, "not a directory").unwrap();
+    let d = file.to_str().unwrap();
+    let primary = format!("\"{d}\" exists but is not a directory");
+    let hint = "Give -D a directory for the archive.";
+
+    let (code, out) = run_capture(pgreceivewal().args(["-D", d, "-n"]), QUICK);
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "the error and its hint:\n{out}");
+    assert!(lines[0].ends_with(&format!("] pgreceivewal: error: {primary}")), "{out}");
+    assert!(lines[1].ends_with(&format!("] pgreceivewal: hint: {hint}")), "{out}");
+    let prefix = |l: &str| l.split("] ").next().unwrap().to_owned();
+    assert_eq!(prefix(lines[0]), prefix(lines[1]), "the same timestamp and process: {out}");
+
+    let (code, out) = run_capture(pgreceivewal().args(["-D", d, "-n", "--log-format", "json"]), QUICK);
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object:\n{out}");
+    let json_primary = primary.replace('"', "\\\"");
+    assert!(lines[0].contains(&format!("\"msg\":\"{json_primary}\",\"hint\":\"{hint}\"")), "{out}");
+    assert!(!out.contains("(os error"), "{out}");
+}
 
 /// Every kind of malformed command line: exit 2, the message on one line followed by the
 /// pointer to --help, and the target directory not even created.
@@ -332,6 +364,31 @@ fn ours_plain(c: &Cluster, dir: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// The server's own HINT stays a hint: "all replication slots are in use" comes with "Free
+/// one or increase max_replication_slots.", which is the error's hint line, not glued onto the
+/// server's message.
+fn server_hint(version: PgVersion) {
+    let c = Cluster::builder(version).conf("max_replication_slots = 1").start();
+    c.create_physical_slot("taken");
+    let mut cmd = pgreceivewal();
+    cmd.args(c.conn_args()).args(["--create-slot", "-S", "second"]);
+    let error = fails_with(&mut cmd, &["all replication slots are in use"]);
+    let lines: Vec<&str> = error.lines().collect();
+    assert_eq!(lines.len(), 2, "the error and the server's hint: {error}");
+    assert!(!lines[0].contains("Free one"), "the hint is glued on: {error}");
+    assert!(lines[1].contains("] pgreceivewal: hint: Free one or increase"), "{error}");
+}
+
+#[test]
+fn server_hint_15() {
+    server_hint(PgVersion::V15);
+}
+
+#[test]
+fn server_hint_18() {
+    server_hint(PgVersion::V18);
+}
+
 #[test]
 fn server_settings_15() {
     server_settings(PgVersion::V15);
@@ -464,7 +521,7 @@ fn strange_files_in_directory_18() {
     let short = t.join("short-partial");
     copy_dir(&base, &short);
     fs::OpenOptions::new().write(true).open(short.join(&partial)).unwrap().set_len(1000).unwrap();
-    refused(&c, &short, &[&partial, "has 1000 bytes, should be 0 or 1048576", "move it out of the archive"]);
+    refused(&c, &short, &[&partial, "has 1000 bytes, should be 0 or 1048576", "Move it out of the archive"]);
 
     let empty = t.join("empty-segment");
     copy_dir(&base, &empty);
@@ -562,7 +619,7 @@ fn second_archiver_is_refused_15() {
             &mut ours_plain(&c, &d, extra),
             &[
                 &format!("another pgreceivewal is already archiving into \"{}\"", d.display()),
-                "stop it or use another directory",
+                "Stop it or use another directory",
             ],
         );
     }
@@ -886,6 +943,6 @@ fn name_and_argument_parsers_property() {
         let args: Vec<OsString> = (0..rng.range(0, 8))
             .map(|_| OsString::from(tokens[rng.range(0, tokens.len() as u64) as usize]))
             .collect();
-        let _ = no_panic("cli::parse", &args, || pgreceivewal::cli::parse(args.clone()));
+        let _ = no_panic("cli::parse", &args, || pgreceivewal::physical::cli::parse(args.clone()));
     }
 }

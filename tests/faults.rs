@@ -15,9 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    build_failfsync, check_backoff, check_timeline, fault_cluster, fmt_lsn, line_time, lines_at, lsn, ours,
-    read_log, reported, retry_delay, seg_name, segments, slot_restart_lsn, stopped_at, wait_received, Load,
-    Proxy, Rng, Tmpfs, SEG,
+    build_failfsync, check_backoff, check_timeline, fault_cluster, fmt_lsn, line_time, lines_at, lsn,
+    messages_at, ours, read_log, reported, retry_delay, seg_name, segments, slot_restart_lsn, stopped_at,
+    wait_received, Load, Proxy, Rng, Tmpfs, SEG,
 };
 
 use crate::util::{send_signal, wait_for_exit, wait_until, Cluster, KillOnDrop, Mode, PgVersion, TestDir};
@@ -264,12 +264,12 @@ fn disk_full_18() {
     });
     assert!(child.try_wait().unwrap().is_none(), "a full disk is not fatal:\n{}", read_log(&log));
     let out = read_log(&log);
-    let full: Vec<&str> =
-        lines_at(&out, "warning").into_iter().filter(|l| l.contains("No space left on device")).collect();
+    let full: Vec<String> =
+        messages_at(&out, "warning").into_iter().filter(|l| l.contains("No space left on device")).collect();
     for l in &full {
         assert!(l.contains(&format!("\"{}\"", d.display())), "the message must name the directory: {l}");
         assert!(
-            l.contains("free at least 1048576 bytes"),
+            l.contains("Free at least 1048576 bytes"),
             "the message must say how much space is needed: {l}"
         );
         assert!(l.contains("bytes available"), "{l}");

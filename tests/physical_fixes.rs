@@ -5,8 +5,8 @@ use std::fs;
 use std::time::Duration;
 
 use crate::faults::support::{
-    build_failfsync, fault_cluster, lines_at, lsn, ours, read_log, run_capture, seg_name, wait_received,
-    Tmpfs, SEG,
+    build_failfsync, fault_cluster, lines_at, lsn, messages_at, ours, read_log, run_capture, seg_name,
+    wait_received, Tmpfs, SEG,
 };
 use crate::util::{wait_until, Cluster, KillOnDrop, PgVersion, TestDir};
 
@@ -135,8 +135,9 @@ fn pgrestorewal_refuses_segments_that_are_not_this_archives_wal() {
         assert_eq!(
             err,
             format!(
-                "pgrestorewal: error: refusing to serve \"{name}\": {why}; the file is damaged or not WAL of \
-                 this archive, restore it from a copy of the archive\n"
+                "pgrestorewal: error: refusing to serve \"{name}\": {why}\n\
+                 pgrestorewal: detail: The file is damaged or not WAL of this archive.\n\
+                 pgrestorewal: hint: Restore it from a copy of the archive.\n"
             )
         );
         assert!(!pg_wal.join("RECOVERYXLOG").exists(), "nothing served for {name}");
@@ -207,7 +208,8 @@ fn disk_full_reports_the_space_actually_free_18() {
     let status = child.signal_and_wait("TERM", STOP);
     let out = read_log(&log);
     assert!(status.success(), "{status}: {out}");
-    let line = lines_at(&out, "warning").into_iter().find(|l| l.contains("No space left on device")).unwrap();
+    let line =
+        messages_at(&out, "warning").into_iter().find(|l| l.contains("No space left on device")).unwrap();
     let available: u64 = line
         .rsplit(" bytes available")
         .nth(1)
@@ -257,7 +259,7 @@ fn recreated_slot_is_a_warning(version: PgVersion) {
     });
     assert!(second.signal_and_wait("TERM", STOP).success(), "{}", read_log(&log));
     let out = read_log(&log);
-    let warning = lines_at(&out, "warning").into_iter().find(|l| l.contains("replication slot \"arch\""));
+    let warning = messages_at(&out, "warning").into_iter().find(|l| l.contains("replication slot \"arch\""));
     let warning = warning.unwrap_or_else(|| panic!("no warning about the recreated slot:\n{out}"));
     assert!(warning.contains(&format!("127.0.0.1:{}", c.port())), "the warning names the server: {warning}");
     assert!(warning.contains("WAL") && warning.contains("missing"), "{warning}");
@@ -302,7 +304,7 @@ fn dbname_without_equals_is_refused_before_connecting() {
     assert_eq!(
         err,
         "pgreceivewal: error: invalid connection string given with -d/--dbname: missing \"=\" after \"host\" in \
-         connection info string\nTry \"pgreceivewal --help\" for more information.\n"
+         connection info string\npgreceivewal: hint: Try \"pgreceivewal --help\" for more information.\n"
     );
     assert!(!d.exists(), "nothing is created before the connection string is checked");
     assert_eq!(c.psql("SELECT count(*) FROM pg_stat_replication"), "0");

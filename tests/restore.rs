@@ -131,7 +131,7 @@ fn refusals_exit_255() {
         stderr(&o),
         "pgrestorewal: error: refusing to serve \"000000010000000000000005.partial\": later WAL \
          \"000000010000000000000007\" exists on the same timeline, so this segment is incomplete in the \
-         archive; check the archive for missing segments\n"
+         archive\npgrestorewal: hint: Check the archive for missing segments.\n"
     );
     // The hole between them is no "not found" either.
     let o = d.restore(&[], "000000010000000000000006", "pg_wal/RECOVERYXLOG");
@@ -265,6 +265,8 @@ fn large_archive_serves_and_refuses_as_a_small_one() {
     };
     let archived = |segno: u64| d.archive.join(name(segno)).display().to_string();
     let refused = |what: String| format!("pgrestorewal: error: refusing to {what}\n");
+    let detail = |text: &str| format!("pgrestorewal: detail: {text}\n");
+    let hint = |text: &str| format!("pgrestorewal: hint: {text}\n");
 
     // Complete segments, in the middle and on both sides of xlogid boundaries.
     for segno in [1, 50_000, PER_XLOGID - 1, PER_XLOGID, COUNT - 1] {
@@ -278,11 +280,11 @@ fn large_archive_serves_and_refuses_as_a_small_one() {
     let disagree = |segno: u64, other: u64| {
         refused(format!(
             "serve \"{}\": it is {SEG} bytes but \"{}\" in the same archive is {} bytes, so one of them is \
-             damaged; repair or remove the damaged file",
+             damaged",
             name(segno),
             name(other),
             SEG - 8192
-        ))
+        )) + &hint("Repair or remove the damaged file.")
     };
     expect(short - 1, 255, &disagree(short - 1, short));
     expect(short_last + 1, 255, &disagree(short_last + 1, short_last));
@@ -292,26 +294,29 @@ fn large_archive_serves_and_refuses_as_a_small_one() {
     expect(
         short,
         255,
-        &refused(format!(
-            "serve \"{}\": it is {} bytes but the archive's segment size is {SEG} bytes (the size of \"{}\"); \
-             the file is damaged, restore it from a copy of the archive",
+        &(refused(format!(
+            "serve \"{}\": it is {} bytes but the archive's segment size is {SEG} bytes (the size of \"{}\")",
             name(short),
             SEG - 8192,
             name(short + 1)
-        )),
+        )) + &detail("The file is damaged.")
+            + &hint("Restore it from a copy of the archive.")),
     );
-    expect(zeros, 255, &refused(format!(
-        "serve \"{}\": its first page has magic number 0000, which is no WAL page header; the file is damaged \
-         or not WAL of this archive, restore it from a copy of the archive",
-        name(zeros)
-    )));
+    expect(
+        zeros,
+        255,
+        &(refused(format!(
+            "serve \"{}\": its first page has magic number 0000, which is no WAL page header",
+            name(zeros)
+        )) + &detail("The file is damaged or not WAL of this archive.")
+            + &hint("Restore it from a copy of the archive.")),
+    );
     let hole_refused = |segno: u64, earlier: String, later: String| {
         refused(format!(
             "report \"{}\" as missing: the archive has \"{earlier}\" before it and \"{later}\" after it on the \
-             same timeline, so WAL is missing from the archive; put the segment back into the archive (the base \
-             backup's pg_wal may have it) before recovering",
+             same timeline, so WAL is missing from the archive",
             name(segno)
-        ))
+        )) + &hint("Put the segment back into the archive (the base backup's pg_wal may have it) before recovering.")
     };
     expect(hole, 255, &hole_refused(hole, name(hole - 1), name(hole + 1)));
     // Five segments from either end of the hole.
@@ -337,12 +342,12 @@ fn large_archive_serves_and_refuses_as_a_small_one() {
     expect(
         COUNT,
         255,
-        &refused(format!(
+        &(refused(format!(
             "serve \"{}.partial\": later WAL \"{}\" exists on the same timeline, so this segment is incomplete \
-             in the archive; check the archive for missing segments",
+             in the archive",
             name(COUNT),
             name(stray)
-        )),
+        )) + &hint("Check the archive for missing segments.")),
     );
     expect(120_000, 255, &hole_refused(120_000, format!("{}.partial", name(COUNT)), name(stray)));
     fs::remove_file(d.archive.join(name(stray))).unwrap();
@@ -358,12 +363,13 @@ fn large_archive_serves_and_refuses_as_a_small_one() {
     expect(
         short,
         255,
-        &refused(format!(
+        &(refused(format!(
             "serve \"{}\": it is {} bytes but the archive's segment size is {SEG} bytes (from \
-             .pgreceivewal.meta); the file is damaged, restore it from a copy of the archive",
+             .pgreceivewal.meta)",
             name(short),
             SEG - 8192
-        )),
+        )) + &detail("The file is damaged.")
+            + &hint("Restore it from a copy of the archive.")),
     );
 }
 

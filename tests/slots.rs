@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::faults::support::{lines_at, run_capture};
+use crate::faults::support::{lines_at, messages_at, run_capture};
 use crate::util::{pg_tool, pgreceivewal, wait_until, Cluster, PgVersion, TestDir};
 
 const QUICK: Duration = Duration::from_secs(60);
@@ -26,15 +26,15 @@ fn slot_count(c: &Cluster, slot: &str) -> String {
 /// Runs `cmd` to its end; asserts exit 1 and exactly one error line holding all of `expect`.
 fn fails_with(cmd: &mut Command, expect: &[&str]) -> String {
     let (code, out) = run_capture(cmd, QUICK);
-    assert!(!out.contains("panicked"), "{out}");
+    assert!(!out.contains("panicked") && !out.contains("(os error"), "{out}");
     assert_eq!(code, Some(1), "{cmd:?} must exit 1:\n{out}");
-    let errors = lines_at(&out, "error");
+    let errors = messages_at(&out, "error");
     assert_eq!(errors.len(), 1, "exactly one error line expected:\n{out}");
     for e in expect {
         assert!(errors[0].contains(e), "the error must say {e:?}:\n{out}");
     }
     eprintln!("refused: {}", errors[0]);
-    errors[0].to_string()
+    errors[0].clone()
 }
 
 /// Runs `cmd` to its end, asserts exit 0, returns stderr.
@@ -159,7 +159,7 @@ fn invalidated_slot(version: PgVersion) {
             "replication slot \"arch\"",
             "invalidated",
             "is missing from archive",
-            "take a new base backup",
+            "Take a new base backup",
             "recreate the slot",
         ],
     );

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pq_sys::{ConnStatusType, PostgresPollingStatusType};
 
-use crate::error::{tidy, Error};
+use crate::error::{os_error, tidy, Error};
 use crate::result::{cstr, PgResult, Status};
 use crate::sys::{poll, Interest};
 
@@ -262,7 +262,8 @@ impl Conn {
                 fds.push((stop, Interest::Read));
             }
             let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let ready = poll(&fds, wait).map_err(|e| fail(format!("could not wait for the server: {e}")))?;
+            let ready = poll(&fds, wait)
+                .map_err(|e| fail(format!("could not wait for the server: {}", os_error(&e))))?;
             if stop.is_some() && ready[1] {
                 return Err(ConnectError {
                     message: "interrupted while connecting".into(),

@@ -11,5 +11,5 @@ mod result;
 pub mod sys;
 
 pub use conn::{check_conninfo, conninfo_parse, is_thread_safe, Conn, ConnectError, CopyBuf, CopyRead};
-pub use error::Error;
+pub use error::{os_error, Error};
 pub use result::{PgResult, Status};

@@ -83,9 +83,14 @@ impl PgResult {
 
     /// The server's SQLSTATE for an error result.
     pub fn sqlstate(&self) -> Option<String> {
-        // SAFETY: live result; PQresultErrorField returns null when the field is absent.
-        unsafe { cstr(pq_sys::PQresultErrorField(self.raw.as_ptr(), pq_sys::PG_DIAG_SQLSTATE as c_int)) }
-            .map(str::to_owned)
+        self.error_field(pq_sys::PG_DIAG_SQLSTATE)
+    }
+
+    /// One field of an error result (`PG_DIAG_*`), if the server sent it.
+    fn error_field(&self, field: u8) -> Option<String> {
+        // SAFETY: live result; PQresultErrorField returns null when the field is absent, and the
+        // text is owned by the result and copied before we return.
+        unsafe { cstr(pq_sys::PQresultErrorField(self.raw.as_ptr(), c_int::from(field))) }.map(str::to_owned)
     }
 
     pub fn error_message(&self) -> String {
@@ -93,15 +98,26 @@ impl PgResult {
         tidy(unsafe { cstr(pq_sys::PQresultErrorMessage(self.raw.as_ptr())) }.unwrap_or(""))
     }
 
-    /// This result as an `Error`, for results whose status is not the one expected.
+    /// This result as an `Error`, for results whose status is not the one expected. A server
+    /// error keeps its parts apart: the primary message, its DETAIL and its HINT.
     pub fn to_error(&self, what: &str) -> Error {
+        let sqlstate = self.sqlstate();
+        if let Some(primary) = self.error_field(pq_sys::PG_DIAG_MESSAGE_PRIMARY) {
+            let part = |field| self.error_field(field).map(|t| tidy(&t)).filter(|t| !t.is_empty());
+            return Error {
+                message: tidy(&primary),
+                sqlstate,
+                detail: part(pq_sys::PG_DIAG_MESSAGE_DETAIL),
+                hint: part(pq_sys::PG_DIAG_MESSAGE_HINT),
+            };
+        }
         let message = self.error_message();
         let message = if message.is_empty() {
             format!("{what}: unexpected result {:?}", self.status())
         } else {
             message
         };
-        Error { message, sqlstate: self.sqlstate() }
+        Error { message, sqlstate, detail: None, hint: None }
     }
 }
 

@@ -6,13 +6,13 @@
 
 use std::process::ExitCode;
 
-use pgreceivewal::cli;
 use pgreceivewal::config::Config;
 use pgreceivewal::physical::archiver::{self, Outcome};
+use pgreceivewal::physical::cli::{self, PROGRAM};
 use pgreceivewal::tool::{self, Finished, Tool};
 
 const TOOL: Tool<Config> =
-    Tool { program: "pgreceivewal", help: cli::help_text, version: cli::version_text, log: |cfg| &cfg.log };
+    Tool { program: PROGRAM, help: cli::help_text, version: cli::version_text, log: |cfg| &cfg.log };
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();

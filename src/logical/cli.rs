@@ -1,4 +1,5 @@
-//! The pgrecvlogical command line: flags → [`Config`], the `--help` text and usage errors.
+//! The pgrecvlogical command line: its flag table, flags → [`Config`], the `--help` text and
+//! usage errors.
 //!
 //! Connection, slot and logging flags are spelled as in pgreceivewal and pg_recvlogical and
 //! checked by the same helpers (`crate::cli`). As there, one loop fills `Args` with what the
@@ -9,12 +10,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lexopt::Arg;
-
-use crate::cli::{
-    check_slot_name, lexopt_error, parse_status_interval, resolve_long_in, string_value, usage, CommonArgs,
-    Opt, DEFAULT_STATUS_INTERVAL_SECS,
-};
+use crate::cli::flags::{self, Flag, FlagDef, Section, ToolArgs};
+use crate::cli::{self, render, usage, CommonArgs, DEFAULT_STATUS_INTERVAL_SECS};
 use crate::lsn::Lsn;
 use crate::text::parse_size;
 use crate::tool::UsageError;
@@ -33,48 +30,300 @@ pub const DEFAULT_MEMORY_LIMIT: u64 = 16 << 20;
 /// Below this a spill file would be written for every few changes.
 const MIN_MEMORY_LIMIT: u64 = 64 << 10;
 
-const LONG_OPTIONS: &[&str] = &[
-    "directory",
-    "file",
-    "format",
-    "rotate-size",
-    "rotate-interval",
-    "memory-limit",
-    "spill-dir",
-    "slot",
-    "publication",
-    "create-publication",
-    "table",
-    "create-slot",
-    "create-slot-if-missing",
-    "if-not-exists",
-    "start",
-    "drop-slot",
-    "list-slots",
-    "teardown",
-    "proto-version",
-    "streaming",
-    "two-phase",
-    "messages",
-    "binary",
-    "ddl",
-    "snapshot",
-    "endpos",
-    "no-loop",
-    "no-sync",
-    "status-interval",
-    "verbose",
-    "version",
-    "help",
-    "dbname",
-    "host",
-    "port",
-    "username",
-    "no-password",
-    "password",
-    "log-level",
-    "log-format",
-    "log-add-source",
+const OUTPUT: &str = "Output";
+const REPLICATION: &str = "Replication";
+const ACTIONS: &str = "Optional actions";
+
+pub static SECTIONS: &[Section] = &[
+    Section { title: OUTPUT, man_heading: true, man_intro: "" },
+    Section { title: REPLICATION, man_heading: true, man_intro: "" },
+    Section { title: ACTIONS, man_heading: true, man_intro: "" },
+    cli::CONNECTION,
+    cli::LOGGING,
+];
+
+/// Every flag. `--help` and the man page list them by section, in this order; an ambiguous
+/// abbreviation lists its possibilities in it too. To add a flag: an entry here, an arm in
+/// `Args::take`.
+pub static FLAGS: &[FlagDef] = &[
+    FlagDef {
+        long: "directory",
+        short: "D",
+        value: Some("DIR"),
+        help: "write rotating, fsync'ed files into DIR",
+        man: r"Write rotating, fsync'ed files into
+.IR dir .",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "file",
+        short: "f",
+        value: Some("-"),
+        help: "write to standard output instead",
+        man: "Write to standard output instead.",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "format",
+        short: "",
+        value: Some("FORMAT"),
+        help: "json (one object per line, default) or text",
+        man: r".B json
+(one object per line, the default) or
+.BR text .",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "rotate-size",
+        short: "",
+        value: Some("SIZE"),
+        help: "start a new file after SIZE (default: 64MB)",
+        man: r"Start a new file after
+.I size
+(default 64MB).",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "rotate-interval",
+        short: "",
+        value: Some("SECS"),
+        help: "start a new file after SECS seconds\n(default: 3600; 0: never)",
+        man: r"Start a new file after
+.I secs
+seconds (default 3600; 0: never).",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "memory-limit",
+        short: "",
+        value: Some("SIZE"),
+        help: "memory for transactions streamed before they commit;\nbeyond it they spill to disk (default: 16MB)",
+        man: r"Memory for transactions streamed before they commit; beyond it they spill to disk
+(default 16MB).",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "spill-dir",
+        short: "",
+        value: Some("DIR"),
+        help: "where spill files go\n(default: DIR/.spill, or the temp directory)",
+        man: r"Where spill files go (default: a
+.B .spill
+directory in the output directory, or the temporary directory).",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "slot",
+        short: "S",
+        value: Some("SLOTNAME"),
+        help: "logical replication slot (pgoutput; it must exist)",
+        man: r"The logical replication slot (pgoutput).
+It must exist: a forgotten slot holds back WAL and the catalog on the server, so a
+missing slot is an error unless
+.B \-\-create\-slot
+(with
+.BR \-\-start )
+or
+.B \-\-create\-slot\-if\-missing
+asks for it.",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "publication",
+        short: "P",
+        value: Some("NAME"),
+        help: "publication to stream (repeatable)",
+        man: "A publication to stream (repeatable).",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "create-publication",
+        short: "",
+        value: None,
+        help: "create the publication if missing (for all tables, or\nfor the tables given with -t)",
+        man: r"Create the publication if missing (for all tables, or for the tables given with
+.BR \-t ).",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "table",
+        short: "t",
+        value: Some("TABLE"),
+        help: "a table for --create-publication (repeatable)",
+        man: r"A table for
+.B \-\-create\-publication
+(repeatable).",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "create-slot",
+        short: "",
+        value: None,
+        help: "create the slot (with --start, then stream)",
+        man: r"Create the slot (with
+.BR \-\-start ,
+then stream).",
+        section: ACTIONS,
+    },
+    FlagDef {
+        long: "if-not-exists",
+        short: "",
+        value: None,
+        help: "do not error if the slot already exists",
+        man: "Do not fail if the slot already exists.",
+        section: ACTIONS,
+    },
+    FlagDef {
+        long: "start",
+        short: "",
+        value: None,
+        help: "stream after --create-slot",
+        man: r"Stream after
+.BR \-\-create\-slot .",
+        section: ACTIONS,
+    },
+    FlagDef {
+        long: "create-slot-if-missing",
+        short: "",
+        value: None,
+        help: "when streaming, create the slot if the server lacks\nit (a new primary after a failover), with a warning",
+        man: r"When streaming, create the slot if the server does not have it (a new primary after
+a failover), with a warning that names the server.",
+        section: ACTIONS,
+    },
+    FlagDef { long: "drop-slot", short: "", value: None, help: "drop the slot", man: "Drop the slot.", section: ACTIONS },
+    FlagDef {
+        long: "teardown",
+        short: "",
+        value: None,
+        help: "remove what --ddl installed",
+        man: r"Remove what
+.B \-\-ddl
+installed.",
+        section: ACTIONS,
+    },
+    FlagDef {
+        long: "list-slots",
+        short: "",
+        value: None,
+        help: "list the database's logical slots",
+        man: "List the database's logical slots.",
+        section: ACTIONS,
+    },
+    FlagDef {
+        long: "proto-version",
+        short: "",
+        value: Some("N"),
+        help: "pgoutput protocol version (default: the highest the\nserver has: 1 on 10-13, 2 on 14, 3 on 15, 4 on 16+)",
+        man: r"The pgoutput protocol version (default: the highest the server has: 1 on 10 to 13,
+2 on 14, 3 on 15, 4 on 16 and later).",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "streaming",
+        short: "",
+        value: Some("MODE"),
+        help: "on, parallel or off: stream large transactions before\nthey commit (default: on where supported)",
+        man: r".BR on ,
+.B parallel
+or
+.BR off :
+stream large transactions before they commit (default: on where supported).",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "two-phase",
+        short: "",
+        value: None,
+        help: "decode prepared transactions at PREPARE",
+        man: "Decode prepared transactions at PREPARE.",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "messages",
+        short: "",
+        value: None,
+        help: "include logical messages (pg_logical_emit_message)",
+        man: r"Include logical messages
+.RB ( pg_logical_emit_message ).",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "binary",
+        short: "",
+        value: None,
+        help: "ask for values in binary format",
+        man: "Ask for values in binary format.",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "ddl",
+        short: "",
+        value: None,
+        help: "install an event trigger that reports DDL in the stream",
+        man: "Install an event trigger that reports DDL in the stream.",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "snapshot",
+        short: "",
+        value: None,
+        help: "create the slot with a snapshot and write every\npublished table's rows before the first change",
+        man: r"Create the slot with a snapshot and write every published table's rows before the
+first change (the slot is created by
+.B \-\-create\-slot \-\-start
+or
+.BR \-\-create\-slot\-if\-missing ).",
+        section: REPLICATION,
+    },
+    FlagDef {
+        long: "endpos",
+        short: "E",
+        value: Some("LSN"),
+        help: "exit once changes up to LSN are written",
+        man: r"Exit once changes up to
+.I lsn
+are written.",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "no-loop",
+        short: "n",
+        value: None,
+        help: "do not reconnect when the connection is lost",
+        man: "Do not reconnect when the connection is lost.",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "no-sync",
+        short: "",
+        value: None,
+        help: "do not fsync (for tests: a crash can lose output)",
+        man: "Do not fsync (for tests: a crash can lose output).",
+        section: OUTPUT,
+    },
+    FlagDef { section: OUTPUT, ..cli::STATUS_INTERVAL },
+    FlagDef { section: OUTPUT, ..cli::VERBOSE },
+    FlagDef { section: OUTPUT, ..cli::VERSION },
+    FlagDef { section: OUTPUT, ..cli::HELP },
+    FlagDef {
+        help: "connection string (names the database)",
+        man: r"The database to connect to: its name, or a libpq connection string
+.RI ( keyword=value
+pairs or a
+.B postgresql://
+URI) that names it.
+A connection string must parse: one that does not is refused before connecting.",
+        ..cli::DBNAME
+    },
+    cli::HOST,
+    cli::PORT,
+    cli::USERNAME,
+    cli::NO_PASSWORD,
+    cli::PASSWORD,
+    cli::LOG_LEVEL,
+    cli::LOG_FORMAT,
+    cli::LOG_ADD_SOURCE,
 ];
 
 #[derive(Debug, Default)]
@@ -113,152 +362,74 @@ struct Args {
 }
 
 /// A size as PostgreSQL writes them: `8192`, `64kB`, `16MB`, `1GB`.
-fn size_value(p: &mut lexopt::Parser, option: &str) -> Result<u64, UsageError> {
-    let s = string_value(p, option)?;
+fn size_value(flag: &Flag) -> Result<u64, UsageError> {
+    let s = flag.string()?;
     parse_size(&s).filter(|&n| n > 0).ok_or_else(|| {
-        usage(format!("invalid size \"{s}\" for option {option}: use a number with kB, MB or GB, like 16MB"))
+        usage(format!(
+            "invalid size \"{s}\" for option {}: use a number with kB, MB or GB, like 16MB",
+            flag.def.label()
+        ))
     })
 }
 
 /// Parse the arguments after the program name.
-// Long on purpose: one arm per flag, so each flag's spelling and value are read in one place
-// (a flag table generating this parser would make it short).
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
-    let mut p = lexopt::Parser::from_args(args);
-    let mut a = Args::default();
-    while let Some(arg) = p.next().map_err(lexopt_error)? {
-        let opt = match arg {
-            Arg::Short(c) => Opt::Short(c),
-            Arg::Long(name) => Opt::Long(resolve_long_in(name, LONG_OPTIONS)?),
-            Arg::Value(v) => {
-                a.first_stray.get_or_insert(v);
-                continue;
-            }
-        };
-        use Opt::{Long, Short};
-        match opt {
-            Short('?') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
+    flags::parse::<Args>(args, FLAGS)
+}
 
-            Short('D') | Long("directory") => {
-                let dir = p.value().map_err(lexopt_error)?;
-                if dir.is_empty() {
-                    return Err(usage("output directory name must not be empty"));
-                }
-                a.directory = Some(PathBuf::from(dir));
-            }
-            Short('f') | Long("file") => a.file = Some(string_value(&mut p, "-f/--file")?),
-            Long("format") => {
-                let s = string_value(&mut p, "--format")?;
-                a.format = Some(match s.as_str() {
-                    "json" => Format::Json,
-                    "text" => Format::Text,
-                    _ => return Err(usage(format!("invalid output format \"{s}\": use json or text"))),
-                });
-            }
-            Long("rotate-size") => a.rotate_size = Some(size_value(&mut p, "--rotate-size")?),
-            Long("rotate-interval") => {
-                let s = string_value(&mut p, "--rotate-interval")?;
-                a.rotate_interval = Some(s.trim().parse().map_err(|_| {
-                    usage(format!(
-                        "invalid rotation interval \"{s}\": must be a whole number of seconds, 0 or more"
-                    ))
-                })?);
-            }
-            Long("memory-limit") => {
-                let n = size_value(&mut p, "--memory-limit")?;
-                if n < MIN_MEMORY_LIMIT {
-                    return Err(usage(format!(
-                        "--memory-limit must be at least {}kB",
-                        MIN_MEMORY_LIMIT >> 10
-                    )));
-                }
-                a.memory_limit = Some(n);
-            }
-            Long("spill-dir") => {
-                let dir = p.value().map_err(lexopt_error)?;
-                if dir.is_empty() {
-                    return Err(usage("spill directory name must not be empty"));
-                }
-                a.spill_dir = Some(PathBuf::from(dir));
-            }
-            Short('S') | Long("slot") => {
-                let slot = string_value(&mut p, "-S/--slot")?;
-                check_slot_name(&slot)?;
-                a.slot = Some(slot);
-            }
-            Short('P') | Long("publication") => {
-                let name = string_value(&mut p, "-P/--publication")?;
-                if name.is_empty() || name.len() > 63 || name.contains('\0') {
-                    return Err(usage(format!("invalid publication name \"{name}\": 1 to 63 characters")));
-                }
-                a.publications.push(name);
-            }
-            Long("create-publication") => a.create_publication = true,
-            Short('t') | Long("table") => {
-                let t = string_value(&mut p, "-t/--table")?;
+impl ToolArgs for Args {
+    type Config = Config;
+
+    /// One arm per entry of [`FLAGS`]; a flag with more to check than a line calls a function
+    /// of its own.
+    fn take(&mut self, flag: &Flag) -> Result<(), UsageError> {
+        match flag.name() {
+            "directory" => self.directory = Some(cli::dir_value(flag, "output directory")?),
+            "file" => self.file = Some(flag.string()?),
+            "format" => self.format = Some(parse_format(&flag.string()?)?),
+            "rotate-size" => self.rotate_size = Some(size_value(flag)?),
+            "rotate-interval" => self.rotate_interval = Some(parse_rotate_interval(&flag.string()?)?),
+            "memory-limit" => self.memory_limit = Some(memory_limit(flag)?),
+            "spill-dir" => self.spill_dir = Some(cli::dir_value(flag, "spill directory")?),
+            "slot" => self.slot = Some(cli::slot_value(flag)?),
+            "publication" => self.publications.push(publication(&flag.string()?)?),
+            "create-publication" => self.create_publication = true,
+            "table" => {
+                let t = flag.string()?;
                 if t.is_empty() {
                     return Err(usage("table name must not be empty"));
                 }
-                a.tables.push(t);
+                self.tables.push(t);
             }
-            Long("create-slot") => a.create_slot = true,
-            Long("create-slot-if-missing") => a.create_slot_if_missing = true,
-            Long("if-not-exists") => a.if_not_exists = true,
-            Long("start") => a.start = true,
-            Long("drop-slot") => a.drop_slot = true,
-            Long("list-slots") => a.list_slots = true,
-            Long("teardown") => a.teardown = true,
-            Long("proto-version") => {
-                let s = string_value(&mut p, "--proto-version")?;
-                match s.trim().parse::<u32>() {
-                    Ok(v @ 1..=4) => a.proto_version = Some(v),
-                    _ => return Err(usage(format!("invalid protocol version \"{s}\": use 1, 2, 3 or 4"))),
-                }
-            }
-            Long("streaming") => {
-                let s = string_value(&mut p, "--streaming")?;
-                a.streaming = Some(match s.as_str() {
-                    "on" | "true" => Streaming::On,
-                    "off" | "false" => Streaming::Off,
-                    "parallel" => Streaming::Parallel,
-                    _ => {
-                        return Err(usage(format!("invalid streaming mode \"{s}\": use on, parallel or off")))
-                    }
-                });
-            }
-            Long("two-phase") => a.two_phase = true,
-            Long("messages") => a.messages = true,
-            Long("binary") => a.binary = true,
-            Long("ddl") => a.ddl = true,
-            Long("snapshot") => a.snapshot = true,
-            Short('E') | Long("endpos") => {
-                let s = string_value(&mut p, "-E/--endpos")?;
-                let lsn: Lsn = s.parse().map_err(|_| {
-                    usage(format!(
-                        "could not parse end position \"{s}\": expected two hexadecimal numbers like 0/16B3748"
-                    ))
-                })?;
-                a.endpos = lsn.is_valid().then_some(lsn);
-            }
-            Short('n') | Long("no-loop") => a.no_loop = true,
-            Long("no-sync") => a.no_sync = true,
-            Short('s') | Long("status-interval") => {
-                let s = string_value(&mut p, "-s/--status-interval")?;
-                a.status_interval_secs = Some(parse_status_interval(&s)?);
-            }
-
-            opt if a.common.parse(opt, &mut p)? => {}
-            Short(c) => return Err(usage(format!("unrecognized option \"-{c}\""))),
-            Long(name) => unreachable!("--{name} is in LONG_OPTIONS but not handled"),
+            "create-slot" => self.create_slot = true,
+            "create-slot-if-missing" => self.create_slot_if_missing = true,
+            "if-not-exists" => self.if_not_exists = true,
+            "start" => self.start = true,
+            "drop-slot" => self.drop_slot = true,
+            "list-slots" => self.list_slots = true,
+            "teardown" => self.teardown = true,
+            "proto-version" => self.proto_version = Some(parse_proto_version(&flag.string()?)?),
+            "streaming" => self.streaming = Some(parse_streaming(&flag.string()?)?),
+            "two-phase" => self.two_phase = true,
+            "messages" => self.messages = true,
+            "binary" => self.binary = true,
+            "ddl" => self.ddl = true,
+            "snapshot" => self.snapshot = true,
+            "endpos" => self.endpos = cli::endpos_value(flag)?,
+            "no-loop" => self.no_loop = true,
+            "no-sync" => self.no_sync = true,
+            "status-interval" => self.status_interval_secs = Some(cli::status_interval_value(flag)?),
+            _ if self.common.take(flag)? => {}
+            name => unreachable!("--{name} is in FLAGS but not handled"),
         }
+        Ok(())
     }
-    a.validate().map(Command::Run)
-}
 
-impl Args {
-    // Long on purpose: one check per flag combination, each with its own message, in the order
-    // the combinations are documented; splitting it would scatter the rules of one command line.
+    fn operand(&mut self, value: OsString) {
+        self.first_stray.get_or_insert(value);
+    }
+
+    /// Check combinations, in the order they are documented, then build the config.
     fn validate(self) -> Result<Config, UsageError> {
         if let Some(stray) = &self.first_stray {
             return Err(usage(format!(
@@ -266,30 +437,7 @@ impl Args {
                 stray.to_string_lossy()
             )));
         }
-        let actions = [
-            (self.create_slot, "--create-slot"),
-            (self.drop_slot, "--drop-slot"),
-            (self.list_slots, "--list-slots"),
-        ];
-        let given: Vec<&str> = actions.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
-        if given.len() > 1 {
-            return Err(usage(format!("cannot use {} together with {}", given[0], given[1])));
-        }
-        if self.teardown && (self.create_slot || self.list_slots) {
-            return Err(usage("--teardown can only be used alone or with --drop-slot"));
-        }
-        if self.start && !self.create_slot {
-            return Err(usage("--start can only be used with --create-slot"));
-        }
-        let action = if self.create_slot {
-            Action::CreateSlot { then_stream: self.start }
-        } else if self.drop_slot || self.teardown {
-            Action::Drop { slot: self.drop_slot, teardown: self.teardown }
-        } else if self.list_slots {
-            Action::ListSlots
-        } else {
-            Action::Stream
-        };
+        let action = self.action()?;
         let needs_slot = !matches!(action, Action::ListSlots | Action::Drop { slot: false, .. });
         if needs_slot && self.slot.is_none() {
             return Err(usage("no slot specified: use -S/--slot"));
@@ -305,17 +453,7 @@ impl Args {
         self.common.check()?;
         self.common.check_dbname()?;
 
-        let output = match (&self.directory, &self.file) {
-            (Some(_), Some(_)) => return Err(usage("cannot use -D/--directory together with -f/--file")),
-            (Some(d), None) => Some(Output::Directory(d.clone())),
-            (None, Some(f)) if f == "-" => Some(Output::Stdout),
-            (None, Some(f)) => {
-                return Err(usage(format!(
-                    "cannot write to \"{f}\": -f only accepts - (standard output); use -D for durable files"
-                )))
-            }
-            (None, None) => None,
-        };
+        let output = self.output()?;
         if action.streams() {
             if output.is_none() {
                 return Err(usage("no output specified: use -D DIR or -f -"));
@@ -335,17 +473,7 @@ impl Args {
         {
             return Err(usage("--rotate-size and --rotate-interval need -D/--directory"));
         }
-        if let Some(v) = self.proto_version {
-            if v < 2 && matches!(self.streaming, Some(Streaming::On | Streaming::Parallel)) {
-                return Err(usage("--streaming needs protocol version 2 or later"));
-            }
-            if v < 4 && self.streaming == Some(Streaming::Parallel) {
-                return Err(usage("--streaming=parallel needs protocol version 4"));
-            }
-            if v < 3 && self.two_phase {
-                return Err(usage("--two-phase needs protocol version 3 or later"));
-            }
-        }
+        self.check_protocol()?;
         if self.snapshot && !action.streams() {
             return Err(usage("--snapshot only applies when streaming"));
         }
@@ -383,12 +511,117 @@ impl Args {
     }
 }
 
-/// `--version` for the name the program was started as; the parenthesis names the software.
-pub fn version_text(program: &str) -> String {
-    format!("{program} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+fn parse_format(s: &str) -> Result<Format, UsageError> {
+    match s {
+        "json" => Ok(Format::Json),
+        "text" => Ok(Format::Text),
+        _ => Err(usage(format!("invalid output format \"{s}\": use json or text"))),
+    }
 }
 
-// Long only because it is the --help text itself, one string.
+fn parse_rotate_interval(s: &str) -> Result<u64, UsageError> {
+    s.trim().parse().map_err(|_| {
+        usage(format!("invalid rotation interval \"{s}\": must be a whole number of seconds, 0 or more"))
+    })
+}
+
+fn memory_limit(flag: &Flag) -> Result<u64, UsageError> {
+    let n = size_value(flag)?;
+    if n < MIN_MEMORY_LIMIT {
+        return Err(usage(format!("--memory-limit must be at least {}kB", MIN_MEMORY_LIMIT >> 10)));
+    }
+    Ok(n)
+}
+
+fn publication(name: &str) -> Result<String, UsageError> {
+    if name.is_empty() || name.len() > 63 || name.contains('\0') {
+        return Err(usage(format!("invalid publication name \"{name}\": 1 to 63 characters")));
+    }
+    Ok(name.to_string())
+}
+
+fn parse_proto_version(s: &str) -> Result<u32, UsageError> {
+    match s.trim().parse::<u32>() {
+        Ok(v @ 1..=4) => Ok(v),
+        _ => Err(usage(format!("invalid protocol version \"{s}\": use 1, 2, 3 or 4"))),
+    }
+}
+
+fn parse_streaming(s: &str) -> Result<Streaming, UsageError> {
+    match s {
+        "on" | "true" => Ok(Streaming::On),
+        "off" | "false" => Ok(Streaming::Off),
+        "parallel" => Ok(Streaming::Parallel),
+        _ => Err(usage(format!("invalid streaming mode \"{s}\": use on, parallel or off"))),
+    }
+}
+
+impl Args {
+    /// At most one slot action, and what it implies.
+    fn action(&self) -> Result<Action, UsageError> {
+        let actions = [
+            (self.create_slot, "--create-slot"),
+            (self.drop_slot, "--drop-slot"),
+            (self.list_slots, "--list-slots"),
+        ];
+        let given: Vec<&str> = actions.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        if given.len() > 1 {
+            return Err(usage(format!("cannot use {} together with {}", given[0], given[1])));
+        }
+        if self.teardown && (self.create_slot || self.list_slots) {
+            return Err(usage("--teardown can only be used alone or with --drop-slot"));
+        }
+        if self.start && !self.create_slot {
+            return Err(usage("--start can only be used with --create-slot"));
+        }
+        Ok(if self.create_slot {
+            Action::CreateSlot { then_stream: self.start }
+        } else if self.drop_slot || self.teardown {
+            Action::Drop { slot: self.drop_slot, teardown: self.teardown }
+        } else if self.list_slots {
+            Action::ListSlots
+        } else {
+            Action::Stream
+        })
+    }
+
+    /// `-D DIR` or `-f -`, never both.
+    fn output(&self) -> Result<Option<Output>, UsageError> {
+        Ok(match (&self.directory, &self.file) {
+            (Some(_), Some(_)) => return Err(usage("cannot use -D/--directory together with -f/--file")),
+            (Some(d), None) => Some(Output::Directory(d.clone())),
+            (None, Some(f)) if f == "-" => Some(Output::Stdout),
+            (None, Some(f)) => {
+                return Err(usage(format!(
+                    "cannot write to \"{f}\": -f only accepts - (standard output); use -D for durable files"
+                )))
+            }
+            (None, None) => None,
+        })
+    }
+
+    /// What an explicit `--proto-version` cannot do.
+    fn check_protocol(&self) -> Result<(), UsageError> {
+        if let Some(v) = self.proto_version {
+            if v < 2 && matches!(self.streaming, Some(Streaming::On | Streaming::Parallel)) {
+                return Err(usage("--streaming needs protocol version 2 or later"));
+            }
+            if v < 4 && self.streaming == Some(Streaming::Parallel) {
+                return Err(usage("--streaming=parallel needs protocol version 4"));
+            }
+            if v < 3 && self.two_phase {
+                return Err(usage("--two-phase needs protocol version 3 or later"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `--version` for the name the program was started as; the parenthesis names the software.
+pub fn version_text(program: &str) -> String {
+    cli::version_text(program)
+}
+
 pub fn help_text(program: &str) -> String {
     format!(
         "\
@@ -398,71 +631,7 @@ slot (pgoutput) into durable JSON or text lines, at least once.
 Usage:
   {program} -S SLOT -P PUBLICATION (-D DIR | -f -) [OPTION]...
 
-Output:
-  -D, --directory=DIR    write rotating, fsync'ed files into DIR
-  -f, --file=-           write to standard output instead
-      --format=FORMAT    json (one object per line, default) or text
-      --rotate-size=SIZE start a new file after SIZE (default: 64MB)
-      --rotate-interval=SECS
-                         start a new file after SECS seconds
-                         (default: {rotate}; 0: never)
-      --memory-limit=SIZE
-                         memory for transactions streamed before they commit;
-                         beyond it they spill to disk (default: 16MB)
-      --spill-dir=DIR    where spill files go
-                         (default: DIR/.spill, or the temp directory)
-  -E, --endpos=LSN       exit once changes up to LSN are written
-  -n, --no-loop          do not reconnect when the connection is lost
-      --no-sync          do not fsync (for tests: a crash can lose output)
-  -s, --status-interval=SECS
-                         time between status packets sent to server (default: {status})
-  -v, --verbose          output verbose messages (-v debug, -vv trace)
-  -V, --version          output version information, then exit
-  -?, --help             show this help, then exit
-
-Replication:
-  -S, --slot=SLOTNAME    logical replication slot (pgoutput; it must exist)
-  -P, --publication=NAME publication to stream (repeatable)
-      --create-publication
-                         create the publication if missing (for all tables, or
-                         for the tables given with -t)
-  -t, --table=TABLE      a table for --create-publication (repeatable)
-      --proto-version=N  pgoutput protocol version (default: the highest the
-                         server has: 1 on 10-13, 2 on 14, 3 on 15, 4 on 16+)
-      --streaming=MODE   on, parallel or off: stream large transactions before
-                         they commit (default: on where supported)
-      --two-phase        decode prepared transactions at PREPARE
-      --messages         include logical messages (pg_logical_emit_message)
-      --binary           ask for values in binary format
-      --ddl              install an event trigger that reports DDL in the stream
-      --snapshot         create the slot with a snapshot and write every
-                         published table's rows before the first change
-
-Optional actions:
-      --create-slot      create the slot (with --start, then stream)
-      --if-not-exists    do not error if the slot already exists
-      --start            stream after --create-slot
-      --create-slot-if-missing
-                         when streaming, create the slot if the server lacks
-                         it (a new primary after a failover), with a warning
-      --drop-slot        drop the slot
-      --teardown         remove what --ddl installed
-      --list-slots       list the database's logical slots
-
-Connection options:
-  -d, --dbname=CONNSTR   connection string (names the database)
-  -h, --host=HOSTNAME    database server host or socket directory
-  -p, --port=PORT        database server port number
-  -U, --username=NAME    connect as specified database user
-  -w, --no-password      never prompt for password
-  -W, --password         force password prompt (should happen automatically)
-
-Logging:
-      --log-level=LEVEL  trace, debug, info, warn or error (default: info)
-      --log-format=FORMAT
-                         text or json, one message per line (default: text)
-      --log-add-source   add the source file and line to each message
-
+{}
 The position confirmed to the server is the end of the last transaction whose
 output is on disk (fsync'ed) or written to standard output; while nothing is
 pending, keepalive positions are confirmed so an idle slot never holds WAL.
@@ -475,9 +644,13 @@ at once) or, when streaming, with --create-slot-if-missing.
 Connection settings not given here are taken by libpq from the PG* environment
 variables, the password file ~/.pgpass and the connection service file.
 ",
-        status = DEFAULT_STATUS_INTERVAL_SECS,
-        rotate = DEFAULT_ROTATE_INTERVAL_SECS,
+        render::help_options(SECTIONS, FLAGS)
     )
+}
+
+/// The man page's OPTIONS section (`make man` puts it into packaging/man/pgrecvlogical.1).
+pub fn man_options() -> String {
+    render::man_options(SECTIONS, FLAGS)
 }
 
 #[cfg(test)]
@@ -732,21 +905,30 @@ mod tests {
         assert_eq!(try_parse(&["--help"]), Ok(Command::Help));
         assert_eq!(try_parse(&["-S", "s", "-?"]), Ok(Command::Help));
         assert_eq!(try_parse(&["-V"]), Ok(Command::Version));
-        assert!(version_text(PROGRAM).starts_with("pgrecvlogical (pgreceivewal) "));
+        assert!(version_text(PROGRAM).starts_with("pgrecvlogical "));
         let help = help_text(PROGRAM);
-        for long in LONG_OPTIONS {
-            assert!(help.contains(&format!("--{long}")), "--{long} missing from help");
+        for f in FLAGS {
+            assert!(help.contains(&format!("--{}", f.long)), "--{} missing from help", f.long);
         }
         for line in help.lines() {
             assert!(line.len() <= 90, "help line too long: {line:?}");
         }
+        assert!(help.contains(&format!("(default: {DEFAULT_STATUS_INTERVAL_SECS})")));
+        assert!(help.contains(&format!("(default: {DEFAULT_ROTATE_INTERVAL_SECS}; 0: never)")));
+        assert!(help.contains(&format!("(default: {}MB)", DEFAULT_ROTATE_SIZE >> 20)));
+        assert!(help.contains(&format!("(default: {}MB)", DEFAULT_MEMORY_LIMIT >> 20)));
     }
 
+    /// Every flag of the table reaches an arm of `Args::take`, long and short, and takes a
+    /// value exactly when the table says so.
     #[test]
-    fn every_long_option_is_handled() {
-        for long in LONG_OPTIONS {
-            let arg = format!("--{long}");
-            let _ = try_parse(&["-S", "s", "-P", "p", "-D", "/o", &arg, "v"]);
-        }
+    fn every_flag_is_handled() {
+        cli::flags::check_table(FLAGS, SECTIONS, &["-S", "s", "-P", "p", "-D", "/o"], parse);
+    }
+
+    /// packaging/man/pgrecvlogical.1 holds the OPTIONS section the table makes (`make man`).
+    #[test]
+    fn man_page_is_current() {
+        render::check_man_page(PROGRAM, &man_options());
     }
 }

@@ -25,7 +25,9 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::durable::{fsync_dir, open_locked, LockedDirError};
+use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::text::os_error;
 
 use super::output::{line_is_ours, unit_end, Format};
 
@@ -84,26 +86,39 @@ pub enum FilesError {
 impl fmt::Display for FilesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FilesError::Io { path, action, err } => write!(f, "could not {action} \"{}\": {err}", path.display()),
-            FilesError::NotADirectory(p) => {
-                write!(f, "\"{}\" exists but is not a directory; give -D a directory for the output", p.display())
+            FilesError::Io { path, action, err } => {
+                write!(f, "could not {action} \"{}\": {}", path.display(), os_error(err))
             }
+            FilesError::NotADirectory(p) => write!(f, "\"{}\" exists but is not a directory", p.display()),
             FilesError::Locked(p) => write!(
                 f,
-                "another pgrecvlogical is already writing into \"{}\" (it holds the lock on {LOCK_FILE}); stop it or use another directory",
+                "another pgrecvlogical is already writing into \"{}\" (it holds the lock on {LOCK_FILE})",
                 p.display()
             ),
             FilesError::OtherFormat { dir, file } => write!(
                 f,
-                "output directory \"{}\" holds \"{file}\", written in the other --format; use that format or another directory",
+                "output directory \"{}\" holds \"{file}\", written in the other --format",
                 dir.display()
             ),
-            FilesError::StrayPartial(p) => write!(
-                f,
-                "\"{}\" is a partial file but not the newest one; move it out of the output directory",
-                p.display()
-            ),
+            FilesError::StrayPartial(p) => {
+                write!(f, "\"{}\" is a partial file but not the newest one", p.display())
+            }
         }
+    }
+}
+
+impl Hinted for FilesError {
+    fn hint(&self) -> Option<String> {
+        Some(
+            match self {
+                FilesError::Io { .. } => return None,
+                FilesError::NotADirectory(_) => "Give -D a directory for the output.",
+                FilesError::Locked(_) => "Stop it or use another directory.",
+                FilesError::OtherFormat { .. } => "Use that format or another directory.",
+                FilesError::StrayPartial(_) => "Move it out of the output directory.",
+            }
+            .into(),
+        )
     }
 }
 

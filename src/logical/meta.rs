@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
+use crate::logging::Message;
 
 use super::files::FilesError;
 
@@ -141,29 +142,38 @@ impl Meta {
     }
 
     /// Why output of `self` cannot be continued from `server`, if it cannot.
-    pub fn mismatch(&self, dir: &Path, server: &Identity, server_name: &str) -> Option<String> {
+    pub fn mismatch(&self, dir: &Path, server: &Identity, server_name: &str) -> Option<Message> {
         let (ours, theirs) = (&self.id, server);
         let d = dir.display();
         if ours.system_id != theirs.system_id {
-            return Some(format!(
-                "output directory \"{d}\" holds changes of database system {}, but the server is database system {} (server {server_name}); write each cluster's changes into its own directory",
-                ours.system_id, theirs.system_id
-            ));
+            return Some(
+                Message::new(format!(
+                    "output directory \"{d}\" holds changes of database system {}, but the server is database system {} (server {server_name})",
+                    ours.system_id, theirs.system_id
+                ))
+                .hint("Write each cluster's changes into its own directory."),
+            );
         }
         if ours.database_oid != theirs.database_oid {
-            return Some(format!(
-                "output directory \"{d}\" holds changes of database \"{}\" (oid {}), but the connection is to database \"{}\" (oid {}) (server {server_name}); connect to that database, or write into another directory",
-                escape(&ours.database),
-                ours.database_oid,
-                escape(&theirs.database),
-                theirs.database_oid
-            ));
+            return Some(
+                Message::new(format!(
+                    "output directory \"{d}\" holds changes of database \"{}\" (oid {}), but the connection is to database \"{}\" (oid {}) (server {server_name})",
+                    escape(&ours.database),
+                    ours.database_oid,
+                    escape(&theirs.database),
+                    theirs.database_oid
+                ))
+                .hint("Connect to that database, or write into another directory."),
+            );
         }
         if ours.slot != theirs.slot {
-            return Some(format!(
-                "output directory \"{d}\" holds changes of replication slot \"{}\", not \"{}\"; use -S {}, or write into another directory",
-                ours.slot, theirs.slot, ours.slot
-            ));
+            return Some(
+                Message::new(format!(
+                    "output directory \"{d}\" holds changes of replication slot \"{}\", not \"{}\"",
+                    ours.slot, theirs.slot
+                ))
+                .hint(format!("Use -S {}, or write into another directory.", ours.slot)),
+            );
         }
         None
     }
@@ -248,14 +258,17 @@ mod tests {
         let other = |f: &dyn Fn(&mut Identity)| {
             let mut id = m.id.clone();
             f(&mut id);
-            m.mismatch(dir, &id, "h:1").unwrap()
+            m.mismatch(dir, &id, "h:1").unwrap().to_string()
         };
         let e = other(&|id| id.system_id = 8);
         assert!(e.contains("database system 7") && e.contains("database system 8"), "{e}");
         let e = other(&|id| id.database_oid = 6);
         assert!(e.contains("(oid 5)") && e.contains("(oid 6)") && e.contains("a\\\\b\\u{a}c"), "{e}");
-        let e = other(&|id| id.slot = "x".into());
-        assert!(e.contains("\"cdc\", not \"x\"; use -S cdc"), "{e}");
+        let mut id = m.id.clone();
+        id.slot = "x".into();
+        let e = m.mismatch(dir, &id, "h:1").unwrap();
+        assert!(e.to_string().ends_with("\"cdc\", not \"x\""), "{e}");
+        assert_eq!(e.hint.as_deref(), Some("Use -S cdc, or write into another directory."));
         // A renamed database is the same database.
         assert_eq!(m.mismatch(dir, &Identity { database: "new".into(), ..m.id.clone() }, "h:1"), None);
     }

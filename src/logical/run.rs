@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use pgrw_ffi::sys::StopSignals;
 use pgrw_ffi::Conn;
 
+use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
 use crate::server::{conn_params_for, sqlstate, ConnKind, Replication, Server, ServerError};
 use crate::session::{self, SessionFailure};
@@ -38,7 +39,7 @@ pub enum RunError {
     Server(ServerError),
     Stream(StreamError),
     /// Something about the slot, publication or server that a retry cannot fix.
-    Setup(String),
+    Setup(Message),
 }
 
 impl SessionFailure for RunError {
@@ -57,7 +58,26 @@ impl fmt::Display for RunError {
             RunError::Files(e) => e.fmt(f),
             RunError::Server(e) => e.fmt(f),
             RunError::Stream(e) => e.fmt(f),
-            RunError::Setup(m) => f.write_str(m),
+            RunError::Setup(m) => m.fmt(f),
+        }
+    }
+}
+
+impl Hinted for RunError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            RunError::Files(e) => e.detail(),
+            RunError::Server(e) => e.detail(),
+            RunError::Stream(e) => e.detail(),
+            RunError::Setup(m) => m.detail(),
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            RunError::Files(e) => e.hint(),
+            RunError::Server(e) => e.hint(),
+            RunError::Stream(e) => e.hint(),
+            RunError::Setup(m) => m.hint(),
         }
     }
 }
@@ -129,10 +149,10 @@ fn check_encoding(server: &Server) -> Result<(), RunError> {
     match server.parameter("client_encoding").as_deref() {
         Some("UTF8") | None => {}
         Some(enc) => {
-            return Err(RunError::Setup(format!(
+            return Err(RunError::Setup(Message::new(format!(
                 "the server uses client_encoding {enc} although UTF8 was asked for (server {})",
                 server.name
-            )))
+            ))))
         }
     }
     if server.parameter("server_encoding").as_deref() == Some("SQL_ASCII") {
@@ -144,7 +164,12 @@ fn check_encoding(server: &Server) -> Result<(), RunError> {
 }
 
 fn sql_error(server: &str, e: pgrw_ffi::Error) -> ServerError {
-    ServerError { server: server.to_owned(), message: e.message, sqlstate: e.sqlstate, fatal: false }
+    ServerError {
+        sqlstate: e.sqlstate,
+        detail: e.detail.map(Into::into),
+        hint: e.hint.map(Into::into),
+        ..ServerError::new(server, e.message)
+    }
 }
 
 /// The ordinary connection, with the same settings and password as the replication one.
@@ -157,12 +182,8 @@ fn sql_connection(
     let mut params = conn_params_for(&cfg.conn, password, KIND);
     params.retain(|(k, _)| k != "replication");
     let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Conn::connect(&refs, Some(stop.fd())).map_err(|e| ServerError {
-        server: server.to_owned(),
-        message: format!("could not connect: {}", e.message),
-        sqlstate: None,
-        fatal: false,
-    })
+    Conn::connect(&refs, Some(stop.fd()))
+        .map_err(|e| ServerError::new(server, format!("could not connect: {}", e.message)))
 }
 
 fn slot_row(sql: &mut Conn, slot: &str, server: &str) -> Result<Option<SlotRow>, ServerError> {
@@ -204,10 +225,10 @@ fn create_slot(
     match server.conn().exec(&sql) {
         Ok(r) => {
             let consistent_point = r.get(0, 1).and_then(|s| s.parse().ok()).ok_or_else(|| {
-                RunError::Setup(format!(
+                RunError::Setup(Message::new(format!(
                     "unexpected answer to CREATE_REPLICATION_SLOT (server {})",
                     server.name
-                ))
+                )))
             })?;
             log::log!(
                 level,
@@ -278,10 +299,10 @@ impl Runner<'_> {
         if slot {
             log::info!("dropping replication slot \"{}\"", self.cfg.slot);
             if !server.drop_slot(&self.cfg.slot)? {
-                return Err(RunError::Setup(format!(
+                return Err(RunError::Setup(Message::new(format!(
                     "replication slot \"{}\" does not exist (server {})",
                     self.cfg.slot, server.name
-                )));
+                ))));
             }
         }
         Ok(Outcome::Dropped)
@@ -295,10 +316,13 @@ impl Runner<'_> {
                 log::info!("replication slot \"{}\" already exists", self.cfg.slot);
                 Ok(Outcome::SlotExisted)
             }
-            None => Err(RunError::Setup(format!(
-                "replication slot \"{}\" already exists (server {}); use --if-not-exists to accept an existing slot",
-                self.cfg.slot, server.name
-            ))),
+            None => Err(RunError::Setup(
+                Message::new(format!(
+                    "replication slot \"{}\" already exists (server {})",
+                    self.cfg.slot, server.name
+                ))
+                .hint("Use --if-not-exists to accept an existing slot."),
+            )),
         }
     }
 
@@ -318,11 +342,11 @@ impl Runner<'_> {
         let max = max_proto_version(v);
         let version = cfg.proto_version.unwrap_or(max);
         let refuse = |what: String| {
-            Err(RunError::Setup(format!(
+            Err(RunError::Setup(Message::new(format!(
                 "{what}, but the server runs PostgreSQL {} (server {})",
                 server.version_text(),
                 server.name
-            )))
+            ))))
         };
         if version > max {
             return refuse(format!(
@@ -369,9 +393,10 @@ impl Runner<'_> {
                 continue;
             }
             if !cfg.create_publication {
-                return Err(RunError::Setup(format!(
-                    "publication \"{p}\" does not exist (server {server}); create it, or use --create-publication"
-                )));
+                return Err(RunError::Setup(
+                    Message::new(format!("publication \"{p}\" does not exist (server {server})"))
+                        .hint("Create it, or use --create-publication."),
+                ));
             }
             let what = if cfg.tables.is_empty() {
                 "FOR ALL TABLES".to_owned()
@@ -483,10 +508,13 @@ impl Runner<'_> {
                 Some(why) => Err(RunError::Setup(why)),
                 None => Ok(Some(m)),
             },
-            Some(Err(why)) => Err(RunError::Setup(format!(
-                "invalid metadata file \"{}\": {why}; restore it, or write into a new directory",
-                out.dir.join(meta::META_FILE).display()
-            ))),
+            Some(Err(why)) => Err(RunError::Setup(
+                Message::new(format!(
+                    "invalid metadata file \"{}\": {why}",
+                    out.dir.join(meta::META_FILE).display()
+                ))
+                .hint("Restore it, or write into a new directory."),
+            )),
             None => Ok(None),
         }
     }
@@ -506,9 +534,13 @@ impl Runner<'_> {
         if let Some(r) = recovered.resume.filter(|&r| beyond_server_wal(r, xlogpos)) {
             // Only WAL the server flushed is ever decoded: output beyond it comes from another
             // cluster's history, and the server would skip every transaction below it.
-            return Err(RunError::Setup(format!(
-                "the output ends at {r}, beyond the server's current WAL position {xlogpos} (server {name}): the directory holds changes of another history of this cluster (restored from a backup, or a promoted standby); write into a new directory"
-            )));
+            return Err(RunError::Setup(Message::new(format!(
+                "the output ends at {r}, beyond the server's current WAL position {xlogpos} (server {name})"
+            )).detail(
+                "The directory holds changes of another history of this cluster (restored from a backup, or a \
+                 promoted standby).",
+            )
+            .hint("Write into a new directory.")));
         }
         Ok(Some(recovered))
     }
@@ -530,12 +562,13 @@ impl Runner<'_> {
         // adopted only when its slot is here to continue it.
         let mut unrecorded = self.out.is_some() && found.is_none();
         if unrecorded && resume.is_some() && existing.is_none() {
-            return Err(RunError::Setup(format!(
-                "output directory \"{}\" has no {} and replication slot \"{}\" does not exist (server {name}): the output may come from another cluster; write into a new directory",
+            return Err(RunError::Setup(Message::new(format!(
+                "output directory \"{}\" has no {} and replication slot \"{}\" does not exist (server {name})",
                 self.out.as_ref().map(|o| o.dir.display().to_string()).unwrap_or_default(),
                 meta::META_FILE,
                 cfg.slot
-            )));
+            )).detail("The output may come from another cluster.")
+            .hint("Write into a new directory.")));
         }
         let mut meta = found.unwrap_or(Meta { id: id.clone(), snapshot: SnapshotState::None });
         let Some(recreating) =
@@ -596,7 +629,8 @@ impl Runner<'_> {
             return Ok(Some(false));
         }
         log::warn!(
-            "the initial snapshot of replication slot \"{}\" was interrupted; its snapshot cannot be read again: dropping the slot, creating it again and taking a new snapshot",
+            detail = "Its snapshot cannot be read again: dropping the slot, creating it again and taking a new snapshot.";
+            "the initial snapshot of replication slot \"{}\" was interrupted",
             cfg.slot
         );
         if !self.drop_slot_for_snapshot(server)? {
@@ -621,9 +655,11 @@ impl Runner<'_> {
         // slot is created here, exporting its snapshot).
         let asked = matches!(cfg.action, Action::CreateSlot { then_stream: true }) && cfg.snapshot;
         if !cfg.create_slot_if_missing && !recreating && (!asked || self.snapshot_done) {
-            return Err(RunError::Setup(format!(
-                "replication slot \"{}\" does not exist (server {name}); create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing",
+            return Err(RunError::Setup(Message::new(format!(
+                "replication slot \"{}\" does not exist (server {name})",
                 cfg.slot
+            )).hint(
+                "Create it with --create-slot (--start to stream at once), or pass --create-slot-if-missing.",
             )));
         }
         let level = if asked { log::Level::Info } else { log::Level::Warn };
@@ -657,10 +693,10 @@ impl Runner<'_> {
             meta.snapshot = SnapshotState::None;
             self.write_meta(meta)?;
         }
-        Err(RunError::Setup(format!(
-            "--snapshot needs a slot created by this run, but slot \"{}\" already exists and the output holds no snapshot; drop the slot (--drop-slot) or leave out --snapshot",
+        Err(RunError::Setup(Message::new(format!(
+            "--snapshot needs a slot created by this run, but slot \"{}\" already exists and the output holds no snapshot",
             cfg.slot
-        )))
+        )).hint("Drop the slot (--drop-slot) or leave out --snapshot.")))
     }
 
     fn spill_dir(&self) -> std::path::PathBuf {
@@ -753,17 +789,22 @@ fn identify(
 /// An existing slot must be a pgoutput slot of the database this session connected to.
 fn check_slot(row: &SlotRow, slot: &str, database: &str, name: &str) -> Result<(), RunError> {
     if row.plugin.as_deref() != Some("pgoutput") {
-        return Err(RunError::Setup(format!(
-            "replication slot \"{slot}\" is not a pgoutput logical slot (plugin {}; server {name}); use another slot",
-            row.plugin.as_deref().unwrap_or("none: physical")
-        )));
+        return Err(RunError::Setup(
+            Message::new(format!(
+                "replication slot \"{slot}\" is not a pgoutput logical slot (plugin {}; server {name})",
+                row.plugin.as_deref().unwrap_or("none: physical")
+            ))
+            .hint("Use another slot."),
+        ));
     }
     if row.database.as_deref() != Some(database) {
-        return Err(RunError::Setup(format!(
-            "replication slot \"{slot}\" belongs to database \"{}\", but the connection is to \"{database}\" (server {name}); give -d dbname={}",
-            row.database.as_deref().unwrap_or(""),
-            row.database.as_deref().unwrap_or("")
-        )));
+        let theirs = row.database.as_deref().unwrap_or("");
+        return Err(RunError::Setup(
+            Message::new(format!(
+                "replication slot \"{slot}\" belongs to database \"{theirs}\", but the connection is to \"{database}\" (server {name})"
+            ))
+            .hint(format!("Give -d dbname={theirs}.")),
+        ));
     }
     Ok(())
 }

@@ -40,8 +40,14 @@ struct Table {
 }
 
 fn exec(conn: &mut Conn, sql: &str) -> Result<pgrw_ffi::PgResult, String> {
-    conn.exec(sql)
-        .map_err(|e| format!("{e} (in {})", sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ")))
+    conn.exec(sql).map_err(|e| {
+        // These errors travel as text: the server's DETAIL and HINT stay in it, as libpq words them.
+        let more: String = [("DETAIL", &e.detail), ("HINT", &e.hint)]
+            .iter()
+            .filter_map(|(word, text)| text.as_ref().map(|t| format!("; {word}: {t}")))
+            .collect();
+        format!("{e}{more} (in {})", sql.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+    })
 }
 
 fn published_tables(

@@ -20,8 +20,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use pgrw_ffi::sys::EventFd;
 
 use crate::durable::fsync_dir;
+use crate::logging::Hinted;
 use crate::lsn::Lsn;
 use crate::session::{Progress, WriterFailure};
+use crate::text::os_error;
 
 use super::files::{file_name, Partial, PARTIAL_SUFFIX};
 use super::output::{Effect, Encoder, Format};
@@ -101,12 +103,12 @@ impl WriterFailure for WriterError {
 impl fmt::Display for WriterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WriterError::Io { path, action, err } => write!(f, "could not {action} \"{}\": {err}", path.display()),
-            WriterError::Fsync { path, err } => write!(
-                f,
-                "could not fsync file \"{}\": {err}; the disk may have lost written output, so pgrecvlogical stops (a restart resumes from what is on disk)",
-                path.display()
-            ),
+            WriterError::Io { path, action, err } => {
+                write!(f, "could not {action} \"{}\": {}", path.display(), os_error(err))
+            }
+            WriterError::Fsync { path, err } => {
+                write!(f, "could not fsync file \"{}\": {}", path.display(), os_error(err))
+            }
             WriterError::Replay { xid, message } => {
                 write!(f, "could not decode streamed transaction {xid} at its commit: {message}")
             }
@@ -114,6 +116,18 @@ impl fmt::Display for WriterError {
                 f,
                 "could not write to standard output: the reader of the pipe closed it (Broken pipe); stopping"
             ),
+        }
+    }
+}
+
+impl Hinted for WriterError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            WriterError::Fsync { .. } => Some(
+                "The disk may have lost written output, so pgrecvlogical stops (a restart resumes from what is on disk)."
+                    .into(),
+            ),
+            _ => None,
         }
     }
 }

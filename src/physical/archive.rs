@@ -11,8 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::durable::{fsync_dir, open_locked, write_durably, LockedDirError, TEMP_SUFFIX};
+use crate::logging::Hinted;
 use crate::lsn::Lsn;
 use crate::physical::walfile::{SegmentId, Tli, WalName};
+use crate::text::os_error;
 
 pub const LOCK_FILE: &str = ".pgreceivewal.lock";
 pub const META_FILE: &str = ".pgreceivewal.meta";
@@ -33,44 +35,70 @@ pub enum ArchiveError {
 impl fmt::Display for ArchiveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ArchiveError::Io { path, action, err } => write!(f, "could not {action} \"{}\": {err}", path.display()),
-            ArchiveError::NotADirectory(p) => {
-                write!(f, "\"{}\" exists but is not a directory; give -D a directory for the archive", p.display())
+            ArchiveError::Io { path, action, err } => {
+                write!(f, "could not {action} \"{}\": {}", path.display(), os_error(err))
             }
+            ArchiveError::NotADirectory(p) => write!(f, "\"{}\" exists but is not a directory", p.display()),
             ArchiveError::Locked(p) => write!(
                 f,
-                "another pgreceivewal is already archiving into \"{}\" (it holds the lock on {LOCK_FILE}); stop it or use another directory",
+                "another pgreceivewal is already archiving into \"{}\" (it holds the lock on {LOCK_FILE})",
                 p.display()
             ),
-            ArchiveError::BadSize { path, size, seg_size } => write!(
-                f,
-                "WAL file \"{}\" has {size} bytes, should be 0 or {seg_size}; it was not written by a WAL archiver of this server, move it out of the archive",
-                path.display()
-            ),
-            ArchiveError::EmptySegment(p) => write!(
-                f,
-                "completed WAL segment \"{}\" is empty; move it out of the archive so the segment can be streamed again",
-                p.display()
-            ),
-            ArchiveError::OtherCluster { dir, archive, server } => write!(
-                f,
-                "archive \"{}\" holds WAL of {archive}, but the server is {server}; archive each cluster into its own directory",
-                dir.display()
-            ),
-            ArchiveError::ForeignSegment { path, found, server } => write!(
-                f,
-                "WAL file \"{}\" belongs to {found}, but the server is {server}; move it out of the archive (archive each cluster into its own directory)",
-                path.display()
-            ),
+            ArchiveError::BadSize { path, size, seg_size } => {
+                write!(f, "WAL file \"{}\" has {size} bytes, should be 0 or {seg_size}", path.display())
+            }
+            ArchiveError::EmptySegment(p) => write!(f, "completed WAL segment \"{}\" is empty", p.display()),
+            ArchiveError::OtherCluster { dir, archive, server } => {
+                write!(f, "archive \"{}\" holds WAL of {archive}, but the server is {server}", dir.display())
+            }
+            ArchiveError::ForeignSegment { path, found, server } => {
+                write!(f, "WAL file \"{}\" belongs to {found}, but the server is {server}", path.display())
+            }
             ArchiveError::BadMetadata { path, reason } => {
-                write!(f, "invalid archive metadata file \"{}\": {reason}; restore it or remove it to re-create it", path.display())
+                write!(f, "invalid archive metadata file \"{}\": {reason}", path.display())
             }
             ArchiveError::FutureTimeline { dir, archive_tli, server_tli } => write!(
                 f,
-                "archive \"{}\" has WAL of timeline {archive_tli}, but the server is on timeline {server_tli}: the archive belongs to a different history of this cluster; archive into a new directory",
+                "archive \"{}\" has WAL of timeline {archive_tli}, but the server is on timeline {server_tli}",
                 dir.display()
             ),
         }
+    }
+}
+
+impl Hinted for ArchiveError {
+    fn detail(&self) -> Option<String> {
+        Some(
+            match self {
+                ArchiveError::BadSize { .. } => "It was not written by a WAL archiver of this server.",
+                ArchiveError::FutureTimeline { .. } => {
+                    "The archive belongs to a different history of this cluster."
+                }
+                _ => return None,
+            }
+            .into(),
+        )
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(
+            match self {
+                ArchiveError::Io { .. } => return None,
+                ArchiveError::NotADirectory(_) => "Give -D a directory for the archive.",
+                ArchiveError::Locked(_) => "Stop it or use another directory.",
+                ArchiveError::BadSize { .. } => "Move it out of the archive.",
+                ArchiveError::EmptySegment(_) => {
+                    "Move it out of the archive so the segment can be streamed again."
+                }
+                ArchiveError::OtherCluster { .. } => "Archive each cluster into its own directory.",
+                ArchiveError::ForeignSegment { .. } => {
+                    "Move it out of the archive (archive each cluster into its own directory)."
+                }
+                ArchiveError::BadMetadata { .. } => "Restore it or remove it to re-create it.",
+                ArchiveError::FutureTimeline { .. } => "Archive into a new directory.",
+            }
+            .into(),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ use std::fmt;
 use pgrw_ffi::sys::StopSignals;
 
 use crate::config::{Action, Config, Durability};
+use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
 use crate::physical::archive::{Archive, ArchiveError, ClusterId};
 use crate::physical::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
@@ -21,7 +22,7 @@ pub enum RunError {
     Archive(ArchiveError),
     Server(ServerError),
     Stream(StreamError),
-    Slot(String),
+    Slot(Message),
 }
 
 impl fmt::Display for RunError {
@@ -30,7 +31,26 @@ impl fmt::Display for RunError {
             RunError::Archive(e) => e.fmt(f),
             RunError::Server(e) => e.fmt(f),
             RunError::Stream(e) => e.fmt(f),
-            RunError::Slot(m) => f.write_str(m),
+            RunError::Slot(m) => m.fmt(f),
+        }
+    }
+}
+
+impl Hinted for RunError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            RunError::Archive(e) => e.detail(),
+            RunError::Server(e) => e.detail(),
+            RunError::Stream(e) => e.detail(),
+            RunError::Slot(m) => m.detail(),
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            RunError::Archive(e) => e.hint(),
+            RunError::Server(e) => e.hint(),
+            RunError::Stream(e) => e.hint(),
+            RunError::Slot(m) => m.hint(),
         }
     }
 }
@@ -89,10 +109,10 @@ fn slot_action(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
         log::info!("dropping replication slot \"{slot}\"");
         return match server.drop_slot(slot)? {
             true => Ok(Outcome::SlotDropped),
-            false => Err(RunError::Slot(format!(
+            false => Err(RunError::Slot(Message::new(format!(
                 "replication slot \"{slot}\" does not exist (server {})",
                 server.name
-            ))),
+            )))),
         };
     }
     log::info!("creating replication slot \"{slot}\"");
@@ -102,10 +122,10 @@ fn slot_action(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
             log::info!("replication slot \"{slot}\" already exists");
             Ok(Outcome::SlotExisted)
         }
-        false => Err(RunError::Slot(format!(
-            "replication slot \"{slot}\" already exists (server {}); use --if-not-exists to accept an existing slot",
-            server.name
-        ))),
+        false => Err(RunError::Slot(
+            Message::new(format!("replication slot \"{slot}\" already exists (server {})", server.name))
+                .hint("Use --if-not-exists to accept an existing slot."),
+        )),
     }
 }
 
@@ -151,9 +171,10 @@ impl<'a> Archiver<'a> {
         let cluster = ClusterId { system_id: sys.system_id, seg_size };
         if let Some(known) = self.cluster {
             if known != cluster {
-                return Err(RunError::Server(server.fatal(format!(
-                    "server is now {cluster}, but this run archived {known}; archive each cluster into its own directory"
-                ))));
+                return Err(RunError::Server(ServerError {
+                    hint: Some("Archive each cluster into its own directory.".into()),
+                    ..server.fatal(format!("server is now {cluster}, but this run archived {known}"))
+                }));
             }
         }
         log::debug!(
@@ -244,10 +265,14 @@ impl<'a> Archiver<'a> {
         let info = server.read_replication_slot(slot)?;
         let (start, state) = match info {
             Some(SlotInfo::Logical) => {
-                return Err(RunError::Slot(format!(
-                    "replication slot \"{slot}\" is a logical slot (server {}); pgreceivewal needs a physical slot: use another name or drop it",
-                    server.name
-                )))
+                return Err(RunError::Slot(
+                    Message::new(format!(
+                        "replication slot \"{slot}\" is a logical slot (server {})",
+                        server.name
+                    ))
+                    .detail("pgreceivewal needs a physical slot.")
+                    .hint("Use another name or drop it."),
+                ))
             }
             Some(SlotInfo::Physical { restart_lsn: Some(lsn), restart_tli }) => {
                 let tli = restart_tli.unwrap_or(server.identify_system()?.tli);
@@ -260,10 +285,10 @@ impl<'a> Archiver<'a> {
                 // the server for ever.
                 if !self.cfg.create_slot_if_missing {
                     if missing {
-                        return Err(RunError::Server(server.transient(format!(
-                            "replication slot \"{slot}\" does not exist; create it with {} --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)",
-                            prog()
-                        ))));
+                        return Err(RunError::Server(ServerError {
+                            hint: Some(create_slot_hint(slot).into()),
+                            ..server.transient(format!("replication slot \"{slot}\" does not exist"))
+                        }));
                     }
                     // Before PostgreSQL 15 nothing tells us; START_REPLICATION will.
                     return Ok((None, SlotState::Unknown));
@@ -281,19 +306,27 @@ impl<'a> Archiver<'a> {
                         // Creating is the only way to know on this server; do not try.
                         return Ok((None, SlotState::Unknown));
                     }
-                    return Err(RunError::Slot(format!(
-                        "replication slot \"{slot}\" does not exist (server {}), and --create-slot-if-missing creates only the slot an archive was streamed with: archive \"{}\" {streamed_with}; check the slot name, or create the slot with {} --create-slot -S {slot}",
-                        server.name,
-                        self.archive.dir.display(),
-                        prog()
-                    )));
+                    return Err(RunError::Slot(
+                        Message::new(format!(
+                            "replication slot \"{slot}\" does not exist (server {}), and --create-slot-if-missing creates only the slot an archive was streamed with: archive \"{}\" {streamed_with}",
+                            server.name,
+                            self.archive.dir.display()
+                        ))
+                        .hint(format!(
+                            "Check the slot name, or create the slot with {} --create-slot -S {slot}.",
+                            prog()
+                        )),
+                    ));
                 }
                 // Older servers cannot tell us; creating is then also the existence check.
                 if server.create_physical_slot(slot)? {
                     // A warning: if the slot existed before (and was dropped, or lost with a
                     // failover), the server may have removed WAL no slot held any more.
                     log::warn!(
-                        "created replication slot \"{slot}\" on server {}: it did not exist; it holds WAL on that server until it is dropped, and if this archive streamed through a slot of that name before, WAL between then and now may be missing from the archive",
+                        detail = "It holds WAL on that server until it is dropped, and if this archive streamed \
+                                  through a slot of that name before, WAL between then and now may be missing from \
+                                  the archive.";
+                        "created replication slot \"{slot}\" on server {}: it did not exist",
                         server.name
                     );
                 }
@@ -303,7 +336,8 @@ impl<'a> Archiver<'a> {
         if recorded.as_deref() != Some(slot) {
             if let Some(r) = &recorded {
                 log::warn!(
-                    "archive \"{}\" was streamed with replication slot \"{r}\" and now is with \"{slot}\"; drop \"{r}\" if nothing else uses it, or it holds WAL for ever",
+                    hint = format!("Drop \"{r}\" if nothing else uses it, or it holds WAL for ever.");
+                    "archive \"{}\" was streamed with replication slot \"{r}\" and now is with \"{slot}\"",
                     self.archive.dir.display()
                 );
             }
@@ -317,7 +351,9 @@ impl<'a> Archiver<'a> {
         let sync = self.cfg.durability == Durability::Synchronous;
         if sync && self.cfg.slot.is_none() {
             log::warn!(
-                "--synchronous without a replication slot: while pgreceivewal is disconnected the server may remove WAL it has not archived; use -S"
+                detail = "While pgreceivewal is disconnected the server may remove WAL it has not archived.",
+                hint = "Use -S.";
+                "--synchronous without a replication slot"
             );
         }
         if !sync && self.cfg.slot.is_some() {
@@ -325,12 +361,21 @@ impl<'a> Archiver<'a> {
             if let Ok(names) = server.show("synchronous_standby_names") {
                 if standby_names_include(&names, &app) {
                     log::warn!(
-                        "the server lists \"{app}\" in synchronous_standby_names but --synchronous is not set: commits will wait until a whole segment is archived; add --synchronous"
+                        hint = "Add --synchronous.";
+                        "the server lists \"{app}\" in synchronous_standby_names but --synchronous is not set: commits will wait until a whole segment is archived"
                     );
                 }
             }
         }
     }
+}
+
+/// What to do about a slot that does not exist on the server.
+fn create_slot_hint(slot: &str) -> String {
+    format!(
+        "Create it with {} --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover).",
+        prog()
+    )
 }
 
 /// What READ_REPLICATION_SLOT said of the slot before streaming.
@@ -379,14 +424,12 @@ impl LostWal<'_> {
         }
         let what = &server_err.message;
         let dir = self.dir.display();
-        let msg = match (self.slot, missing) {
-            (Some(slot), true) => format!(
-                "{what}; create it with {} --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)",
-                prog()
-            ),
-            (None, _) => format!(
-                "{what}; {}: use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup",
-                self.gap()
+        let (msg, detail, hint) = match (self.slot, missing) {
+            (Some(slot), true) => (what.clone(), None, create_slot_hint(slot)),
+            (None, _) => (
+                what.clone(),
+                Some(self.gap()),
+                "Use a replication slot (-S) so the server keeps WAL until it is archived, and start a new archive directory after a new base backup.".to_owned(),
             ),
             (Some(slot), false) => {
                 let why = match self.slot_state {
@@ -403,26 +446,35 @@ impl LostWal<'_> {
                         "the server no longer has WAL that archive \"{dir}\" needs, although replication slot \"{slot}\" is used (was the slot created after that WAL was removed, as on a new primary?)"
                     ),
                 };
-                format!(
-                    "{why}: {what}; {}: take a new base backup and start a new archive directory, and recreate the slot ({} --drop-slot -S {slot}, then --create-slot -S {slot})",
-                    self.gap(),
-                    prog()
+                (
+                    format!("{why}: {what}"),
+                    Some(self.gap()),
+                    format!(
+                        "Take a new base backup and start a new archive directory, and recreate the slot ({} --drop-slot -S {slot}, then --create-slot -S {slot}).",
+                        prog()
+                    ),
                 )
             }
         };
         // A slot dropped since we looked is retried after a reconnect, as a missing slot is.
-        RunError::Server(ServerError { message: msg, fatal: !missing, ..server_err.clone() })
+        RunError::Server(ServerError {
+            message: msg,
+            fatal: !missing,
+            detail: detail.map(Into::into),
+            hint: Some(hint.into()),
+            ..server_err.clone()
+        })
     }
 
     /// The WAL missing from the archive, as far as we know it.
     fn gap(&self) -> String {
         match self.resume {
             Some(at) => format!(
-                "the archive cannot be continued without a gap: WAL from {at} up to the oldest WAL the server still has (at most up to {}, its position) is missing from archive \"{}\"",
+                "The archive cannot be continued without a gap: WAL from {at} up to the oldest WAL the server still has (at most up to {}, its position) is missing from archive \"{}\".",
                 self.server_at,
                 self.dir.display()
             ),
-            None => format!("archive \"{}\" holds no WAL yet, so none is missing from it", self.dir.display()),
+            None => format!("Archive \"{}\" holds no WAL yet, so none is missing from it.", self.dir.display()),
         }
     }
 }
@@ -436,8 +488,13 @@ mod tests {
             server: "db1:5432".into(),
             message: message.into(),
             sqlstate: Some(sqlstate.into()),
-            fatal: false,
+            ..ServerError::new("", "")
         }))
+    }
+
+    /// The message with its detail and hint, for checking words wherever they went.
+    fn all(e: &ServerError) -> String {
+        format!("{e}\n{}\n{}", e.detail().unwrap_or_default(), e.hint().unwrap_or_default())
     }
 
     fn explained(lost: &LostWal, e: RunError) -> ServerError {
@@ -468,10 +525,10 @@ mod tests {
             "wal_status 'lost'",
             "requested WAL segment 000000010000000000000007 has already been removed",
             "WAL from 0/700000 up to the oldest WAL the server still has (at most up to 0/925488",
-            "take a new base backup",
+            "Take a new base backup",
             "pgreceivewal --drop-slot -S arch, then --create-slot -S arch",
         ] {
-            assert!(e.message.contains(want), "{want:?} missing: {e}");
+            assert!(all(&e).contains(want), "{want:?} missing: {}", all(&e));
         }
         // 18: the server refuses the invalidated slot itself.
         let e = explained(
@@ -490,15 +547,15 @@ mod tests {
         assert!(e.message.contains("holds WAL only from 0/900000"), "{e}");
         // An empty archive misses nothing.
         let e = explained(&LostWal { resume: None, ..lost }, server_error("55000", "can no longer access"));
-        assert!(e.message.contains("holds no WAL yet, so none is missing from it"), "{e}");
+        assert!(all(&e).contains("holds no WAL yet, so none is missing from it"), "{}", all(&e));
         // Without a slot: the advice to use one. 55000 without a slot is not ours to explain.
         let no_slot = LostWal { slot: None, slot_state: SlotState::Unknown, ..lost };
         let e = explained(&no_slot, server_error("58P01", "requested WAL segment has already been removed"));
-        assert!(e.fatal && e.message.contains("use a replication slot (-S)"), "{e}");
+        assert!(e.fatal && all(&e).contains("Use a replication slot (-S)"), "{}", all(&e));
         assert!(matches!(no_slot.explain(server_error("55000", "x")), RunError::Stream(_)));
         // A slot dropped between READ_REPLICATION_SLOT and START_REPLICATION: retried later.
         let e = explained(&lost, server_error("42704", "replication slot \"arch\" does not exist"));
-        assert!(!e.fatal && e.message.contains("--create-slot-if-missing"), "{e}");
+        assert!(!e.fatal && all(&e).contains("--create-slot-if-missing"), "{}", all(&e));
         // Anything else passes through untouched.
         assert!(matches!(lost.explain(server_error("XX000", "other")), RunError::Stream(_)));
     }

@@ -23,13 +23,20 @@ use pgrw_ffi::sys::StopSignals;
 
 pub use crate::session::StreamEnd;
 
-/// WAL is handed to the writer in batches of up to about this many bytes (a batch is also
-/// sent as soon as the socket has nothing more). The channel holds at most `CHANNEL_BATCHES`
-/// batches and `SPARE_BATCHES` written buffers wait for reuse, so memory stays under 48 MiB
-/// however far the disk falls behind the network.
-pub const MAX_BATCH: usize = 1 << 20;
-pub const CHANNEL_BATCHES: usize = 32;
-const SPARE_BATCHES: usize = 4;
+/// WAL is handed to the writer in batches of at most this many bytes (a batch is also sent as
+/// soon as the socket has nothing more). Each batch buffer is allocated once at this size and
+/// never grows: a message that would not fit starts the next batch. The channel holds at most
+/// `CHANNEL_BATCHES` batches and `SPARE_BATCHES` written buffers wait for reuse, so with the
+/// batch being filled and the one being written, WAL in memory stays under
+/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 2 MiB however far the disk falls
+/// behind the network. Larger batches bought no throughput (docs/benchmarks.md, memory).
+pub const MAX_BATCH: usize = 256 << 10;
+pub const CHANNEL_BATCHES: usize = 4;
+const SPARE_BATCHES: usize = 2;
+/// With --synchronous, the most WAL handed to the writer without asking for an fsync.
+const SYNC_EVERY: usize = 4 * MAX_BATCH;
+/// A turn of the receive loop that brought at least this much WAL is taken for a catch-up.
+const LARGE_TURN: usize = 64 << 10;
 
 pub type StreamError = crate::session::StreamError<WriterError>;
 
@@ -68,6 +75,10 @@ struct WalStream<'a> {
     received: Lsn,
     batch: Vec<u8>,
     batch_start: Lsn,
+    /// Bytes handed to the writer since the last fsync asked for (--synchronous).
+    unsynced: usize,
+    /// Bytes received in this turn of the receive loop (since the last hand-over).
+    turn: usize,
     tli: Tli,
 }
 
@@ -100,7 +111,16 @@ impl<'a> Receiver<'a> {
         core.set_lag_threshold(LAG_THRESHOLD.max(2 * opts.seg_size));
         Ok(Receiver {
             core,
-            wal: WalStream { opts, spare, received: start, batch: Vec::new(), batch_start: start, tli: 0 },
+            wal: WalStream {
+                opts,
+                spare,
+                received: start,
+                batch: Vec::new(),
+                batch_start: start,
+                unsynced: 0,
+                turn: 0,
+                tli: 0,
+            },
         })
     }
 
@@ -164,7 +184,15 @@ impl WalStream<'_> {
             return Ok(());
         }
         let data = std::mem::take(&mut self.batch);
-        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })
+        self.unsynced += data.len();
+        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })?;
+        // A burst that never pauses (a catch-up) still gets its flush position advanced (and
+        // the commits in it released) every SYNC_EVERY bytes, not only at segment ends.
+        if self.opts.durability == Durability::Synchronous && self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            core.send(WriterMsg::Flush)?;
+        }
+        Ok(())
     }
 }
 
@@ -178,17 +206,21 @@ impl Handler<Writer> for WalStream<'_> {
         if start != self.received {
             return Err(core.unexpected(format!("received WAL at {start}, expected {}", self.received)));
         }
+        if self.batch.len() + data.len() > MAX_BATCH {
+            self.flush_batch(core)?;
+        }
         if self.batch.is_empty() {
             self.batch_start = start;
             if self.batch.capacity() == 0 {
-                if let Ok(spare) = self.spare.try_recv() {
-                    self.batch = spare;
-                }
+                // A fresh buffer only when the writer has none to give back: after the first
+                // few batches, WAL moves through the same buffers.
+                self.batch = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(MAX_BATCH));
             }
         }
         self.batch.extend_from_slice(data);
         self.received = Lsn(start.0 + data.len() as u64);
-        if self.batch.len() >= MAX_BATCH {
+        self.turn += data.len();
+        if self.batch.len() == MAX_BATCH {
             self.flush_batch(core)?;
         }
         match self.opts.endpos {
@@ -219,9 +251,23 @@ impl Handler<Writer> for WalStream<'_> {
         Ok(None)
     }
 
-    /// In --synchronous mode the writer fsyncs after every batch it takes.
+    /// What the server has sent so far goes to the writer once the socket is drained, and with
+    /// --synchronous is made durable then, as pg_receivewal fsyncs: one fsync for a whole
+    /// burst. A small turn is a commit waiting for us, handed over at once with no extra
+    /// system call; after a large one (a catch-up) the socket is asked whether more is
+    /// waiting, so that a burst fills whole batches and one fsync covers it.
     fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
-        self.flush_batch(core)
+        // In a burst, batches are handed over when full: the channel's few batches then hold
+        // all they can while the writer is in an fsync.
+        if std::mem::take(&mut self.turn) >= LARGE_TURN && core.more_to_read() {
+            return Ok(());
+        }
+        self.flush_batch(core)?;
+        if self.opts.durability == Durability::Synchronous && self.unsynced > 0 {
+            self.unsynced = 0;
+            core.send(WriterMsg::Flush)?;
+        }
+        Ok(())
     }
 
     /// Hand over what we have and close the open segment; the final status update, with the

@@ -23,10 +23,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::logging::Hinted;
 use crate::lsn::{valid_segment_size, Lsn};
 use crate::physical::archive::{parse_meta, ClusterId, META_FILE};
 use crate::physical::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
 use crate::physical::walfile::{Tli, WalName, PARTIAL_SUFFIX};
+use crate::text::os_error;
 
 /// Exit status for a file that was restored.
 pub const EXIT_RESTORED: u8 = 0;
@@ -163,16 +165,6 @@ impl RestoreError {
     }
 }
 
-/// An `io::Error` the way PostgreSQL's `%m` prints it: "No such file or directory", without
-/// Rust's " (os error 2)".
-pub fn os_error_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match e.raw_os_error() {
-        Some(code) => text.strip_suffix(&format!(" (os error {code})")).map(str::to_owned).unwrap_or(text),
-        None => text,
-    }
-}
-
 impl fmt::Display for RestoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -184,18 +176,17 @@ impl fmt::Display for RestoreError {
                 write!(f, "invalid destination \"{}\": expected a file path such as %p", dest.display())
             }
             RestoreError::Io { action, path, source } => {
-                write!(f, "could not {action} \"{}\": {}", path.display(), os_error_text(source))
+                write!(f, "could not {action} \"{}\": {}", path.display(), os_error(source))
             }
             RestoreError::PartialNotLast { partial, later } => write!(
                 f,
                 "refusing to serve \"{partial}\": later WAL \"{later}\" exists on the same timeline, so this \
-                 segment is incomplete in the archive; check the archive for missing segments"
+                 segment is incomplete in the archive"
             ),
             RestoreError::Hole { name, earlier, later } => write!(
                 f,
                 "refusing to report \"{name}\" as missing: the archive has \"{earlier}\" before it and \"{later}\" \
-                 after it on the same timeline, so WAL is missing from the archive; put the segment back into the \
-                 archive (the base backup's pg_wal may have it) before recovering"
+                 after it on the same timeline, so WAL is missing from the archive"
             ),
             RestoreError::WrongSize { file, size, expected, from } => {
                 write!(f, "refusing to serve \"{file}\": it is {size} bytes but the archive's segment size is {expected} bytes")?;
@@ -203,17 +194,16 @@ impl fmt::Display for RestoreError {
                     SizeSource::Meta => write!(f, " (from {META_FILE})")?,
                     SizeSource::File(other) => write!(f, " (the size of \"{other}\")")?,
                 }
-                write!(f, "; the file is damaged, restore it from a copy of the archive")
+                Ok(())
             }
             RestoreError::ImpossibleSize { file, size } => write!(
                 f,
-                "refusing to serve \"{file}\": it is {size} bytes, which is no valid WAL segment size; the file is \
-                 damaged, restore it from a copy of the archive"
+                "refusing to serve \"{file}\": it is {size} bytes, which is no valid WAL segment size"
             ),
             RestoreError::SizesDisagree { file, size, other, other_size } => write!(
                 f,
                 "refusing to serve \"{file}\": it is {size} bytes but \"{other}\" in the same archive is \
-                 {other_size} bytes, so one of them is damaged; repair or remove the damaged file"
+                 {other_size} bytes, so one of them is damaged"
             ),
             RestoreError::BadMeta { path, detail } => {
                 write!(f, "invalid metadata file \"{}\": {detail}", path.display())
@@ -242,21 +232,50 @@ impl fmt::Display for RestoreError {
                     )?,
                     other => write!(f, "{other}")?,
                 }
-                write!(f, "; the file is damaged or not WAL of this archive, restore it from a copy of the archive")
+                Ok(())
             }
             RestoreError::Rename { from, to, source } => write!(
                 f,
                 "could not rename file \"{}\" to \"{}\": {}",
                 from.display(),
                 to.display(),
-                os_error_text(source)
+                os_error(source)
             ),
             RestoreError::ShortCopy { file, copied, expected } => write!(
                 f,
-                "could not copy \"{file}\": copied {copied} bytes instead of {expected}; is something else writing \
-                 to the archive?"
+                "could not copy \"{file}\": copied {copied} bytes instead of {expected}"
             ),
         }
+    }
+}
+
+impl Hinted for RestoreError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            RestoreError::WrongSize { .. } | RestoreError::ImpossibleSize { .. } => {
+                Some("The file is damaged.".into())
+            }
+            RestoreError::NotWal { .. } => Some("The file is damaged or not WAL of this archive.".into()),
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(
+            match self {
+                RestoreError::PartialNotLast { .. } => "Check the archive for missing segments.",
+                RestoreError::Hole { .. } => {
+                    "Put the segment back into the archive (the base backup's pg_wal may have it) before recovering."
+                }
+                RestoreError::WrongSize { .. } | RestoreError::ImpossibleSize { .. } | RestoreError::NotWal { .. } => {
+                    "Restore it from a copy of the archive."
+                }
+                RestoreError::SizesDisagree { .. } => "Repair or remove the damaged file.",
+                RestoreError::ShortCopy { .. } => "Is something else writing to the archive?",
+                _ => return None,
+            }
+            .into(),
+        )
     }
 }
 
@@ -859,10 +878,10 @@ mod tests {
                 e.to_string(),
                 format!(
                     "refusing to serve \"000000010000000000000005.partial\": later WAL \"{later}\" exists on the \
-                     same timeline, so this segment is incomplete in the archive; check the archive for missing \
-                     segments"
+                     same timeline, so this segment is incomplete in the archive"
                 )
             );
+            assert_eq!(e.hint().as_deref(), Some("Check the archive for missing segments."));
             assert!(only_entries(&s.pg_wal).is_empty());
         }
     }
@@ -1033,10 +1052,11 @@ mod tests {
         let e = restore(&s.archive, "000000010000000000000002", &dest).unwrap_err();
         assert_eq!(e.exit_code(), EXIT_FATAL);
         assert_eq!(
-            e.to_string(),
-            "refusing to serve \"000000010000000000000002\": its first page has magic number 0000, which is \
-             no WAL page header; the file is damaged or not WAL of this archive, restore it from a copy of the \
-             archive"
+            crate::logging::plain_lines("pgrestorewal", "error", &e),
+            "pgrestorewal: error: refusing to serve \"000000010000000000000002\": its first page has magic \
+             number 0000, which is no WAL page header\n\
+             pgrestorewal: detail: The file is damaged or not WAL of this archive.\n\
+             pgrestorewal: hint: Restore it from a copy of the archive.\n"
         );
         assert!(only_entries(&s.pg_wal).is_empty());
     }
@@ -1143,13 +1163,6 @@ mod tests {
             assert!(matches!(e, RestoreError::BadName { .. }), "{name:?}: {e}");
             assert_eq!(e.exit_code(), EXIT_FATAL);
         }
-    }
-
-    #[test]
-    fn os_errors_read_like_postgres() {
-        let e = io::Error::from_raw_os_error(2);
-        assert_eq!(os_error_text(&e), "No such file or directory");
-        assert_eq!(os_error_text(&io::Error::other("custom")), "custom");
     }
 
     #[test]

@@ -20,11 +20,13 @@ use pgrw_ffi::sys::EventFd;
 
 use crate::config::Durability;
 use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
+use crate::logging::Hinted;
 use crate::lsn::Lsn;
 use crate::physical::ship::ShipQueue;
 use crate::physical::walcheck::{PageVerifier, WalCheckError};
 use crate::physical::walfile::{SegmentId, Tli};
 use crate::session::{Progress, WriterFailure};
+use crate::text::os_error;
 
 /// Zero-padding is written in chunks this large: a 16 MiB segment costs 16 writes.
 const PAD_CHUNK: usize = 1 << 20;
@@ -86,21 +88,23 @@ impl WriterFailure for WriterError {
 impl fmt::Display for WriterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WriterError::Io { path, action, err } => write!(f, "could not {action} file \"{}\": {err}", path.display()),
-            WriterError::Rename { from, to, err } => {
-                write!(f, "could not rename file \"{}\" to \"{}\": {err}", from.display(), to.display())
+            WriterError::Io { path, action, err } => {
+                write!(f, "could not {action} file \"{}\": {}", path.display(), os_error(err))
             }
-            WriterError::Fsync { path, err } => write!(
-                f,
-                "could not fsync file \"{}\": {err}; the disk may have lost written WAL, so pgreceivewal stops (a restart streams the segment again)",
-                path.display()
-            ),
-            WriterError::NoSpace { dir, path, needed, available, err } => {
-                write!(f, "could not write file \"{}\": {err}; free at least {needed} bytes in \"{}\"", path.display(), dir.display())?;
-                if let Some(a) = available {
-                    write!(f, " ({a} bytes available)")?;
-                }
-                Ok(())
+            WriterError::Rename { from, to, err } => {
+                write!(
+                    f,
+                    "could not rename file \"{}\" to \"{}\": {}",
+                    from.display(),
+                    to.display(),
+                    os_error(err)
+                )
+            }
+            WriterError::Fsync { path, err } => {
+                write!(f, "could not fsync file \"{}\": {}", path.display(), os_error(err))
+            }
+            WriterError::NoSpace { path, err, .. } => {
+                write!(f, "could not write file \"{}\": {}", path.display(), os_error(err))
             }
             WriterError::Check(e) => write!(f, "{e}; refusing to archive it"),
             WriterError::Gap { tli, at, expected: Some(exp) } => {
@@ -111,9 +115,34 @@ impl fmt::Display for WriterError {
             }
             WriterError::AlreadyComplete(p) => write!(
                 f,
-                "server sent WAL for segment \"{}\", which is already complete in the archive; move the archive's newer files aside or archive into a new directory",
+                "server sent WAL for segment \"{}\", which is already complete in the archive",
                 p.display()
             ),
+        }
+    }
+}
+
+impl Hinted for WriterError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            WriterError::Fsync { .. } => Some(
+                "The disk may have lost written WAL, so pgreceivewal stops (a restart streams the segment again)."
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            WriterError::NoSpace { dir, needed, available, .. } => {
+                let available = available.map(|a| format!(" ({a} bytes available)")).unwrap_or_default();
+                Some(format!("Free at least {needed} bytes in \"{}\"{available}.", dir.display()))
+            }
+            WriterError::AlreadyComplete(_) => {
+                Some("Move the archive's newer files aside or archive into a new directory.".into())
+            }
+            _ => None,
         }
     }
 }
@@ -183,15 +212,23 @@ impl Writer {
     }
 
     /// The thread body: handles messages until the receiver drops its sender, then closes the
-    /// open segment. Every batch the channel holds is written before one fsync.
+    /// open segment. With --synchronous the receiver asks for each fsync (`Flush`), after the
+    /// batches the channel holds, so one fsync covers them all.
     /// The session core marks the writer stopped and wakes the receiver when this returns.
     pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<(), WriterError> {
         while let Ok(msg) = rx.recv() {
-            self.handle(msg)?;
-            while let Ok(msg) = rx.try_recv() {
-                self.handle(msg)?;
+            // Requests to fsync are gathered over what the channel holds: one fsync after the
+            // last batch covers every request, however many hand-overs came meanwhile.
+            let mut sync = false;
+            let mut next = Some(msg);
+            while let Some(msg) = next {
+                match msg {
+                    WriterMsg::Flush => sync = true,
+                    msg => self.handle(msg)?,
+                }
+                next = rx.try_recv().ok();
             }
-            if self.cfg.durability == Durability::Synchronous {
+            if sync {
                 self.sync()?;
             }
         }

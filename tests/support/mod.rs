@@ -251,6 +251,27 @@ pub fn level_of(line: &str) -> Option<&str> {
     Some(rest.split_once(": ")?.0)
 }
 
+/// Messages of a log at one level, each its line with the detail and hint lines that follow it
+/// (`... detail: ...`, `... hint: ...`), joined by newlines: where the words of a message
+/// are, whichever part they moved to.
+pub fn messages_at(log: &str, level: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for l in log.lines() {
+        if level_of(l) == Some(level) {
+            out.push(l.to_owned());
+            open = true;
+        } else if open && matches!(level_of(l), Some("detail" | "hint")) {
+            let m = out.last_mut().expect("open after a push");
+            m.push('\n');
+            m.push_str(l);
+        } else {
+            open = false;
+        }
+    }
+    out
+}
+
 /// Seconds (with milliseconds) since midnight UTC of a text log line's timestamp,
 /// `2026-11-21 23:35:16.123 UTC [1] pgreceivewal: ...`.
 pub fn line_time(line: &str) -> f64 {

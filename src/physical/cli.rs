@@ -1,10 +1,12 @@
-//! The pgreceivewal command line: flags → [`Config`], the `--help` text and usage errors.
+//! The pgreceivewal command line: its flag table, flags → [`Config`], the `--help` text and
+//! usage errors.
 //!
-//! The flags are pg_receivewal's (PostgreSQL 15 to 18), spelled the same, so existing scripts
-//! and service units keep working. Parsing is two steps, as in lexopt's examples: one loop
-//! fills `Args` with what the user typed (checking each value on its own, as
-//! pg_receivewal's `getopt_long` loop does), then `Args::validate` checks combinations in
-//! pg_receivewal's order and with its messages, and builds the [`Config`].
+//! The flags are pg_receivewal's (PostgreSQL 15 to 18), spelled the same and in the same
+//! order (which decides how an ambiguous abbreviation is reported), so existing scripts and
+//! service units keep working. Parsing is two steps, as in lexopt's examples: one loop fills
+//! `Args` with what the user typed (checking each value on its own, as pg_receivewal's
+//! `getopt_long` loop does), then `Args::validate` checks combinations in pg_receivewal's
+//! order and with its messages, and builds the [`Config`].
 //!
 //! Nothing here prints or exits: the caller prints a [`UsageError`] followed by
 //! `Try "pgreceivewal --help" for more information.` and exits with status 2.
@@ -13,56 +15,272 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lexopt::Arg;
-
-use crate::config::{Action, Config, ConnOptions, Durability, LogFormat, LogOptions, PasswordMode};
+use crate::cli::flags::{self, Flag, FlagDef, Section, ToolArgs};
+use crate::cli::{self, render, usage, CommonArgs, DEFAULT_STATUS_INTERVAL_SECS};
+use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
 use crate::tool::UsageError;
+
+pub const PROGRAM: &str = "pgreceivewal";
 
 /// What the command line asks for.
 pub type Command = crate::tool::Command<Config>;
 
-pub fn usage(msg: impl Into<String>) -> UsageError {
-    UsageError(msg.into())
-}
+const ACTIONS: Section = Section { title: "Optional actions", man_heading: true, man_intro: "" };
+const SHIPPING: Section = Section { title: "Shipping", man_heading: true, man_intro: "" };
+const OPTIONS: &str = cli::OPTIONS.title;
 
-/// pg_receivewal's default `--status-interval`, in seconds.
-pub const DEFAULT_STATUS_INTERVAL_SECS: u64 = 10;
+pub static SECTIONS: &[Section] = &[cli::OPTIONS, cli::CONNECTION, ACTIONS, SHIPPING, cli::LOGGING];
 
-/// pg_receivewal keeps the interval in milliseconds in an `int`: `INT_MAX / 1000` seconds.
-const MAX_STATUS_INTERVAL_SECS: u64 = 2_147_483;
-
-/// PostgreSQL's `NAMEDATALEN - 1`.
-const MAX_SLOT_NAME_LEN: usize = 63;
-
-/// Every long option, for glibc-style unambiguous abbreviations (`--dir=...`): pg_receivewal
-/// uses the system's `getopt_long`, which accepts them, so scripts may rely on them.
-const LONG_OPTIONS: &[&str] = &[
-    "directory",
-    "endpos",
-    "if-not-exists",
-    "no-loop",
-    "no-sync",
-    "status-interval",
-    "slot",
-    "synchronous",
-    "verbose",
-    "version",
-    "compress",
-    "help",
-    "dbname",
-    "host",
-    "port",
-    "username",
-    "no-password",
-    "password",
-    "create-slot",
-    "create-slot-if-missing",
-    "drop-slot",
-    "log-level",
-    "log-format",
-    "log-add-source",
-    "segment-command",
+/// Every flag, in pg_receivewal's order. To add one: an entry here, an arm in `Args::take`.
+pub static FLAGS: &[FlagDef] = &[
+    FlagDef {
+        long: "directory",
+        short: "D",
+        value: Some("DIR"),
+        help: "receive write-ahead log files into this directory",
+        man: r"Write the WAL into this directory, creating it if it does not exist.
+Files are created with mode 0600 and a new archive directory gets mode 0700, or
+0640 and 0750 when the server's data directory allows group access, as
+.B pg_receivewal
+does.
+Required unless
+.B \-\-create\-slot
+or
+.B \-\-drop\-slot
+is given.",
+        section: OPTIONS,
+    },
+    FlagDef {
+        long: "endpos",
+        short: "E",
+        value: Some("LSN"),
+        help: "exit after receiving the specified LSN",
+        man: r"Stop once WAL up to
+.I lsn
+(two hexadecimal numbers, like
+.BR 0/16B3748 )
+has been received and made durable, and exit with status 0.
+The segment holding
+.I lsn
+stays a
+.B .partial
+file unless
+.I lsn
+ends it.
+.B 0/0
+means no end position.",
+        section: OPTIONS,
+    },
+    FlagDef {
+        long: "if-not-exists",
+        short: "",
+        value: None,
+        help: "do not error if slot already exists when creating a slot",
+        man: r"With
+.BR \-\-create\-slot :
+an existing slot of that name is not an error.
+Accepted and ignored otherwise, as by pg_receivewal; it never creates a missing slot when
+streaming (that is
+.BR \-\-create\-slot\-if\-missing ).",
+        section: OPTIONS,
+    },
+    FlagDef {
+        long: "no-loop",
+        short: "n",
+        value: None,
+        help: "do not loop on connection lost",
+        man: r"Exit with status 1 when the connection is lost or cannot be made, instead of
+trying again.",
+        section: OPTIONS,
+    },
+    FlagDef {
+        long: "no-sync",
+        short: "",
+        value: None,
+        help: "do not wait for changes to be written safely to disk",
+        man: r"Never fsync.
+Faster, but a crash of the operating system can lose or corrupt received WAL
+while the server has been told it was flushed: for tests only.
+Not allowed with
+.BR \-\-synchronous .",
+        section: OPTIONS,
+    },
+    cli::STATUS_INTERVAL,
+    FlagDef {
+        long: "slot",
+        short: "S",
+        value: Some("SLOTNAME"),
+        help: "replication slot to use (it must exist)",
+        man: r"Use this physical replication slot: the server keeps WAL the archive has not
+flushed yet, so a slow or stopped archiver leaves no gap.
+The slot must exist, as for
+.BR pg_receivewal :
+a missing slot is an error (exit status 1 at start; after a lost connection
+it is retried with back-off), so that a mistyped name never leaves a slot
+holding WAL on the server.
+Create it with
+.BR \-\-create\-slot ,
+or see
+.BR \-\-create\-slot\-if\-missing .
+A slot invalidated by the server
+.RB ( max_slot_wal_keep_size ;
+.B wal_status
+.B lost
+in
+.BR pg_replication_slots )
+ends the run with exit status 1 and an error that names the slot, the WAL now
+missing from the archive, and the fix: a new base backup and a new archive
+directory, and the slot dropped and created again.
+Names are 1 to 63 lower case letters, digits and underscores.
+Without a slot, the server may recycle WAL before it is archived.",
+        section: OPTIONS,
+    },
+    FlagDef {
+        long: "synchronous",
+        short: "",
+        value: None,
+        help: "flush write-ahead log immediately after writing",
+        man: r"Fsync after every write and report the flushed position to the server at once,
+so that the archiver can serve as a synchronous standby (list its
+.B application_name
+in the server's
+.BR synchronous_standby_names ;
+the default name is the name the program was started as:
+.BR pgreceivewal ,
+or
+.B pg_receivewal
+when installed as a symlink of that name, as pg_receivewal's own).
+See
+.BR DURABILITY .",
+        section: OPTIONS,
+    },
+    cli::VERBOSE,
+    cli::VERSION,
+    FlagDef {
+        long: "compress",
+        short: "Z",
+        value: Some("none"),
+        help: "only none or 0: WAL is never compressed",
+        man: r"Only
+.B none
+or
+.B 0
+is accepted: archived segments stay byte-identical to the server's WAL, so
+they can be checked and restored as they are.",
+        section: OPTIONS,
+    },
+    cli::HELP,
+    FlagDef {
+        help: "connection string",
+        man: r#"A libpq connection string, either
+.I keyword=value
+pairs or a
+.B postgresql://
+URI, for settings without an option of their own
+.RB ( sslmode ,
+.BR sslrootcert ,
+.BR application_name ,
+several hosts...).
+A database name in it is ignored: physical replication connects to none.
+As with pg_receivewal, the value must parse as a connection string: a bare word or
+.B "host 127.0.0.1 port 5433"
+(without
+.BR = )
+is refused before connecting."#,
+        ..cli::DBNAME
+    },
+    cli::HOST,
+    cli::PORT,
+    cli::USERNAME,
+    cli::NO_PASSWORD,
+    cli::PASSWORD,
+    FlagDef {
+        long: "create-slot",
+        short: "",
+        value: None,
+        help: "create a new replication slot (for the slot's name see --slot)",
+        man: r"Create the physical replication slot named with
+.B \-\-slot
+and exit.
+Unlike
+.BR pg_receivewal 's,
+the slot reserves WAL from the moment it is created.",
+        section: ACTIONS.title,
+    },
+    FlagDef {
+        long: "create-slot-if-missing",
+        short: "",
+        value: None,
+        help: "when streaming, create the --slot slot if the server\n\
+               lacks it (a new archive, a new primary after failover)",
+        man: r"When streaming, create the slot named with
+.B \-\-slot
+if the server does not have it (reserving WAL at once), with a warning that
+names the server: for a new archive, and for a new primary after a failover,
+which lacks the slot.
+For an archive that already holds WAL, only the slot recorded in its
+.B .pgreceivewal.meta
+(the slot it was streamed with) is created; another name is refused, so that
+a mistyped name never leaves a slot behind.
+Use it where failover matters, as the example settings of the Debian package
+do.",
+        section: ACTIONS.title,
+    },
+    FlagDef {
+        long: "drop-slot",
+        short: "",
+        value: None,
+        help: "drop the replication slot (for the slot's name see --slot)",
+        man: r"Drop the replication slot named with
+.B \-\-slot
+and exit.",
+        section: ACTIONS.title,
+    },
+    FlagDef {
+        long: "segment-command",
+        short: "",
+        value: Some("CMD"),
+        help: "run CMD for each completed segment and history file, in\n\
+               order, like archive_command (%p path, %f file name, %%);\n\
+               retried with back-off until it exits 0",
+        man: r"Run
+.I cmd
+with
+.B /bin/sh \-c
+for each completed segment and timeline history file, once the file has its
+final name and its directory entry is durable, one at a time and in archive
+order, as PostgreSQL's
+.B archive_command
+is run:
+.B %p
+is replaced by the file's path,
+.B %f
+by its name,
+.B %%
+by a
+.BR % .
+For example
+.B aws s3 cp %p s3://bucket/wal/%f
+or
+.BR wal\-g\ wal\-push\ %p .
+A non-zero exit is retried after 1 second, doubling up to 60 seconds, until
+the command succeeds; receiving never waits for it.
+After each success the file's name is written durably to
+.IB directory /.pgreceivewal.shipped\fR;
+a restart ships the completed files after it, so a file is shipped again only
+if the process died between the command's success and that write.
+Without that file, every completed file of the directory is shipped.
+At exit the command in flight is waited for; the rest is shipped by the next
+run.
+A
+.B .partial
+segment is never shipped.",
+        section: SHIPPING.title,
+    },
+    cli::LOG_LEVEL,
+    cli::LOG_FORMAT,
+    cli::LOG_ADD_SOURCE,
 ];
 
 /// What the user typed, each value checked on its own but no combination checked yet.
@@ -85,212 +303,46 @@ struct Args {
     first_stray: Option<OsString>,
 }
 
-/// An option as matched: its short letter or its full long name.
-#[derive(Clone, Copy)]
-pub enum Opt {
-    Short(char),
-    Long(&'static str),
+/// Parse the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
+    flags::parse::<Args>(args, FLAGS)
 }
 
-/// The connection and logging flags every tool of the package takes, parsed and checked the
-/// same way everywhere.
-#[derive(Debug, Default)]
-pub struct CommonArgs {
-    verbose: u32,
-    dbname: Option<String>,
-    host: Option<String>,
-    port: Option<String>,
-    user: Option<String>,
-    no_password: bool,
-    password: bool,
-    log_level: Option<log::LevelFilter>,
-    log_format: Option<LogFormat>,
-    log_add_source: bool,
-}
+impl ToolArgs for Args {
+    type Config = Config;
 
-impl CommonArgs {
-    /// Takes `opt` (and its value) if it is one of the shared flags; false for any other.
-    pub fn parse(&mut self, opt: Opt, p: &mut lexopt::Parser) -> Result<bool, UsageError> {
-        use Opt::{Long, Short};
-        match opt {
-            Short('v') | Long("verbose") => self.verbose = self.verbose.saturating_add(1),
-            Short('d') | Long("dbname") => self.dbname = Some(string_value(p, "-d/--dbname")?),
-            Short('h') | Long("host") => self.host = Some(string_value(p, "-h/--host")?),
-            Short('p') | Long("port") => {
-                let port = string_value(p, "-p/--port")?;
-                check_port(&port)?;
-                self.port = Some(port);
+    fn take(&mut self, flag: &Flag) -> Result<(), UsageError> {
+        match flag.name() {
+            "directory" => self.directory = Some(cli::dir_value(flag, "target directory")?),
+            "slot" => self.slot = Some(cli::slot_value(flag)?),
+            "create-slot" => self.create_slot = true,
+            "create-slot-if-missing" => self.create_slot_if_missing = true,
+            "drop-slot" => self.drop_slot = true,
+            "if-not-exists" => self.if_not_exists = true,
+            "endpos" => self.endpos = cli::endpos_value(flag)?,
+            "no-loop" => self.no_loop = true,
+            "no-sync" => self.no_sync = true,
+            "synchronous" => self.synchronous = true,
+            "status-interval" => self.status_interval_secs = Some(cli::status_interval_value(flag)?),
+            "compress" => check_compression(&flag.string()?)?,
+            "segment-command" => {
+                let cmd = flag.string()?;
+                if cmd.trim().is_empty() {
+                    return Err(usage("--segment-command must not be empty"));
+                }
+                self.segment_command = Some(cmd);
             }
-            Short('U') | Long("username") => self.user = Some(string_value(p, "-U/--username")?),
-            Short('w') | Long("no-password") => self.no_password = true,
-            Short('W') | Long("password") => self.password = true,
-            Long("log-level") => {
-                let s = string_value(p, "--log-level")?;
-                self.log_level = Some(parse_log_level(&s)?);
-            }
-            Long("log-format") => {
-                let s = string_value(p, "--log-format")?;
-                self.log_format = Some(match s.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(usage(format!("invalid log format \"{s}\": use text or json"))),
-                });
-            }
-            Long("log-add-source") => self.log_add_source = true,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
-    /// Combinations the shared flags do not allow.
-    pub fn check(&self) -> Result<(), UsageError> {
-        // Not checked by PostgreSQL's tools, where the last of -w/-W wins silently.
-        if self.no_password && self.password {
-            return Err(usage("cannot use --no-password together with --password"));
+            _ if self.common.take(flag)? => {}
+            name => unreachable!("--{name} is in FLAGS but not handled"),
         }
         Ok(())
     }
 
-    /// `-d` as pg_receivewal takes it: a connection string or URI, never a bare database name
-    /// (a physical replication connection has no database). pg_receivewal hands it to
-    /// `PQconninfoParse` and stops on its error; so do we, before connecting: a value such as
-    /// `host 127.0.0.1 port 5605` (no `=`) would otherwise reach libpq as a database name and
-    /// the archiver would connect through PGHOST/PGPORT to whatever cluster they name.
-    pub fn check_conninfo(&self) -> Result<(), UsageError> {
-        match &self.dbname {
-            Some(d) => check_conninfo(d),
-            None => Ok(()),
-        }
+    fn operand(&mut self, value: OsString) {
+        // Reported after all options are read, as getopt's caller does.
+        self.first_stray.get_or_insert(value);
     }
 
-    /// `-d` as pg_recvlogical takes it: a database name, or a connection string or URI
-    /// (libpq's `expand_dbname`, which expands a value that contains `=` or starts with a URI
-    /// prefix). Such a string must parse, checked before connecting.
-    pub fn check_dbname(&self) -> Result<(), UsageError> {
-        match &self.dbname {
-            Some(d) if is_conninfo(d) => check_conninfo(d),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn conn_options(&self) -> ConnOptions {
-        let password = if self.no_password {
-            PasswordMode::Never
-        } else if self.password {
-            PasswordMode::Always
-        } else {
-            PasswordMode::Auto
-        };
-        ConnOptions {
-            dbname: self.dbname.clone(),
-            host: self.host.clone(),
-            port: self.port.clone(),
-            user: self.user.clone(),
-            password,
-        }
-    }
-
-    /// `--log-level` wins over `-v` (debug) and `-vv` (trace); the default is info.
-    pub fn log_options(&self) -> LogOptions {
-        let level = self.log_level.unwrap_or(match self.verbose {
-            0 => log::LevelFilter::Info,
-            1 => log::LevelFilter::Debug,
-            _ => log::LevelFilter::Trace,
-        });
-        LogOptions {
-            level,
-            format: self.log_format.unwrap_or(LogFormat::Text),
-            add_source: self.log_add_source,
-        }
-    }
-}
-
-/// Whether libpq's `expand_dbname` reads `dbname` as a connection string or URI rather than
-/// a database name (`recognized_connection_string` in fe-connect.c).
-pub fn is_conninfo(dbname: &str) -> bool {
-    dbname.contains('=') || dbname.starts_with("postgresql://") || dbname.starts_with("postgres://")
-}
-
-/// libpq's verdict on a `-d` connection string. The string itself is not repeated: it may
-/// hold a password.
-fn check_conninfo(conninfo: &str) -> Result<(), UsageError> {
-    pgrw_ffi::check_conninfo(conninfo)
-        .map_err(|e| usage(format!("invalid connection string given with -d/--dbname: {e}")))
-}
-
-/// Parse the arguments after the program name.
-pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, UsageError> {
-    let mut p = lexopt::Parser::from_args(args);
-    let mut a = Args::default();
-    while let Some(arg) = p.next().map_err(lexopt_error)? {
-        let opt = match arg {
-            Arg::Short(c) => Opt::Short(c),
-            Arg::Long(name) => Opt::Long(resolve_long(name)?),
-            Arg::Value(v) => {
-                a.first_stray.get_or_insert(v);
-                continue;
-            }
-        };
-        use Opt::{Long, Short};
-        match opt {
-            Short('?') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-
-            Short('D') | Long("directory") => {
-                let dir = p.value().map_err(lexopt_error)?;
-                if dir.is_empty() {
-                    return Err(usage("target directory name must not be empty"));
-                }
-                a.directory = Some(PathBuf::from(dir));
-            }
-            Short('S') | Long("slot") => {
-                let slot = string_value(&mut p, "-S/--slot")?;
-                check_slot_name(&slot)?;
-                a.slot = Some(slot);
-            }
-            Long("create-slot") => a.create_slot = true,
-            Long("create-slot-if-missing") => a.create_slot_if_missing = true,
-            Long("drop-slot") => a.drop_slot = true,
-            Long("if-not-exists") => a.if_not_exists = true,
-            Short('E') | Long("endpos") => {
-                let s = string_value(&mut p, "-E/--endpos")?;
-                let lsn: Lsn = s.parse().map_err(|_| {
-                    usage(format!(
-                        "could not parse end position \"{s}\": \
-                         expected two hexadecimal numbers like 0/16B3748"
-                    ))
-                })?;
-                // pg_receivewal treats 0/0 as InvalidXLogRecPtr: no end position.
-                a.endpos = lsn.is_valid().then_some(lsn);
-            }
-            Short('n') | Long("no-loop") => a.no_loop = true,
-            Long("no-sync") => a.no_sync = true,
-            Long("synchronous") => a.synchronous = true,
-            Short('s') | Long("status-interval") => {
-                let s = string_value(&mut p, "-s/--status-interval")?;
-                a.status_interval_secs = Some(parse_status_interval(&s)?);
-            }
-            Long("segment-command") => {
-                let cmd = string_value(&mut p, "--segment-command")?;
-                if cmd.trim().is_empty() {
-                    return Err(usage("--segment-command must not be empty"));
-                }
-                a.segment_command = Some(cmd);
-            }
-            Short('Z') | Long("compress") => {
-                let s = string_value(&mut p, "-Z/--compress")?;
-                check_compression(&s)?;
-            }
-
-            opt if a.common.parse(opt, &mut p)? => {}
-            Short(c) => return Err(usage(format!("unrecognized option \"-{c}\""))),
-            Long(name) => unreachable!("--{name} is in LONG_OPTIONS but not handled"),
-        }
-    }
-    a.validate().map(Command::Run)
-}
-
-impl Args {
     /// Check combinations, in pg_receivewal's order and words, then build the config.
     fn validate(self) -> Result<Config, UsageError> {
         if let Some(stray) = &self.first_stray {
@@ -363,93 +415,6 @@ impl Args {
     }
 }
 
-/// Match a long option exactly, or by a unique prefix as glibc's `getopt_long` does.
-fn resolve_long(name: &str) -> Result<&'static str, UsageError> {
-    resolve_long_in(name, LONG_OPTIONS)
-}
-
-/// [`resolve_long`] against another tool's list of long options.
-pub fn resolve_long_in(name: &str, long_options: &[&'static str]) -> Result<&'static str, UsageError> {
-    if let Some(exact) = long_options.iter().find(|l| **l == name) {
-        return Ok(exact);
-    }
-    let matches: Vec<&'static str> = if name.is_empty() {
-        Vec::new()
-    } else {
-        long_options.iter().copied().filter(|l| l.starts_with(name)).collect()
-    };
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => Err(usage(format!("unrecognized option \"--{name}\""))),
-        many => {
-            let list: Vec<String> = many.iter().map(|l| format!("\"--{l}\"")).collect();
-            Err(usage(format!("option \"--{name}\" is ambiguous; possibilities: {}", list.join(" "))))
-        }
-    }
-}
-
-/// The option's value as UTF-8 (everything but `-D` is text: names, numbers, libpq settings).
-pub fn string_value(p: &mut lexopt::Parser, option: &str) -> Result<String, UsageError> {
-    p.value().map_err(lexopt_error)?.into_string().map_err(|v| {
-        usage(format!("invalid value \"{}\" for option {option}: not valid UTF-8", v.to_string_lossy()))
-    })
-}
-
-/// lexopt's errors in our words.
-pub fn lexopt_error(e: lexopt::Error) -> UsageError {
-    use lexopt::Error as E;
-    usage(match e {
-        E::MissingValue { option: Some(o) } => format!("option \"{o}\" requires a value"),
-        E::MissingValue { option: None } => "missing option value".to_string(),
-        E::UnexpectedOption(o) => format!("unrecognized option \"{o}\""),
-        E::UnexpectedArgument(v) => {
-            format!("too many command-line arguments (first is \"{}\")", v.to_string_lossy())
-        }
-        E::UnexpectedValue { option, .. } => format!("option \"{option}\" does not take a value"),
-        E::NonUnicodeValue(v) => {
-            format!("invalid value \"{}\": not valid UTF-8", v.to_string_lossy())
-        }
-        E::ParsingFailed { value, error } => format!("invalid value \"{value}\": {error}"),
-        E::Custom(err) => err.to_string(),
-    })
-}
-
-/// PostgreSQL's `ReplicationSlotValidateName`: 1 to 63 of `[a-z0-9_]`. Checked here so a typo
-/// fails before connecting rather than as a server error after.
-pub fn check_slot_name(name: &str) -> Result<(), UsageError> {
-    if name.is_empty() {
-        return Err(usage("replication slot name \"\" is too short"));
-    }
-    if name.len() > MAX_SLOT_NAME_LEN {
-        return Err(usage(format!(
-            "replication slot name \"{name}\" is too long: at most {MAX_SLOT_NAME_LEN} characters"
-        )));
-    }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(usage(format!(
-            "replication slot name \"{name}\" is invalid: \
-             use only lower case letters, numbers and the underscore character"
-        )));
-    }
-    Ok(())
-}
-
-/// Whole seconds, 0 or more, up to pg_receivewal's limit. Surrounding blanks and a leading
-/// `+` are accepted as by pg_receivewal's `strtol`-based `option_parse_int`.
-pub fn parse_status_interval(s: &str) -> Result<u64, UsageError> {
-    let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
-    let digits = t.strip_prefix('+').unwrap_or(t);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(usage(format!(
-            "invalid status interval \"{s}\": must be a whole number of seconds, 0 or more"
-        )));
-    }
-    match digits.parse::<u64>() {
-        Ok(n) if n <= MAX_STATUS_INTERVAL_SECS => Ok(n),
-        _ => Err(usage(format!("-s/--status-interval must be in range 0..{MAX_STATUS_INTERVAL_SECS}"))),
-    }
-}
-
 /// Only "no compression" is accepted: the archive holds segments byte-identical to the
 /// server's WAL, so they can be checked and restored as they are.
 fn check_compression(s: &str) -> Result<(), UsageError> {
@@ -462,35 +427,11 @@ fn check_compression(s: &str) -> Result<(), UsageError> {
     }
 }
 
-/// A port number 1..65535; a comma-separated list goes to libpq unchecked (one per host).
-pub fn check_port(s: &str) -> Result<(), UsageError> {
-    if s.contains(',') {
-        return Ok(());
-    }
-    match s.parse::<u16>() {
-        Ok(n) if n > 0 && !s.starts_with('+') => Ok(()),
-        _ => Err(usage(format!("invalid port number \"{s}\": must be a number from 1 to 65535"))),
-    }
-}
-
-pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, UsageError> {
-    use log::LevelFilter as L;
-    Ok(match s {
-        "trace" => L::Trace,
-        "debug" => L::Debug,
-        "info" => L::Info,
-        // "warning" is how PostgreSQL and our own log lines spell it.
-        "warn" | "warning" => L::Warn,
-        "error" => L::Error,
-        _ => return Err(usage(format!("invalid log level \"{s}\": use trace, debug, info, warn or error"))),
-    })
-}
-
-/// `--version` output for the name the program was started as, like pg_receivewal's
+/// `--version` for the name the program was started as, like pg_receivewal's
 /// `pg_receivewal (PostgreSQL) 17.2`: the parenthesis names the software, so a
 /// `pg_receivewal` symlink says `pg_receivewal (pgreceivewal) 0.1.0`.
 pub fn version_text(program: &str) -> String {
-    format!("{program} (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+    cli::version_text(program)
 }
 
 /// The full `--help` text, laid out like pg_receivewal's, for the name the program was
@@ -503,48 +444,7 @@ pub fn help_text(program: &str) -> String {
 Usage:
   {program} [OPTION]...
 
-Options:
-  -D, --directory=DIR    receive write-ahead log files into this directory
-  -E, --endpos=LSN       exit after receiving the specified LSN
-      --if-not-exists    do not error if slot already exists when creating a slot
-  -n, --no-loop          do not loop on connection lost
-      --no-sync          do not wait for changes to be written safely to disk
-  -s, --status-interval=SECS
-                         time between status packets sent to server (default: {status})
-  -S, --slot=SLOTNAME    replication slot to use (it must exist)
-      --synchronous      flush write-ahead log immediately after writing
-  -v, --verbose          output verbose messages (-v debug, -vv trace)
-  -V, --version          output version information, then exit
-  -Z, --compress=none    only none or 0: WAL is never compressed
-  -?, --help             show this help, then exit
-
-Connection options:
-  -d, --dbname=CONNSTR   connection string
-  -h, --host=HOSTNAME    database server host or socket directory
-  -p, --port=PORT        database server port number
-  -U, --username=NAME    connect as specified database user
-  -w, --no-password      never prompt for password
-  -W, --password         force password prompt (should happen automatically)
-
-Optional actions:
-      --create-slot      create a new replication slot (for the slot's name see --slot)
-      --create-slot-if-missing
-                         when streaming, create the --slot slot if the server
-                         lacks it (a new archive, a new primary after failover)
-      --drop-slot        drop the replication slot (for the slot's name see --slot)
-
-Shipping:
-      --segment-command=CMD
-                         run CMD for each completed segment and history file, in
-                         order, like archive_command (%p path, %f file name, %%);
-                         retried with back-off until it exits 0
-
-Logging:
-      --log-level=LEVEL  trace, debug, info, warn or error (default: info)
-      --log-format=FORMAT
-                         text or json, one message per line (default: text)
-      --log-add-source   add the source file and line to each message
-
+{}
 A slot given with --slot must exist, as for pg_receivewal: a mistyped name
 would otherwise leave a slot holding WAL on the server for ever. Create it with
 --create-slot, or pass --create-slot-if-missing where a server may lack it (a
@@ -559,13 +459,19 @@ variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSERVICE, PGSSLMODE, ...), the
 password file ~/.pgpass and the connection service file, as for any PostgreSQL
 client.
 ",
-        status = DEFAULT_STATUS_INTERVAL_SECS
+        render::help_options(SECTIONS, FLAGS)
     )
+}
+
+/// The man page's OPTIONS section (`make man` puts it into packaging/man/pgreceivewal.1).
+pub fn man_options() -> String {
+    render::man_options(SECTIONS, FLAGS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ConnOptions, LogFormat, LogOptions, PasswordMode};
 
     fn try_parse(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
@@ -748,6 +654,24 @@ mod tests {
         assert_eq!(config(&["--drop-slot", "-S", "s", "--if-not-exists"]).action, Action::DropSlot);
         // Still no substitute for -D when streaming.
         assert_eq!(err(&["--if-not-exists"]), "no target directory specified");
+    }
+
+    #[test]
+    fn segment_command() {
+        assert_eq!(with_dir(&[]).segment_command, None);
+        let cmd = "aws s3 cp %p s3://b/%f";
+        assert_eq!(with_dir(&["--segment-command", cmd]).segment_command.as_deref(), Some(cmd));
+        assert_eq!(
+            with_dir(&["--segment-command=cp %p /x/%f"]).segment_command.as_deref(),
+            Some("cp %p /x/%f")
+        );
+        assert_eq!(err_with_dir(&["--segment-command", " "]), "--segment-command must not be empty");
+        for action in ["--create-slot", "--drop-slot"] {
+            assert_eq!(
+                err(&[action, "-S", "s", "--segment-command", "true"]),
+                "--segment-command can only be used when streaming"
+            );
+        }
     }
 
     #[test]
@@ -991,24 +915,6 @@ mod tests {
     }
 
     #[test]
-    fn segment_command() {
-        assert_eq!(with_dir(&[]).segment_command, None);
-        let cmd = "aws s3 cp %p s3://b/%f";
-        assert_eq!(with_dir(&["--segment-command", cmd]).segment_command.as_deref(), Some(cmd));
-        assert_eq!(
-            with_dir(&["--segment-command=cp %p /x/%f"]).segment_command.as_deref(),
-            Some("cp %p /x/%f")
-        );
-        assert_eq!(err_with_dir(&["--segment-command", " "]), "--segment-command must not be empty");
-        for action in ["--create-slot", "--drop-slot"] {
-            assert_eq!(
-                err(&[action, "-S", "s", "--segment-command", "true"]),
-                "--segment-command can only be used when streaming"
-            );
-        }
-    }
-
-    #[test]
     fn abbreviated_long_options() {
         assert_eq!(config(&["--dir=/x"]).directory, PathBuf::from("/x"));
         assert_eq!(with_dir(&["--stat", "3"]).status_interval, Some(Duration::from_secs(3)));
@@ -1102,21 +1008,28 @@ mod tests {
         assert_eq!(e.to_string(), "x y");
     }
 
+    /// Every flag of the table reaches an arm of `Args::take` (the parser never hits its
+    /// unreachable!), long and short, and takes a value exactly when the table says so.
     #[test]
-    fn every_long_option_is_handled() {
-        // resolve_long must never hand parse() a name it does not match (the unreachable!).
-        for long in LONG_OPTIONS {
-            let arg = format!("--{long}");
-            let _ = try_parse(&["-D", "/w", &arg, "v"]);
-        }
+    fn every_flag_is_handled() {
+        crate::cli::flags::check_table(FLAGS, SECTIONS, &["-D", "/w"], parse);
+    }
+
+    /// packaging/man/pgreceivewal.1 holds the OPTIONS section the table makes (`make man`).
+    #[test]
+    fn man_page_is_current() {
+        crate::cli::render::check_man_page(PROGRAM, &man_options());
     }
 
     #[test]
     fn help_lists_every_option() {
         let help = help_text("pgreceivewal");
-        for long in LONG_OPTIONS {
-            assert!(help.contains(&format!("--{long}")), "--{long} missing from help");
+        assert!(help_text("pg_receivewal").starts_with("pg_receivewal receives"));
+        assert!(help_text("pg_receivewal").contains("Usage:\n  pg_receivewal [OPTION]..."));
+        for f in FLAGS {
+            assert!(help.contains(&format!("--{}", f.long)), "--{} missing from help", f.long);
         }
+        assert!(help.contains(&format!("(default: {DEFAULT_STATUS_INTERVAL_SECS})")));
         for short in "DEnsSvVZ?dhpUwW".chars() {
             assert!(help.contains(&format!("-{short}, --")), "-{short} missing from help");
         }
