@@ -43,7 +43,11 @@ fn every_tool_speaks_as_its_argv0() {
         assert_eq!(code, Some(usage_exit), "{name}: {err}");
         let lines: Vec<&str> = err.lines().collect();
         assert!(lines[0].starts_with(&format!("{name}: error: ")), "{name}: {err}");
-        assert_eq!(lines[1], format!("Try \"{name} --help\" for more information."), "{name}: {err}");
+        assert_eq!(
+            lines[1],
+            format!("{name}: hint: Try \"{name} --help\" for more information."),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -66,7 +70,10 @@ fn missing_slot_as_pg_receivewal(version: PgVersion) {
         err.contains("pg_receivewal: error: replication slot \"nonexistentslot\" does not exist"),
         "{err}"
     );
-    assert!(err.contains("create it with pg_receivewal --create-slot -S nonexistentslot"), "{err}");
+    assert!(
+        err.contains("] pg_receivewal: hint: Create it with pg_receivewal --create-slot -S nonexistentslot"),
+        "{err}"
+    );
     assert!(!err.contains("pgreceivewal"), "every line speaks as pg_receivewal:\n{err}");
 
     let (code, err) = run(&["--log-format=json"]);
