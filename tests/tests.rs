@@ -31,3 +31,6 @@ mod notify;
 mod dropin;
 
 mod ship;
+
+mod diskfull;
+mod metrics;
