@@ -21,7 +21,7 @@ CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR := $(DESTDIR)$(PREFIX)/bin
-BINARIES := pgreceivewal pgrestorewal pgrecvlogical
+BINARIES := pgreceivewal pgrestorewal pgrecvlogical pgapplylogical
 # Where cargo puts them (CARGO_TARGET_DIR moves it).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # Tests start PostgreSQL clusters; two at a time suits a 2-core machine.

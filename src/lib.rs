@@ -6,6 +6,7 @@
 //! `src/bin/` holds thin mains. Neither tool's folder imports the other's.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 /// In the static build, one allocator for Rust and (through `override`) for libpq: see the
 /// dependency in Cargo.toml. glibc's malloc needs no help.
 #[cfg(target_env = "musl")]

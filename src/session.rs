@@ -577,12 +577,24 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.clock.last.is_none_or(|t| t.elapsed() >= every)
     }
 
-    /// A status update with the positions last reported: keeps the connection alive while the
-    /// handler is in the middle of a message and cannot say more. Positions never go back,
-    /// and none reported yet are sent as invalid, which the server ignores.
+    /// A status update while the handler is in the middle of a message and cannot be asked:
+    /// keeps the connection alive. Each position the handler reported moves on to what the
+    /// writer has since written or made durable (a writer paused for disk space first makes
+    /// what it wrote durable, and with --synchronous the commits in it must not wait for the
+    /// pause to end); a position it reported as invalid stays so, as do all before the
+    /// first report (the server ignores them). Positions never go back.
     fn repeat_status(&mut self) -> SessionResult<(), W> {
         let invalid = Positions { write: Lsn::INVALID, flush: Lsn::INVALID, apply: Lsn::INVALID };
-        self.send_status(self.reported.unwrap_or(invalid))
+        let last = self.reported.unwrap_or(invalid);
+        let progress = self.writer.progress();
+        let on = |reported: Lsn, now: Lsn| if reported.is_valid() { reported.max(now) } else { reported };
+        let flushed = progress.flushed();
+        let p = Positions {
+            write: on(last.write, progress.written().max(flushed)),
+            flush: on(last.flush, flushed),
+            apply: on(last.apply, flushed),
+        };
+        self.send_status(p)
     }
 
     /// Whether the server's socket has more to read now (a poll that does not wait): the

@@ -32,5 +32,6 @@ mod dropin;
 
 mod ship;
 
+mod apply;
 mod diskfull;
 mod metrics;

@@ -350,6 +350,83 @@ impl Conn {
             .ok_or_else(|| self.error())
     }
 
+    /// Runs one command with text parameters (`$1`, `$2`...; `None` is SQL NULL), their types
+    /// inferred by the server from where they stand. Values never become part of the SQL text,
+    /// so no value can change what the statement means.
+    pub fn exec_params(&mut self, sql: &str, params: &[Option<&str>]) -> Result<PgResult, Error> {
+        let q = c_string(sql, "query")?;
+        let owned = param_strings(params)?;
+        let ptrs: Vec<*const c_char> =
+            owned.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
+        let n = c_int::try_from(ptrs.len()).map_err(|_| Error::new("too many query parameters"))?;
+        // SAFETY: live connection; the query and every non-null value are NUL-terminated and
+        // live in `q` and `owned` for the call; null types, lengths and formats mean "infer the
+        // types, text values", as PQexecParams documents. The result is owned by the PgResult.
+        let res = PgResult::from_raw(unsafe {
+            pq_sys::PQexecParams(
+                self.raw.as_ptr(),
+                q.as_ptr(),
+                n,
+                std::ptr::null(),
+                ptrs.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+            )
+        })
+        .ok_or_else(|| self.error())?;
+        match res.status() {
+            Status::TuplesOk | Status::CommandOk => Ok(res),
+            _ => Err(res.to_error(sql)),
+        }
+    }
+
+    /// Prepares `sql` as the named statement (`PQprepare`), parameter types inferred.
+    pub fn prepare(&mut self, name: &str, sql: &str) -> Result<(), Error> {
+        let (n, q) = (c_string(name, "statement name")?, c_string(sql, "query")?);
+        // SAFETY: live connection; both strings are NUL-terminated and outlive the call; no
+        // parameter types given (null, 0), so the server infers them.
+        let res = PgResult::from_raw(unsafe {
+            pq_sys::PQprepare(self.raw.as_ptr(), n.as_ptr(), q.as_ptr(), 0, std::ptr::null())
+        })
+        .ok_or_else(|| self.error())?;
+        match res.status() {
+            Status::CommandOk => Ok(()),
+            _ => Err(res.to_error(sql)),
+        }
+    }
+
+    /// Runs a statement made by [`Conn::prepare`] with text parameters (`None` is SQL NULL).
+    pub fn exec_prepared(&mut self, name: &str, params: &[Option<&str>]) -> Result<PgResult, Error> {
+        let stmt = c_string(name, "statement name")?;
+        let owned = param_strings(params)?;
+        let ptrs: Vec<*const c_char> =
+            owned.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
+        let n = c_int::try_from(ptrs.len()).map_err(|_| Error::new("too many query parameters"))?;
+        // SAFETY: as in exec_params: NUL-terminated strings alive for the call, text values.
+        let res = PgResult::from_raw(unsafe {
+            pq_sys::PQexecPrepared(
+                self.raw.as_ptr(),
+                stmt.as_ptr(),
+                n,
+                ptrs.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+            )
+        })
+        .ok_or_else(|| self.error())?;
+        match res.status() {
+            Status::TuplesOk | Status::CommandOk => Ok(res),
+            _ => Err(res.to_error(name)),
+        }
+    }
+
+    /// Whether the connection is still usable (`PQstatus` is not `CONNECTION_BAD`).
+    pub fn is_ok(&self) -> bool {
+        !self.status_bad()
+    }
+
     /// Runs a command that enters COPY BOTH mode (START_REPLICATION).
     pub fn start_copy_both(&mut self, sql: &str) -> Result<(), Error> {
         let res = self.exec_raw(sql)?;
@@ -447,6 +524,12 @@ impl Conn {
         // SAFETY: as for host.
         unsafe { cstr(pq_sys::PQport(self.raw.as_ptr())) }.unwrap_or("").to_owned()
     }
+}
+
+/// Parameter values as C strings; text values cannot hold a NUL byte (PostgreSQL's text
+/// types cannot either).
+fn param_strings(params: &[Option<&str>]) -> Result<Vec<Option<CString>>, Error> {
+    params.iter().map(|p| p.map(|v| c_string(v, "query parameter")).transpose()).collect()
 }
 
 impl Drop for Conn {

@@ -81,6 +81,13 @@ impl PgResult {
         }
     }
 
+    /// The number of rows a command affected (`PQcmdTuples`), `None` when it does not say.
+    pub fn cmd_tuples(&self) -> Option<u64> {
+        // SAFETY: live result; PQcmdTuples returns a string owned by the result ("" when the
+        // command reports no count).
+        unsafe { cstr(pq_sys::PQcmdTuples(self.raw.as_ptr())) }.and_then(|s| s.parse().ok())
+    }
+
     /// The server's SQLSTATE for an error result.
     pub fn sqlstate(&self) -> Option<String> {
         self.error_field(pq_sys::PG_DIAG_SQLSTATE)

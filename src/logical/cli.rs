@@ -18,6 +18,7 @@ use crate::tool::UsageError;
 
 use super::config::{Action, Config, Output, Streaming};
 use super::output::Format;
+use super::retention::Rule;
 
 pub const PROGRAM: &str = "pgrecvlogical";
 
@@ -92,6 +93,34 @@ pub static FLAGS: &[FlagDef] = &[
         man: r"Start a new file after
 .I secs
 seconds (default 3600; 0: never).",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "retain-size",
+        short: "",
+        value: Some("SIZE"),
+        help: "remove the oldest complete files while the output is\nlarger than SIZE (never past a registered consumer)",
+        man: r"Remove the oldest complete files while the output is larger than
+.IR size .
+Never the partial file, the newest file, or anything past a position a consumer
+registered (a file
+.BI .consumer. name
+holding
+.BI position= lsn\fR,
+as
+.BR pgapplylogical (1)
+writes).",
+        section: OUTPUT,
+    },
+    FlagDef {
+        long: "retain-age",
+        short: "",
+        value: Some("SECS"),
+        help: "remove complete files older than SECS seconds\n(never past a registered consumer)",
+        man: r"Remove complete files last written more than
+.I secs
+seconds ago, with the same limits as
+.BR \-\-retain\-size .",
         section: OUTPUT,
     },
     FlagDef {
@@ -350,6 +379,8 @@ struct Args {
     format: Option<Format>,
     rotate_size: Option<u64>,
     rotate_interval: Option<u64>,
+    retain_size: Option<u64>,
+    retain_age: Option<u64>,
     memory_limit: Option<u64>,
     spill_dir: Option<PathBuf>,
     slot: Option<String>,
@@ -406,6 +437,8 @@ impl ToolArgs for Args {
             "format" => self.format = Some(parse_format(&flag.string()?)?),
             "rotate-size" => self.rotate_size = Some(size_value(flag)?),
             "rotate-interval" => self.rotate_interval = Some(parse_rotate_interval(&flag.string()?)?),
+            "retain-size" => self.retain_size = Some(size_value(flag)?),
+            "retain-age" => self.retain_age = Some(parse_retain_age(&flag.string()?)?),
             "memory-limit" => self.memory_limit = Some(memory_limit(flag)?),
             "spill-dir" => self.spill_dir = Some(cli::dir_value(flag, "spill directory")?),
             "slot" => self.slot = Some(cli::slot_value(flag)?),
@@ -490,6 +523,11 @@ impl ToolArgs for Args {
         {
             return Err(usage("--rotate-size and --rotate-interval need -D/--directory"));
         }
+        if (self.retain_size.is_some() || self.retain_age.is_some())
+            && !matches!(output, Some(Output::Directory(_)))
+        {
+            return Err(usage("--retain-size and --retain-age need -D/--directory"));
+        }
         self.check_protocol()?;
         if self.snapshot && !action.streams() {
             return Err(usage("--snapshot only applies when streaming"));
@@ -509,6 +547,7 @@ impl ToolArgs for Args {
             format: self.format.unwrap_or(Format::Json),
             rotate_size: self.rotate_size.unwrap_or(DEFAULT_ROTATE_SIZE),
             rotate_interval: (rotate > 0).then(|| Duration::from_secs(rotate)),
+            retain: Rule { max_size: self.retain_size, max_age: self.retain_age.map(Duration::from_secs) },
             memory_limit: self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
             spill_dir: self.spill_dir,
             min_free: self.common.min_free(),
@@ -541,6 +580,12 @@ fn parse_format(s: &str) -> Result<Format, UsageError> {
 fn parse_rotate_interval(s: &str) -> Result<u64, UsageError> {
     s.trim().parse().map_err(|_| {
         usage(format!("invalid rotation interval \"{s}\": must be a whole number of seconds, 0 or more"))
+    })
+}
+
+fn parse_retain_age(s: &str) -> Result<u64, UsageError> {
+    s.trim().parse().ok().filter(|&n: &u64| n > 0).ok_or_else(|| {
+        usage(format!("invalid retention age \"{s}\": must be a whole number of seconds, 1 or more"))
     })
 }
 
@@ -802,6 +847,19 @@ mod tests {
             "--rotate-size and --rotate-interval need -D/--directory"
         );
         assert_eq!(stream(&["--spill-dir", "/tmp/x"]).spill_dir, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn retention() {
+        assert!(!stream(&[]).retain.is_set());
+        let c = stream(&["--retain-size=1GB", "--retain-age", "86400"]);
+        assert_eq!(c.retain, Rule { max_size: Some(1 << 30), max_age: Some(Duration::from_secs(86400)) });
+        assert!(stream_err(&["--retain-age", "0"]).starts_with("invalid retention age"));
+        assert!(stream_err(&["--retain-size", "lots"]).starts_with("invalid size"));
+        assert_eq!(
+            err(&["-S", "s", "-P", "p", "-f", "-", "--retain-size", "1MB"]),
+            "--retain-size and --retain-age need -D/--directory"
+        );
     }
 
     #[test]

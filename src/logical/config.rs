@@ -66,6 +66,8 @@ pub struct Config {
     pub format: Format,
     pub rotate_size: u64,
     pub rotate_interval: Option<Duration>,
+    /// `--retain-size`, `--retain-age`.
+    pub retain: super::retention::Rule,
     pub memory_limit: u64,
     pub spill_dir: Option<PathBuf>,
     /// `--min-free`: bytes to leave free on the output directory's disk; 0: no floor.

@@ -14,6 +14,7 @@ pub mod files;
 pub mod meta;
 pub mod output;
 pub mod pgoutput;
+pub mod retention;
 pub mod run;
 pub mod snapshot;
 pub mod spool;

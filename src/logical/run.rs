@@ -748,6 +748,7 @@ impl Runner<'_> {
                 rotate_size: cfg.rotate_size,
                 rotate_interval: cfg.rotate_interval,
                 partial: rec.partial.clone(),
+                retain: cfg.retain,
             },
             _ => SinkConfig::Stdout,
         };

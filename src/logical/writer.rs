@@ -35,6 +35,7 @@ use crate::text::os_error;
 use super::files::{file_name, Partial, PARTIAL_SUFFIX};
 use super::output::{Effect, Encoder, Format};
 use super::pgoutput::{self, Begin, BeginPrepare, Commit, Context, Message, Prepare};
+use super::retention::{self, Rule};
 use super::spool::Spools;
 
 /// Replayed transactions are written in pieces of this size, so their size never shows in
@@ -42,6 +43,8 @@ use super::spool::Spools;
 const REPLAY_CHUNK: usize = 1 << 20;
 /// How often an idle writer looks at the clock for time-based rotation.
 const TICK: Duration = Duration::from_secs(1);
+/// The retention rule runs at least this often (after every rotation too).
+const RETAIN_EVERY: Duration = Duration::from_secs(10);
 
 /// What the receiver asks of the writer.
 #[derive(Debug)]
@@ -154,7 +157,14 @@ impl std::error::Error for WriterError {
 /// Where the output goes.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
-    Directory { dir: PathBuf, rotate_size: u64, rotate_interval: Option<Duration>, partial: Option<Partial> },
+    Directory {
+        dir: PathBuf,
+        rotate_size: u64,
+        rotate_interval: Option<Duration>,
+        partial: Option<Partial>,
+        /// `--retain-size`/`--retain-age` (see `retention`).
+        retain: Rule,
+    },
     Stdout,
 }
 
@@ -195,6 +205,9 @@ struct DirSink {
     cur: Option<OpenFile>,
     dir_dirty: bool,
     next_start: Lsn,
+    retain: Rule,
+    /// When retention last ran.
+    retained: Instant,
 }
 
 enum Sink {
@@ -235,7 +248,7 @@ impl Writer {
         wake: Arc<EventFd>,
     ) -> Result<Writer, WriterError> {
         let sink = match &cfg.sink {
-            SinkConfig::Directory { dir, rotate_size, rotate_interval, partial } => {
+            SinkConfig::Directory { dir, rotate_size, rotate_interval, partial, retain } => {
                 let cur = match partial {
                     Some(p) => Some(reopen(dir, p, cfg.format, cfg.sync)?),
                     None => None,
@@ -248,6 +261,8 @@ impl Writer {
                     cur,
                     dir_dirty: false,
                     next_start: cfg.start,
+                    retain: *retain,
+                    retained: Instant::now(),
                 })
             }
             SinkConfig::Stdout => {
@@ -524,13 +539,39 @@ impl Writer {
         Ok(())
     }
 
+    /// Applies the retention rule after a rotation, and at least every [`RETAIN_EVERY`] (for
+    /// `--retain-age` and for consumers that moved on). Removing a file is not a durability
+    /// step: a failure is logged and tried again later.
+    fn retain_if_due(&mut self, rotated: bool) {
+        let Sink::Dir(d) = &mut self.sink else { return };
+        if !d.retain.is_set() || (!rotated && d.retained.elapsed() < RETAIN_EVERY) {
+            return;
+        }
+        d.retained = Instant::now();
+        match retention::enforce(&d.dir, d.retain) {
+            Ok(gone) => {
+                for name in gone {
+                    log::info!("removed \"{}\" (retention)", d.dir.join(name).display());
+                }
+            }
+            Err(e) => log::warn!("could not apply the retention rule in \"{}\": {e}", d.dir.display()),
+        }
+    }
+
     fn rotate_if_due(&mut self) -> Result<(), WriterError> {
-        let Sink::Dir(d) = &self.sink else { return Ok(()) };
-        let Some(f) = &d.cur else { return Ok(()) };
+        let rotated = self.rotate()?;
+        self.retain_if_due(rotated);
+        Ok(())
+    }
+
+    /// Rotates the current file if it is due; true when it did.
+    fn rotate(&mut self) -> Result<bool, WriterError> {
+        let Sink::Dir(d) = &self.sink else { return Ok(false) };
+        let Some(f) = &d.cur else { return Ok(false) };
         let due = f.len >= d.rotate_size || d.rotate_interval.is_some_and(|iv| f.opened.elapsed() >= iv);
         // Only at a unit boundary, so every file holds whole transactions.
         if !due || f.len == 0 || f.len != f.unit_len {
-            return Ok(());
+            return Ok(false);
         }
         self.sync()?;
         let Sink::Dir(d) = &mut self.sink else { unreachable!() };
@@ -553,7 +594,7 @@ impl Writer {
                 .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
         }
         log::debug!("finished \"{}\" ({} bytes)", f.done.display(), f.len);
-        Ok(())
+        Ok(true)
     }
 
     /// The end of a session: anything after the last unit end belongs to a transaction the
@@ -692,6 +733,7 @@ mod tests {
                 rotate_size,
                 rotate_interval: None,
                 partial,
+                retain: Rule::default(),
             },
             format: Format::Json,
             parse: Context::new(4),

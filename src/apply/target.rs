@@ -1,0 +1,488 @@
+//! The target database: the position table, and one source unit applied as one target
+//! transaction with the position it reaches, so the two commit together or not at all.
+//!
+//! Every statement is built from names only, each quoted by `sql::ident`; every value is a
+//! parameter (text, its type inferred from the column it meets), never part of the SQL text.
+//! Statements are prepared once per shape (table, columns, which keys are NULL) and reused;
+//! after DDL they are prepared again, since the types they were prepared with may be gone.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use pgrw_ffi::Conn;
+
+use crate::lsn::Lsn;
+use crate::sql::{ident, literal};
+
+use super::config::DdlMode;
+use super::records::{Change, RowChange, RowOp, TableName, Unit, Value};
+
+pub const SCHEMA: &str = "pgapplylogical";
+pub const TABLE: &str = "applied_position";
+
+/// Why a unit was not applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The connection failed: nothing of the unit committed (or, if the commit itself was
+    /// cut off, the position table says whether it did). Retried after a reconnect.
+    Connection(String),
+    /// The target refused a change, or a change does not fit it: stop.
+    Refused(String),
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Connection(m) | ApplyError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What applying a unit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub rows: u64,
+    /// The target's position was already at or past the unit (another run applied it).
+    pub already: bool,
+}
+
+pub struct Target {
+    conn: Conn,
+    source: String,
+    statements: HashMap<String, String>,
+    /// "host:port", for messages.
+    pub server: String,
+}
+
+/// Names the position table's row: the cluster, database and slot the output is of.
+pub fn source_id(system_id: u64, database_oid: u32, slot: &str) -> String {
+    format!("{system_id}/{database_oid}/{slot}")
+}
+
+impl Target {
+    /// Sets up a connected target: the session as PostgreSQL's own subscriber runs it
+    /// (`session_replication_role = replica`: the target's triggers and foreign keys, which
+    /// already acted on the source, do not act again), the position table, our row in it.
+    /// Returns the applied position.
+    pub fn new(mut conn: Conn, source: String, server: String) -> Result<(Target, Lsn), ApplyError> {
+        let setup = format!(
+            "SET client_min_messages = warning; SET session_replication_role = replica; \
+             CREATE SCHEMA IF NOT EXISTS {SCHEMA}; \
+             CREATE TABLE IF NOT EXISTS {SCHEMA}.{TABLE} (source text PRIMARY KEY, end_lsn pg_lsn NOT NULL, \
+             commit_lsn pg_lsn, xid bigint, applied_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO {SCHEMA}.{TABLE} (source, end_lsn) VALUES ({}, '0/0') ON CONFLICT (source) DO NOTHING",
+            literal(&source)
+        );
+        if let Err(e) = conn.exec(&setup) {
+            let hint = if e.sqlstate.as_deref() == Some("42501") {
+                "; the target role needs to set session_replication_role (a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15 and later) and to create the schema pgapplylogical"
+            } else {
+                ""
+            };
+            let err = format!("could not prepare the target (server {server}): {}{hint}", e.message);
+            return Err(if conn.is_ok() { ApplyError::Refused(err) } else { ApplyError::Connection(err) });
+        }
+        let mut t = Target { conn, source, statements: HashMap::new(), server };
+        let pos = t.position(false)?;
+        Ok((t, pos))
+    }
+
+    fn fail(&self, context: &str, e: pgrw_ffi::Error) -> ApplyError {
+        let msg = format!("{context}: {} (server {})", e.message, self.server);
+        if self.conn.is_ok() {
+            ApplyError::Refused(msg)
+        } else {
+            ApplyError::Connection(msg)
+        }
+    }
+
+    /// The stored position; `lock` takes the row for the rest of the transaction, so two
+    /// appliers on one target never apply one unit twice.
+    fn position(&mut self, lock: bool) -> Result<Lsn, ApplyError> {
+        let sql = format!(
+            "SELECT end_lsn FROM {SCHEMA}.{TABLE} WHERE source = $1{}",
+            if lock { " FOR UPDATE" } else { "" }
+        );
+        let source = self.source.clone();
+        let r = self
+            .run(&sql, &[Some(&source)])
+            .map_err(|e| self.fail("could not read the applied position", e))?;
+        let Some(v) = r.get(0, 0) else {
+            return Err(ApplyError::Refused(format!(
+                "the row of source \"{}\" in {SCHEMA}.{TABLE} is gone; something removed it while pgapplylogical ran",
+                self.source
+            )));
+        };
+        v.parse().map_err(|_| ApplyError::Refused(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}")))
+    }
+
+    /// Runs a statement, prepared on first use.
+    fn run(&mut self, sql: &str, params: &[Option<&str>]) -> Result<pgrw_ffi::PgResult, pgrw_ffi::Error> {
+        let name = match self.statements.get(sql) {
+            Some(n) => n.clone(),
+            None => {
+                let n = format!("pgapply_{}", self.statements.len() + 1);
+                self.conn.prepare(&n, sql)?;
+                self.statements.insert(sql.to_owned(), n.clone());
+                n
+            }
+        };
+        self.conn.exec_prepared(&name, params)
+    }
+
+    fn forget_statements(&mut self) -> Result<(), pgrw_ffi::Error> {
+        self.statements.clear();
+        self.conn.exec("DEALLOCATE ALL").map(|_| ())
+    }
+
+    /// Applies one unit as one transaction, with the position it reaches.
+    pub fn apply(
+        &mut self,
+        unit: &Unit,
+        ddl: DdlMode,
+        skip: &[(String, String)],
+    ) -> Result<Applied, ApplyError> {
+        match self.apply_as(unit, ddl, skip, true) {
+            // Runs of inserts go in multi-row statements; when the target refuses one, the
+            // unit (rolled back) is applied again row by row, so the message names the row.
+            Err(ApplyError::Refused(_)) => self.apply_as(unit, ddl, skip, false),
+            other => other,
+        }
+    }
+
+    fn apply_as(
+        &mut self,
+        unit: &Unit,
+        ddl: DdlMode,
+        skip: &[(String, String)],
+        batch: bool,
+    ) -> Result<Applied, ApplyError> {
+        let (xid, commit_lsn) = unit.txn.expect("only transactions are applied");
+        if let Err(e) = self.conn.exec("BEGIN") {
+            return Err(self.fail("could not begin a transaction", e));
+        }
+        let result = self.apply_in_transaction(unit, xid, commit_lsn, ddl, skip, batch);
+        match result {
+            Ok(a) if a.already => {
+                self.conn.exec("ROLLBACK").map_err(|e| self.fail("could not roll back", e))?;
+                Ok(a)
+            }
+            Ok(a) => {
+                if let Err(e) = self.conn.exec("COMMIT") {
+                    return Err(self.fail(
+                        &format!(
+                            "could not commit source transaction {xid} (commit {commit_lsn}, {})",
+                            unit.at
+                        ),
+                        e,
+                    ));
+                }
+                Ok(a)
+            }
+            Err(e) => {
+                // Nothing of the unit stays; a connection error leaves nothing to roll back.
+                if self.conn.is_ok() {
+                    let _ = self.conn.exec("ROLLBACK");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_in_transaction(
+        &mut self,
+        unit: &Unit,
+        xid: u64,
+        commit_lsn: Lsn,
+        ddl: DdlMode,
+        skip: &[(String, String)],
+        batch: bool,
+    ) -> Result<Applied, ApplyError> {
+        let mut applied = Applied::default();
+        if self.position(true)? >= unit.end_lsn {
+            applied.already = true;
+            return Ok(applied);
+        }
+        let skipped = |t: &TableName| skip.iter().any(|(s, n)| *s == t.schema && *n == t.table);
+        let txn = format!("source transaction {xid} (commit {commit_lsn}, {})", unit.at);
+        let mut i = 0;
+        while i < unit.changes.len() {
+            let change = &unit.changes[i];
+            i += 1;
+            match change {
+                Change::Row(r) if skipped(&r.table) => {}
+                Change::Row(r) if batch && insert_columns(r).is_some() => {
+                    // The run of inserts into this table with these columns, from here.
+                    let mut run = vec![r];
+                    while let Some(Change::Row(next)) = unit.changes.get(i) {
+                        if next.table != r.table || insert_columns(next) != insert_columns(r) {
+                            break;
+                        }
+                        run.push(next);
+                        i += 1;
+                    }
+                    let cols = insert_columns(r).map_or(1, |c| c.len().max(1));
+                    let most = (MAX_PARAMS / cols).clamp(1, BATCH_ROWS);
+                    let mut rest = &run[..];
+                    while !rest.is_empty() {
+                        let n = if rest.len() >= most {
+                            most
+                        } else if rest.len() >= 10.min(most) {
+                            10.min(most)
+                        } else {
+                            1
+                        };
+                        let (now, later) = rest.split_at(n);
+                        if n == 1 {
+                            self.row(now[0], &txn)?;
+                        } else {
+                            self.insert_many(now, &txn)?;
+                        }
+                        applied.rows += n as u64;
+                        rest = later;
+                    }
+                }
+                Change::Row(r) => {
+                    self.row(r, &txn)?;
+                    applied.rows += 1;
+                }
+                Change::Truncate { lsn, tables, cascade, restart_identity } => {
+                    let tables: Vec<&TableName> = tables.iter().filter(|t| !skipped(t)).collect();
+                    if tables.is_empty() {
+                        continue;
+                    }
+                    let names: Vec<String> =
+                        tables.iter().map(|t| format!("{}.{}", ident(&t.schema), ident(&t.table))).collect();
+                    let sql = format!(
+                        "TRUNCATE {}{}{}",
+                        names.join(", "),
+                        if *restart_identity { " RESTART IDENTITY" } else { "" },
+                        if *cascade { " CASCADE" } else { "" }
+                    );
+                    let list: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+                    self.conn.exec(&sql).map_err(|e| {
+                        self.fail(
+                            &format!("could not apply the truncate at {lsn} of {txn} to {}", list.join(", ")),
+                            e,
+                        )
+                    })?;
+                }
+                Change::Ddl { lsn, tag, query, objects } => {
+                    // pgrecvlogical's own event trigger, installed again at each start: ours,
+                    // not the source's schema.
+                    let ours = query == &crate::logical::ddl::install_sql()
+                        || query == &crate::logical::ddl::teardown_sql()
+                        || (!objects.is_empty()
+                            && objects
+                                .iter()
+                                .all(|o| o.schema.as_deref() == Some(crate::logical::ddl::SCHEMA)));
+                    if ours {
+                        continue;
+                    }
+                    let mut shown = String::new();
+                    crate::text::push_one_line(&mut shown, query);
+                    match ddl {
+                        DdlMode::Ignore => {
+                            log::warn!("not applying DDL at {lsn} of {txn} (--ddl=ignore): {tag}: {shown}");
+                        }
+                        DdlMode::Stop => {
+                            return Err(ApplyError::Refused(format!(
+                                "DDL at {lsn} of {txn}: {tag}: {shown}; not applied, since --ddl=stop (the default); \
+                                 run it on the target and restart with --ddl=ignore until past it, or restart with --ddl=apply"
+                            )));
+                        }
+                        DdlMode::Apply => {
+                            // One statement through the extended protocol: a query string of
+                            // several statements (which could end our transaction or repeat
+                            // DML the stream also holds) is refused by the server.
+                            self.conn.exec_params(query, &[]).map_err(|e| {
+                                self.fail(
+                                    &format!("could not apply the DDL at {lsn} of {txn} ({tag}: {shown})"),
+                                    e,
+                                )
+                            })?;
+                            self.forget_statements()
+                                .map_err(|e| self.fail("could not deallocate statements", e))?;
+                        }
+                    }
+                }
+                Change::Nothing { .. } => {}
+            }
+        }
+        let source = self.source.clone();
+        let (end, commit, xid_s) = (unit.end_lsn.to_string(), commit_lsn.to_string(), xid.to_string());
+        let sql = format!(
+            "UPDATE {SCHEMA}.{TABLE} SET end_lsn = $2, commit_lsn = $3, xid = $4, applied_at = now() WHERE source = $1"
+        );
+        self.run(&sql, &[Some(&source), Some(&end), Some(&commit), Some(&xid_s)])
+            .map_err(|e| self.fail(&format!("could not store the applied position {end}"), e))?;
+        Ok(applied)
+    }
+
+    /// Inserts of one table with the same columns, in one statement.
+    fn insert_many(&mut self, rows: &[&RowChange], txn: &str) -> Result<(), ApplyError> {
+        let first = rows[0];
+        let cols = insert_columns(first).expect("checked by the caller");
+        let table = format!("{}.{}", ident(&first.table.schema), ident(&first.table.table));
+        let mut params: Vec<Option<&str>> = Vec::with_capacity(rows.len() * cols.len());
+        let mut tuples = Vec::with_capacity(rows.len());
+        for r in rows {
+            let start = params.len();
+            params.extend(r.new.as_deref().unwrap_or_default().iter().map(|(_, v)| v.as_param()));
+            let ps: Vec<String> = (start + 1..=params.len()).map(|i| format!("${i}")).collect();
+            tuples.push(format!("({})", ps.join(", ")));
+        }
+        let names: Vec<String> = cols.iter().map(|c| ident(c)).collect();
+        let sql = format!("INSERT INTO {table} ({}) VALUES {}", names.join(", "), tuples.join(", "));
+        let context = format!(
+            "could not apply {} inserts from {} of {txn} to table {}",
+            rows.len(),
+            first.lsn,
+            first.table
+        );
+        let res = self.run(&sql, &params).map_err(|e| self.fail(&context, e))?;
+        match res.cmd_tuples() {
+            Some(n) if n == rows.len() as u64 => Ok(()),
+            n => Err(ApplyError::Refused(format!("{context}: the server reported {n:?} rows inserted"))),
+        }
+    }
+
+    fn row(&mut self, r: &RowChange, txn: &str) -> Result<(), ApplyError> {
+        let mut key = String::new();
+        {
+            let mut k = String::from("{");
+            for (i, (c, v)) in r.key.iter().enumerate() {
+                if i > 0 {
+                    k.push(',');
+                }
+                crate::text::push_json_string(&mut k, c);
+                k.push(':');
+                match v {
+                    Value::Null => k.push_str("null"),
+                    Value::Text(t) => crate::text::push_json_string(&mut k, t),
+                    Value::UnchangedToast => k.push_str("{\"unchanged_toast\":true}"),
+                }
+            }
+            k.push('}');
+            crate::text::push_one_line(&mut key, &k);
+        }
+        let context = format!(
+            "could not apply the {} at {} of {txn} to table {} with key {key}",
+            r.op.word(),
+            r.lsn,
+            r.table
+        );
+        let refused = |why: &str| ApplyError::Refused(format!("{context}: {why}"));
+        let table = format!("{}.{}", ident(&r.table.schema), ident(&r.table.table));
+        let mut params: Vec<Option<&str>> = Vec::new();
+        let sql = match r.op {
+            RowOp::Insert => {
+                let new = r.new.as_deref().unwrap_or_default();
+                if new.iter().any(|(_, v)| *v == Value::UnchangedToast) {
+                    return Err(refused("an inserted row has an unchanged-TOAST marker"));
+                }
+                if new.is_empty() {
+                    format!("INSERT INTO {table} DEFAULT VALUES")
+                } else {
+                    let cols: Vec<String> = new.iter().map(|(c, _)| ident(c)).collect();
+                    let vals: Vec<String> = (1..=new.len()).map(|i| format!("${i}")).collect();
+                    params.extend(new.iter().map(|(_, v)| v.as_param()));
+                    format!("INSERT INTO {table} ({}) VALUES ({})", cols.join(", "), vals.join(", "))
+                }
+            }
+            RowOp::Update => {
+                let new = r.new.as_deref().unwrap_or_default();
+                // An unchanged TOAST value is left out: the column keeps what it has.
+                let set: Vec<&(String, Value)> =
+                    new.iter().filter(|(_, v)| *v != Value::UnchangedToast).collect();
+                let mut parts = Vec::new();
+                for (c, v) in &set {
+                    params.push(v.as_param());
+                    parts.push(format!("{} = ${}", ident(c), params.len()));
+                }
+                if parts.is_empty() {
+                    // Nothing to set, but the row must still be there.
+                    let (c, _) = r.key.first().ok_or_else(|| refused("the change has no key"))?;
+                    parts.push(format!("{0} = {0}", ident(c)));
+                }
+                let cond = where_clause(&r.key, &mut params).map_err(&refused)?;
+                format!("UPDATE {table} SET {} WHERE {cond}", parts.join(", "))
+            }
+            RowOp::Delete => {
+                let cond = where_clause(&r.key, &mut params).map_err(&refused)?;
+                format!("DELETE FROM {table} WHERE {cond}")
+            }
+        };
+        let res = self.run(&sql, &params).map_err(|e| self.fail(&context, e))?;
+        let n = res.cmd_tuples();
+        match (r.op, n) {
+            (_, Some(1)) => Ok(()),
+            (RowOp::Insert, _) => Err(refused(&format!("the server reported {n:?} rows inserted"))),
+            (_, Some(0)) => Err(refused("no row with this key on the target")),
+            (_, n) => Err(refused(&format!(
+                "{} rows with this key on the target (a table without a unique replica identity); none changed",
+                n.map_or("an unknown number of".to_owned(), |n| n.to_string())
+            ))),
+        }
+    }
+}
+
+/// At most this many rows in one INSERT (the statement is prepared once per shape).
+const BATCH_ROWS: usize = 100;
+/// The protocol's limit on parameters in one statement.
+const MAX_PARAMS: usize = 65_535;
+
+/// The column names of an insert that can go in a multi-row statement: at least one column,
+/// no unchanged-TOAST marker (refused, and reported row by row).
+fn insert_columns(r: &RowChange) -> Option<Vec<&str>> {
+    if r.op != RowOp::Insert {
+        return None;
+    }
+    let new = r.new.as_deref()?;
+    if new.is_empty() || new.iter().any(|(_, v)| *v == Value::UnchangedToast) {
+        return None;
+    }
+    Some(new.iter().map(|(c, _)| c.as_str()).collect())
+}
+
+/// `"id" = $3 AND "k" IS NULL`: the key's columns, a NULL by `IS NULL` (it equals nothing).
+fn where_clause<'a>(
+    key: &'a [(String, Value)],
+    params: &mut Vec<Option<&'a str>>,
+) -> Result<String, &'static str> {
+    if key.is_empty() {
+        return Err("the change has no key: the table has no replica identity, so the row cannot be found");
+    }
+    let mut parts = Vec::new();
+    for (c, v) in key {
+        match v {
+            Value::Null => parts.push(format!("{} IS NULL", ident(c))),
+            Value::Text(t) => {
+                params.push(Some(t));
+                parts.push(format!("{} = ${}", ident(c), params.len()));
+            }
+            Value::UnchangedToast => return Err("a key column has an unchanged-TOAST marker"),
+        }
+    }
+    Ok(parts.join(" AND "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn where_clauses_quote_names_and_bind_values() {
+        let key = vec![
+            ("id".to_owned(), Value::Text("1".into())),
+            ("we\"ird".to_owned(), Value::Null),
+            ("x".to_owned(), Value::Text("'; DROP TABLE t; --".into())),
+        ];
+        let mut params = vec![Some("first")];
+        let w = where_clause(&key, &mut params).unwrap();
+        assert_eq!(w, "\"id\" = $2 AND \"we\"\"ird\" IS NULL AND \"x\" = $3");
+        assert_eq!(params, vec![Some("first"), Some("1"), Some("'; DROP TABLE t; --")]);
+        assert!(where_clause(&[], &mut params).is_err());
+        assert!(where_clause(&[("k".into(), Value::UnchangedToast)], &mut params).is_err());
+    }
+}
