@@ -82,6 +82,8 @@ pub struct Config {
     /// (it compares against `InvalidXLogRecPtr`).
     pub endpos: Option<Lsn>,
     pub no_loop: bool,
+    /// `--segment-command`: run for each completed segment and history file (`%p`, `%f`).
+    pub segment_command: Option<String>,
     pub durability: Durability,
     /// `-Z/--compress`: how completed and partial segments are stored.
     pub compression: Compression,

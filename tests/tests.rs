@@ -28,6 +28,10 @@ mod logical_integrity;
 
 mod notify;
 
+mod dropin;
+
+mod ship;
+
 mod apply;
 mod compression;
 mod diskfull;

@@ -225,18 +225,20 @@ impl ToolArgs for Args {
     }
 }
 
-pub fn version_text() -> String {
-    cli::version_text(PROGRAM)
+/// `--version` for the name the program was started as; the parenthesis names the software.
+pub fn version_text(program: &str) -> String {
+    cli::version_text(program)
 }
 
-pub fn help_text() -> String {
+/// `--help` for the name the program was started as.
+pub fn help_text(program: &str) -> String {
     format!(
         "\
-pgapplylogical applies pgrecvlogical's output directory to a target PostgreSQL
+{program} applies pgrecvlogical's output directory to a target PostgreSQL
 database, each source transaction as one target transaction, exactly once.
 
 Usage:
-  pgapplylogical -D DIR -d TARGET [OPTION]...
+  {program} -D DIR -d TARGET [OPTION]...
 
 {}
 The applied position is kept on the target, in pgapplylogical.applied_position,

@@ -220,7 +220,7 @@ impl Archive {
         for entry in entries {
             let entry = entry.map_err(io_err(&self.dir, "read directory"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == LOCK_FILE || name == META_FILE {
+            if name == LOCK_FILE || name == META_FILE || name == crate::physical::ship::MARKER_FILE {
                 continue;
             }
             if name.ends_with(TEMP_SUFFIX) {

@@ -28,9 +28,11 @@ pub const PROGRAM: &str = "pgreceivewal";
 pub type Command = crate::tool::Command<Config>;
 
 const ACTIONS: Section = Section { title: "Optional actions", man_heading: true, man_intro: "" };
+const SHIPPING: Section = Section { title: "Shipping", man_heading: true, man_intro: "" };
 const OPTIONS: &str = cli::OPTIONS.title;
 
-pub static SECTIONS: &[Section] = &[cli::OPTIONS, cli::CONNECTION, ACTIONS, cli::LOGGING, cli::MONITORING];
+pub static SECTIONS: &[Section] =
+    &[cli::OPTIONS, cli::CONNECTION, ACTIONS, SHIPPING, cli::LOGGING, cli::MONITORING];
 
 /// Every flag, in pg_receivewal's order. To add one: an entry here, an arm in `Args::take`.
 pub static FLAGS: &[FlagDef] = &[
@@ -80,7 +82,8 @@ means no end position.",
         man: r"With
 .BR \-\-create\-slot :
 an existing slot of that name is not an error.
-Not accepted otherwise (to create a missing slot when streaming, use
+Accepted and ignored otherwise, as by pg_receivewal; it never creates a missing slot when
+streaming (that is
 .BR \-\-create\-slot\-if\-missing ).",
         section: OPTIONS,
     },
@@ -157,8 +160,11 @@ so that the archiver can serve as a synchronous standby (list its
 .B application_name
 in the server's
 .BR synchronous_standby_names ;
-the default name is
-.BR pgreceivewal ).
+the default name is the name the program was started as:
+.BR pgreceivewal ,
+or
+.B pg_receivewal
+when installed as a symlink of that name, as pg_receivewal's own).
 See
 .BR DURABILITY .",
         section: OPTIONS,
@@ -270,6 +276,47 @@ do.",
 and exit.",
         section: ACTIONS.title,
     },
+    FlagDef {
+        long: "segment-command",
+        short: "",
+        value: Some("CMD"),
+        help: "run CMD for each completed segment and history file, in\n\
+               order, like archive_command (%p path, %f file name, %%);\n\
+               retried with back-off until it exits 0",
+        man: r"Run
+.I cmd
+with
+.B /bin/sh \-c
+for each completed segment and timeline history file, once the file has its
+final name and its directory entry is durable, one at a time and in archive
+order, as PostgreSQL's
+.B archive_command
+is run:
+.B %p
+is replaced by the file's path,
+.B %f
+by its name,
+.B %%
+by a
+.BR % .
+For example
+.B aws s3 cp %p s3://bucket/wal/%f
+or
+.BR wal\-g\ wal\-push\ %p .
+A non-zero exit is retried after 1 second, doubling up to 60 seconds, until
+the command succeeds; receiving never waits for it.
+After each success the file's name is written durably to
+.IB directory /.pgreceivewal.shipped\fR;
+a restart ships the completed files after it, so a file is shipped again only
+if the process died between the command's success and that write.
+Without that file, every completed file of the directory is shipped.
+At exit the command in flight is waited for; the rest is shipped by the next
+run.
+A
+.B .partial
+segment is never shipped.",
+        section: SHIPPING.title,
+    },
     cli::LOG_LEVEL,
     cli::LOG_FORMAT,
     cli::LOG_ADD_SOURCE,
@@ -291,6 +338,7 @@ struct Args {
     synchronous: bool,
     status_interval_secs: Option<u64>,
     compression: Compression,
+    segment_command: Option<String>,
     common: CommonArgs,
     /// The first non-option argument: reported after all options, as getopt does.
     first_stray: Option<OsString>,
@@ -318,6 +366,13 @@ impl ToolArgs for Args {
             "synchronous" => self.synchronous = true,
             "status-interval" => self.status_interval_secs = Some(cli::status_interval_value(flag)?),
             "compress" => self.compression = crate::compression::parse(&flag.string()?).map_err(usage)?,
+            "segment-command" => {
+                let cmd = flag.string()?;
+                if cmd.trim().is_empty() {
+                    return Err(usage("--segment-command must not be empty"));
+                }
+                self.segment_command = Some(cmd);
+            }
             _ if self.common.take(flag)? => {}
             name => unreachable!("--{name} is in FLAGS but not handled"),
         }
@@ -359,13 +414,11 @@ impl ToolArgs for Args {
         }
         self.common.check()?;
         self.common.check_conninfo()?;
-        // pg_receivewal ignores --if-not-exists when streaming; here it is refused, so nobody
-        // takes it for "create the slot when missing", which has a flag of its own.
-        if self.if_not_exists && action != Action::CreateSlot {
-            return Err(usage(
-                "--if-not-exists can only be used with --create-slot \
-                 (to create a missing slot when streaming, use --create-slot-if-missing)",
-            ));
+        // --if-not-exists without --create-slot is accepted and has no effect, as in
+        // pg_receivewal: scripts pass it on every call. It never creates a missing slot when
+        // streaming (that is --create-slot-if-missing); the missing-slot error says so.
+        if self.segment_command.is_some() && action != Action::Stream {
+            return Err(usage("--segment-command can only be used when streaming"));
         }
         if self.create_slot_if_missing {
             if action != Action::Stream {
@@ -394,6 +447,7 @@ impl ToolArgs for Args {
             create_slot_if_missing: self.create_slot_if_missing,
             endpos: self.endpos,
             no_loop: self.no_loop,
+            segment_command: self.segment_command,
             durability,
             compression: self.compression,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
@@ -405,19 +459,22 @@ impl ToolArgs for Args {
     }
 }
 
-/// `--version` output, like pg_receivewal's `pg_receivewal (PostgreSQL) 17.2`.
-pub fn version_text() -> String {
-    cli::version_text(PROGRAM)
+/// `--version` for the name the program was started as, like pg_receivewal's
+/// `pg_receivewal (PostgreSQL) 17.2`: the parenthesis names the software, so a
+/// `pg_receivewal` symlink says `pg_receivewal (pgreceivewal) 0.1.0`.
+pub fn version_text(program: &str) -> String {
+    cli::version_text(program)
 }
 
-/// The full `--help` text, laid out like pg_receivewal's.
-pub fn help_text() -> String {
+/// The full `--help` text, laid out like pg_receivewal's, for the name the program was
+/// started as.
+pub fn help_text(program: &str) -> String {
     format!(
         "\
-pgreceivewal receives PostgreSQL streaming write-ahead logs.
+{program} receives PostgreSQL streaming write-ahead logs.
 
 Usage:
-  pgreceivewal [OPTION]...
+  {program} [OPTION]...
 
 {}
 A slot given with --slot must exist, as for pg_receivewal: a mistyped name
@@ -496,6 +553,7 @@ mod tests {
                 create_slot_if_missing: false,
                 endpos: None,
                 no_loop: false,
+                segment_command: None,
                 durability: Durability::Default,
                 compression: Compression::NONE,
                 status_interval: Some(Duration::from_secs(10)),
@@ -605,7 +663,8 @@ mod tests {
                 "--create-slot-if-missing can only be used when streaming, not with --create-slot or --drop-slot"
             );
         }
-        assert!(err_with_dir(&["-S", "s", "--if-not-exists"]).contains("use --create-slot-if-missing"));
+        // --if-not-exists is not "create when missing": streaming with it asks nothing more.
+        assert!(!with_dir(&["-S", "s", "--if-not-exists"]).create_slot_if_missing);
     }
 
     #[test]
@@ -636,10 +695,33 @@ mod tests {
     #[test]
     fn if_not_exists() {
         assert!(config(&["--create-slot", "--if-not-exists", "-S", "s"]).if_not_exists);
-        let msg = err_with_dir(&["-S", "s", "--if-not-exists"]);
-        assert!(msg.starts_with("--if-not-exists can only be used with --create-slot"), "{msg}");
-        let msg = err(&["--drop-slot", "-S", "s", "--if-not-exists"]);
-        assert!(msg.starts_with("--if-not-exists can only be used with --create-slot"), "{msg}");
+        // Accepted, without effect, wherever pg_receivewal accepts it: streaming (with or
+        // without a slot) and dropping.
+        let c = with_dir(&["-S", "s", "--if-not-exists"]);
+        assert_eq!((c.action, c.create_slot_if_missing), (Action::Stream, false));
+        assert_eq!(with_dir(&["--if-not-exists"]).action, Action::Stream);
+        assert_eq!(with_dir(&["--if-not"]).action, Action::Stream);
+        assert_eq!(config(&["--drop-slot", "-S", "s", "--if-not-exists"]).action, Action::DropSlot);
+        // Still no substitute for -D when streaming.
+        assert_eq!(err(&["--if-not-exists"]), "no target directory specified");
+    }
+
+    #[test]
+    fn segment_command() {
+        assert_eq!(with_dir(&[]).segment_command, None);
+        let cmd = "aws s3 cp %p s3://b/%f";
+        assert_eq!(with_dir(&["--segment-command", cmd]).segment_command.as_deref(), Some(cmd));
+        assert_eq!(
+            with_dir(&["--segment-command=cp %p /x/%f"]).segment_command.as_deref(),
+            Some("cp %p /x/%f")
+        );
+        assert_eq!(err_with_dir(&["--segment-command", " "]), "--segment-command must not be empty");
+        for action in ["--create-slot", "--drop-slot"] {
+            assert_eq!(
+                err(&[action, "-S", "s", "--segment-command", "true"]),
+                "--segment-command can only be used when streaming"
+            );
+        }
     }
 
     #[test]
@@ -880,7 +962,14 @@ mod tests {
         assert_eq!(try_parse(&["-V"]), Ok(Command::Version));
         assert_eq!(try_parse(&["--version"]), Ok(Command::Version));
         assert_eq!(try_parse(&["-n", "-V"]), Ok(Command::Version));
-        assert_eq!(version_text(), format!("pgreceivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version_text("pgreceivewal"),
+            format!("pgreceivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            version_text("pg_receivewal"),
+            format!("pg_receivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
@@ -901,7 +990,7 @@ mod tests {
         assert_eq!(
             err_with_dir(&["--s", "x"]),
             "option \"--s\" is ambiguous; possibilities: \
-             \"--status-interval\" \"--slot\" \"--synchronous\""
+             \"--status-interval\" \"--slot\" \"--synchronous\" \"--segment-command\""
         );
         assert_eq!(
             err_with_dir(&["--no"]),
@@ -1001,7 +1090,9 @@ mod tests {
 
     #[test]
     fn help_lists_every_option() {
-        let help = help_text();
+        let help = help_text("pgreceivewal");
+        assert!(help_text("pg_receivewal").starts_with("pg_receivewal receives"));
+        assert!(help_text("pg_receivewal").contains("Usage:\n  pg_receivewal [OPTION]..."));
         for f in FLAGS {
             assert!(help.contains(&format!("--{}", f.long)), "--{} missing from help", f.long);
         }

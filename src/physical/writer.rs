@@ -40,6 +40,7 @@ use crate::logging::Hinted;
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::physical::compress::{self, Encoder};
+use crate::physical::ship::ShipQueue;
 use crate::physical::walcheck::{PageVerifier, WalCheckError};
 use crate::physical::walfile::{SegmentId, Tli};
 use crate::session::{Progress, WriterFailure};
@@ -195,6 +196,8 @@ pub struct WriterConfig {
     pub file_mode: u32,
     pub system_id: u64,
     pub block_size: u32,
+    /// `--segment-command`: completed files go to the shipper once durable.
+    pub ship: Option<ShipQueue>,
     /// `--min-free`: bytes to leave free on the archive's disk (0: only ENOSPC pauses).
     pub min_free: u64,
     /// What the server keeps for us while writing is paused.
@@ -470,6 +473,9 @@ impl Writer {
         res.map_err(|err| self.io_error(&path, "write", err, content.len() as u64))?;
         self.floor.resumed();
         log::info!("wrote timeline history file \"{name}\"");
+        if let Some(q) = &self.cfg.ship {
+            q.push(name);
+        }
         Ok(())
     }
 
@@ -621,7 +627,12 @@ impl Writer {
         self.fsync_dir()?;
         self.remove_superseded(superseded.iter().filter(|p| **p != done))?;
         pgrw_ffi::sys::drop_from_page_cache(&file);
-        log::debug!("finished segment \"{}\"", done.file_name().unwrap_or_default().to_string_lossy());
+        let name = done.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        log::debug!("finished segment \"{name}\"");
+        if let Some(q) = &self.cfg.ship {
+            // Complete and durable (the rename and the directory fsync are done): ship it.
+            q.push(&name);
+        }
         let m = metrics::get();
         m.last_segment_lsn.set(seg.id.segno * self.cfg.seg_size);
         m.last_segment_timeline.set(seg.id.tli.into());
@@ -809,6 +820,7 @@ mod tests {
             file_mode: 0o600,
             system_id: SYSID,
             block_size: BLCK,
+            ship: None,
             min_free: 0,
             retention: Retention::None,
             compression,
