@@ -698,7 +698,14 @@ impl Writer {
             match self.create_padded(&tmp, &path) {
                 Ok(file) => {
                     self.floor.resumed();
-                    return Ok(OpenSegment { id, out: Output::Plain(file), path, others, next: 0, dirty: false });
+                    return Ok(OpenSegment {
+                        id,
+                        out: Output::Plain(file),
+                        path,
+                        others,
+                        next: 0,
+                        dirty: false,
+                    });
                 }
                 Err(WriterError::NoSpace { path: p, err, needed, .. }) => {
                     // The temporary file is ours and holds nothing: do not leave it filling
