@@ -79,8 +79,15 @@ pub static FLAGS: &[FlagDef] = &[
         long: "consumer-name",
         short: "",
         value: Some("NAME"),
-        help: "register the applied position in DIR as .consumer.NAME,\nwhich pgrecvlogical's --retain-* honour (default: pgapplylogical)",
-        man: "Register the applied position in the directory under this name (default pgapplylogical).",
+        help: "register the applied position in DIR as .consumer.NAME,\nwhich pgrecvlogical's --retain-size and --retain-age\nhonour (default: pgapplylogical)",
+        man: r"Register the applied position in the directory under this name (default pgapplylogical):
+the file
+.BI .consumer. name
+that pgrecvlogical's
+.B \-\-retain\-size
+and
+.B \-\-retain\-age
+never remove files past.",
         section: APPLY,
     },
     FlagDef {
