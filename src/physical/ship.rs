@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 
 use crate::durable::write_durably;
 use crate::lsn::{Lsn, Tli};
+use crate::metrics;
 use crate::physical::archive::ArchiveError;
 use crate::physical::timeline::parse_history;
 use crate::physical::walfile::WalName;
@@ -63,7 +64,8 @@ impl ShipQueue {
     pub fn push(&self, name: &str) {
         match self.tx.try_send(name.to_owned()) {
             Ok(()) => {
-                self.depth.fetch_add(1, Ordering::Relaxed);
+                let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::get().ship_queue.set(depth as u64);
             }
             Err(TrySendError::Full(_)) => self.overflow.store(true, Ordering::Relaxed),
             // The shipper stopped (the run is ending): the next run's scan finds the file.
@@ -235,6 +237,12 @@ struct Worker {
 }
 
 impl Worker {
+    /// Files known complete and not yet shipped: for the tests and the metric.
+    fn publish_depth(&self) {
+        self.depth.store(self.pending.len(), Ordering::Relaxed);
+        metrics::get().ship_queue.set(self.pending.len() as u64);
+    }
+
     fn run(mut self) {
         let mut rescan = true;
         let mut delay = FIRST_DELAY;
@@ -254,7 +262,7 @@ impl Worker {
                     }
                 }
             }
-            self.depth.store(self.pending.len(), Ordering::Relaxed);
+            self.publish_depth();
             if stopping || self.stopping() {
                 return;
             }
@@ -272,7 +280,7 @@ impl Worker {
                     self.pending.remove(&key);
                     self.last = Some(key);
                     delay = FIRST_DELAY;
-                    self.depth.store(self.pending.len(), Ordering::Relaxed);
+                    self.publish_depth();
                 }
                 Err(why) => {
                     log::warn!(
