@@ -652,6 +652,26 @@ mod tests {
         assert_eq!(fs::read(d.0.join("00000002.history")).unwrap(), b"1\t0/4E20\tx\n");
     }
 
+    /// --synchronous hands a commit over as one message: its WAL is made durable and
+    /// published while the channel is still open, with no separate `Flush`.
+    #[test]
+    fn wal_that_asks_for_flush_is_made_durable_at_once() {
+        let (_d, w, progress) = setup("walflush", Durability::Synchronous);
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let t = std::thread::spawn(move || w.run(Inbox::new(rx)));
+        tx.send(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096), flush: false }).unwrap();
+        tx.send(WriterMsg::Wal { tli: 1, start: Lsn(4096), data: wal(4096, 4096), flush: true }).unwrap();
+        t.thread().unpark();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while progress.flushed() < Lsn(8192) {
+            assert!(std::time::Instant::now() < deadline, "flush position never reached 8192");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(tx);
+        t.thread().unpark();
+        t.join().unwrap().unwrap();
+    }
+
     #[test]
     fn run_drains_channel_and_closes_on_disconnect() {
         let (d, w, progress) = setup("run", Durability::Synchronous);
