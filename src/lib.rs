@@ -14,11 +14,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod cli;
 pub mod config;
+pub mod diskspace;
 pub mod durable;
 pub mod lag;
 pub mod logging;
 pub mod logical;
 pub mod lsn;
+pub mod metrics;
 pub mod notify;
 pub mod physical;
 pub mod protocol;

@@ -70,6 +70,15 @@ impl ServerError {
     pub fn has_sqlstate(&self, code: &str) -> bool {
         self.sqlstate.as_deref() == Some(code)
     }
+
+    /// The `kind` label of the errors metric: what the server said carries a SQLSTATE; a
+    /// failed connect or a broken connection does not.
+    pub fn kind(&self) -> crate::metrics::ErrorKind {
+        match self.sqlstate {
+            Some(_) => crate::metrics::ErrorKind::Server,
+            None => crate::metrics::ErrorKind::Connection,
+        }
+    }
 }
 
 impl fmt::Display for ServerError {
@@ -467,6 +476,18 @@ impl Server {
     /// The application_name the server knows us by (reported at connection start).
     pub fn application_name(&self) -> Option<String> {
         self.parameter("application_name")
+    }
+
+    /// Whether the server's `synchronous_standby_names` names us (our application_name, or
+    /// `fallback` if the server did not report one), so commits may wait for us; `None` when
+    /// SHOW failed. Also published as the `synchronous_standby` metric.
+    pub fn named_synchronous_standby(&mut self, fallback: &str) -> Option<bool> {
+        let app = self.application_name().unwrap_or_else(|| fallback.into());
+        let named = self.show("synchronous_standby_names").ok().map(|n| standby_names_include(&n, &app));
+        if let Some(n) = named {
+            crate::metrics::get().synchronous_standby.set_flag(n);
+        }
+        named
     }
 
     pub fn error(&self, context: &str) -> ServerError {

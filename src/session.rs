@@ -33,6 +33,7 @@ use pgrw_ffi::{CopyRead, Status};
 use crate::lag::{self, Schedule, ServerClock, Shown};
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics::{self, ErrorKind};
 use crate::notify;
 use crate::protocol::{pg_now, ServerMessage, StatusUpdate};
 use crate::server::{Server, ServerError};
@@ -43,6 +44,11 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session that streamed this long resets the back-off.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// While the writer cannot take more (a slow or full disk), the receiver stops reading but
+/// looks at the stop signal this often, and sends a status update at least this often when
+/// no status interval is set, so the server's wal_sender_timeout never ends a paused session.
+const BLOCKED_POLL: Duration = Duration::from_millis(200);
+const BLOCKED_STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// How a stream ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +65,12 @@ pub struct Progress {
     written: AtomicU64,
     flushed: AtomicU64,
     stopped: AtomicBool,
+    /// The server's WAL end, from its last message (for the disk-full warning).
+    server_end: AtomicU64,
+    /// The session is stopping: a writer waiting for disk space gives up instead.
+    give_up: AtomicBool,
+    /// The writer gave up: what it was handed after that is never written.
+    gave_up: AtomicBool,
 }
 
 impl Progress {
@@ -67,6 +79,9 @@ impl Progress {
             written: AtomicU64::new(start.0),
             flushed: AtomicU64::new(start.0),
             stopped: AtomicBool::new(false),
+            server_end: AtomicU64::new(0),
+            give_up: AtomicBool::new(false),
+            gave_up: AtomicBool::new(false),
         }
     }
 
@@ -96,6 +111,33 @@ impl Progress {
     /// its join handle.
     pub fn writer_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
+    }
+
+    pub fn saw_server_end(&self, end: Lsn) {
+        self.server_end.fetch_max(end.0, Ordering::AcqRel);
+    }
+
+    /// The end of the server's WAL as far as we know (`Lsn::INVALID` before any message).
+    pub fn server_end(&self) -> Lsn {
+        Lsn(self.server_end.load(Ordering::Acquire))
+    }
+
+    /// Tells a writer that waits for disk space to stop waiting (see [`WriterHandle::give_up`]).
+    pub fn give_up(&self) {
+        self.give_up.store(true, Ordering::Release);
+    }
+
+    pub fn giving_up(&self) -> bool {
+        self.give_up.load(Ordering::Acquire)
+    }
+
+    /// The writer says it gave up waiting for disk space (it wakes the receiver after this).
+    pub fn mark_gave_up(&self) {
+        self.gave_up.store(true, Ordering::Release);
+    }
+
+    pub fn gave_up(&self) -> bool {
+        self.gave_up.load(Ordering::Acquire)
     }
 }
 
@@ -184,6 +226,11 @@ pub enum StreamError<W> {
         server: String,
         message: String,
     },
+    /// A stop came while the writer waited for disk space, before what the session waited
+    /// for was durable.
+    GaveUp {
+        server: String,
+    },
 }
 
 impl<W: WriterFailure> StreamError<W> {
@@ -192,12 +239,23 @@ impl<W: WriterFailure> StreamError<W> {
             StreamError::Server(e) => e.fatal,
             StreamError::Protocol { .. } | StreamError::Unexpected { .. } => true,
             StreamError::Writer(e) => e.is_fatal(),
-            StreamError::ServerClosed { .. } => false,
+            StreamError::ServerClosed { .. } | StreamError::GaveUp { .. } => false,
         }
     }
 
     pub fn is_writer_failure(&self) -> bool {
         matches!(self, StreamError::Writer(_))
+    }
+
+    /// The `kind` label of the errors metric.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StreamError::Server(e) => e.kind(),
+            StreamError::ServerClosed { .. } => ErrorKind::Server,
+            StreamError::Protocol { .. } | StreamError::Unexpected { .. } => ErrorKind::Protocol,
+            // The writer stopped waiting for disk space (normally on a stop, not counted).
+            StreamError::Writer(_) | StreamError::GaveUp { .. } => ErrorKind::Writer,
+        }
     }
 }
 
@@ -211,6 +269,9 @@ impl<W: fmt::Display> fmt::Display for StreamError<W> {
                 write!(f, "replication stream was terminated by the server at {at} (server {server})")
             }
             StreamError::Unexpected { server, message } => write!(f, "{message} (server {server})"),
+            StreamError::GaveUp { server } => {
+                write!(f, "stopped while waiting for disk space (server {server})")
+            }
         }
     }
 }
@@ -220,6 +281,7 @@ impl<W: Hinted> Hinted for StreamError<W> {
         match self {
             StreamError::Server(e) => e.detail(),
             StreamError::Writer(e) => e.detail(),
+            StreamError::GaveUp { .. } => Some("What was not written is sent again by the next run.".into()),
             _ => None,
         }
     }
@@ -312,6 +374,37 @@ impl<W: WriterThread> WriterHandle<W> {
         Err(self.failure())
     }
 
+    /// Like [`send`](Self::send), but gives the message back when the channel stays full for
+    /// `timeout`.
+    pub fn send_timeout(
+        &mut self,
+        msg: W::Msg,
+        timeout: Duration,
+    ) -> Result<Option<W::Msg>, StreamError<W::Error>> {
+        let Some(tx) = &self.tx else { return Err(self.failure()) };
+        // The common case, a channel with room, without reading the clock.
+        let msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(None),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(self.failure()),
+            Err(crossbeam_channel::TrySendError::Full(msg)) => msg,
+        };
+        match tx.send_timeout(msg, timeout) {
+            Ok(()) => Ok(None),
+            Err(crossbeam_channel::SendTimeoutError::Timeout(msg)) => Ok(Some(msg)),
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(self.failure()),
+        }
+    }
+
+    /// The session is ending (a stop, an error): a writer paused for disk space stops waiting
+    /// and drops what it could not write, which the next session streams again. A writer
+    /// that can write is not affected.
+    pub fn give_up(&self) {
+        self.progress.give_up();
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
     /// Closes the channel and waits for the writer, which then makes its output durable. A
     /// panic is an error, never a clean end.
     pub fn join(&mut self) -> Result<Option<W::Output>, StreamError<W::Error>> {
@@ -350,11 +443,31 @@ impl<W: WriterThread> WriterHandle<W> {
             if self.progress.writer_stopped() {
                 return Err(self.failure());
             }
+            if self.progress.gave_up() {
+                return Err(StreamError::GaveUp { server: self.server.clone() });
+            }
             poll(&[(self.wake.fd(), Interest::Read)], None)
                 .map_err(|e| self.unexpected(&format!("could not wait for the writer: {}", os_error(&e))))?;
             self.wake.drain();
         }
         Ok(())
+    }
+
+    /// One wait of [`wait_flushed`](Self::wait_flushed), at most `timeout`: true when done.
+    fn wait_flushed_for(&mut self, to: Lsn, timeout: Duration) -> Result<bool, StreamError<W::Error>> {
+        if self.progress.flushed() >= to {
+            return Ok(true);
+        }
+        if self.progress.writer_stopped() {
+            return Err(self.failure());
+        }
+        if self.progress.gave_up() {
+            return Err(StreamError::GaveUp { server: self.server.clone() });
+        }
+        poll(&[(self.wake.fd(), Interest::Read)], Some(timeout))
+            .map_err(|e| self.unexpected(&format!("could not wait for the writer: {}", os_error(&e))))?;
+        self.wake.drain();
+        Ok(self.progress.flushed() >= to)
     }
 
     fn unexpected(&self, message: &str) -> StreamError<W::Error> {
@@ -451,7 +564,12 @@ pub struct Core<'a, W: WriterThread> {
     pub stop: &'a StopSignals,
     pub writer: WriterHandle<W>,
     clock: StatusClock,
+    /// Inside the COPY BOTH stream, where status updates may be sent (not, say, while
+    /// pgrecvlogical writes its initial snapshot before START_REPLICATION).
+    in_copy: bool,
     reported_flush: Lsn,
+    /// The positions of the last status update, repeated while the writer is behind.
+    reported: Option<Positions>,
     server_clock: ServerClock,
     schedule: Schedule,
 }
@@ -468,7 +586,9 @@ impl<'a, W: WriterThread> Core<'a, W> {
             stop,
             writer,
             clock: StatusClock { interval: status_interval, last: None },
+            in_copy: false,
             reported_flush: Lsn::INVALID,
+            reported: None,
             server_clock: ServerClock::default(),
             schedule: Schedule::new(Instant::now()),
         }
@@ -491,8 +611,60 @@ impl<'a, W: WriterThread> Core<'a, W> {
         StreamError::Protocol { server: self.server.name.clone(), message: message.to_string() }
     }
 
+    /// Hands `msg` to the writer. When the channel is full (the disk is slow, or writing is
+    /// paused for disk space) this stops reading the server but keeps the session alive:
+    /// status updates with the positions already reported (nothing new is durable), the
+    /// watchdog, and the stop signal, which makes a paused writer give up so the stop is not
+    /// held up by a full disk.
     pub fn send(&mut self, msg: W::Msg) -> SessionResult<(), W> {
-        self.writer.send(msg)
+        // The writer drops everything now: stop producing (an initial snapshot, say) at once.
+        if self.writer.progress.gave_up() {
+            return Err(StreamError::GaveUp { server: self.server.name.clone() });
+        }
+        let mut msg = msg;
+        loop {
+            let timeout = [Some(BLOCKED_POLL), notify::until_watchdog()].into_iter().flatten().min();
+            match self.writer.send_timeout(msg, timeout.unwrap_or(BLOCKED_POLL))? {
+                None => return Ok(()),
+                Some(back) => msg = back,
+            }
+            notify::watchdog();
+            if self.stop.received().is_some() {
+                self.writer.give_up();
+            }
+            log_hangup(self.stop);
+            if self.blocked_status_due() {
+                self.repeat_status()?;
+            }
+        }
+    }
+
+    fn blocked_status_due(&self) -> bool {
+        if !self.in_copy {
+            return false;
+        }
+        let every = self.clock.interval.unwrap_or(BLOCKED_STATUS_EVERY);
+        self.clock.last.is_none_or(|t| t.elapsed() >= every)
+    }
+
+    /// A status update while the handler is in the middle of a message and cannot be asked:
+    /// keeps the connection alive. Each position the handler reported moves on to what the
+    /// writer has since written or made durable (a writer paused for disk space first makes
+    /// what it wrote durable, and with --synchronous the commits in it must not wait for the
+    /// pause to end); a position it reported as invalid stays so, as do all before the
+    /// first report (the server ignores them). Positions never go back.
+    fn repeat_status(&mut self) -> SessionResult<(), W> {
+        let invalid = Positions { write: Lsn::INVALID, flush: Lsn::INVALID, apply: Lsn::INVALID };
+        let last = self.reported.unwrap_or(invalid);
+        let progress = self.writer.progress();
+        let on = |reported: Lsn, now: Lsn| if reported.is_valid() { reported.max(now) } else { reported };
+        let flushed = progress.flushed();
+        let p = Positions {
+            write: on(last.write, progress.written().max(flushed)),
+            flush: on(last.flush, flushed),
+            apply: on(last.apply, flushed),
+        };
+        self.send_status(p)
     }
 
     /// Whether the server's socket has more to read now (a poll that does not wait): the
@@ -504,6 +676,10 @@ impl<'a, W: WriterThread> Core<'a, W> {
     /// Sends a standby status update with the handler's positions.
     pub fn status_update(&mut self, handler: &impl Handler<W>) -> SessionResult<(), W> {
         let p = handler.positions(self.writer.progress());
+        self.send_status(p)
+    }
+
+    fn send_status(&mut self, p: Positions) -> SessionResult<(), W> {
         let msg = StatusUpdate {
             write: p.write,
             flush: p.flush,
@@ -514,13 +690,23 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.server.conn().put_copy_data(&msg.encode()).map_err(|e| self.server.wrap(e))?;
         self.clock.last = Some(Instant::now());
         self.reported_flush = p.flush;
+        self.reported = Some(p);
         log::trace!("sent status update: write {} flush {}", p.write, p.flush);
         Ok(())
     }
 
     /// The COPY BOTH loop, after START_REPLICATION.
     pub fn copy_stream(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
+        self.in_copy = true;
+        let res = self.copy_loop(handler);
+        // After our end the COPY is still open from our side, for the last status update.
+        self.in_copy = matches!(res, Ok(CopyEnd::Ours(_)));
+        res
+    }
+
+    fn copy_loop(&mut self, handler: &mut impl Handler<W>) -> SessionResult<CopyEnd, W> {
         self.clock.last = None;
+        let _streaming = metrics::streaming();
         // The stream has begun: systemd may now call the service started.
         let shown = handler.shown(self.writer.progress());
         notify::ready(&lag::status_text(&shown, None));
@@ -535,10 +721,12 @@ impl<'a, W: WriterThread> Core<'a, W> {
                 let end = match ServerMessage::parse(&buf) {
                     Ok(ServerMessage::XLogData { start, wal_end, send_time, data }) => {
                         self.server_clock.saw(wal_end, send_time);
+                        self.writer.progress.saw_server_end(wal_end);
                         handler.data(self, start, data)?
                     }
                     Ok(ServerMessage::Keepalive { wal_end, send_time, reply_requested }) => {
                         self.server_clock.saw(wal_end, send_time);
+                        self.writer.progress.saw_server_end(wal_end);
                         let end = handler.keepalive(self, wal_end, reply_requested)?;
                         if reply_requested && end.is_none() {
                             // Answer at once so the server does not time us out; what the writer
@@ -557,6 +745,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
             handler.hand_over(self)?;
             if self.stop.received().is_some() {
                 notify::stopping("stopping: received stop signal");
+                self.writer.give_up();
                 handler.stopping(self, StreamEnd::Stopped)?;
                 return Ok(CopyEnd::Ours(StreamEnd::Stopped));
             }
@@ -577,6 +766,7 @@ impl<'a, W: WriterThread> Core<'a, W> {
         notify::watchdog();
         let shown = handler.shown(self.writer.progress());
         let lag = self.server_clock.lag(shown.flushed, pg_now());
+        metrics::get().publish(&shown, self.writer.progress().flushed(), lag.as_ref());
         let debug = log::log_enabled!(log::Level::Debug);
         let due = self.schedule.tick(Instant::now(), lag.map(|l| l.bytes), debug);
         if due.status {
@@ -686,6 +876,13 @@ impl<'a, W: WriterThread> Core<'a, W> {
         handler: &impl Handler<W>,
         res: SessionResult<StreamEnd, W>,
     ) -> SessionResult<(StreamEnd, Option<W::Output>), W> {
+        // Only an end position needs everything received written; after a stop or an error
+        // a writer paused for disk space would hold the session for ever, and the next
+        // session streams again what it could not write.
+        if !matches!(res, Ok(StreamEnd::EndPos(_))) {
+            self.writer.give_up();
+        }
+        self.wait_for_writer(res.is_ok());
         let joined = self.writer.join();
         let (end, output) = match (res, joined) {
             (_, Err(w)) => return Err(w),
@@ -695,6 +892,47 @@ impl<'a, W: WriterThread> Core<'a, W> {
         self.status_update(handler)?;
         self.server.conn().put_copy_end().map_err(|e| self.server.wrap(e))?;
         Ok((end, output))
+    }
+}
+
+impl<W: WriterThread> Core<'_, W> {
+    /// Waits until the writer has made everything before `to` durable, hearing the stop
+    /// signal meanwhile (a writer paused for disk space then gives up, and this fails).
+    pub fn wait_flushed(&mut self, to: Lsn) -> SessionResult<(), W> {
+        loop {
+            if self.stop.received().is_some() {
+                self.writer.give_up();
+            }
+            match self.writer.wait_flushed_for(to, BLOCKED_POLL) {
+                Ok(true) => return Ok(()),
+                Ok(false) => notify::watchdog(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Closes the writer's channel and waits for the thread to end, as [`WriterHandle::join`]
+    /// would, but keeps the watchdog fed and the stop signal heard; with `alive`, the
+    /// connection too (a writer paused for disk space before an end position).
+    fn wait_for_writer(&mut self, alive: bool) {
+        self.writer.tx = None;
+        let mut alive = alive;
+        while !self.writer.progress.writer_stopped() {
+            let fds = [(self.writer.wake.fd(), Interest::Read), (self.stop.fd(), Interest::Read)];
+            let timeout = [Some(BLOCKED_POLL), notify::until_watchdog()].into_iter().flatten().min();
+            if poll(&fds, timeout).is_err() {
+                // join() below still waits, only without the extras.
+                return;
+            }
+            self.writer.wake.drain();
+            notify::watchdog();
+            if self.stop.received().is_some() {
+                self.writer.give_up();
+            }
+            if alive && self.in_copy && self.blocked_status_due() {
+                alive = self.repeat_status().is_ok();
+            }
+        }
     }
 }
 
@@ -709,6 +947,8 @@ pub trait SessionFailure: Hinted {
     /// No retry can cure it. `first`: the first session, where a connection error means the
     /// settings are wrong rather than the server away (pg_receivewal exits then too).
     fn is_fatal(&self, first: bool) -> bool;
+    /// The `kind` label of the errors metric.
+    fn kind(&self) -> ErrorKind;
 }
 
 /// Runs sessions until one ends cleanly, with back-off between them, until an error no retry
@@ -741,13 +981,15 @@ fn sessions<E: SessionFailure>(
         match session() {
             Ok(end) => return Ok(end),
             Err(e) if stop.received().is_some() && !e.is_fatal(false) => {
-                log::info!("stopped; the session ended with: {e}");
+                crate::report!(log::Level::Info, e; "stopped; the session ended with: {e}");
                 return Ok(StreamEnd::Stopped);
             }
             Err(e) => {
+                metrics::get().errors.inc(e.kind());
                 if e.is_fatal(first) || no_loop || stop.received().is_some() {
                     return Err(e);
                 }
+                metrics::get().reconnects.inc();
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_FIRST;
                 }
@@ -801,6 +1043,28 @@ mod tests {
         assert_eq!((p.written(), p.flushed()), (Lsn(30), Lsn(20)), "positions never go back");
         p.advance_flushed(Lsn(40));
         assert_eq!((p.written(), p.flushed()), (Lsn(40), Lsn(40)));
+    }
+
+    /// The `kind` label: what the server said (a SQLSTATE) is not a broken connection.
+    #[test]
+    fn error_kinds() {
+        let server = |sqlstate: Option<&str>| ServerError {
+            server: "s".into(),
+            message: "m".into(),
+            sqlstate: sqlstate.map(Into::into),
+            fatal: false,
+            detail: None,
+            hint: None,
+        };
+        let kind = |e: StreamError<Boom>| e.kind();
+        assert_eq!(kind(StreamError::Server(server(None))), ErrorKind::Connection);
+        assert_eq!(kind(StreamError::Server(server(Some("58P01")))), ErrorKind::Server);
+        assert_eq!(kind(StreamError::ServerClosed { server: "s".into(), at: Lsn(0) }), ErrorKind::Server);
+        assert_eq!(
+            kind(StreamError::Protocol { server: "s".into(), message: "m".into() }),
+            ErrorKind::Protocol
+        );
+        assert_eq!(kind(StreamError::Writer(Boom)), ErrorKind::Writer);
     }
 
     #[test]

@@ -170,6 +170,7 @@ mod tests {
                 parts(&FilesError::Io { path: path(), action: "read", err: err() }),
                 parts(&LogicalWriterError::Io { path: path(), action: "write", err: err() }),
                 parts(&LogicalWriterError::Fsync { path: path(), err: err() }),
+                parts(&crate::metrics::listen_error("127.0.0.1:9187", &err())),
             ]
         };
         for (message, detail, hint) in &messages {

@@ -27,3 +27,6 @@ mod slots;
 mod logical_integrity;
 
 mod notify;
+
+mod diskfull;
+mod metrics;

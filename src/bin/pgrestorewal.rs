@@ -25,7 +25,8 @@ fn main() -> ExitCode {
         // Not the daemons' status 2: a broken restore_command must stop recovery (see
         // restore_cli), and PostgreSQL does so only for exit codes above 125.
         Err(e) => {
-            let m = Message::new(e.to_string()).hint(format!("Try \"{PROGRAM} --help\" for more information."));
+            let m =
+                Message::new(e.to_string()).hint(format!("Try \"{PROGRAM} --help\" for more information."));
             eprint!("{}", plain_lines(PROGRAM, "error", &m));
             return ExitCode::from(EXIT_FATAL);
         }

@@ -13,6 +13,7 @@ pub mod render;
 use std::path::PathBuf;
 
 use crate::config::{ConnOptions, LogFormat, LogOptions, PasswordMode};
+use crate::diskspace::DEFAULT_MIN_FREE;
 use crate::lsn::Lsn;
 use crate::tool::UsageError;
 use flags::{Flag, FlagDef, Section};
@@ -71,6 +72,9 @@ The environment variable
 .B RUST_LOG
 is ignored.",
 };
+
+/// Where both daemons list `--metrics-address` (`--help`'s "Monitoring:").
+pub const MONITORING: Section = Section { title: "Monitoring", man_heading: true, man_intro: "" };
 
 // The flags both daemons declare alike. A tool that words one differently (or lists it in
 // another section) overrides just that: `FlagDef { section: "Output", ..cli::VERBOSE }`.
@@ -180,6 +184,17 @@ Normally not needed: the password is asked for when the server wants one.",
     section: CONNECTION.title,
 };
 
+/// `--min-free`, the disk floor of both daemons: each tool supplies `man` (what it pauses, and
+/// where its man page says more).
+pub const MIN_FREE: FlagDef = FlagDef {
+    long: "min-free",
+    short: "",
+    value: Some("SIZE"),
+    help: "pause writing while less than SIZE would stay free on\nthe disk of -D, 0 for no floor (default: 64MB)",
+    man: "",
+    section: OPTIONS.title,
+};
+
 pub const LOG_LEVEL: FlagDef = FlagDef {
     long: "log-level",
     short: "",
@@ -218,7 +233,31 @@ pub const LOG_ADD_SOURCE: FlagDef = FlagDef {
     section: LOGGING.title,
 };
 
-/// The connection and logging flags both daemons take, parsed and checked the same way.
+pub const METRICS_ADDRESS: FlagDef = FlagDef {
+    long: "metrics-address",
+    short: "",
+    value: Some("HOST:PORT"),
+    help: "while streaming, serve Prometheus metrics on /metrics\nand health on /health (200 while streaming, else 503)",
+    man: r"While streaming, serve metrics in Prometheus' text format on
+.B GET /metrics
+and a health check on
+.B GET /health
+(status 200 while a stream is open, 503 while connecting or waiting to
+reconnect), over plain HTTP from a thread of its own that never holds up the
+stream.
+An IPv6 address goes in brackets
+.RB ( [::1]:9187 ).
+An address that cannot be listened on (a port in use, an address not of this
+host) stops the tool at start with status 1.
+There is no authentication: listen on a loopback or private address.
+The metrics (positions, lag, reconnects, errors, fsync latency, free space and
+the tool's own counters) are listed in
+.IR docs/monitoring.md .",
+    section: MONITORING.title,
+};
+
+/// The connection, logging and monitoring flags both daemons take, parsed and checked the
+/// same way.
 #[derive(Debug, Default)]
 pub struct CommonArgs {
     verbose: u32,
@@ -231,6 +270,8 @@ pub struct CommonArgs {
     log_level: Option<log::LevelFilter>,
     log_format: Option<LogFormat>,
     log_add_source: bool,
+    min_free: Option<u64>,
+    metrics_address: Option<String>,
 }
 
 impl CommonArgs {
@@ -258,6 +299,12 @@ impl CommonArgs {
                 });
             }
             "log-add-source" => self.log_add_source = true,
+            "min-free" => self.min_free = Some(parse_min_free(&flag.string()?)?),
+            "metrics-address" => {
+                let address = flag.string()?;
+                check_metrics_address(&address)?;
+                self.metrics_address = Some(address);
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -309,6 +356,16 @@ impl CommonArgs {
             user: self.user.clone(),
             password,
         }
+    }
+
+    /// `--min-free`, or the default floor.
+    pub fn min_free(&self) -> u64 {
+        self.min_free.unwrap_or(DEFAULT_MIN_FREE)
+    }
+
+    /// `--metrics-address`, checked to be HOST:PORT.
+    pub fn metrics_address(&self) -> Option<String> {
+        self.metrics_address.clone()
     }
 
     /// `--log-level` wins over `-v` (debug) and `-vv` (trace); the default is info.
@@ -398,6 +455,15 @@ pub fn check_slot_name(name: &str) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// `--min-free=SIZE`: a size as `parse_size` reads it; 0 turns the floor off.
+pub fn parse_min_free(s: &str) -> Result<u64, UsageError> {
+    crate::text::parse_size(s).ok_or_else(|| {
+        usage(format!(
+            "invalid size \"{s}\" for option --min-free: use a number with kB, MB or GB, like 64MB, or 0"
+        ))
+    })
+}
+
 /// Whole seconds, 0 or more, up to pg_receivewal's limit. Surrounding blanks and a leading
 /// `+` are accepted as by pg_receivewal's `strtol`-based `option_parse_int`.
 pub fn parse_status_interval(s: &str) -> Result<u64, UsageError> {
@@ -412,6 +478,22 @@ pub fn parse_status_interval(s: &str) -> Result<u64, UsageError> {
         Ok(n) if n <= MAX_STATUS_INTERVAL_SECS => Ok(n),
         _ => Err(usage(format!("-s/--status-interval must be in range 0..{MAX_STATUS_INTERVAL_SECS}"))),
     }
+}
+
+/// `--metrics-address`: HOST:PORT, an IPv6 address in brackets (`[::1]:9187`). Whether the
+/// host resolves and the port is free is found out when it is bound, at start.
+pub fn check_metrics_address(s: &str) -> Result<(), UsageError> {
+    let bad = || {
+        usage(format!(
+            "invalid --metrics-address \"{s}\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"
+        ))
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || port.parse::<u16>().is_err() || (host.contains(':') && !bracketed) {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// A port number 1..65535; a comma-separated list goes to libpq unchecked (one per host).

@@ -68,14 +68,20 @@ fn roff_dashes(s: &str) -> String {
 }
 
 /// A `.TP` tag: `\fB\-D\fR, \fB\-\-directory\fR=\fIdir\fR`. An upper-case value name is a
-/// placeholder (italic, lower case, as man pages write them); anything else is literal (bold).
+/// placeholder (italic, lower case, as man pages write them), as is each upper-case word of one
+/// joined by colons (`HOST:PORT`); anything else is literal (bold).
 fn man_tag(f: &FlagDef) -> String {
     let mut names: Vec<String> = f.short.chars().map(|c| format!("\\fB\\-{c}\\fR")).collect();
     names.push(format!("\\fB\\-\\-{}\\fR", roff_dashes(f.long)));
     let mut tag = names.join(", ");
     if let Some(v) = f.value {
-        if v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
-            tag.push_str(&format!("=\\fI{}\\fR", v.to_ascii_lowercase()));
+        // `HOST:PORT` is two placeholders and a literal colon.
+        let placeholder =
+            |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if v.split(':').all(placeholder) {
+            let words: Vec<String> =
+                v.split(':').map(|w| format!("\\fI{}\\fR", w.to_ascii_lowercase())).collect();
+            tag.push_str(&format!("={}", words.join(":")));
         } else {
             tag.push_str(&format!("=\\fB{}\\fR", roff_dashes(v)));
         }
@@ -239,6 +245,15 @@ Intro.
 The host.
 "
         );
+    }
+
+    #[test]
+    fn placeholders_joined_by_a_colon() {
+        let f = FlagDef { long: "metrics-address", value: Some("HOST:PORT"), ..FLAGS[4] };
+        assert_eq!(man_tag(&f), "\\fB\\-\\-metrics\\-address\\fR=\\fIhost\\fR:\\fIport\\fR");
+        // A colon next to a literal word leaves the whole value literal.
+        let f = FlagDef { value: Some("HOST:x"), ..f };
+        assert_eq!(man_tag(&f), "\\fB\\-\\-metrics\\-address\\fR=\\fBHOST:x\\fR");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub static SECTIONS: &[Section] = &[
     Section { title: ACTIONS, man_heading: true, man_intro: "" },
     cli::CONNECTION,
     cli::LOGGING,
+    cli::MONITORING,
 ];
 
 /// Every flag. `--help` and the man page list them by section, in this order; an ambiguous
@@ -111,6 +112,21 @@ seconds (default 3600; 0: never).",
 .B .spill
 directory in the output directory, or the temporary directory).",
         section: OUTPUT,
+    },
+    FlagDef {
+        man: r"Pause writing while less than
+.I size
+would stay free on the disk of the output directory (default 64MB;
+.B 0
+turns the floor off, and only a full disk pauses).
+A write that fails with ENOSPC or EDQUOT pauses too: a short write is cut off
+again first, so no torn line stays.
+While paused, what is written is made durable and confirmed, the connection
+stays open with status updates that confirm nothing new (the slot keeps the
+WAL), and writing resumes on its own once space is free, with one warning and
+one line in the log for each pause.",
+        section: OUTPUT,
+        ..cli::MIN_FREE
     },
     FlagDef {
         long: "slot",
@@ -324,6 +340,7 @@ A connection string must parse: one that does not is refused before connecting."
     cli::LOG_LEVEL,
     cli::LOG_FORMAT,
     cli::LOG_ADD_SOURCE,
+    cli::METRICS_ADDRESS,
 ];
 
 #[derive(Debug, Default)]
@@ -494,6 +511,7 @@ impl ToolArgs for Args {
             rotate_interval: (rotate > 0).then(|| Duration::from_secs(rotate)),
             memory_limit: self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT),
             spill_dir: self.spill_dir,
+            min_free: self.common.min_free(),
             proto_version: self.proto_version,
             streaming: self.streaming,
             two_phase: self.two_phase,
@@ -505,6 +523,7 @@ impl ToolArgs for Args {
             no_loop: self.no_loop,
             no_sync: self.no_sync,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            metrics_address: self.common.metrics_address(),
             log: self.common.log_options(),
             conn: self.common.conn_options(),
         })
@@ -718,6 +737,7 @@ mod tests {
         assert_eq!(c.rotate_size, 64 << 20);
         assert_eq!(c.rotate_interval, Some(Duration::from_secs(3600)));
         assert_eq!(c.memory_limit, 16 << 20);
+        assert_eq!(c.min_free, 64 << 20);
         assert_eq!(c.proto_version, None);
         assert_eq!(c.streaming, None);
         assert!(!c.two_phase && !c.messages && !c.binary && !c.ddl && !c.snapshot);
@@ -754,6 +774,13 @@ mod tests {
         );
         assert_eq!(stream_err(&["-t", "a"]), "-t/--table can only be used with --create-publication");
         assert!(stream_err(&["-P", ""]).starts_with("invalid publication name"));
+    }
+
+    #[test]
+    fn min_free() {
+        assert_eq!(stream(&["--min-free=0"]).min_free, 0);
+        assert_eq!(stream(&["--min-free", "2GB"]).min_free, 2 << 30);
+        assert!(stream_err(&["--min-free=-1"]).starts_with("invalid size \"-1\" for option --min-free"));
     }
 
     #[test]
@@ -885,6 +912,12 @@ mod tests {
         assert_eq!(c.log.level, log::LevelFilter::Trace);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(stream(&["-s", "0"]).status_interval, None);
+        assert_eq!(stream(&[]).metrics_address, None);
+        assert_eq!(stream(&["--metrics-address=[::1]:9188"]).metrics_address.as_deref(), Some("[::1]:9188"));
+        assert_eq!(
+            stream_err(&["--metrics-address", "9188"]),
+            "invalid --metrics-address \"9188\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"
+        );
         assert_eq!(stream(&["-E", "0/0"]).endpos, None);
         assert_eq!(
             stream_err(&["-S", "Bad"]).split(':').next(),

@@ -68,6 +68,8 @@ pub struct Config {
     pub rotate_interval: Option<Duration>,
     pub memory_limit: u64,
     pub spill_dir: Option<PathBuf>,
+    /// `--min-free`: bytes to leave free on the output directory's disk; 0: no floor.
+    pub min_free: u64,
     pub proto_version: Option<u32>,
     pub streaming: Option<Streaming>,
     pub two_phase: bool,
@@ -79,6 +81,8 @@ pub struct Config {
     pub no_loop: bool,
     pub no_sync: bool,
     pub status_interval: Option<Duration>,
+    /// `--metrics-address`: HOST:PORT to serve metrics on while streaming.
+    pub metrics_address: Option<String>,
     pub conn: ConnOptions,
     pub log: LogOptions,
 }

@@ -14,6 +14,7 @@ use pgrw_ffi::Conn;
 
 use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
+use crate::metrics::{self, ErrorKind};
 use crate::server::{conn_params_for, sqlstate, ConnKind, Replication, Server, ServerError};
 use crate::session::{self, SessionFailure};
 use crate::sql::{ident, literal};
@@ -40,6 +41,8 @@ pub enum RunError {
     Stream(StreamError),
     /// Something about the slot, publication or server that a retry cannot fix.
     Setup(Message),
+    /// `--metrics-address` cannot be served.
+    Metrics(metrics::ServeError),
 }
 
 impl SessionFailure for RunError {
@@ -47,7 +50,15 @@ impl SessionFailure for RunError {
         match self {
             RunError::Stream(s) => s.is_fatal(),
             RunError::Server(s) => s.fatal || first,
-            RunError::Files(_) | RunError::Setup(_) => true,
+            RunError::Files(_) | RunError::Setup(_) | RunError::Metrics(_) => true,
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Stream(s) => s.kind(),
+            RunError::Server(s) => s.kind(),
+            RunError::Files(_) | RunError::Setup(_) | RunError::Metrics(_) => ErrorKind::Setup,
         }
     }
 }
@@ -59,6 +70,7 @@ impl fmt::Display for RunError {
             RunError::Server(e) => e.fmt(f),
             RunError::Stream(e) => e.fmt(f),
             RunError::Setup(m) => m.fmt(f),
+            RunError::Metrics(e) => e.fmt(f),
         }
     }
 }
@@ -70,6 +82,7 @@ impl Hinted for RunError {
             RunError::Server(e) => e.detail(),
             RunError::Stream(e) => e.detail(),
             RunError::Setup(m) => m.detail(),
+            RunError::Metrics(e) => e.detail(),
         }
     }
     fn hint(&self) -> Option<String> {
@@ -78,6 +91,7 @@ impl Hinted for RunError {
             RunError::Server(e) => e.hint(),
             RunError::Stream(e) => e.hint(),
             RunError::Setup(m) => m.hint(),
+            RunError::Metrics(e) => e.hint(),
         }
     }
 }
@@ -331,6 +345,18 @@ impl Runner<'_> {
             // Lock before connecting, so a second writer into the directory is refused at once.
             self.out = Some(OutputDir::open(dir)?);
         }
+        if let Some(address) = &self.cfg.metrics_address {
+            let free_space = match &self.cfg.output {
+                Some(Output::Directory(dir)) => Some((
+                    dir.clone(),
+                    "output_free_bytes",
+                    "bytes available to pgrecvlogical on the output directory's filesystem",
+                )),
+                _ => None,
+            };
+            let ep = metrics::Endpoint { tool: "pgrecvlogical", scope: metrics::Scope::Logical, free_space };
+            metrics::serve(address, ep).map_err(RunError::Metrics)?;
+        }
         let (stop, no_loop) = (self.stop, self.cfg.no_loop);
         session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream)
     }
@@ -441,6 +467,7 @@ impl Runner<'_> {
     fn session(&mut self) -> Result<StreamEnd, RunError> {
         let cfg = self.cfg;
         let (mut server, mut sql) = self.connect()?;
+        server.named_synchronous_standby(KIND.application_name);
         let opts = self.negotiate(&server)?;
         let name = server.name.clone();
         check_encoding(&server)?;
@@ -736,6 +763,8 @@ impl Runner<'_> {
             memory_limit: cfg.memory_limit,
             spill_dir,
             start: name_start,
+            min_free: cfg.min_free,
+            slot: cfg.slot.clone(),
         }
     }
 

@@ -95,7 +95,10 @@ impl Spools {
             }
         }
         match &mut spool.file {
-            Some((f, _)) => f.write_all(data)?,
+            Some((f, _)) => {
+                f.write_all(data)?;
+                crate::metrics::get().spill_bytes.add(data.len() as u64);
+            }
             None => {
                 spool.mem.extend_from_slice(data);
                 self.in_memory += data.len() as u64;
@@ -121,6 +124,7 @@ impl Spools {
             OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(&path)?;
         let spool = self.map.get_mut(&xid).expect("found above");
         f.write_all(&spool.mem)?;
+        crate::metrics::get().spill_bytes.add(spool.mem.len() as u64);
         self.in_memory -= spool.mem.len() as u64;
         log::debug!(
             "spilled {} bytes of streamed transaction {xid} to \"{}\"",

@@ -22,6 +22,7 @@ use pgrw_ffi::sys::StopSignals;
 
 use crate::lag::Shown;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::server::Server;
 use crate::session::{
     CopyEnd, Core, Handler, Positions, Progress, SessionResult, WriterHandle, WriterThread,
@@ -128,6 +129,7 @@ struct Decoding<'a> {
     /// The position of the last message received.
     received: Lsn,
     stats: SessionStats,
+    counts: Counts,
 }
 
 impl WriterThread for Writer {
@@ -168,6 +170,7 @@ impl<'a> Session<'a> {
                 idle_pos: start,
                 received: start,
                 stats: SessionStats::default(),
+                counts: Counts::default(),
             },
         })
     }
@@ -185,7 +188,7 @@ impl<'a> Session<'a> {
     /// Waits until the writer made everything handed over so far durable.
     pub fn wait_durable(&mut self) -> Result<(), StreamError> {
         self.core.send(WriterMsg::Flush)?;
-        self.core.writer.wait_flushed(self.dec.handed)
+        self.core.wait_flushed(self.dec.handed)
     }
 
     /// Runs the session from `start` until the end position, a stop signal, or an error. The
@@ -224,6 +227,36 @@ impl<'a> Session<'a> {
                     .unexpected(format!("server ended logical decoding with a switch to timeline {tli}"))),
             },
         }
+    }
+}
+
+/// The changes and committed transactions metrics (Prometheus' `rate()` makes them "per
+/// second"), counted as received (a streamed transaction's changes before its commit), here,
+/// and added to the shared counters once per batch: an atomic per message would bounce its
+/// cache line between the receiver and the writer hundreds of thousands of times a second.
+#[derive(Debug, Default)]
+struct Counts {
+    changes: u64,
+    transactions: u64,
+}
+
+impl Counts {
+    fn count(&mut self, msg: &Message<'_>) {
+        match msg {
+            Message::Insert(_) | Message::Update(_) | Message::Delete(_) | Message::Truncate(_) => {
+                self.changes += 1
+            }
+            Message::Commit(_) | Message::StreamCommit(_) | Message::CommitPrepared(_) => {
+                self.transactions += 1
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self) {
+        let m = metrics::get();
+        m.changes.add(std::mem::take(&mut self.changes));
+        m.transactions.add(std::mem::take(&mut self.transactions));
     }
 }
 
@@ -270,6 +303,7 @@ impl Decoding<'_> {
         self.stats.messages += 1;
         self.stats.bytes += data.len() as u64;
         let msg = self.decoder.decode(data).map_err(|e| core.protocol(e))?;
+        self.counts.count(&msg);
         if let Some(top) = self.cur_stream {
             self.spool_message(core, top, at, data, &msg)?;
             return Ok(None);
@@ -466,6 +500,7 @@ impl Handler<Writer> for Decoding<'_> {
     }
 
     fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
+        self.counts.publish();
         self.flush_lines(core, None)?;
         if self.cur_stream.is_some() {
             self.flush_spool(core)?;
@@ -476,6 +511,7 @@ impl Handler<Writer> for Decoding<'_> {
     /// Hand over the complete units; an open transaction is not written (the writer cuts off
     /// its start when it closes).
     fn stopping(&mut self, core: &mut Core<'_, Writer>, end: StreamEnd) -> SessionResult<(), Writer> {
+        self.counts.publish();
         if end == StreamEnd::Stopped {
             log::info!("received stop signal; stopping at {}", self.handed);
         }
@@ -500,6 +536,21 @@ impl Handler<Writer> for Decoding<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_changes_and_committed_transactions() {
+        use crate::logical::pgoutput::{Begin, Commit, Truncate};
+        let mut c = Counts::default();
+        c.count(&Message::Begin(Begin { final_lsn: Lsn(1), commit_time: 0, xid: 7 }));
+        c.count(&Message::Truncate(Truncate { xid: None, options: 0, relations: vec![1, 2] }));
+        c.count(&Message::StreamStop);
+        c.count(&Message::Commit(Commit { flags: 0, commit_lsn: Lsn(1), end_lsn: Lsn(2), commit_time: 0 }));
+        assert_eq!((c.changes, c.transactions), (1, 1));
+        let before = (metrics::get().changes.get(), metrics::get().transactions.get());
+        c.publish();
+        assert_eq!((c.changes, c.transactions), (0, 0), "published once");
+        assert!(metrics::get().changes.get() > before.0 && metrics::get().transactions.get() > before.1);
+    }
 
     fn opts() -> StreamOptions {
         StreamOptions {

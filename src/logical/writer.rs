@@ -7,6 +7,11 @@
 //! channel holds is written; an fsync failure is fatal and never retried; a new file's name is
 //! made durable (directory fsync) before anything in it is reported; a rotated file is fsync'ed
 //! before its rename, and the directory after.
+//!
+//! A full disk pauses the writer (`crate::diskspace`), as in pgreceivewal: below the floor
+//! (`--min-free`) before an append, or on ENOSPC from one; a short write is cut off again
+//! first, so no torn line stays, what is written is made durable and confirmed, and the same
+//! append is retried once space is back.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -19,9 +24,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use pgrw_ffi::sys::EventFd;
 
+use crate::diskspace::{is_no_space, Floor, GaveUp, Retention};
 use crate::durable::fsync_dir;
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::session::{Progress, WriterFailure};
 use crate::text::os_error;
 
@@ -91,12 +98,14 @@ pub enum WriterError {
     },
     /// Standard output is a pipe whose reader went away (EPIPE: Rust ignores SIGPIPE).
     StdoutClosed,
+    /// The session ended while writing was paused for disk space (never leaves the writer).
+    GaveUp,
 }
 
 /// A closed standard output is fatal: reconnecting would only find it closed again.
 impl WriterFailure for WriterError {
     fn is_fatal(&self) -> bool {
-        !matches!(self, WriterError::Io { .. })
+        !matches!(self, WriterError::Io { .. } | WriterError::GaveUp)
     }
 }
 
@@ -116,6 +125,7 @@ impl fmt::Display for WriterError {
                 f,
                 "could not write to standard output: the reader of the pipe closed it (Broken pipe); stopping"
             ),
+            WriterError::GaveUp => write!(f, "stopped waiting for disk space"),
         }
     }
 }
@@ -136,7 +146,7 @@ impl std::error::Error for WriterError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WriterError::Io { err, .. } | WriterError::Fsync { err, .. } => Some(err),
-            WriterError::Replay { .. } | WriterError::StdoutClosed => None,
+            WriterError::Replay { .. } | WriterError::StdoutClosed | WriterError::GaveUp => None,
         }
     }
 }
@@ -160,6 +170,10 @@ pub struct WriterConfig {
     pub spill_dir: PathBuf,
     /// Where decoding starts: names the first new file.
     pub start: Lsn,
+    /// `--min-free` for the output directory (0: only ENOSPC pauses).
+    pub min_free: u64,
+    /// The slot, named in the disk-full warning: it keeps the WAL meanwhile.
+    pub slot: String,
 }
 
 struct OpenFile {
@@ -205,6 +219,11 @@ pub struct Writer {
     /// The last unit end written, not yet durable.
     pending: Option<Lsn>,
     stats: WriterStats,
+    /// The output directory's floor (none on standard output).
+    floor: Option<Floor>,
+    /// The session ended while writing was paused: output still arriving is dropped, and
+    /// the server sends it again, since it was never confirmed.
+    gave_up: bool,
 }
 
 impl Writer {
@@ -236,7 +255,26 @@ impl Writer {
             }
         };
         let spools = Spools::new(&cfg.spill_dir, cfg.memory_limit);
-        Ok(Writer { cfg, sink, spools, progress, wake, pending: None, stats: WriterStats::default() })
+        let floor = match &cfg.sink {
+            SinkConfig::Directory { dir, .. } => Some(Floor::new(
+                dir.clone(),
+                cfg.min_free,
+                Retention::LogicalSlot(cfg.slot.clone()),
+                progress.clone(),
+            )),
+            SinkConfig::Stdout => None,
+        };
+        Ok(Writer {
+            cfg,
+            sink,
+            spools,
+            progress,
+            wake,
+            pending: None,
+            stats: WriterStats::default(),
+            floor,
+            gave_up: false,
+        })
     }
 
     /// The thread body: handles messages until the receiver drops its sender, then makes the
@@ -246,9 +284,9 @@ impl Writer {
             loop {
                 match rx.recv_timeout(TICK) {
                     Ok(msg) => {
-                        self.handle(msg)?;
+                        self.take(msg)?;
                         while let Ok(msg) = rx.try_recv() {
-                            self.handle(msg)?;
+                            self.take(msg)?;
                         }
                         // Only complete units are worth an fsync: nothing else is reported.
                         if self.pending.is_some() {
@@ -267,6 +305,28 @@ impl Writer {
         result
     }
 
+    /// [`handle`](Self::handle), unless the writer gave up waiting for disk space: then only
+    /// what is written is made durable, and the rest is dropped (never confirmed, so sent
+    /// again; `close` cuts off the transaction left incomplete).
+    fn take(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
+        if self.gave_up && !matches!(msg, WriterMsg::Flush) {
+            return Ok(());
+        }
+        match self.handle(msg) {
+            Err(WriterError::GaveUp) => {
+                self.gave_up = true;
+                self.progress.mark_gave_up();
+                self.wake.notify();
+                log::info!(
+                    "stopped waiting for disk space: changes after {} were received but not written, and the server sends them again",
+                    self.progress.flushed()
+                );
+                Ok(())
+            }
+            res => res,
+        }
+    }
+
     fn handle(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
         match msg {
             WriterMsg::Lines { data, end } => {
@@ -277,6 +337,9 @@ impl Writer {
                 Ok(())
             }
             WriterMsg::Spool { xid, data, subxacts } => {
+                // The floor only: a spill file is not retried after ENOSPC (see the notes of
+                // issue 12), so the floor keeps spills from filling the output's disk.
+                self.reserve(data.len() as u64)?;
                 self.spools.append(xid, &data, &subxacts).map_err(|err| self.spill_error(xid, "write", err))
             }
             WriterMsg::StreamAbort { xid, subxid } => {
@@ -355,25 +418,60 @@ impl Writer {
             return Ok(());
         }
         self.stats.bytes += data.len() as u64;
+        metrics::get().written_bytes.add(data.len() as u64);
         match &mut self.sink {
             Sink::Stdout { out, since_unit } => {
                 *since_unit += data.len() as u64;
                 out.write_all(data).map_err(stdout_error)
             }
-            Sink::Dir(d) => {
-                if d.cur.is_none() {
-                    d.cur = Some(d.open_new(self.cfg.sync)?);
-                }
-                let f = d.cur.as_mut().expect("opened above");
-                f.file.write_all_at(data, f.len).map_err(|err| WriterError::Io {
-                    path: f.path.clone(),
-                    action: "write",
-                    err,
-                })?;
-                f.len += data.len() as u64;
-                f.dirty = true;
-                Ok(())
-            }
+            Sink::Dir(_) => self.append(data),
+        }
+    }
+
+    /// Below the floor: makes what is written durable (and confirmed), then pauses.
+    fn reserve(&mut self, needed: u64) -> Result<(), WriterError> {
+        if self.floor.as_mut().is_none_or(|f| f.enough(needed)) {
+            return Ok(());
+        }
+        self.sync()?;
+        let floor = self.floor.as_mut().expect("checked above");
+        floor.reserve(needed).map_err(|GaveUp| WriterError::GaveUp)
+    }
+
+    /// Appends to the directory's open file, pausing for disk space as needed. An append that
+    /// fails with ENOSPC is cut off again before the pause, so neither a retry nor a stop
+    /// leaves a torn line; the retry writes the same bytes at the same place.
+    fn append(&mut self, data: &[u8]) -> Result<(), WriterError> {
+        let n = data.len() as u64;
+        loop {
+            self.reserve(n)?;
+            let Sink::Dir(d) = &mut self.sink else { unreachable!("append is for the directory sink") };
+            let (path, err) = match d.open_if_needed() {
+                Err(WriterError::Io { path, err, .. }) if is_no_space(&err) => (path, err),
+                Err(e) => return Err(e),
+                Ok(f) => match f.file.write_all_at(data, f.len) {
+                    Ok(()) => {
+                        f.len += n;
+                        f.dirty = true;
+                        if let Some(floor) = &mut self.floor {
+                            floor.resumed();
+                        }
+                        return Ok(());
+                    }
+                    Err(err) if is_no_space(&err) => {
+                        f.file.set_len(f.len).map_err(|err| WriterError::Io {
+                            path: f.path.clone(),
+                            action: "truncate",
+                            err,
+                        })?;
+                        (f.path.clone(), err)
+                    }
+                    Err(err) => return Err(WriterError::Io { path: f.path.clone(), action: "write", err }),
+                },
+            };
+            self.sync()?;
+            let floor = self.floor.as_mut().expect("the directory sink has a floor");
+            floor.no_space(&path, &err, n).map_err(|GaveUp| WriterError::GaveUp)?;
         }
     }
 
@@ -399,8 +497,9 @@ impl Writer {
                 if let Some(f) = &mut d.cur {
                     if f.dirty {
                         if self.cfg.sync {
-                            f.file
-                                .sync_data()
+                            metrics::get()
+                                .fsync
+                                .time(|| f.file.sync_data())
                                 .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
                             self.stats.fsyncs += 1;
                         }
@@ -409,7 +508,10 @@ impl Writer {
                 }
                 if d.dir_dirty {
                     if self.cfg.sync {
-                        fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+                        metrics::get()
+                            .fsync
+                            .time(|| fsync_dir(&d.dir))
+                            .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
                     }
                     d.dir_dirty = false;
                 }
@@ -434,7 +536,10 @@ impl Writer {
         let Sink::Dir(d) = &mut self.sink else { unreachable!() };
         let f = d.cur.take().expect("checked above");
         if self.cfg.sync {
-            f.file.sync_all().map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| f.file.sync_all())
+                .map_err(|err| WriterError::Fsync { path: f.path.clone(), err })?;
         }
         fs::rename(&f.path, &f.done).map_err(|err| WriterError::Io {
             path: f.done.clone(),
@@ -442,7 +547,10 @@ impl Writer {
             err,
         })?;
         if self.cfg.sync {
-            fsync_dir(&d.dir).map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
+            metrics::get()
+                .fsync
+                .time(|| fsync_dir(&d.dir))
+                .map_err(|err| WriterError::Fsync { path: d.dir.clone(), err })?;
         }
         log::debug!("finished \"{}\" ({} bytes)", f.done.display(), f.len);
         Ok(())
@@ -519,7 +627,14 @@ fn reopen(dir: &Path, p: &Partial, format: Format, sync: bool) -> Result<OpenFil
 }
 
 impl DirSink {
-    fn open_new(&mut self, _sync: bool) -> Result<OpenFile, WriterError> {
+    fn open_if_needed(&mut self) -> Result<&mut OpenFile, WriterError> {
+        if self.cur.is_none() {
+            self.cur = Some(self.open_new()?);
+        }
+        Ok(self.cur.as_mut().expect("opened above"))
+    }
+
+    fn open_new(&mut self) -> Result<OpenFile, WriterError> {
         let done = self.dir.join(file_name(self.next_start, self.format));
         let path = partial_path(&done);
         let file = OpenOptions::new()
@@ -584,6 +699,8 @@ mod tests {
             memory_limit: 64,
             spill_dir: dir.join(".spill"),
             start,
+            min_free: 0,
+            slot: "s".into(),
         }
     }
 
@@ -644,6 +761,30 @@ mod tests {
         w.close().unwrap();
         let partial = fs::read_to_string(dir.join("0000000000000100.jsonl.partial")).unwrap();
         assert_eq!(partial.matches("\"op\":\"commit\"").count(), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Below the floor the writer makes what it has durable before it waits, and a stop while
+    /// it waits drops the rest: the half-written transaction is cut off, later units are not
+    /// written after the hole, and only the last durable unit end is reported.
+    #[test]
+    fn below_the_floor_what_is_written_is_confirmed_and_a_stop_drops_the_rest() {
+        let dir = tmp("floor");
+        let (mut w, progress) = writer(&dir, 1 << 20, None, Lsn(0x10));
+        w.take(unit(0x100)).unwrap();
+        w.take(WriterMsg::Lines { data: b"{\"op\":\"begin\"}\n".to_vec(), end: None }).unwrap();
+        w.floor =
+            Some(Floor::new(dir.clone(), u64::MAX / 4, Retention::LogicalSlot("s".into()), progress.clone()));
+        progress.give_up();
+        w.take(WriterMsg::Lines { data: b"{\"op\":\"insert\"}\n".to_vec(), end: None }).unwrap();
+        assert!(w.gave_up);
+        assert_eq!(progress.flushed(), Lsn(0x100), "made durable before the pause");
+        w.take(unit(0x300)).unwrap();
+        w.close().unwrap();
+        assert_eq!(progress.flushed(), Lsn(0x100));
+        let partial = fs::read_to_string(dir.join("0000000000000010.jsonl.partial")).unwrap();
+        assert!(partial.ends_with("\"end_lsn\":\"0/100\"}\n"), "{partial}");
+        assert_eq!(partial.matches('\n').count(), 2, "{partial}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -7,13 +7,15 @@ use std::fmt;
 use pgrw_ffi::sys::StopSignals;
 
 use crate::config::{Action, Config, Durability};
+use crate::diskspace::Retention;
 use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
+use crate::metrics::{self, ErrorKind};
 use crate::physical::archive::{Archive, ArchiveError, ClusterId};
 use crate::physical::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
 use crate::physical::walfile::Tli;
 use crate::physical::writer::WriterConfig;
-use crate::server::{sqlstate, standby_names_include, Server, ServerError, SlotInfo};
+use crate::server::{sqlstate, Server, ServerError, SlotInfo};
 use crate::session::{self, SessionFailure};
 
 #[derive(Debug)]
@@ -22,6 +24,8 @@ pub enum RunError {
     Server(ServerError),
     Stream(StreamError),
     Slot(Message),
+    /// `--metrics-address` cannot be served.
+    Metrics(metrics::ServeError),
 }
 
 impl fmt::Display for RunError {
@@ -31,6 +35,7 @@ impl fmt::Display for RunError {
             RunError::Server(e) => e.fmt(f),
             RunError::Stream(e) => e.fmt(f),
             RunError::Slot(m) => m.fmt(f),
+            RunError::Metrics(e) => e.fmt(f),
         }
     }
 }
@@ -42,6 +47,7 @@ impl Hinted for RunError {
             RunError::Server(e) => e.detail(),
             RunError::Stream(e) => e.detail(),
             RunError::Slot(m) => m.detail(),
+            RunError::Metrics(e) => e.detail(),
         }
     }
     fn hint(&self) -> Option<String> {
@@ -50,6 +56,7 @@ impl Hinted for RunError {
             RunError::Server(e) => e.hint(),
             RunError::Stream(e) => e.hint(),
             RunError::Slot(m) => m.hint(),
+            RunError::Metrics(e) => e.hint(),
         }
     }
 }
@@ -61,7 +68,15 @@ impl SessionFailure for RunError {
         match self {
             RunError::Stream(s) => s.is_fatal(),
             RunError::Server(s) => s.fatal || first,
-            RunError::Archive(_) | RunError::Slot(_) => true,
+            RunError::Archive(_) | RunError::Slot(_) | RunError::Metrics(_) => true,
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Stream(s) => s.kind(),
+            RunError::Server(s) => s.kind(),
+            RunError::Archive(_) | RunError::Slot(_) | RunError::Metrics(_) => ErrorKind::Setup,
         }
     }
 }
@@ -136,6 +151,18 @@ impl<'a> Archiver<'a> {
     fn new(cfg: &'a Config, stop: &'a StopSignals) -> Result<Archiver<'a>, RunError> {
         // Lock the directory before connecting, so a second archiver is refused at once.
         let archive = Archive::open(&cfg.directory)?;
+        if let Some(address) = &cfg.metrics_address {
+            let ep = metrics::Endpoint {
+                tool: "pgreceivewal",
+                scope: metrics::Scope::Physical,
+                free_space: Some((
+                    archive.dir.clone(),
+                    "archive_free_bytes",
+                    "bytes available to pgreceivewal on the archive directory's filesystem",
+                )),
+            };
+            metrics::serve(address, ep).map_err(RunError::Metrics)?;
+        }
         Ok(Archiver { cfg, stop, archive, password: None, cluster: None })
     }
 
@@ -226,6 +253,11 @@ impl<'a> Archiver<'a> {
             file_mode: Archive::file_mode(group_access),
             system_id: sys.system_id,
             block_size,
+            min_free: cfg.min_free,
+            retention: match &cfg.slot {
+                Some(s) => Retention::PhysicalSlot(s.clone()),
+                None => Retention::None,
+            },
         };
         let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
             .map_err(|e| lost.explain(RunError::Stream(e)))?;
@@ -336,16 +368,14 @@ impl<'a> Archiver<'a> {
                 "--synchronous without a replication slot"
             );
         }
-        if !sync && self.cfg.slot.is_some() {
+        // Asked at every connect: the metric says whether this server may wait for us.
+        let named = server.named_synchronous_standby("pgreceivewal");
+        if !sync && self.cfg.slot.is_some() && named == Some(true) {
             let app = server.application_name().unwrap_or_else(|| "pgreceivewal".into());
-            if let Ok(names) = server.show("synchronous_standby_names") {
-                if standby_names_include(&names, &app) {
-                    log::warn!(
-                        hint = "Add --synchronous.";
-                        "the server lists \"{app}\" in synchronous_standby_names but --synchronous is not set: commits will wait until a whole segment is archived"
-                    );
-                }
-            }
+            log::warn!(
+                hint = "Add --synchronous.";
+                "the server lists \"{app}\" in synchronous_standby_names but --synchronous is not set: commits will wait until a whole segment is archived"
+            );
         }
     }
 }

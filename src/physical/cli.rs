@@ -29,7 +29,7 @@ pub type Command = crate::tool::Command<Config>;
 const ACTIONS: Section = Section { title: "Optional actions", man_heading: true, man_intro: "" };
 const OPTIONS: &str = cli::OPTIONS.title;
 
-pub static SECTIONS: &[Section] = &[cli::OPTIONS, cli::CONNECTION, ACTIONS, cli::LOGGING];
+pub static SECTIONS: &[Section] = &[cli::OPTIONS, cli::CONNECTION, ACTIONS, cli::LOGGING, cli::MONITORING];
 
 /// Every flag, in pg_receivewal's order. To add one: an entry here, an arm in `Args::take`.
 pub static FLAGS: &[FlagDef] = &[
@@ -82,6 +82,18 @@ an existing slot of that name is not an error.
 Not accepted otherwise (to create a missing slot when streaming, use
 .BR \-\-create\-slot\-if\-missing ).",
         section: OPTIONS,
+    },
+    FlagDef {
+        man: r#"Pause writing while starting the next segment would leave less than
+.I size
+free on the disk of the directory (default 64MB;
+.B 0
+turns the floor off, and only a full disk pauses).
+Sizes are written as PostgreSQL writes them:
+.BR 8192 ", " 64kB ", " 16MB ", " 1GB .
+See
+.BR "FULL DISK" ."#,
+        ..cli::MIN_FREE
     },
     FlagDef {
         long: "no-loop",
@@ -235,6 +247,7 @@ and exit.",
     cli::LOG_LEVEL,
     cli::LOG_FORMAT,
     cli::LOG_ADD_SOURCE,
+    cli::METRICS_ADDRESS,
 ];
 
 /// What the user typed, each value checked on its own but no combination checked yet.
@@ -356,6 +369,8 @@ impl ToolArgs for Args {
             no_loop: self.no_loop,
             durability,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            min_free: self.common.min_free(),
+            metrics_address: self.common.metrics_address(),
             log: self.common.log_options(),
             conn: self.common.conn_options(),
         })
@@ -416,6 +431,7 @@ pub fn man_options() -> String {
 mod tests {
     use super::*;
     use crate::config::{ConnOptions, LogFormat, LogOptions, PasswordMode};
+    use crate::diskspace::DEFAULT_MIN_FREE;
 
     fn try_parse(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(OsString::from))
@@ -463,6 +479,8 @@ mod tests {
                 no_loop: false,
                 durability: Durability::Default,
                 status_interval: Some(Duration::from_secs(10)),
+                min_free: DEFAULT_MIN_FREE,
+                metrics_address: None,
                 conn: ConnOptions {
                     dbname: None,
                     host: None,
@@ -472,6 +490,17 @@ mod tests {
                 },
                 log: LogOptions { level: log::LevelFilter::Info, format: LogFormat::Text, add_source: false },
             }
+        );
+    }
+
+    #[test]
+    fn min_free() {
+        assert_eq!(with_dir(&[]).min_free, 64 << 20);
+        assert_eq!(with_dir(&["--min-free=1GB"]).min_free, 1 << 30);
+        assert_eq!(with_dir(&["--min-free", "0"]).min_free, 0);
+        assert_eq!(
+            err_with_dir(&["--min-free=lots"]),
+            "invalid size \"lots\" for option --min-free: use a number with kB, MB or GB, like 64MB, or 0"
         );
     }
 
@@ -620,6 +649,24 @@ mod tests {
         assert!(with_dir(&["-n"]).no_loop);
         assert!(with_dir(&["--no-loop"]).no_loop);
         assert_eq!(err_with_dir(&["--no-loop=yes"]), "option \"--no-loop\" does not take a value");
+    }
+
+    #[test]
+    fn metrics_address() {
+        for ok in ["127.0.0.1:9187", "localhost:9187", "[::1]:9187", "0.0.0.0:0", "--metrics-address=x:1"] {
+            let args: Vec<&str> = if ok.starts_with("--") { vec![ok] } else { vec!["--metrics-address", ok] };
+            let want = ok.strip_prefix("--metrics-address=").unwrap_or(ok);
+            assert_eq!(with_dir(&args).metrics_address.as_deref(), Some(want), "{ok}");
+        }
+        assert_eq!(with_dir(&["--metrics-addr=h:2"]).metrics_address.as_deref(), Some("h:2"));
+        for bad in ["9187", ":9187", "host:", "host:port", "host:65536", "::1:9187", "[::1]", ""] {
+            assert_eq!(
+                err_with_dir(&["--metrics-address", bad]),
+                format!("invalid --metrics-address \"{bad}\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"),
+                "{bad}"
+            );
+        }
+        assert_eq!(err_with_dir(&["--metrics-address"]), "option \"--metrics-address\" requires a value");
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! without rename) and `durable_rename`. An fsync failure is fatal and never retried: after a
 //! failed fsync the kernel may have dropped the dirty pages, so a retry could "succeed" over
 //! lost data (PostgreSQL's fsyncgate lesson). A restart rewrites the segment from its start.
+//!
+//! A full disk is not a failure but a pause (`crate::diskspace`): a new segment is taken on
+//! only while the free-space floor stays free after its padding, and ENOSPC while creating,
+//! padding or renaming it, or writing into it, makes what is written durable and retries the
+//! same step once space is back. Only our own temporary file is ever removed for that.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -19,9 +24,11 @@ use crossbeam_channel::Sender;
 use pgrw_ffi::sys::EventFd;
 
 use crate::config::Durability;
+use crate::diskspace::{is_no_space, Floor, GaveUp, Retention};
 use crate::durable::{fsync_dir, write_durably, TEMP_SUFFIX};
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::physical::walcheck::{PageVerifier, WalCheckError};
 use crate::physical::walfile::{SegmentId, Tli};
 use crate::session::{Inbox, Progress, WriterFailure};
@@ -78,11 +85,19 @@ pub enum WriterError {
         expected: Option<Lsn>,
     },
     AlreadyComplete(PathBuf),
+    /// The session ended while writing was paused for disk space (never leaves the writer).
+    GaveUp,
 }
 
 impl WriterFailure for WriterError {
     fn is_fatal(&self) -> bool {
-        !matches!(self, WriterError::NoSpace { .. } | WriterError::Io { .. } | WriterError::Rename { .. })
+        !matches!(
+            self,
+            WriterError::NoSpace { .. }
+                | WriterError::Io { .. }
+                | WriterError::Rename { .. }
+                | WriterError::GaveUp
+        )
     }
 }
 
@@ -119,6 +134,7 @@ impl fmt::Display for WriterError {
                 "server sent WAL for segment \"{}\", which is already complete in the archive",
                 p.display()
             ),
+            WriterError::GaveUp => write!(f, "stopped waiting for disk space"),
         }
     }
 }
@@ -170,6 +186,10 @@ pub struct WriterConfig {
     pub file_mode: u32,
     pub system_id: u64,
     pub block_size: u32,
+    /// `--min-free`: bytes to leave free on the archive's disk (0: only ENOSPC pauses).
+    pub min_free: u64,
+    /// What the server keeps for us while writing is paused.
+    pub retention: Retention,
 }
 
 struct OpenSegment {
@@ -189,18 +209,17 @@ pub struct Writer {
     progress: Arc<Progress>,
     wake: Arc<EventFd>,
     recycle: Option<Sender<Vec<u8>>>,
-}
-
-/// ENOSPC or EDQUOT (Linux numbers): the disk or the user's quota is full, which freeing space
-/// cures, unlike other I/O errors.
-fn is_no_space(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(28 | 122))
+    floor: Floor,
+    /// The session ended while writing was paused: WAL still arriving is dropped (a gap must
+    /// never be written around), and the next session streams it again.
+    gave_up: bool,
 }
 
 impl Writer {
     pub fn new(cfg: WriterConfig, progress: Arc<Progress>, wake: Arc<EventFd>) -> Writer {
         let verifier = PageVerifier::new(cfg.system_id, cfg.seg_size, cfg.block_size);
-        Writer { cfg, current: None, verifier, progress, wake, recycle: None }
+        let floor = Floor::new(cfg.dir.clone(), cfg.min_free, cfg.retention.clone(), progress.clone());
+        Writer { cfg, current: None, verifier, progress, wake, recycle: None, floor, gave_up: false }
     }
 
     /// Hands every written WAL buffer back to the receiver for reuse: a fresh multi-megabyte
@@ -217,7 +236,10 @@ impl Writer {
     pub fn run(mut self, rx: Inbox<WriterMsg>) -> Result<(), WriterError> {
         while let Ok(msg) = rx.recv() {
             // Requests to fsync are gathered over what the channel holds: one fsync after the
-            // last batch covers every request, however many hand-overs came meanwhile.
+            // last batch covers every request, however many hand-overs came meanwhile. A
+            // writer paused for disk space made what it wrote durable before waiting, and
+            // `sync` reports only what is written, so a request gathered around a pause (or
+            // after giving up, when WAL is dropped) never reports WAL that is not on disk.
             let mut sync = false;
             let mut next = Some(msg);
             while let Some(msg) = next {
@@ -225,9 +247,9 @@ impl Writer {
                     WriterMsg::Flush => sync = true,
                     WriterMsg::Wal { tli, start, data, flush } => {
                         sync |= flush;
-                        self.handle(WriterMsg::Wal { tli, start, data, flush: false })?;
+                        self.take(WriterMsg::Wal { tli, start, data, flush: false })?;
                     }
-                    msg => self.handle(msg)?,
+                    msg => self.take(msg)?,
                 }
                 next = rx.try_recv().ok();
             }
@@ -236,6 +258,27 @@ impl Writer {
             }
         }
         self.close()
+    }
+
+    /// [`handle`](Self::handle), unless the writer gave up waiting for disk space: then WAL
+    /// is dropped, and only the steps that make what is written durable are taken.
+    fn take(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
+        if self.gave_up && matches!(msg, WriterMsg::Wal { .. } | WriterMsg::History { .. }) {
+            return Ok(());
+        }
+        match self.handle(msg) {
+            Err(WriterError::GaveUp) => {
+                self.gave_up = true;
+                self.progress.mark_gave_up();
+                self.wake.notify();
+                log::info!(
+                    "stopped waiting for disk space: WAL after {} was received but not written, and is streamed again by the next run",
+                    self.progress.flushed()
+                );
+                Ok(())
+            }
+            res => res,
+        }
     }
 
     fn handle(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
@@ -262,14 +305,20 @@ impl Writer {
         if self.cfg.durability == Durability::NoSync {
             return Ok(());
         }
-        file.sync_data().map_err(|err| WriterError::Fsync { path: path.to_path_buf(), err })
+        metrics::get()
+            .fsync
+            .time(|| file.sync_data())
+            .map_err(|err| WriterError::Fsync { path: path.to_path_buf(), err })
     }
 
     fn fsync_dir(&self) -> Result<(), WriterError> {
         if self.cfg.durability == Durability::NoSync {
             return Ok(());
         }
-        fsync_dir(&self.cfg.dir).map_err(|err| WriterError::Fsync { path: self.cfg.dir.clone(), err })
+        metrics::get()
+            .fsync
+            .time(|| fsync_dir(&self.cfg.dir))
+            .map_err(|err| WriterError::Fsync { path: self.cfg.dir.clone(), err })
     }
 
     fn publish(&self, flushed: Lsn) {
@@ -307,12 +356,16 @@ impl Writer {
             // History files never change once written; pg_receivewal keeps the existing one too.
             return Ok(());
         }
+        // The floor only: its write and fsyncs are one step (write_durably), and an ENOSPC
+        // from an fsync must not be retried, so ENOSPC here ends the session as before.
+        self.reserve(content.len() as u64)?;
         let res = if self.cfg.durability == Durability::NoSync {
             fs::write(&path, content)
         } else {
             write_durably(&path, content, self.cfg.file_mode)
         };
         res.map_err(|err| self.io_error(&path, "write", err, content.len() as u64))?;
+        self.floor.resumed();
         log::info!("wrote timeline history file \"{name}\"");
         Ok(())
     }
@@ -366,12 +419,11 @@ impl Writer {
                 });
             }
             let n = data.len().min((seg_size - offset) as usize);
-            if let Err(err) = seg.file.write_all_at(&data[..n], offset) {
-                let path = seg.path.clone();
-                return Err(self.io_error(&path, "write", err, n as u64));
-            }
+            self.write_at(&data[..n], offset)?;
+            let seg = self.current.as_mut().expect("segment is open");
             seg.next += n as u64;
             seg.dirty = true;
+            metrics::get().written_bytes.add(n as u64);
             data = &data[n..];
             pos = Lsn(pos.0 + n as u64);
             // Written, not yet durable: the `write` of status updates (remote_write).
@@ -383,16 +435,67 @@ impl Writer {
         Ok(())
     }
 
+    /// Before taking `needed` more bytes of disk: below the floor, what is written is made
+    /// durable and reported first (an fsync asked for and still gathered in `run` would
+    /// otherwise wait out the whole pause, and a synchronous commit with it), then the
+    /// writer pauses until the floor stays free.
+    fn reserve(&mut self, needed: u64) -> Result<(), WriterError> {
+        if self.floor.enough(needed) {
+            return Ok(());
+        }
+        self.sync()?;
+        self.floor.reserve(needed).map_err(|GaveUp| WriterError::GaveUp)
+    }
+
+    /// Writes into the open, padded segment. Its blocks exist, so ENOSPC is rare here, but
+    /// a copy-on-write filesystem (or a quota) can still refuse: then what is written so far
+    /// is made durable and reported, and the same write is retried at the same offset once
+    /// space is back (bytes a short write left are overwritten; nothing past `next` is ever
+    /// reported).
+    fn write_at(&mut self, data: &[u8], offset: u64) -> Result<(), WriterError> {
+        loop {
+            let seg = self.current.as_mut().expect("segment is open");
+            let err = match seg.file.write_all_at(data, offset) {
+                Ok(()) => break,
+                Err(err) => err,
+            };
+            let path = seg.path.clone();
+            if !is_no_space(&err) {
+                return Err(self.io_error(&path, "write", err, data.len() as u64));
+            }
+            self.sync()?;
+            self.floor.no_space(&path, &err, data.len() as u64).map_err(|GaveUp| WriterError::GaveUp)?;
+        }
+        self.floor.resumed();
+        Ok(())
+    }
+
     /// A full segment: fsync it, give it its final name, fsync the directory, and only then
     /// report its end as flushed.
     fn complete_segment(&mut self) -> Result<(), WriterError> {
         let seg = self.current.take().expect("segment is open");
         self.fsync(&seg.file, &seg.path)?;
         let done = self.cfg.dir.join(seg.id.file_name(self.cfg.seg_size));
-        self.rename(&seg.path, &done)?;
+        // A directory that must grow for the new name can be refused on a full disk: the
+        // segment is durable under its `.partial` name, so the rename is simply tried again.
+        loop {
+            match self.rename(&seg.path, &done) {
+                Ok(()) => break,
+                Err(WriterError::NoSpace { path, err, .. }) => {
+                    self.floor.no_space(&path, &err, 0).map_err(|GaveUp| WriterError::GaveUp)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.floor.resumed();
         self.fsync_dir()?;
         pgrw_ffi::sys::drop_from_page_cache(&seg.file);
         log::debug!("finished segment \"{}\"", done.file_name().unwrap_or_default().to_string_lossy());
+        let m = metrics::get();
+        m.last_segment_lsn.set(seg.id.segno * self.cfg.seg_size);
+        m.last_segment_timeline.set(seg.id.tli.into());
+        m.last_segment_time.set_now();
+        m.segments.inc();
         self.publish(Lsn((seg.id.segno + 1) * self.cfg.seg_size));
         Ok(())
     }
@@ -433,29 +536,42 @@ impl Writer {
             _ => {}
         }
         let tmp = self.cfg.dir.join(format!("{}{TEMP_SUFFIX}", id.partial_name(seg_size)));
+        loop {
+            // The floor counts the padding: after it, at least --min-free stays free.
+            self.reserve(seg_size)?;
+            match self.create_padded(&tmp, &path) {
+                Ok(file) => {
+                    self.floor.resumed();
+                    return Ok(OpenSegment { id, file, path, next: 0, dirty: false });
+                }
+                Err(WriterError::NoSpace { path: p, err, needed, .. }) => {
+                    // The temporary file is ours and holds nothing: do not leave it filling
+                    // the disk (the free space the warning reports is measured after this).
+                    let _ = fs::remove_file(&tmp);
+                    self.floor.no_space(&p, &err, needed).map_err(|GaveUp| WriterError::GaveUp)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Creates `tmp` padded to the segment size, makes it durable and renames it to `path`,
+    /// so a crash never leaves a half-padded `.partial` behind.
+    fn create_padded(&self, tmp: &Path, path: &Path) -> Result<File, WriterError> {
+        let seg_size = self.cfg.seg_size;
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(self.cfg.file_mode)
-            .open(&tmp)
-            .map_err(|err| self.io_error(&tmp, "create", err, seg_size))?;
-        if let Err(mut e) = self.pad(&file, &tmp) {
-            // The temporary file is ours and holds nothing: do not leave it filling the disk.
-            drop(file);
-            let _ = fs::remove_file(&tmp);
-            if let WriterError::NoSpace { available, .. } = &mut e {
-                // Measured again now that the half-padded file is gone: while it existed the
-                // disk looked full ("0 bytes available") though a retry finds this much free.
-                *available = pgrw_ffi::sys::free_space(&self.cfg.dir).ok();
-            }
-            return Err(e);
-        }
-        self.fsync(&file, &tmp)?;
-        self.rename(&tmp, &path)?;
+            .open(tmp)
+            .map_err(|err| self.io_error(tmp, "create", err, seg_size))?;
+        self.pad(&file, tmp)?;
+        self.fsync(&file, tmp)?;
+        self.rename(tmp, path)?;
         self.fsync_dir()?;
         log::trace!("created \"{}\"", path.display());
-        Ok(OpenSegment { id, file, path, next: 0, dirty: false })
+        Ok(file)
     }
 
     /// Writes zeros over the whole segment so later writes need no block allocation (and a
@@ -499,6 +615,8 @@ mod tests {
             file_mode: 0o600,
             system_id: SYSID,
             block_size: BLCK,
+            min_free: 0,
+            retention: Retention::None,
         };
         let progress = Arc::new(Progress::new(Lsn(0)));
         let w = Writer::new(cfg, progress.clone(), Arc::new(EventFd::new().unwrap()));
@@ -670,6 +788,75 @@ mod tests {
         drop(tx);
         t.thread().unpark();
         t.join().unwrap().unwrap();
+    }
+
+    /// Below the floor a new segment is not taken on; a stop while waiting drops the WAL (the
+    /// next run streams it again) and leaves what is durable as it was: no new file, no
+    /// position moved, and later WAL is dropped too, never written after a hole.
+    #[test]
+    fn below_the_floor_no_segment_is_started_and_a_stop_drops_the_wal() {
+        let (d, mut w, progress) = setup("floor", Durability::Default);
+        let data = wal(0, 3 * SEG as usize);
+        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..SEG as usize].to_vec(), flush: false }).unwrap();
+        assert!(d.0.join("000000010000000000000000").exists());
+        // More than any disk has free: the next segment waits, until the session gives up.
+        w.floor = Floor::new(d.0.clone(), u64::MAX / 4, Retention::None, progress.clone());
+        progress.give_up();
+        let rest = |from: u64, to: u64| WriterMsg::Wal {
+            tli: 1,
+            start: Lsn(from),
+            data: data[from as usize..to as usize].to_vec(),
+            flush: false,
+        };
+        w.take(rest(SEG, SEG + 100)).unwrap();
+        assert!(w.gave_up);
+        w.take(rest(SEG + 100, 2 * SEG)).unwrap();
+        w.take(WriterMsg::Close).unwrap();
+        assert_eq!(progress.flushed(), Lsn(SEG), "nothing past the first segment is reported");
+        let names: Vec<String> = fs::read_dir(&d.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["000000010000000000000000"], "no new segment, no temporary file");
+    }
+
+    /// run() gathers fsync requests over the channel: one gathered before a pause is
+    /// honoured before the writer waits (what is written becomes durable and is reported),
+    /// never for more than is written, and a stop while paused ends run() cleanly.
+    #[test]
+    fn a_paused_run_honours_gathered_flushes_and_stops_cleanly() {
+        let (d, mut w, progress) = setup("pausedrun", Durability::Default);
+        // Written, not yet durable; then more than any disk has free: the history file below
+        // waits for space.
+        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096), flush: false }).unwrap();
+        w.floor = Floor::new(d.0.clone(), u64::MAX / 4, Retention::None, progress.clone());
+        // All in the channel before run() starts: one drain gathers the first Flush, and
+        // reaches the pause before its fsync at the end of the drain.
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        tx.send(WriterMsg::Flush).unwrap();
+        tx.send(WriterMsg::History { name: "00000002.history".into(), content: b"1\t0/1000\tx\n".to_vec() })
+            .unwrap();
+        tx.send(WriterMsg::Flush).unwrap();
+        let t = std::thread::spawn(move || w.run(Inbox::new(rx)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while progress.flushed() != Lsn(4096) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flush asked for before the pause is never done"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!t.is_finished(), "the writer waits for space");
+        progress.give_up();
+        t.thread().unpark();
+        drop(tx);
+        // A writer parked in its inbox sees the closed channel when woken (WriterHandle does this).
+        t.thread().unpark();
+        t.join().unwrap().unwrap();
+        assert_eq!(progress.flushed(), Lsn(4096), "nothing past what is written is reported");
+        assert!(progress.gave_up());
+        assert!(!d.0.join("00000002.history").exists());
+        assert!(d.0.join("000000010000000000000000.partial").exists());
     }
 
     #[test]
