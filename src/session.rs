@@ -383,13 +383,20 @@ impl<W: WriterThread> WriterHandle<W> {
     ) -> Result<Option<W::Msg>, StreamError<W::Error>> {
         let Some(tx) = &self.tx else { return Err(self.failure()) };
         // The common case, a channel with room, without reading the clock.
+        // Every message sent unparks the writer (see [`Inbox`]).
         let msg = match tx.try_send(msg) {
-            Ok(()) => return Ok(None),
+            Ok(()) => {
+                self.unpark_writer();
+                return Ok(None);
+            }
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(self.failure()),
             Err(crossbeam_channel::TrySendError::Full(msg)) => msg,
         };
         match tx.send_timeout(msg, timeout) {
-            Ok(()) => Ok(None),
+            Ok(()) => {
+                self.unpark_writer();
+                Ok(None)
+            }
             Err(crossbeam_channel::SendTimeoutError::Timeout(msg)) => Ok(Some(msg)),
             Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(self.failure()),
         }
