@@ -1020,7 +1020,8 @@ mod tests {
     fn below_the_floor_no_segment_is_started_and_a_stop_drops_the_wal() {
         let (d, mut w, progress) = setup("floor", Durability::Default);
         let data = wal(0, 3 * SEG as usize);
-        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..SEG as usize].to_vec(), flush: false }).unwrap();
+        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..SEG as usize].to_vec(), flush: false })
+            .unwrap();
         assert!(d.0.join("000000010000000000000000").exists());
         // More than any disk has free: the next segment waits, until the session gives up.
         w.floor = Floor::new(d.0.clone(), u64::MAX / 4, Retention::None, progress.clone());
@@ -1115,14 +1116,21 @@ mod tests {
         for m in [Method::Gzip, Method::Lz4, Method::Zstd] {
             let (d, mut w, progress) = setup_with(&format!("z-{}", m.name()), Durability::Default, spec(m));
             let data = wal(SEG, (SEG + SEG / 2) as usize);
-            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..5000].to_vec() }).unwrap();
+            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..5000].to_vec(), flush: false })
+                .unwrap();
             let partial = d.0.join(format!("000000010000000000000001{}.partial", m.extension()));
             assert!(!partial.exists(), "{m:?}: no name before the first flush");
             w.handle(WriterMsg::Flush).unwrap();
             assert_eq!(progress.flushed(), Lsn(SEG + 5000));
             // What was reported flushed decodes from the file as it is, stream unfinished.
             assert_eq!(decoded(m, &partial), &data[..5000], "{m:?}");
-            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG + 5000), data: data[5000..].to_vec() }).unwrap();
+            w.handle(WriterMsg::Wal {
+                tli: 1,
+                start: Lsn(SEG + 5000),
+                data: data[5000..].to_vec(),
+                flush: false,
+            })
+            .unwrap();
             let done = d.0.join(format!("000000010000000000000001{}", m.extension()));
             assert!(decoded(m, &done) == data[..SEG as usize], "{m:?}");
             assert!(!partial.exists());
@@ -1141,7 +1149,8 @@ mod tests {
         let m = Method::Gzip;
         let (d, mut w, progress) = setup_with("z-resume", Durability::Default, spec(m));
         let data = wal(0, 100_000);
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..60_000].to_vec() }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..60_000].to_vec(), flush: false })
+            .unwrap();
         w.handle(WriterMsg::Close).unwrap();
         // A plain padded partial of the same segment from a run without -Z, holding less.
         let plain = d.0.join("000000010000000000000000.partial");
@@ -1155,20 +1164,27 @@ mod tests {
         };
         drop(progress);
         let gz = d.0.join("000000010000000000000000.gz.partial");
-        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..40_000].to_vec() }).unwrap();
+        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..40_000].to_vec(), flush: false })
+            .unwrap();
         w2.handle(WriterMsg::Flush).unwrap();
         assert_eq!(progress2.flushed(), Lsn(40_000));
         assert_eq!(decoded(m, &gz), &data[..60_000], "the older, longer partial is untouched");
         assert!(plain.exists());
-        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(40_000), data: data[40_000..70_000].to_vec() })
-            .unwrap();
+        w2.handle(WriterMsg::Wal {
+            tli: 1,
+            start: Lsn(40_000),
+            data: data[40_000..70_000].to_vec(),
+            flush: false,
+        })
+        .unwrap();
         w2.handle(WriterMsg::Flush).unwrap();
         assert_eq!(decoded(m, &gz), &data[..70_000], "renamed over the older partial");
         assert!(!plain.exists(), "the plain partial is superseded");
         assert!(fs::read_dir(&d.0).unwrap().count() == 1, "no temporary file left");
         // A close before catching up leaves the older partial as it was.
         let (_d3, mut w3) = (0, Writer::new(w2.cfg.clone(), progress2, Arc::new(EventFd::new().unwrap())));
-        w3.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..10_000].to_vec() }).unwrap();
+        w3.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..10_000].to_vec(), flush: false })
+            .unwrap();
         w3.handle(WriterMsg::Close).unwrap();
         assert_eq!(decoded(m, &gz), &data[..70_000]);
         assert!(fs::read_dir(&d.0).unwrap().count() == 1, "no temporary file left");
@@ -1178,7 +1194,8 @@ mod tests {
     fn a_complete_compressed_segment_is_never_overwritten() {
         let (d, mut w, _) = setup("znooverwrite", Durability::Default);
         fs::write(d.0.join("000000010000000000000000.lz4"), b"keep").unwrap();
-        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100) }).unwrap_err();
+        let e =
+            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100), flush: false }).unwrap_err();
         assert!(matches!(e, WriterError::AlreadyComplete(_)), "{e}");
     }
 }
