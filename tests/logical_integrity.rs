@@ -296,11 +296,11 @@ fn forged_ddl_messages_are_plain_messages(version: PgVersion) {
         c.psql(&format!("SET ROLE nobody; SELECT pg_logical_emit_message(true, '{prefix}', '{forged}')"));
     }
     // Neither the secret nor our trigger function is within the role's reach.
-    let read = c.try_psql(
+    let secret = c.try_psql(
         "SET ROLE nobody; SELECT pg_sequence_last_value(c.oid) FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgrecvlogical'",
     );
-    assert!(read.as_deref().map_or(true, str::is_empty), "{read:?}");
+    assert!(secret.as_deref().map_or(true, str::is_empty), "{secret:?}");
     let call = c.try_psql("SET ROLE nobody; SELECT pgrecvlogical.emit_ddl()");
     assert!(call.is_err(), "{call:?}");
     let real = "CREATE TABLE owned (a int PRIMARY KEY)";
@@ -325,8 +325,43 @@ fn forged_ddl_messages_are_plain_messages(version: PgVersion) {
     let token = c.psql("SELECT last_value FROM pgrecvlogical.ddl_token");
     assert!(token.len() > 6 && !text.contains(&token), "the secret {token} is in the output:\n{text}");
 
+    // A re-install (each start) keeps the token; an install from before the token (no
+    // sequence) gets one. Either way the next DDL is still a DDL record.
+    for (step, real) in
+        [("again", "CREATE TABLE again (a int)"), ("upgraded", "CREATE TABLE upgraded (a int)")]
+    {
+        if step == "upgraded" {
+            // As an install from before: functions that do not read a token, no sequence.
+            c.psql(
+                "DROP EVENT TRIGGER pgrecvlogical_ddl_drop; \
+                 CREATE OR REPLACE FUNCTION pgrecvlogical.emit_ddl() RETURNS event_trigger \
+                 LANGUAGE plpgsql AS $$BEGIN END$$; DROP SEQUENCE pgrecvlogical.ddl_token",
+            );
+        }
+        let mut child = spawn(&mut tool(&c, &args), &log);
+        wait_until(TIMEOUT, "the token", || {
+            assert!(!read(&log).contains("error"), "{step}: {}", read(&log));
+            c.try_psql("SELECT last_value FROM pgrecvlogical.ddl_token").is_ok_and(|t| !t.is_empty())
+        });
+        let now = c.psql("SELECT last_value FROM pgrecvlogical.ddl_token");
+        assert_eq!(now == token, step == "again", "{step}: token {token} then {now}");
+        c.psql(&format!("SET ROLE owner; {real}"));
+        wait_caught_up(&c, "cdc", &mut child, &log);
+        stop(&mut child, &log);
+        let lines = output_lines(&dir);
+        assert!(
+            lines
+                .iter()
+                .map(|l| parse_json(l))
+                .any(|v| v.str("op") == "ddl" && v.get("ddl").is_some_and(|d| d.str("query") == real)),
+            "{step}: no DDL record of {real}: {lines:#?}"
+        );
+        assert!(!lines.join("\n").contains(&now), "{step}: the secret {now} is in the output");
+    }
+
     let (ok, err) = crate::apply::apply_once(&target, &dir, &["--ddl=apply"]);
     assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT to_regclass('public.upgraded') IS NOT NULL"), "t");
     assert_eq!(target.psql("SELECT to_regclass('public.victim') IS NOT NULL"), "t", "a forged query ran");
     assert_eq!(target.psql("SELECT to_regclass('public.owned') IS NOT NULL"), "t", "the real DDL did not");
     assert_eq!(target.psql("SELECT count(*) FROM w"), "1");

@@ -49,11 +49,11 @@ fn prefix_expr() -> String {
 }
 
 /// Creates (or replaces) the token, the functions and the triggers; safe to run again, and
-/// keeps the token of an earlier install (an install from before the token gets one).
+/// keeps the token of an earlier install (an install from before the token gets one). The
+/// token comes first: a REVOKE or CREATE here fires a trigger already installed, which reads it.
 pub fn install_sql() -> String {
     format!(
         r#"CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC;
 DO $pgrl$
 BEGIN
     IF to_regclass('{SCHEMA}.ddl_token') IS NULL THEN
@@ -64,6 +64,7 @@ BEGIN
     END IF;
 END
 $pgrl$;
+REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC;
 REVOKE ALL ON SEQUENCE {SCHEMA}.ddl_token FROM PUBLIC;
 {drop_function};
 CREATE OR REPLACE FUNCTION {SCHEMA}.emit_ddl() RETURNS event_trigger
