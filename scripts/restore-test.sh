@@ -33,6 +33,13 @@
 #   RESTORE_TEST_PGBENCH_SECONDS=15        pgbench run alongside the table jobs
 #   RESTORE_TEST_TABLES=48 RESTORE_TEST_JOBS=6 RESTORE_TEST_ROWS=5000
 #   RESTORE_TEST_SECOND_RESTORE=1
+#   RESTORE_TEST_COMPRESS=none             -Z for archive1's archiver in every run (gzip,
+#                                          lz4, zstd): the archives are then compared
+#                                          decompressed, and pgrestorewal serves the
+#                                          compressed files
+#   RESTORE_TEST_COMPRESSED_RUN=gzip       when RESTORE_TEST_COMPRESS is none, one more run
+#                                          (first version, first segment size) with this -Z;
+#                                          empty skips it
 #   RESTORE_TEST_TIMEOUT=600               seconds any one wait may take
 #   PGRW_BIN_DIR=target/release            where pgreceivewal and pgrestorewal are
 #                                          (or PGRECEIVEWAL=..., PGRESTOREWAL=...)
@@ -56,6 +63,9 @@ readonly TABLES=${RESTORE_TEST_TABLES:-48}
 readonly JOBS=${RESTORE_TEST_JOBS:-6}
 readonly ROWS=${RESTORE_TEST_ROWS:-5000}
 readonly SECOND_RESTORE=${RESTORE_TEST_SECOND_RESTORE:-1}
+readonly COMPRESS_ALL=${RESTORE_TEST_COMPRESS:-none}
+readonly COMPRESSED_RUN=${RESTORE_TEST_COMPRESSED_RUN-gzip}
+COMPRESS=$COMPRESS_ALL # this run's -Z
 readonly BIN_DIR=${PGRW_BIN_DIR:-$repo/target/release}
 readonly PGRECEIVEWAL=${PGRECEIVEWAL:-$BIN_DIR/pgreceivewal}
 readonly PGRESTOREWAL=${PGRESTOREWAL:-$BIN_DIR/pgrestorewal}
@@ -157,7 +167,7 @@ start_archivers() {
         pg_receivewal) a1=$bindir/pg_receivewal ;;
     esac
     "${AS_PG[@]}" "$a1" -d "$conn application_name=pgreceivewal" -S slot1 -D "$W/archive1" \
-        --synchronous -v >>"$W/archiver1.log" 2>&1 &
+        --synchronous -v -Z "$COMPRESS" >>"$W/archiver1.log" 2>&1 &
     A1_PID=$!
     register_pid "$A1_PID"
     "${AS_PG[@]}" "$bindir/pg_receivewal" -d "$conn application_name=pg_receivewal" -S slot2 -D "$W/archive2" \
@@ -245,10 +255,45 @@ crash_cluster() {
     FROZEN_PIDS=()
 }
 
-# compare_archives LABEL: same WAL file names in both, every file byte-identical, and
-# nothing else in them but pgreceivewal's own dot files in archive1.
+# plain_name NAME: a WAL file name without its compression extension (.gz, .lz4, .zst).
+plain_name() { sed -E 's/\.(gz|lz4|zst)(\.partial)?$/\2/' <<<"$1"; }
+
+# decompressed FILE: the file's content, decompressed by its format's own tool when its name
+# says it is compressed. A .partial may be an unfinished stream: the tools say so on stderr
+# and still print all they decoded, which is what is compared.
+decompressed() {
+    case $1 in
+        *.gz | *.gz.partial) gzip -dc <"$1" 2>/dev/null || true ;;
+        *.lz4 | *.lz4.partial) lz4 -dc <"$1" 2>/dev/null || true ;;
+        *.zst | *.zst.partial) zstd -dcq <"$1" 2>/dev/null || true ;;
+        *) cat "$1" ;;
+    esac
+}
+
+# same_wal FILE1 FILE2: FILE1 (archive1's, maybe compressed) holds FILE2's WAL. A
+# compressed .partial is not padded: it must equal the start of FILE2, and FILE2 must hold
+# nothing but zeros after it.
+same_wal() {
+    local a=$1 b=$2 n
+    if [[ $(plain_name "$(basename "$a")") == "$(basename "$a")" ]]; then
+        cmp -s "$a" "$b"
+        return
+    fi
+    decompressed "$a" >"$W/decompressed"
+    n=$(stat -c %s "$W/decompressed")
+    if [[ $a == *.partial ]]; then
+        cmp -s -n "$n" "$W/decompressed" "$b" &&
+            [[ $(tail -c +"$((n + 1))" "$b" | tr -d '\0' | wc -c) -eq 0 ]]
+    else
+        cmp -s "$W/decompressed" "$b"
+    fi
+}
+
+# compare_archives LABEL: same WAL file names in both (archive1's without a compression
+# extension), every file the same WAL, and nothing else in them but pgreceivewal's own dot
+# files in archive1.
 compare_archives() {
-    local label=$1 n1 n2 name other mismatch=() wal='^([0-9A-F]{24}(\.partial)?|[0-9A-F]{8}\.history)$'
+    local label=$1 n1 n2 name other mismatch=() wal='^([0-9A-F]{24}(\.(gz|lz4|zst))?(\.partial)?|[0-9A-F]{8}\.history)$'
     for other in "$W/archive1" "$W/archive2"; do
         find "$other" -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -Ev "$wal" | sort >"$W/others" || true
         if [[ $other == "$W/archive1" ]]; then
@@ -263,21 +308,25 @@ compare_archives() {
             fail "$label: unexpected files in $other: $(tr '\n' ' ' <"$W/others.bad")"
         fi
     done
-    find "$W/archive1" -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -E "$wal" | sort >"$W/names1" || true
+    find "$W/archive1" -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -E "$wal" | sort >"$W/files1" || true
+    sed -E 's/\.(gz|lz4|zst)(\.partial)?$/\2/' "$W/files1" | sort >"$W/names1"
     find "$W/archive2" -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -E "$wal" | sort >"$W/names2" || true
     if ! diff -u "$W/names2" "$W/names1" >"$W/names.diff"; then
         fail "$label: the archives hold different files (- pg_receivewal, + $ARCHIVER):
 $(grep '^[-+][0-9A-F]' "$W/names.diff" | head -20)"
     fi
+    if [[ $COMPRESS != none ]] && ! grep -qE '\.(gz|lz4|zst)$' "$W/files1"; then
+        fail "$label: -Z $COMPRESS, but archive1 holds no compressed segment"
+    fi
     while read -r name; do
-        cmp -s "$W/archive1/$name" "$W/archive2/$name" || mismatch+=("$name")
-    done <"$W/names1"
+        same_wal "$W/archive1/$name" "$W/archive2/$(plain_name "$name")" || mismatch+=("$name")
+    done <"$W/files1"
     ((${#mismatch[@]} == 0)) ||
         fail "$label: ${#mismatch[@]} files differ between the archives: ${mismatch[*]:0:10}
-(first difference: $(cmp "$W/archive1/${mismatch[0]}" "$W/archive2/${mismatch[0]}" 2>&1 || true))"
+(first difference: $(cmp "$W/archive1/${mismatch[0]}" "$W/archive2/$(plain_name "${mismatch[0]}")" 2>&1 || true))"
     n1=$(wc -l <"$W/names1")
     n2=$(grep -c '\.partial$' "$W/names1" || true)
-    say "$label: archives identical: $n1 files ($n2 .partial, $(grep -c 'history$' "$W/names1" || true) history)"
+    say "$label: archives hold the same WAL: $n1 files ($n2 .partial, $(grep -c 'history$' "$W/names1" || true) history; archive1 compressed: $COMPRESS)"
 }
 
 # dump FILE: pg_dumpall of the cluster, minus the \restrict/\unrestrict lines that
@@ -357,6 +406,7 @@ writer_loop() {
 run_version() {
     VERSION=$1 SEGSIZE=$2
     RUN="PostgreSQL $VERSION (${SEGSIZE} MiB segments)"
+    [[ $COMPRESS == none ]] || RUN+=" -Z $COMPRESS"
     VERSION_T0=$SECONDS
     C=pg${VERSION}_${SEGSIZE}mb
     local bindir conn port lsn
@@ -512,6 +562,11 @@ main() {
             runs+=("$RUN")
         done
     done
+    if [[ $COMPRESS_ALL == none && -n $COMPRESSED_RUN ]]; then
+        COMPRESS=$COMPRESSED_RUN
+        run_version "${VERSIONS%% *}" "${SEGSIZES%% *}"
+        runs+=("$RUN")
+    fi
     STEP="summary"
     for v in "${runs[@]}"; do say "$v: ${TIMINGS[$v]} s"; done
     say "passed: every version restored to its last commit, archives identical ($((SECONDS - total_t0)) s)"

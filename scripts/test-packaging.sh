@@ -112,7 +112,7 @@ version=${version/-/\~}
 
 work=""
 new_tmpdir work
-for bin in pgreceivewal pgrestorewal pgrecvlogical; do
+for bin in pgreceivewal pgrestorewal pgrecvlogical pgapplylogical; do
     path=$STATIC/$bin
     desc=$(file -b "$path")
     [[ $desc == *"statically linked"* || $desc == *"static-pie linked"* ]] ||
@@ -272,11 +272,13 @@ done
 mapfile -t contents < <(dpkg-deb --contents "$deb" | awk '{ print substr($1, 1, 1) " " $6 }' | LC_ALL=C sort)
 expected=(
     "-" ./lib/systemd/system/pgreceivewal@.service
+    "-" ./usr/bin/pgapplylogical
     "-" ./usr/bin/pgreceivewal
     "-" ./usr/bin/pgrecvlogical
     "-" ./usr/bin/pgrestorewal
     "-" ./usr/share/doc/pgreceivewal/changelog.gz
     "-" ./usr/share/doc/pgreceivewal/copyright
+    "-" ./usr/share/man/man1/pgapplylogical.1.gz
     "-" ./usr/share/man/man1/pgreceivewal.1.gz
     "-" ./usr/share/man/man1/pgrecvlogical.1.gz
     "-" ./usr/share/man/man1/pgrestorewal.1.gz
@@ -294,12 +296,12 @@ if grep -q '\./var/' <<<"${contents[*]}"; then fail "the package holds files und
 
 unpacked=$work/unpacked
 dpkg-deb -x "$deb" "$unpacked"
-for bin in pgreceivewal pgrestorewal pgrecvlogical; do
+for bin in pgreceivewal pgrestorewal pgrecvlogical pgapplylogical; do
     desc=$(file -b "$unpacked/usr/bin/$bin")
     [[ $desc == *"static"*" linked"* && $desc == *", stripped"* ]] || fail "packaged $bin: $desc"
 done
 # Every option of --help is in the man page (as \-\-name, roff's spelling).
-for bin in pgreceivewal pgrestorewal pgrecvlogical; do
+for bin in pgreceivewal pgrestorewal pgrecvlogical pgapplylogical; do
     page=$work/$bin.1
     gzip -dc "$unpacked/usr/share/man/man1/$bin.1.gz" >"$page"
     warnings=$(groff -man -ww -z "$page" 2>&1) || true
@@ -385,7 +387,7 @@ say "dpkg -i $deb"
 pkg_installed_by_us=true
 dpkg -i "$deb" >"$work/dpkg-i.log" 2>&1 || { cat "$work/dpkg-i.log" >&2; fail "dpkg -i failed"; }
 check_archive "dpkg -i"
-for bin in pgreceivewal pgrestorewal pgrecvlogical; do
+for bin in pgreceivewal pgrestorewal pgrecvlogical pgapplylogical; do
     got=$("/usr/bin/$bin" --version) || fail "/usr/bin/$bin does not run"
     [[ $got == "$bin (pgreceivewal) ${pkgid##*[#@]}" ]] || fail "/usr/bin/$bin --version printed \"$got\""
 done

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::compression::Compression;
 use crate::lsn::Lsn;
 
 /// What a run does once connected.
@@ -81,7 +82,11 @@ pub struct Config {
     /// (it compares against `InvalidXLogRecPtr`).
     pub endpos: Option<Lsn>,
     pub no_loop: bool,
+    /// `--segment-command`: run for each completed segment and history file (`%p`, `%f`).
+    pub segment_command: Option<String>,
     pub durability: Durability,
+    /// `-Z/--compress`: how completed and partial segments are stored.
+    pub compression: Compression,
     /// Time between standby status updates; `None` when `-s 0` disables them.
     pub status_interval: Option<Duration>,
     /// `--min-free`: bytes to leave free on the archive's disk; 0 turns the floor off.

@@ -14,6 +14,7 @@ pub mod apply;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod diskspace;
 pub mod durable;

@@ -1,7 +1,10 @@
 //! Logging set-up: one global logger writing one line per message to stderr.
 //!
-//! Text lines look like PostgreSQL's own `log_line_prefix = '%m [%p] '` output, level words
-//! included (`warning`, not `WARN`); JSON lines are one object each, for log shippers. The
+//! Text lines are PostgreSQL's frontend messages (`pg_receivewal: error: ...`, the program
+//! name taken from argv[0], see [`crate::tool::progname`]) behind a server-style
+//! `log_line_prefix = '%m [%p] '`, level words included (`warning`, not `WARN`): whoever
+//! greps for pg_receivewal's own words finds them, and each line still says when and which
+//! process. JSON lines are one object each, for log shippers. The
 //! formatting is pure ([`format_text_line`], [`format_json_line`]) so it is tested without a
 //! global logger; timestamps are converted by hand (UTC only, [`crate::text::UtcTime`]) to
 //! avoid a date crate.
@@ -183,16 +186,16 @@ pub fn level_word(level: log::Level) -> &'static str {
     }
 }
 
-/// `2026-11-21 23:35:16.123 UTC pgreceivewal[4242] info: message (src/physical/writer.rs:123)`,
+/// `2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: info: message (src/physical/writer.rs:123)`,
 /// without the newline; a detail and a hint follow on lines of their own with the same
-/// prefix (`... detail: ...`, `... hint: ...`), as in PostgreSQL's server log. Messages carry
-/// text from outside (the server's words, names from the database): each part is one line,
-/// whatever that text holds.
+/// prefix (`... pgreceivewal: detail: ...`, `... pgreceivewal: hint: ...`), as PostgreSQL's
+/// tools print them. Messages carry text from outside (the server's words, names from the
+/// database): each part is one line, whatever that text holds.
 pub fn format_text_line(line: &LogLine<'_>) -> String {
     let t = UtcTime::from_system_time(line.time);
     let prefix = format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC {}[{}] ",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis, line.program, line.pid,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC [{}] {}: ",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis, line.pid, line.program,
     );
     let mut s = format!("{prefix}{}: ", level_word(line.level));
     push_one_line(&mut s, line.message);
@@ -277,7 +280,7 @@ mod tests {
     fn text_line() {
         assert_eq!(
             format_text_line(&sample("finished segment at 0/3000000 (timeline 1)")),
-            "2026-11-21 23:35:16.123 UTC pgreceivewal[4242] info: \
+            "2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: info: \
              finished segment at 0/3000000 (timeline 1)"
         );
         let line = LogLine {
@@ -288,8 +291,23 @@ mod tests {
         };
         assert_eq!(
             format_text_line(&line),
-            "2026-11-21 23:35:16.007 UTC pgreceivewal[4242] warning: disk is slow \
+            "2026-11-21 23:35:16.007 UTC [4242] pgreceivewal: warning: disk is slow \
              (src/physical/writer.rs:123)"
+        );
+    }
+
+    /// Started as a `pg_receivewal` symlink, a line holds pg_receivewal's own words, as
+    /// PostgreSQL's TAP suite greps for them (`pg_receivewal: error: replication slot ...`).
+    #[test]
+    fn text_line_speaks_as_the_program_started() {
+        let line = LogLine {
+            program: "pg_receivewal",
+            level: log::Level::Error,
+            ..sample("replication slot \"x\" does not exist")
+        };
+        assert_eq!(
+            format_text_line(&line),
+            "2026-11-21 23:35:16.123 UTC [4242] pg_receivewal: error: replication slot \"x\" does not exist"
         );
     }
 
@@ -300,7 +318,7 @@ mod tests {
         let l = format_text_line(&sample("relation \"a\nerror: forged\r\u{1b}[2J\u{2028}\u{85}\" is gone"));
         assert_eq!(
             l,
-            "2026-11-21 23:35:16.123 UTC pgreceivewal[4242] info: \
+            "2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: info: \
              relation \"a\\nerror: forged\\r\\u001b[2J\\u2028\\u0085\" is gone"
         );
         assert!(!l.chars().any(crate::text::must_escape), "{l:?}");
@@ -342,9 +360,9 @@ mod tests {
         };
         assert_eq!(
             format_text_line(&line),
-            "2026-11-21 23:35:16.123 UTC pgreceivewal[4242] error: could not fsync file \"x\": Input/output error\n\
-             2026-11-21 23:35:16.123 UTC pgreceivewal[4242] detail: The disk may have lost written WAL.\n\
-             2026-11-21 23:35:16.123 UTC pgreceivewal[4242] hint: Free space in \"/a\\nb\"."
+            "2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: error: could not fsync file \"x\": Input/output error\n\
+             2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: detail: The disk may have lost written WAL.\n\
+             2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: hint: Free space in \"/a\\nb\"."
         );
         assert_eq!(
             format_json_line(&line),
@@ -352,7 +370,7 @@ mod tests {
         );
         let only_hint = LogLine { hint: Some("Use -S."), ..sample("no slot") };
         assert!(format_text_line(&only_hint)
-            .ends_with("info: no slot\n2026-11-21 23:35:16.123 UTC pgreceivewal[4242] hint: Use -S."));
+            .ends_with("info: no slot\n2026-11-21 23:35:16.123 UTC [4242] pgreceivewal: hint: Use -S."));
         assert!(format_json_line(&only_hint).contains(r#""msg":"no slot","hint":"Use -S.","target""#));
     }
 

@@ -322,6 +322,8 @@ registry! {
         "when the last segment was completed, in seconds since the Unix epoch";
     segments: Counter, Physical, "segments_completed_total",
         "segments completed (fsync'ed and renamed to their final name) since start";
+    ship_queue: Gauge, Physical, "segment_command_queue_files",
+        "completed files --segment-command has not shipped yet";
     reconnects: Counter, Both, "reconnects_total",
         "sessions that ended in an error and were retried after a back-off";
     errors: ByKind, Both, "errors_total",

@@ -135,8 +135,15 @@ pub struct ConnKind {
 }
 
 impl ConnKind {
-    pub const PHYSICAL: ConnKind =
-        ConnKind { replication: Replication::Physical, application_name: "pgreceivewal" };
+    /// pgreceivewal's: known by the name it was started as, as pg_receivewal is (its
+    /// `fallback_application_name` is its `progname`), so a `pg_receivewal` symlink matches
+    /// a synchronous_standby_names written for pg_receivewal.
+    pub fn physical() -> ConnKind {
+        ConnKind {
+            replication: Replication::Physical,
+            application_name: crate::tool::progname("pgreceivewal"),
+        }
+    }
 }
 
 /// The keyword/value pairs for libpq: the user's connection string (if any) first, then
@@ -250,7 +257,7 @@ impl Server {
         password: &mut Option<String>,
         stop: Option<RawFd>,
     ) -> Result<Server, ServerError> {
-        Server::connect_as(opts, password, stop, ConnKind::PHYSICAL)
+        Server::connect_as(opts, password, stop, ConnKind::physical())
     }
 
     /// [`Server::connect`] for a given kind of replication connection.
@@ -541,7 +548,7 @@ mod tests {
             user: Some("u".into()),
             password: PasswordMode::Auto,
         };
-        let p = conn_params_for(&opts, Some("pw"), ConnKind::PHYSICAL);
+        let p = conn_params_for(&opts, Some("pw"), ConnKind::physical());
         let pos = |k: &str| p.iter().rposition(|(key, _)| key == k).unwrap();
         assert!(pos("host") > pos("dbname"));
         assert_eq!(p[pos("host")].1, "b");

@@ -360,7 +360,8 @@ fn slot_actions(version: PgVersion) {
         "{out}"
     );
     run_ok(&mut slot_cmd(&["-S", "s1", "--create-slot", "--if-not-exists"]), &log);
-    run_ok(&mut slot_cmd(&["-S", "s1", "--drop-slot"]), &log);
+    // pg_receivewal accepts --if-not-exists with any action and ignores it but for creating.
+    run_ok(&mut slot_cmd(&["-S", "s1", "--drop-slot", "--if-not-exists"]), &log);
     assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots"), "0");
     let (status, out) = run(&mut slot_cmd(&["-S", "s1", "--drop-slot"]), &log);
     assert_eq!(status.code(), Some(1));
@@ -371,10 +372,14 @@ fn slot_actions(version: PgVersion) {
     c.generate_wal(1);
     let endpos = endpos_before_end(&c);
     let d = t.join("auto");
-    let (status, out) = run(&mut ours(&c, &d, &["-S", "auto", "-n", "-E", &endpos]), &log);
-    assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("replication slot \"auto\" does not exist"), "{out}");
-    assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots"), "0");
+    // --if-not-exists is accepted when streaming, as by pg_receivewal, and creates nothing.
+    for extra in [&[][..], &["--if-not-exists"]] {
+        let mut cmd = ours(&c, &d, &["-S", "auto", "-n", "-E", &endpos]);
+        let (status, out) = run(cmd.args(extra), &log);
+        assert_eq!(status.code(), Some(1), "{extra:?}: {out}");
+        assert!(out.contains("replication slot \"auto\" does not exist"), "{extra:?}: {out}");
+        assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots"), "0");
+    }
     // Started at the server's current position there is nothing before endpos to wait for:
     // give it WAL to pass once it runs.
     let mut child = KillOnDrop::spawn(

@@ -28,7 +28,12 @@ mod logical_integrity;
 
 mod notify;
 
+mod dropin;
+
+mod ship;
+
 mod apply;
+mod compression;
 mod diskfull;
 mod metrics;
 

@@ -79,8 +79,15 @@ pub static FLAGS: &[FlagDef] = &[
         long: "consumer-name",
         short: "",
         value: Some("NAME"),
-        help: "register the applied position in DIR as .consumer.NAME,\nwhich pgrecvlogical's --retain-* honour (default: pgapplylogical)",
-        man: "Register the applied position in the directory under this name (default pgapplylogical).",
+        help: "register the applied position in DIR as .consumer.NAME,\nwhich pgrecvlogical's --retain-size and --retain-age\nhonour (default: pgapplylogical)",
+        man: r"Register the applied position in the directory under this name (default pgapplylogical):
+the file
+.BI .consumer. name
+that pgrecvlogical's
+.B \-\-retain\-size
+and
+.B \-\-retain\-age
+never remove files past.",
         section: APPLY,
     },
     FlagDef {
@@ -225,18 +232,20 @@ impl ToolArgs for Args {
     }
 }
 
-pub fn version_text() -> String {
-    cli::version_text(PROGRAM)
+/// `--version` for the name the program was started as; the parenthesis names the software.
+pub fn version_text(program: &str) -> String {
+    cli::version_text(program)
 }
 
-pub fn help_text() -> String {
+/// `--help` for the name the program was started as.
+pub fn help_text(program: &str) -> String {
     format!(
         "\
-pgapplylogical applies pgrecvlogical's output directory to a target PostgreSQL
+{program} applies pgrecvlogical's output directory to a target PostgreSQL
 database, each source transaction as one target transaction, exactly once.
 
 Usage:
-  pgapplylogical -D DIR -d TARGET [OPTION]...
+  {program} -D DIR -d TARGET [OPTION]...
 
 {}
 The applied position is kept on the target, in pgapplylogical.applied_position,

@@ -217,8 +217,9 @@ pub const LOG_FORMAT: FlagDef = FlagDef {
     value: Some("FORMAT"),
     help: "text or json, one message per line (default: text)",
     man: r".B text
-(the default; a timestamp, the program, its process ID, the level and the
-message, like PostgreSQL's server log) or
+(the default; a timestamp and the process ID, as PostgreSQL's server log
+prefixes them, then the program, the level and the message, as PostgreSQL's
+tools print them) or
 .B json
 (one object per line, for log collectors).",
     section: LOGGING.title,

@@ -681,18 +681,19 @@ impl Args {
     }
 }
 
-pub fn version_text() -> String {
-    cli::version_text(PROGRAM)
+/// `--version` for the name the program was started as; the parenthesis names the software.
+pub fn version_text(program: &str) -> String {
+    cli::version_text(program)
 }
 
-pub fn help_text() -> String {
+pub fn help_text(program: &str) -> String {
     format!(
         "\
-pgrecvlogical streams decoded row changes from a PostgreSQL logical replication
+{program} streams decoded row changes from a PostgreSQL logical replication
 slot (pgoutput) into durable JSON or text lines, at least once.
 
 Usage:
-  pgrecvlogical -S SLOT -P PUBLICATION (-D DIR | -f -) [OPTION]...
+  {program} -S SLOT -P PUBLICATION (-D DIR | -f -) [OPTION]...
 
 {}
 The position confirmed to the server is the end of the last transaction whose
@@ -995,8 +996,8 @@ mod tests {
         assert_eq!(try_parse(&["--help"]), Ok(Command::Help));
         assert_eq!(try_parse(&["-S", "s", "-?"]), Ok(Command::Help));
         assert_eq!(try_parse(&["-V"]), Ok(Command::Version));
-        assert!(version_text().starts_with("pgrecvlogical "));
-        let help = help_text();
+        assert!(version_text(PROGRAM).starts_with("pgrecvlogical "));
+        let help = help_text(PROGRAM);
         for f in FLAGS {
             assert!(help.contains(&format!("--{}", f.long)), "--{} missing from help", f.long);
         }

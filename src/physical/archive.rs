@@ -10,9 +10,11 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::compression::Method;
 use crate::durable::{fsync_dir, open_locked, write_durably, LockedDirError, TEMP_SUFFIX};
 use crate::logging::Hinted;
 use crate::lsn::Lsn;
+use crate::physical::compress;
 use crate::physical::walfile::{SegmentId, Tli, WalName};
 use crate::text::os_error;
 
@@ -21,15 +23,45 @@ pub const META_FILE: &str = ".pgreceivewal.meta";
 
 #[derive(Debug)]
 pub enum ArchiveError {
-    Io { path: PathBuf, action: &'static str, err: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        err: io::Error,
+    },
     NotADirectory(PathBuf),
     Locked(PathBuf),
-    BadSize { path: PathBuf, size: u64, seg_size: u64 },
+    BadSize {
+        path: PathBuf,
+        size: u64,
+        seg_size: u64,
+    },
+    /// A completed compressed segment that does not decompress to one whole segment.
+    BadCompressed {
+        path: PathBuf,
+        decoded: u64,
+        seg_size: u64,
+        stopped: Option<String>,
+    },
     EmptySegment(PathBuf),
-    OtherCluster { dir: PathBuf, archive: String, server: String },
-    ForeignSegment { path: PathBuf, found: String, server: String },
-    BadMetadata { path: PathBuf, reason: String },
-    FutureTimeline { dir: PathBuf, archive_tli: Tli, server_tli: Tli },
+    OtherCluster {
+        dir: PathBuf,
+        archive: String,
+        server: String,
+    },
+    ForeignSegment {
+        path: PathBuf,
+        found: String,
+        server: String,
+    },
+    BadMetadata {
+        path: PathBuf,
+        reason: String,
+    },
+    FutureTimeline {
+        dir: PathBuf,
+        archive_tli: Tli,
+        server_tli: Tli,
+    },
 }
 
 impl fmt::Display for ArchiveError {
@@ -46,6 +78,13 @@ impl fmt::Display for ArchiveError {
             ),
             ArchiveError::BadSize { path, size, seg_size } => {
                 write!(f, "WAL file \"{}\" has {size} bytes, should be 0 or {seg_size}", path.display())
+            }
+            ArchiveError::BadCompressed { path, decoded, seg_size, stopped } => {
+                write!(f, "compressed WAL segment \"{}\" decompresses to {decoded} bytes, should be {seg_size}", path.display())?;
+                if let Some(why) = stopped {
+                    write!(f, " ({why})")?;
+                }
+                Ok(())
             }
             ArchiveError::EmptySegment(p) => write!(f, "completed WAL segment \"{}\" is empty", p.display()),
             ArchiveError::OtherCluster { dir, archive, server } => {
@@ -87,7 +126,7 @@ impl Hinted for ArchiveError {
                 ArchiveError::NotADirectory(_) => "Give -D a directory for the archive.",
                 ArchiveError::Locked(_) => "Stop it or use another directory.",
                 ArchiveError::BadSize { .. } => "Move it out of the archive.",
-                ArchiveError::EmptySegment(_) => {
+                ArchiveError::EmptySegment(_) | ArchiveError::BadCompressed { .. } => {
                     "Move it out of the archive so the segment can be streamed again."
                 }
                 ArchiveError::OtherCluster { .. } => "Archive each cluster into its own directory.",
@@ -133,6 +172,8 @@ impl fmt::Display for ClusterId {
 pub struct Scan {
     /// The newest segment (highest number, then highest timeline) and whether it is partial.
     pub newest: Option<(SegmentId, bool)>,
+    /// That segment's file name and compression (of two forms of it, the first found).
+    pub newest_file: Option<(String, Method)>,
     /// The highest timeline any WAL or history file in the archive belongs to.
     pub max_tli: Option<Tli>,
     /// File names that are not WAL, not ours: reported, never touched.
@@ -179,14 +220,14 @@ impl Archive {
         for entry in entries {
             let entry = entry.map_err(io_err(&self.dir, "read directory"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == LOCK_FILE || name == META_FILE {
+            if name == LOCK_FILE || name == META_FILE || name == crate::physical::ship::MARKER_FILE {
                 continue;
             }
             if name.ends_with(TEMP_SUFFIX) {
                 scan.leftovers.push(entry.path());
                 continue;
             }
-            let Some(wal) = WalName::parse(&name) else {
+            let Some((wal, method)) = WalName::parse_any(&name) else {
                 scan.foreign.push(name);
                 continue;
             };
@@ -200,11 +241,16 @@ impl Archive {
             };
             let path = entry.path();
             let size = fs::metadata(&path).map_err(io_err(&path, "stat"))?.len();
-            match (size, wal.is_partial()) {
-                (s, _) if s == seg_size => {}
-                (0, true) => {}
-                (0, false) => return Err(ArchiveError::EmptySegment(path)),
-                (size, _) => return Err(ArchiveError::BadSize { path, size, seg_size }),
+            match (size, wal.is_partial(), method) {
+                // A compressed partial has no set size (pg_receivewal writes gzip's header
+                // with the first WAL); it is written again from its start anyway.
+                (_, true, m) if m != Method::None => {}
+                (0, _, _) if !wal.is_partial() => return Err(ArchiveError::EmptySegment(path)),
+                (_, false, Method::Gzip) => check_gzip_size(&path, seg_size)?,
+                (_, false, m) if m != Method::None => {}
+                (s, _, _) if s == seg_size => {}
+                (0, true, _) => {}
+                (size, _, _) => return Err(ArchiveError::BadSize { path, size, seg_size }),
             }
             scan.max_tli = scan.max_tli.max(Some(id.tli));
             let newer = match scan.newest {
@@ -217,6 +263,25 @@ impl Archive {
             };
             if newer {
                 scan.newest = Some((id, wal.is_partial()));
+                scan.newest_file = Some((name, method));
+            }
+        }
+        // Resuming after a complete compressed segment trusts it to hold the whole segment:
+        // decompress it, as pg_receivewal does for `.lz4`.
+        if let (Some((_, false)), Some((name, method))) = (scan.newest, &scan.newest_file) {
+            if *method != Method::None {
+                let path = self.dir.join(name);
+                let f = File::open(&path).map_err(io_err(&path, "open"))?;
+                let d =
+                    compress::decode(*method, f, seg_size, &mut |_| Ok(())).map_err(io_err(&path, "read"))?;
+                if d.len != seg_size || d.stopped.is_some() {
+                    return Err(ArchiveError::BadCompressed {
+                        path,
+                        decoded: d.len.min(seg_size + 1),
+                        seg_size,
+                        stopped: d.stopped.map(|e| e.to_string()),
+                    });
+                }
             }
         }
         scan.foreign.sort();
@@ -229,10 +294,9 @@ impl Archive {
     pub fn check_cluster(&self, server: ClusterId, scan: &Scan) -> Result<(), ArchiveError> {
         // The newest segment is where streaming resumes: whoever put it there, it must be WAL
         // of this server, whether or not the metadata file agrees.
-        if let Some((id, partial)) = scan.newest {
-            let name = if partial { id.partial_name(server.seg_size) } else { id.file_name(server.seg_size) };
+        if let Some((name, method)) = &scan.newest_file {
             let path = self.dir.join(name);
-            if let Some(found) = read_segment_identity(&path).map_err(io_err(&path, "read"))? {
+            if let Some(found) = read_segment_identity(&path, *method).map_err(io_err(&path, "read"))? {
                 if found != server {
                     return Err(ArchiveError::ForeignSegment {
                         path,
@@ -367,12 +431,35 @@ pub fn parse_meta_slot(content: &[u8]) -> Result<Option<String>, String> {
     Ok(slot)
 }
 
+/// The uncompressed size of a completed `.gz` segment, from the gzip trailer's ISIZE (its
+/// last 4 bytes), as pg_receivewal's `FindStreamingStart` checks it.
+fn check_gzip_size(path: &Path, seg_size: u64) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).map_err(io_err(path, "open"))?;
+    let len = f.metadata().map_err(io_err(path, "stat"))?.len();
+    let mut t = [0u8; 4];
+    if len >= 18 {
+        f.read_exact_at(&mut t, len - 4).map_err(io_err(path, "read"))?;
+    }
+    let isize = u64::from(u32::from_le_bytes(t));
+    // ISIZE is the size modulo 2^32, as gzip stores it.
+    if isize != seg_size % (1 << 32) {
+        return Err(ArchiveError::BadCompressed {
+            path: path.to_path_buf(),
+            decoded: isize,
+            seg_size,
+            stopped: None,
+        });
+    }
+    Ok(())
+}
+
 /// Reads the identity from a segment's first page (its long header), `None` if that page was
-/// never written (a freshly padded partial segment).
-pub fn read_segment_identity(path: &Path) -> io::Result<Option<ClusterId>> {
+/// never written (a freshly padded partial segment, a compressed one holding less than a header).
+pub fn read_segment_identity(path: &Path, method: Method) -> io::Result<Option<ClusterId>> {
     let mut h = [0u8; 40];
-    let mut f = File::open(path)?;
-    if f.read_exact(&mut h).is_err() || h.iter().all(|&b| b == 0) {
+    let mut r = compress::reader(method, File::open(path)?)?;
+    if r.read_exact(&mut h).is_err() || h.iter().all(|&b| b == 0) {
         return Ok(None);
     }
     let system_id = u64::from_le_bytes(h[24..32].try_into().expect("8 bytes"));
@@ -568,5 +655,62 @@ mod tests {
         );
         assert!(parse_meta(b"system_identifier=1\n").is_err());
         assert!(parse_meta(b"garbage\n").is_err());
+    }
+
+    fn compressed(d: &Dir, name: &str, method: Method, content: &[u8], finish: bool) {
+        let f = File::create(d.0.join(name)).unwrap();
+        let spec = crate::compression::parse(method.name()).unwrap();
+        let mut e = compress::Encoder::new(spec, f).unwrap();
+        e.write_all(content).unwrap();
+        if finish {
+            e.finish().unwrap();
+        } else {
+            e.flush_point().unwrap();
+        }
+    }
+
+    fn segment(sysid: u64) -> Vec<u8> {
+        let mut page = vec![0u8; SEG as usize];
+        page[24..32].copy_from_slice(&sysid.to_le_bytes());
+        page[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
+        page
+    }
+
+    #[test]
+    fn compressed_segments_are_segments() {
+        let d = Dir::new("compressed");
+        let a = Archive::open(&d.0).unwrap();
+        compressed(&d, "000000010000000000000003.gz", Method::Gzip, &segment(7), true);
+        compressed(&d, "000000010000000000000004.lz4", Method::Lz4, &segment(7), true);
+        let s = a.scan(SEG).unwrap();
+        assert_eq!(s.resume_point(SEG), Some((Lsn(5 * SEG), 1)));
+        assert_eq!(s.newest_file, Some(("000000010000000000000004.lz4".into(), Method::Lz4)));
+        a.check_cluster(ClusterId { system_id: 7, seg_size: SEG }, &s).unwrap();
+        // A compressed partial is resumed at its segment's start, and checked by its WAL.
+        compressed(&d, "000000010000000000000005.zst.partial", Method::Zstd, &segment(8)[..100_000], false);
+        let s = a.scan(SEG).unwrap();
+        assert_eq!(s.resume_point(SEG), Some((Lsn(5 * SEG), 1)));
+        let e = a.check_cluster(ClusterId { system_id: 7, seg_size: SEG }, &s).unwrap_err();
+        assert!(matches!(e, ArchiveError::ForeignSegment { .. }), "{e}");
+    }
+
+    #[test]
+    fn short_compressed_segments_are_refused() {
+        let d = Dir::new("shortgz");
+        let a = Archive::open(&d.0).unwrap();
+        // gzip: by its trailer, as pg_receivewal checks it, for every .gz.
+        compressed(&d, "000000010000000000000003.gz", Method::Gzip, &segment(7)[..1000], true);
+        fs::write(d.0.join("000000010000000000000004"), segment(7)).unwrap();
+        let e = a.scan(SEG).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("000000010000000000000003.gz\" decompresses to 1000 bytes, should be 1048576"),
+            "{e}"
+        );
+        fs::remove_file(d.0.join("000000010000000000000003.gz")).unwrap();
+        // The newest complete segment of any method: decompressed in full.
+        compressed(&d, "000000010000000000000005.zst", Method::Zstd, &segment(7)[..SEG as usize - 1], true);
+        let e = a.scan(SEG).unwrap_err();
+        assert!(matches!(e, ArchiveError::BadCompressed { decoded, .. } if decoded == SEG - 1), "{e}");
     }
 }

@@ -13,6 +13,7 @@ use crate::lsn::Lsn;
 use crate::metrics::{self, ErrorKind};
 use crate::physical::archive::{Archive, ArchiveError, ClusterId};
 use crate::physical::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
+use crate::physical::ship::Shipper;
 use crate::physical::walfile::Tli;
 use crate::physical::writer::WriterConfig;
 use crate::server::{sqlstate, Server, ServerError, SlotInfo};
@@ -102,6 +103,12 @@ pub enum Outcome {
     Stream(StreamEnd),
 }
 
+/// The name to tell the user to run: the one we were started as (a `pg_receivewal` symlink
+/// says `pg_receivewal --create-slot`).
+fn prog() -> &'static str {
+    crate::tool::progname("pgreceivewal")
+}
+
 pub fn run(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
     match cfg.action {
         Action::CreateSlot | Action::DropSlot => slot_action(cfg, stop),
@@ -145,12 +152,24 @@ struct Archiver<'a> {
     /// The identity of the server of the first session: a later session that reaches a
     /// different cluster (a failover to the wrong host, a rebuilt server) is refused.
     cluster: Option<ClusterId>,
+    /// `--segment-command`: started by the first session (it needs the segment size), kept
+    /// across reconnects.
+    shipper: Option<Shipper>,
 }
 
 impl<'a> Archiver<'a> {
     fn new(cfg: &'a Config, stop: &'a StopSignals) -> Result<Archiver<'a>, RunError> {
         // Lock the directory before connecting, so a second archiver is refused at once.
         let archive = Archive::open(&cfg.directory)?;
+        let c = cfg.compression;
+        if c.method == crate::compression::Method::Lz4 && c.level >= 3 {
+            // LZ4's levels 3 to 12 are LZ4 HC, which lz4_flex does not have; the files are the
+            // same format, only larger than pg_receivewal's at that level.
+            log::warn!(
+                "lz4 level {} is written at LZ4's fast level: LZ4 HC (levels 3 to 12) is not available",
+                c.level
+            );
+        }
         if let Some(address) = &cfg.metrics_address {
             let ep = metrics::Endpoint {
                 tool: "pgreceivewal",
@@ -163,12 +182,17 @@ impl<'a> Archiver<'a> {
             };
             metrics::serve(address, ep).map_err(RunError::Metrics)?;
         }
-        Ok(Archiver { cfg, stop, archive, password: None, cluster: None })
+        Ok(Archiver { cfg, stop, archive, password: None, cluster: None, shipper: None })
     }
 
     fn run(&mut self) -> Result<Outcome, RunError> {
         let (stop, no_loop) = (self.stop, self.cfg.no_loop);
-        session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream)
+        let end = session::reconnect(stop, no_loop, || self.session()).map(Outcome::Stream);
+        // While the archive is still locked: the command in flight finishes.
+        if let Some(shipper) = self.shipper.take() {
+            shipper.finish();
+        }
+        end
     }
 
     /// One connection: identify the server, check it against the archive, find where to
@@ -219,6 +243,9 @@ impl<'a> Archiver<'a> {
         if scan.newest.is_none() {
             self.archive.set_group_access(group_access)?;
         }
+        if let (Some(cmd), None) = (&cfg.segment_command, &self.shipper) {
+            self.shipper = Some(Shipper::start(&self.archive.dir, cmd, seg_size)?);
+        }
 
         let resume = scan.resume_point(seg_size);
         let (slot_start, slot_state) = match &cfg.slot {
@@ -253,11 +280,13 @@ impl<'a> Archiver<'a> {
             file_mode: Archive::file_mode(group_access),
             system_id: sys.system_id,
             block_size,
+            ship: self.shipper.as_ref().map(Shipper::queue),
             min_free: cfg.min_free,
             retention: match &cfg.slot {
                 Some(s) => Retention::PhysicalSlot(s.clone()),
                 None => Retention::None,
             },
+            compression: cfg.compression,
         };
         let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
             .map_err(|e| lost.explain(RunError::Stream(e)))?;
@@ -326,7 +355,8 @@ impl<'a> Archiver<'a> {
                             self.archive.dir.display()
                         ))
                         .hint(format!(
-                            "Check the slot name, or create the slot with pgreceivewal --create-slot -S {slot}."
+                            "Check the slot name, or create the slot with {} --create-slot -S {slot}.",
+                            prog()
                         )),
                     ));
                 }
@@ -369,9 +399,9 @@ impl<'a> Archiver<'a> {
             );
         }
         // Asked at every connect: the metric says whether this server may wait for us.
-        let named = server.named_synchronous_standby("pgreceivewal");
+        let named = server.named_synchronous_standby(prog());
         if !sync && self.cfg.slot.is_some() && named == Some(true) {
-            let app = server.application_name().unwrap_or_else(|| "pgreceivewal".into());
+            let app = server.application_name().unwrap_or_else(|| prog().into());
             log::warn!(
                 hint = "Add --synchronous.";
                 "the server lists \"{app}\" in synchronous_standby_names but --synchronous is not set: commits will wait until a whole segment is archived"
@@ -383,7 +413,8 @@ impl<'a> Archiver<'a> {
 /// What to do about a slot that does not exist on the server.
 fn create_slot_hint(slot: &str) -> String {
     format!(
-        "Create it with pgreceivewal --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover)."
+        "Create it with {} --create-slot -S {slot}, or pass --create-slot-if-missing where a server may lack it (a new primary after a failover).",
+        prog()
     )
 }
 
@@ -458,7 +489,10 @@ impl LostWal<'_> {
                 (
                     format!("{why}: {what}"),
                     Some(self.gap()),
-                    format!("Take a new base backup and start a new archive directory, and recreate the slot (pgreceivewal --drop-slot -S {slot}, then --create-slot -S {slot})."),
+                    format!(
+                        "Take a new base backup and start a new archive directory, and recreate the slot ({} --drop-slot -S {slot}, then --create-slot -S {slot}).",
+                        prog()
+                    ),
                 )
             }
         };

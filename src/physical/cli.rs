@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::cli::flags::{self, Flag, FlagDef, Section, ToolArgs};
 use crate::cli::{self, render, usage, CommonArgs, DEFAULT_STATUS_INTERVAL_SECS};
+use crate::compression::Compression;
 use crate::config::{Action, Config, Durability};
 use crate::lsn::Lsn;
 use crate::tool::UsageError;
@@ -27,9 +28,11 @@ pub const PROGRAM: &str = "pgreceivewal";
 pub type Command = crate::tool::Command<Config>;
 
 const ACTIONS: Section = Section { title: "Optional actions", man_heading: true, man_intro: "" };
+const SHIPPING: Section = Section { title: "Shipping", man_heading: true, man_intro: "" };
 const OPTIONS: &str = cli::OPTIONS.title;
 
-pub static SECTIONS: &[Section] = &[cli::OPTIONS, cli::CONNECTION, ACTIONS, cli::LOGGING, cli::MONITORING];
+pub static SECTIONS: &[Section] =
+    &[cli::OPTIONS, cli::CONNECTION, ACTIONS, SHIPPING, cli::LOGGING, cli::MONITORING];
 
 /// Every flag, in pg_receivewal's order. To add one: an entry here, an arm in `Args::take`.
 pub static FLAGS: &[FlagDef] = &[
@@ -79,7 +82,8 @@ means no end position.",
         man: r"With
 .BR \-\-create\-slot :
 an existing slot of that name is not an error.
-Not accepted otherwise (to create a missing slot when streaming, use
+Accepted and ignored otherwise, as by pg_receivewal; it never creates a missing slot when
+streaming (that is
 .BR \-\-create\-slot\-if\-missing ).",
         section: OPTIONS,
     },
@@ -156,8 +160,11 @@ so that the archiver can serve as a synchronous standby (list its
 .B application_name
 in the server's
 .BR synchronous_standby_names ;
-the default name is
-.BR pgreceivewal ).
+the default name is the name the program was started as:
+.BR pgreceivewal ,
+or
+.B pg_receivewal
+when installed as a symlink of that name, as pg_receivewal's own).
 See
 .BR DURABILITY .",
         section: OPTIONS,
@@ -167,14 +174,39 @@ See
     FlagDef {
         long: "compress",
         short: "Z",
-        value: Some("none"),
-        help: "only none or 0: WAL is never compressed",
-        man: r"Only
-.B none
+        value: Some("METHOD[:DETAIL]"),
+        help: "compress as specified (gzip, lz4, zstd, none)",
+        man: r"Compress each segment with
+.BR gzip ,
+.BR lz4
 or
+.BR zstd ,
+or not
+.RB ( none ,
+the default), spelled as pg_receivewal 15 to 18 spells it: a bare level
+.RB ( \-Z\ 1
+to
+.BR 9 )
+means gzip and
 .B 0
-is accepted: archived segments stay byte-identical to the server's WAL, so
-they can be checked and restored as they are.",
+none; DETAIL is a level
+.RB ( gzip:5 )
+or
+.BR level= N
+(and
+.B long
+for zstd). Segments are written as
+.IR segment .gz,
+.IR segment .lz4
+or
+.IR segment .zst
+and their
+.B .partial
+forms, the files pg_receivewal writes (it refuses zstd); decompressed, each is
+byte-identical to the server's WAL. A
+.B .partial
+gets a flush point before every fsync, so what was reported flushed
+decompresses after a crash.",
         section: OPTIONS,
     },
     cli::HELP,
@@ -244,6 +276,47 @@ do.",
 and exit.",
         section: ACTIONS.title,
     },
+    FlagDef {
+        long: "segment-command",
+        short: "",
+        value: Some("CMD"),
+        help: "run CMD for each completed segment and history file, in\n\
+               order, like archive_command (%p path, %f file name, %%);\n\
+               retried with back-off until it exits 0",
+        man: r"Run
+.I cmd
+with
+.B /bin/sh \-c
+for each completed segment and timeline history file, once the file has its
+final name and its directory entry is durable, one at a time and in archive
+order, as PostgreSQL's
+.B archive_command
+is run:
+.B %p
+is replaced by the file's path,
+.B %f
+by its name,
+.B %%
+by a
+.BR % .
+For example
+.B aws s3 cp %p s3://bucket/wal/%f
+or
+.BR wal\-g\ wal\-push\ %p .
+A non-zero exit is retried after 1 second, doubling up to 60 seconds, until
+the command succeeds; receiving never waits for it.
+After each success the file's name is written durably to
+.IB directory /.pgreceivewal.shipped\fR;
+a restart ships the completed files after it, so a file is shipped again only
+if the process died between the command's success and that write.
+Without that file, every completed file of the directory is shipped.
+At exit the command in flight is waited for; the rest is shipped by the next
+run.
+A
+.B .partial
+segment is never shipped.",
+        section: SHIPPING.title,
+    },
     cli::LOG_LEVEL,
     cli::LOG_FORMAT,
     cli::LOG_ADD_SOURCE,
@@ -264,6 +337,8 @@ struct Args {
     no_sync: bool,
     synchronous: bool,
     status_interval_secs: Option<u64>,
+    compression: Compression,
+    segment_command: Option<String>,
     common: CommonArgs,
     /// The first non-option argument: reported after all options, as getopt does.
     first_stray: Option<OsString>,
@@ -290,7 +365,14 @@ impl ToolArgs for Args {
             "no-sync" => self.no_sync = true,
             "synchronous" => self.synchronous = true,
             "status-interval" => self.status_interval_secs = Some(cli::status_interval_value(flag)?),
-            "compress" => check_compression(&flag.string()?)?,
+            "compress" => self.compression = crate::compression::parse(&flag.string()?).map_err(usage)?,
+            "segment-command" => {
+                let cmd = flag.string()?;
+                if cmd.trim().is_empty() {
+                    return Err(usage("--segment-command must not be empty"));
+                }
+                self.segment_command = Some(cmd);
+            }
             _ if self.common.take(flag)? => {}
             name => unreachable!("--{name} is in FLAGS but not handled"),
         }
@@ -332,13 +414,11 @@ impl ToolArgs for Args {
         }
         self.common.check()?;
         self.common.check_conninfo()?;
-        // pg_receivewal ignores --if-not-exists when streaming; here it is refused, so nobody
-        // takes it for "create the slot when missing", which has a flag of its own.
-        if self.if_not_exists && action != Action::CreateSlot {
-            return Err(usage(
-                "--if-not-exists can only be used with --create-slot \
-                 (to create a missing slot when streaming, use --create-slot-if-missing)",
-            ));
+        // --if-not-exists without --create-slot is accepted and has no effect, as in
+        // pg_receivewal: scripts pass it on every call. It never creates a missing slot when
+        // streaming (that is --create-slot-if-missing); the missing-slot error says so.
+        if self.segment_command.is_some() && action != Action::Stream {
+            return Err(usage("--segment-command can only be used when streaming"));
         }
         if self.create_slot_if_missing {
             if action != Action::Stream {
@@ -367,7 +447,9 @@ impl ToolArgs for Args {
             create_slot_if_missing: self.create_slot_if_missing,
             endpos: self.endpos,
             no_loop: self.no_loop,
+            segment_command: self.segment_command,
             durability,
+            compression: self.compression,
             status_interval: (secs > 0).then(|| Duration::from_secs(secs)),
             min_free: self.common.min_free(),
             metrics_address: self.common.metrics_address(),
@@ -377,31 +459,22 @@ impl ToolArgs for Args {
     }
 }
 
-/// Only "no compression" is accepted: the archive holds segments byte-identical to the
-/// server's WAL, so they can be checked and restored as they are.
-fn check_compression(s: &str) -> Result<(), UsageError> {
-    match s {
-        "0" | "none" => Ok(()),
-        _ => Err(usage(format!(
-            "compression \"{s}\" is not supported: archived segments are kept \
-             byte-identical to the server's WAL (use -Z none or leave -Z out)"
-        ))),
-    }
+/// `--version` for the name the program was started as, like pg_receivewal's
+/// `pg_receivewal (PostgreSQL) 17.2`: the parenthesis names the software, so a
+/// `pg_receivewal` symlink says `pg_receivewal (pgreceivewal) 0.1.0`.
+pub fn version_text(program: &str) -> String {
+    cli::version_text(program)
 }
 
-/// `--version` output, like pg_receivewal's `pg_receivewal (PostgreSQL) 17.2`.
-pub fn version_text() -> String {
-    cli::version_text(PROGRAM)
-}
-
-/// The full `--help` text, laid out like pg_receivewal's.
-pub fn help_text() -> String {
+/// The full `--help` text, laid out like pg_receivewal's, for the name the program was
+/// started as.
+pub fn help_text(program: &str) -> String {
     format!(
         "\
-pgreceivewal receives PostgreSQL streaming write-ahead logs.
+{program} receives PostgreSQL streaming write-ahead logs.
 
 Usage:
-  pgreceivewal [OPTION]...
+  {program} [OPTION]...
 
 {}
 A slot given with --slot must exist, as for pg_receivewal: a mistyped name
@@ -410,8 +483,10 @@ would otherwise leave a slot holding WAL on the server for ever. Create it with
 new primary after a failover); then a missing slot is created, reserving WAL
 at once, with a warning, but only the slot the archive was streamed with.
 --create-slot and --drop-slot do not need -D and exit once done. -s 0 turns
-status packets off. --log-level overrides -v. Archived segments are kept
-byte-identical to the server's WAL, so compression is not offered.
+status packets off. --log-level overrides -v. -Z writes each segment as
+<segment>.gz, .lz4 or .zst (and .partial while it is written), the files
+pg_receivewal writes (zstd excepted); decompressed, a segment is byte-identical
+to the server's WAL. -Z 1 to -Z 9 are gzip levels, -Z 0 is none.
 
 Connection settings not given here are taken by libpq from the PG* environment
 variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSERVICE, PGSSLMODE, ...), the
@@ -430,6 +505,7 @@ pub fn man_options() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compression::Method;
     use crate::config::{ConnOptions, LogFormat, LogOptions, PasswordMode};
     use crate::diskspace::DEFAULT_MIN_FREE;
 
@@ -477,7 +553,9 @@ mod tests {
                 create_slot_if_missing: false,
                 endpos: None,
                 no_loop: false,
+                segment_command: None,
                 durability: Durability::Default,
+                compression: Compression::NONE,
                 status_interval: Some(Duration::from_secs(10)),
                 min_free: DEFAULT_MIN_FREE,
                 metrics_address: None,
@@ -585,7 +663,8 @@ mod tests {
                 "--create-slot-if-missing can only be used when streaming, not with --create-slot or --drop-slot"
             );
         }
-        assert!(err_with_dir(&["-S", "s", "--if-not-exists"]).contains("use --create-slot-if-missing"));
+        // --if-not-exists is not "create when missing": streaming with it asks nothing more.
+        assert!(!with_dir(&["-S", "s", "--if-not-exists"]).create_slot_if_missing);
     }
 
     #[test]
@@ -616,10 +695,33 @@ mod tests {
     #[test]
     fn if_not_exists() {
         assert!(config(&["--create-slot", "--if-not-exists", "-S", "s"]).if_not_exists);
-        let msg = err_with_dir(&["-S", "s", "--if-not-exists"]);
-        assert!(msg.starts_with("--if-not-exists can only be used with --create-slot"), "{msg}");
-        let msg = err(&["--drop-slot", "-S", "s", "--if-not-exists"]);
-        assert!(msg.starts_with("--if-not-exists can only be used with --create-slot"), "{msg}");
+        // Accepted, without effect, wherever pg_receivewal accepts it: streaming (with or
+        // without a slot) and dropping.
+        let c = with_dir(&["-S", "s", "--if-not-exists"]);
+        assert_eq!((c.action, c.create_slot_if_missing), (Action::Stream, false));
+        assert_eq!(with_dir(&["--if-not-exists"]).action, Action::Stream);
+        assert_eq!(with_dir(&["--if-not"]).action, Action::Stream);
+        assert_eq!(config(&["--drop-slot", "-S", "s", "--if-not-exists"]).action, Action::DropSlot);
+        // Still no substitute for -D when streaming.
+        assert_eq!(err(&["--if-not-exists"]), "no target directory specified");
+    }
+
+    #[test]
+    fn segment_command() {
+        assert_eq!(with_dir(&[]).segment_command, None);
+        let cmd = "aws s3 cp %p s3://b/%f";
+        assert_eq!(with_dir(&["--segment-command", cmd]).segment_command.as_deref(), Some(cmd));
+        assert_eq!(
+            with_dir(&["--segment-command=cp %p /x/%f"]).segment_command.as_deref(),
+            Some("cp %p /x/%f")
+        );
+        assert_eq!(err_with_dir(&["--segment-command", " "]), "--segment-command must not be empty");
+        for action in ["--create-slot", "--drop-slot"] {
+            assert_eq!(
+                err(&[action, "-S", "s", "--segment-command", "true"]),
+                "--segment-command can only be used when streaming"
+            );
+        }
     }
 
     #[test]
@@ -725,19 +827,18 @@ mod tests {
 
     #[test]
     fn compress() {
-        with_dir(&["-Z", "0"]);
-        with_dir(&["-Z0"]);
-        with_dir(&["--compress", "none"]);
-        with_dir(&["--compress=none"]);
-        for bad in ["gzip", "1", "lz4", "zstd", "gzip:5", "none:1", ""] {
-            assert_eq!(
-                err_with_dir(&["-Z", bad]),
-                format!(
-                    "compression \"{bad}\" is not supported: archived segments are kept \
-                     byte-identical to the server's WAL (use -Z none or leave -Z out)"
-                )
-            );
-        }
+        assert!(with_dir(&["-Z", "0"]).compression.is_none());
+        assert!(with_dir(&["-Z0"]).compression.is_none());
+        assert!(with_dir(&["--compress", "none"]).compression.is_none());
+        assert_eq!(with_dir(&["--compress=gzip"]).compression.method, Method::Gzip);
+        assert_eq!(with_dir(&["-Z5"]).compression.level, 5);
+        assert_eq!(with_dir(&["-Z", "lz4:1"]).compression.method, Method::Lz4);
+        assert_eq!(with_dir(&["--comp=zstd:level=9"]).compression.level, 9);
+        assert_eq!(
+            err_with_dir(&["-Z", "none:1"]),
+            "invalid compression specification: compression algorithm \"none\" does not accept a compression level"
+        );
+        assert_eq!(err_with_dir(&["-Z", "brotli"]), "unrecognized compression algorithm: \"brotli\"");
     }
 
     #[test]
@@ -861,7 +962,14 @@ mod tests {
         assert_eq!(try_parse(&["-V"]), Ok(Command::Version));
         assert_eq!(try_parse(&["--version"]), Ok(Command::Version));
         assert_eq!(try_parse(&["-n", "-V"]), Ok(Command::Version));
-        assert_eq!(version_text(), format!("pgreceivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version_text("pgreceivewal"),
+            format!("pgreceivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            version_text("pg_receivewal"),
+            format!("pg_receivewal (pgreceivewal) {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
@@ -882,7 +990,7 @@ mod tests {
         assert_eq!(
             err_with_dir(&["--s", "x"]),
             "option \"--s\" is ambiguous; possibilities: \
-             \"--status-interval\" \"--slot\" \"--synchronous\""
+             \"--status-interval\" \"--slot\" \"--synchronous\" \"--segment-command\""
         );
         assert_eq!(
             err_with_dir(&["--no"]),
@@ -982,7 +1090,9 @@ mod tests {
 
     #[test]
     fn help_lists_every_option() {
-        let help = help_text();
+        let help = help_text("pgreceivewal");
+        assert!(help_text("pg_receivewal").starts_with("pg_receivewal receives"));
+        assert!(help_text("pg_receivewal").contains("Usage:\n  pg_receivewal [OPTION]..."));
         for f in FLAGS {
             assert!(help.contains(&format!("--{}", f.long)), "--{} missing from help", f.long);
         }

@@ -18,14 +18,16 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::compression::Method;
 use crate::logging::Hinted;
 use crate::lsn::{valid_segment_size, Lsn};
 use crate::physical::archive::{parse_meta, ClusterId, META_FILE};
+use crate::physical::compress;
 use crate::physical::walcheck::{check_stored_segment, StoredSegment, WalCheckError, STORED_HEADER_LEN};
 use crate::physical::walfile::{Tli, WalName, PARTIAL_SUFFIX};
 use crate::text::os_error;
@@ -391,8 +393,8 @@ fn nearest_on_timeline(archive: &Path, tli: Tli, pos: SegPos) -> Result<Nearest,
         let entry = entry.map_err(|e| RestoreError::io("read archive directory", archive, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(WalName::Segment { tli: t, log, seg } | WalName::Partial { tli: t, log, seg }) =
-            WalName::parse(name)
+        let Some((WalName::Segment { tli: t, log, seg } | WalName::Partial { tli: t, log, seg }, _)) =
+            WalName::parse_any(name)
         else {
             continue;
         };
@@ -415,35 +417,80 @@ fn nearest_on_timeline(archive: &Path, tli: Tli, pos: SegPos) -> Result<Nearest,
     Ok(n)
 }
 
+/// The first of `names` (in `dir`) that exists, opened, with its compression.
+fn open_first(
+    dir: &Path,
+    names: impl IntoIterator<Item = (String, Method)>,
+) -> Result<Option<(File, PathBuf, String, Method)>, RestoreError> {
+    for (name, method) in names {
+        let path = dir.join(&name);
+        if let Some(f) = open_if_exists(&path)? {
+            return Ok(Some((f, path, name, method)));
+        }
+    }
+    Ok(None)
+}
+
+/// A segment's names in every form, uncompressed first: of two complete forms the first is
+/// served (they hold the same WAL: one server, one timeline, one position).
+fn forms(name: &str, partial: bool) -> impl Iterator<Item = (String, Method)> + '_ {
+    let suffix = if partial { PARTIAL_SUFFIX } else { "" };
+    Method::ALL.into_iter().map(move |m| (format!("{name}{}{suffix}", m.extension()), m))
+}
+
 fn restore_segment(
     archive: &Path,
     name: &str,
     (tli, log, seg): (Tli, u32, u32),
     dest: &Path,
 ) -> Result<Restored, RestoreError> {
-    let complete_path = archive.join(name);
-    let partial_name = format!("{name}{PARTIAL_SUFFIX}");
-    let partial_path = archive.join(&partial_name);
     let pos = (log, seg);
 
     // A live archiver renames `.partial` to the complete name; looking at the complete name
     // again after the `.partial` has gone closes that window.
-    let mut complete = open_if_exists(&complete_path)?;
-    let mut partial = None;
+    let mut complete = open_first(archive, forms(name, false))?;
+    let mut partials = Vec::new();
     if complete.is_none() {
-        partial = open_if_exists(&partial_path)?;
-        if partial.is_none() {
-            complete = open_if_exists(&complete_path)?;
+        for (pname, m) in forms(name, true) {
+            let path = archive.join(&pname);
+            if let Some(f) = open_if_exists(&path)? {
+                partials.push((f, path, pname, m));
+            }
+        }
+        if partials.is_empty() {
+            complete = open_first(archive, forms(name, false))?;
         }
     }
 
-    if let Some(mut src) = complete {
-        let leftover_partial = match fs::symlink_metadata(&partial_path) {
-            Ok(_) => Some(partial_path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(RestoreError::io("stat file", &partial_path, e)),
-        };
+    if let Some((mut src, complete_path, file_name, method)) = complete {
+        let mut leftover_partial = None;
+        for (pname, _) in forms(name, true) {
+            let p = archive.join(pname);
+            match fs::symlink_metadata(&p) {
+                Ok(_) => {
+                    leftover_partial = Some(p);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RestoreError::io("stat file", &p, e)),
+            }
+        }
         let meta = read_meta(archive)?;
+        if method != Method::None {
+            let bytes = decompress_segment(
+                archive,
+                src,
+                &complete_path,
+                &file_name,
+                method,
+                (tli, log, seg),
+                meta.as_ref(),
+                false,
+                dest,
+            )?
+            .expect("a complete segment is served or refused");
+            return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
+        }
         let size = file_len(&src, &complete_path)?;
         check_size(archive, name, (tli, pos), size, meta.as_ref())?;
         if !check_header(&src, &complete_path, name, (tli, log, seg), size, meta.as_ref())? {
@@ -458,11 +505,48 @@ fn restore_segment(
         return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
     }
 
-    if let Some(mut src) = partial {
+    if !partials.is_empty() {
+        let first_name = partials[0].2.clone();
         if let Some((_, later)) = nearest_on_timeline(archive, tli, pos)?.later {
-            return Err(RestoreError::PartialNotLast { partial: partial_name, later });
+            return Err(RestoreError::PartialNotLast { partial: first_name, later });
         }
         let meta = read_meta(archive)?;
+        // Two forms of one partial (a run with another -Z that had not caught up yet): the
+        // one holding the most WAL.
+        let (mut src, partial_path, partial_name, method) = if partials.len() == 1 {
+            partials.pop().expect("one")
+        } else {
+            let mut best: Option<(u64, File, PathBuf, String, Method)> = None;
+            for (f, path, pname, m) in partials {
+                let held = wal_held(&f, &path, m)?;
+                if best.as_ref().is_none_or(|(h, ..)| held > *h) {
+                    best = Some((held, f, path, pname, m));
+                }
+            }
+            let (_, f, path, pname, m) = best.expect("at least two");
+            (f, path, pname, m)
+        };
+        if method != Method::None {
+            return match decompress_segment(
+                archive,
+                src,
+                &partial_path,
+                &partial_name,
+                method,
+                (tli, log, seg),
+                meta.as_ref(),
+                true,
+                dest,
+            )? {
+                Some(bytes) => Ok(Restored {
+                    source: partial_path,
+                    served: Served::Partial,
+                    bytes,
+                    leftover_partial: None,
+                }),
+                None => Err(RestoreError::NotFound { name: name.to_owned() }),
+            };
+        }
         let size = file_len(&src, &partial_path)?;
         check_size(archive, &partial_name, (tli, pos), size, meta.as_ref())?;
         if !check_header(&src, &partial_path, &partial_name, (tli, log, seg), size, meta.as_ref())? {
@@ -485,6 +569,112 @@ fn restore_segment(
         return Err(RestoreError::Hole { name: name.to_owned(), earlier, later });
     }
     Err(RestoreError::NotFound { name: name.to_owned() })
+}
+
+/// How much WAL a partial holds: its decompressed length, or for a padded plain partial the
+/// end of its last non-zero byte.
+fn wal_held(f: &File, path: &Path, method: Method) -> Result<u64, RestoreError> {
+    let f = f.try_clone().map_err(|e| RestoreError::io("read file", path, e))?;
+    let mut end = 0u64;
+    let mut at = 0u64;
+    let plain = method == Method::None;
+    let d = compress::decode(method, f, u64::MAX - 1, &mut |b| {
+        if plain {
+            if let Some(i) = b.iter().rposition(|&x| x != 0) {
+                end = at + i as u64 + 1;
+            }
+            at += b.len() as u64;
+        }
+        Ok(())
+    })
+    .map_err(|e| RestoreError::io("read file", path, e))?;
+    Ok(if plain { end } else { d.len })
+}
+
+/// Serves a compressed segment or partial: decompressed into a temporary file next to `dest`,
+/// checked as an uncompressed one would be (its size, its first page), then fsync'ed and
+/// renamed. A partial is padded with zeros to the segment size, as PostgreSQL needs every
+/// restored segment whole. `Ok(None)` for a partial holding no page header yet.
+#[allow(clippy::too_many_arguments)]
+fn decompress_segment(
+    archive: &Path,
+    src: File,
+    src_path: &Path,
+    file: &str,
+    method: Method,
+    (tli, log, seg): (Tli, u32, u32),
+    meta: Option<&ClusterId>,
+    partial: bool,
+    dest: &Path,
+) -> Result<Option<u64>, RestoreError> {
+    let segment = &file[..24];
+    // The largest segment PostgreSQL allows, plus one byte to see a longer stream.
+    const MAX_SEGMENT: u64 = 1 << 30;
+    let limit = meta.map_or(MAX_SEGMENT, |m| m.seg_size);
+    let mut served = None;
+    durable_install(dest, |out, tmp| {
+        let mut w = io::BufWriter::with_capacity(1 << 16, &mut *out);
+        let d = compress::decode(method, src, limit, &mut |b| w.write_all(b))
+            .map_err(|e| RestoreError::io("decompress file", src_path, e))?;
+        w.flush().map_err(|e| RestoreError::io("write file", tmp, e))?;
+        drop(w);
+        let len = d.len.min(limit + 1);
+        let mut h = [0u8; STORED_HEADER_LEN];
+        if len >= STORED_HEADER_LEN as u64 {
+            out.read_exact_at(&mut h, 0).map_err(|e| RestoreError::io("read file", tmp, e))?;
+        }
+        let size = if partial {
+            if h.iter().all(|&b| b == 0) {
+                return Ok(0);
+            }
+            // The segment size: the archive's, else the one the segment's long header names
+            // (checked against the file name's position by check_header).
+            let size = meta
+                .map_or(u64::from(u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"))), |m| {
+                    m.seg_size
+                });
+            if meta.is_none() && !valid_segment_size(size) {
+                // No metadata, and the first page names no possible segment size.
+                return Err(RestoreError::NotWal {
+                    file: file.to_owned(),
+                    problem: WalCheckError::SegmentSize { page: Lsn(0), found: size as u32, expected: len },
+                });
+            }
+            if len > size {
+                return Err(RestoreError::WrongSize {
+                    file: file.to_owned(),
+                    size: len,
+                    expected: size,
+                    from: if meta.is_some() { SizeSource::Meta } else { SizeSource::File(file.to_owned()) },
+                });
+            }
+            out.set_len(size).map_err(|e| RestoreError::io("write file", tmp, e))?;
+            size
+        } else {
+            if let Some(e) = d.stopped {
+                return Err(RestoreError::io("decompress file", src_path, e));
+            }
+            check_size(archive, segment, (tli, (log, seg)), len, meta).map_err(|e| match e {
+                RestoreError::WrongSize { size, expected, from, .. } => {
+                    RestoreError::WrongSize { file: file.to_owned(), size, expected, from }
+                }
+                RestoreError::ImpossibleSize { size, .. } => {
+                    RestoreError::ImpossibleSize { file: file.to_owned(), size }
+                }
+                other => other,
+            })?;
+            len
+        };
+        if !check_header(out, tmp, file, (tli, log, seg), size, meta)? {
+            return Err(RestoreError::NotWal {
+                file: file.to_owned(),
+                problem: WalCheckError::Magic { page: segment_start((log, seg), size), found: 0 },
+            });
+        }
+        served = Some(size);
+        Ok(size)
+    })
+    .map(|_| served)
 }
 
 /// Where segment `pos` of a timeline starts, with `seg_size`-byte segments.
@@ -670,29 +860,45 @@ fn durable_copy(
     expected: Option<u64>,
     dest: &Path,
 ) -> Result<u64, RestoreError> {
+    durable_install(dest, |out, tmp| {
+        let copied = io::copy(src, out).map_err(|e| RestoreError::io("copy to file", tmp, e))?;
+        if let Some(expected) = expected.filter(|&n| n != copied) {
+            return Err(RestoreError::ShortCopy { file: src_path.display().to_string(), copied, expected });
+        }
+        Ok(copied)
+    })
+}
+
+/// Has `fill` write a temporary file in `dest`'s directory, then fsyncs it, renames it over
+/// `dest` and fsyncs the directory. On an error, or when `fill` reports 0 bytes (nothing to
+/// serve), the temporary file is removed and `dest` left as it was.
+fn durable_install(
+    dest: &Path,
+    fill: impl FnOnce(&mut File, &Path) -> Result<u64, RestoreError>,
+) -> Result<u64, RestoreError> {
     let tmp = temp_path(dest)?;
     let dir = parent_dir(dest);
     remove_stale_temps(dest);
     let mut out = OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| RestoreError::io("create file", &tmp, e))?;
     let result = (|| {
-        let copied = io::copy(src, &mut out).map_err(|e| RestoreError::io("copy to file", &tmp, e))?;
-        if let Some(expected) = expected.filter(|&n| n != copied) {
-            return Err(RestoreError::ShortCopy { file: src_path.display().to_string(), copied, expected });
+        let n = fill(&mut out, &tmp)?;
+        if n > 0 {
+            out.sync_all().map_err(|e| RestoreError::io("fsync file", &tmp, e))?;
         }
-        out.sync_all().map_err(|e| RestoreError::io("fsync file", &tmp, e))?;
-        Ok(copied)
+        Ok(n)
     })();
     drop(out);
     let copied = match result {
-        Ok(n) => n,
-        Err(e) => {
+        Ok(n) if n > 0 => n,
+        other => {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
+            return other;
         }
     };
     if let Err(e) = fs::rename(&tmp, dest) {
@@ -1180,5 +1386,132 @@ mod tests {
         assert_eq!(adjacent((1, 0), 1000), [None, Some((1, 1))]);
         assert_eq!(adjacent((1, 0x100), SEG16), [Some((1, 0xFF)), Some((1, 0x101))]);
         assert_eq!(adjacent((1, u32::MAX), 0), [Some((1, u32::MAX - 1)), None]);
+    }
+
+    /// `put`, compressed with `method` into `<name-with-extension>`; `len` bytes of it (a
+    /// partial holds less than a segment), the stream ended or only flushed.
+    fn put_compressed(
+        dir: &Path,
+        name: &str,
+        method: Method,
+        seg_size: u64,
+        len: usize,
+        tag: u8,
+        finish: bool,
+    ) {
+        let plain = dir.join(".plain");
+        put(dir, name, seg_size, tag);
+        fs::rename(dir.join(name), &plain).unwrap();
+        let data = fs::read(&plain).unwrap();
+        fs::remove_file(&plain).unwrap();
+        let (stem, partial) = match name.strip_suffix(PARTIAL_SUFFIX) {
+            Some(s) => (s, PARTIAL_SUFFIX),
+            None => (name, ""),
+        };
+        let f = File::create(dir.join(format!("{stem}{}{partial}", method.extension()))).unwrap();
+        let mut e = compress::Encoder::new(crate::compression::parse(method.name()).unwrap(), f).unwrap();
+        e.write_all(&data[..len]).unwrap();
+        if finish {
+            e.finish().unwrap();
+        } else {
+            e.flush_point().unwrap();
+        }
+    }
+
+    #[test]
+    fn compressed_segments_are_served_decompressed() {
+        for m in [Method::Gzip, Method::Lz4, Method::Zstd] {
+            let s = setup();
+            put_compressed(&s.archive, "000000010000000000000004", m, MB, MB as usize, 4, true);
+            // pg_receivewal's unfinished partial: a stream without its end, flushed.
+            put_compressed(&s.archive, "000000010000000000000005.partial", m, MB, 70_000, 5, false);
+            let dest = s.pg_wal.join("RECOVERYXLOG");
+            let r = restore(&s.archive, "000000010000000000000004", &dest).unwrap();
+            assert_eq!((r.served, r.bytes), (Served::File, MB), "{m:?}");
+            assert_eq!(fs::read(&dest).unwrap().len() as u64, MB);
+            assert_eq!(tag(&dest), 4);
+            let r = restore(&s.archive, "000000010000000000000005", &dest).unwrap();
+            assert_eq!(r.served, Served::Partial, "{m:?}");
+            let got = fs::read(&dest).unwrap();
+            assert_eq!(got.len() as u64, MB, "{m:?}: padded to the segment size");
+            assert_eq!(got[TAG_AT], 5);
+            assert_eq!(only_entries(&s.pg_wal), vec!["RECOVERYXLOG"], "no temporary file left");
+            // The segment after the partial: not there, and no hole.
+            let e = restore(&s.archive, "000000010000000000000006", &dest).unwrap_err();
+            assert!(e.is_not_found(), "{e}");
+        }
+    }
+
+    #[test]
+    fn damaged_compressed_segments_are_refused() {
+        let s = setup();
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        // Short: a stream that ends properly but holds less than a segment.
+        put_compressed(&s.archive, "000000010000000000000004", Method::Gzip, MB, 100_000, 4, true);
+        let e = restore(&s.archive, "000000010000000000000004", &dest).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL, "{e}");
+        assert!(e.to_string().contains("000000010000000000000004.gz"), "{e}");
+        // Torn: a complete name on a stream without its end.
+        put_compressed(&s.archive, "000000010000000000000006", Method::Lz4, MB, MB as usize / 2, 6, false);
+        fs::remove_file(s.archive.join("000000010000000000000004.gz")).unwrap();
+        let e = restore(&s.archive, "000000010000000000000006", &dest).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL, "{e}");
+        // Another cluster's WAL, found on the decompressed first page.
+        fs::write(s.archive.join(META_FILE), format!("system_identifier=99\nwal_segment_size={MB}\n"))
+            .unwrap();
+        fs::remove_file(s.archive.join("000000010000000000000006.lz4")).unwrap();
+        put_compressed(&s.archive, "000000010000000000000007", Method::Zstd, MB, MB as usize, 7, true);
+        let e = restore(&s.archive, "000000010000000000000007", &dest).unwrap_err();
+        assert!(matches!(e, RestoreError::NotWal { .. }), "{e}");
+        assert!(!dest.exists());
+        assert_eq!(only_entries(&s.pg_wal), Vec::<String>::new(), "no temporary file left");
+    }
+
+    #[test]
+    fn compressed_files_count_for_holes_and_later_wal() {
+        let s = setup();
+        put_compressed(&s.archive, "000000010000000000000004", Method::Gzip, MB, MB as usize, 4, true);
+        put(&s.archive, "000000010000000000000005.partial", MB, 5);
+        put_compressed(&s.archive, "000000010000000000000007", Method::Lz4, MB, MB as usize, 7, true);
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        let e = restore(&s.archive, "000000010000000000000006", &dest).unwrap_err();
+        assert!(matches!(e, RestoreError::Hole { .. }), "{e}");
+        let e = restore(&s.archive, "000000010000000000000005", &dest).unwrap_err();
+        assert!(matches!(e, RestoreError::PartialNotLast { .. }), "{e}");
+    }
+
+    #[test]
+    fn of_two_partial_forms_the_one_holding_more_wal_is_served() {
+        let s = setup();
+        let mut plain = vec![0u8; MB as usize];
+        plain[..40].copy_from_slice(&header("000000010000000000000005", MB, 1, SYSID));
+        plain[TAG_AT] = 1;
+        fs::write(s.archive.join("000000010000000000000005.partial"), &plain).unwrap();
+        put_compressed(&s.archive, "000000010000000000000005.partial", Method::Gzip, MB, 50_000, 2, false);
+        // The plain one's last non-zero byte is at TAG_AT: the gzip one holds more.
+        let dest = s.pg_wal.join("RECOVERYXLOG");
+        let r = restore(&s.archive, "000000010000000000000005", &dest).unwrap();
+        assert_eq!(r.source, s.archive.join("000000010000000000000005.gz.partial"));
+        assert_eq!(tag(&dest), 2);
+    }
+
+    #[test]
+    fn compressed_partial_with_an_impossible_size_is_refused() {
+        let s = setup();
+        // Without metadata the segment size comes from the long header: 3 bytes is none.
+        put_compressed(&s.archive, "000000010000000000000005.partial", Method::Zstd, MB, 50_000, 5, false);
+        let zst = s.archive.join("000000010000000000000005.zst.partial");
+        let mut data = vec![0u8; 50_000];
+        data[..40].copy_from_slice(&header("000000010000000000000005", MB, 1, SYSID));
+        data[32..36].copy_from_slice(&3u32.to_le_bytes());
+        let mut e =
+            compress::Encoder::new(crate::compression::parse("zstd").unwrap(), File::create(&zst).unwrap())
+                .unwrap();
+        e.write_all(&data).unwrap();
+        e.finish().unwrap();
+        let e = restore(&s.archive, "000000010000000000000005", &s.pg_wal.join("RECOVERYXLOG")).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_FATAL, "{e}");
+        assert!(e.to_string().contains("segment size is 3 bytes"), "{e}");
+        assert_eq!(only_entries(&s.pg_wal), Vec::<String>::new());
     }
 }

@@ -170,20 +170,22 @@ impl ToolArgs for Args {
     }
 }
 
-pub fn version_text() -> String {
-    cli::version_text(PROGRAM)
+/// `--version` for the name the program was started as.
+pub fn version_text(program: &str) -> String {
+    cli::version_text(program)
 }
 
-pub fn help_text() -> String {
+/// `--help` for the name the program was started as.
+pub fn help_text(program: &str) -> String {
     format!(
-        "{PROGRAM} copies a file from a WAL archive written by pgreceivewal, for PostgreSQL's restore_command.
+        "{program} copies a file from a WAL archive written by pgreceivewal, for PostgreSQL's restore_command.
 
 Usage:
-  {PROGRAM} [OPTION]... -D DIRECTORY FILENAME DESTINATION
-  {PROGRAM} --verify [--format=text|json] -D DIRECTORY
+  {program} [OPTION]... -D DIRECTORY FILENAME DESTINATION
+  {program} --verify [--format=text|json] -D DIRECTORY
 
 In postgresql.conf:
-  restore_command = '{PROGRAM} -D /path/to/archive %f %p'
+  restore_command = '{program} -D /path/to/archive %f %p'
 
 FILENAME is the file PostgreSQL asks for (%f), DESTINATION where to put it (%p).
 A segment whose complete file is not in the archive is served from its .partial
@@ -289,7 +291,7 @@ mod tests {
         );
         assert_eq!(usage_error(&["--format=json", "-D", "/a", "f", "p"]), "--format is only for --verify");
         assert_eq!(usage_error(&["--verify"]), "no archive directory specified (-D)");
-        assert!(help_text().contains("Exit status of --verify:"));
+        assert!(help_text(PROGRAM).contains("Exit status of --verify:"));
     }
 
     #[test]
@@ -300,7 +302,9 @@ mod tests {
         for a in ["-V", "--version"] {
             assert_eq!(try_parse(&[a]), Ok(Command::Version), "{a}");
         }
-        let h = help_text();
+        let h = help_text(PROGRAM);
+        assert!(h.starts_with("pgrestorewal copies") && h.contains("\n  pgrestorewal [OPTION]..."), "{h}");
+        assert!(help_text("pg_restorewal").contains("restore_command = 'pg_restorewal -D"));
         assert!(h.contains("  255  "), "{h}");
         assert!(h.contains("%f %p"));
         for f in FLAGS {

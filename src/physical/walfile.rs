@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::compression::Method;
 pub use crate::lsn::Tli;
 
 pub const PARTIAL_SUFFIX: &str = ".partial";
@@ -31,6 +32,13 @@ impl SegmentId {
 
     pub fn partial_name(&self, seg_size: u64) -> String {
         format!("{}{}", self.file_name(seg_size), PARTIAL_SUFFIX)
+    }
+
+    /// The name of this segment compressed with `method` (pg_receivewal's `<seg>.gz`,
+    /// `<seg>.gz.partial`, ...; the plain names for none).
+    pub fn name_with(&self, seg_size: u64, method: Method, partial: bool) -> String {
+        let suffix = if partial { PARTIAL_SUFFIX } else { "" };
+        format!("{}{}{suffix}", self.file_name(seg_size), method.extension())
     }
 }
 
@@ -84,6 +92,28 @@ impl WalName {
     pub fn is_partial(&self) -> bool {
         matches!(self, WalName::Partial { .. })
     }
+
+    /// Like [`WalName::parse`], and also the compressed forms pg_receivewal writes
+    /// (`<seg>.gz`, `<seg>.gz.partial`, `<seg>.lz4`, `<seg>.lz4.partial`) and `<seg>.zst`,
+    /// `<seg>.zst.partial`; with the compression the name says.
+    pub fn parse_any(name: &str) -> Option<(WalName, Method)> {
+        let (base, partial) = match name.strip_suffix(PARTIAL_SUFFIX) {
+            Some(stem) => (stem, true),
+            None => (name, false),
+        };
+        for method in [Method::Gzip, Method::Lz4, Method::Zstd] {
+            if let Some(stem) = base.strip_suffix(method.extension()) {
+                return match WalName::parse(stem)? {
+                    WalName::Segment { tli, log, seg } if partial => {
+                        Some((WalName::Partial { tli, log, seg }, method))
+                    }
+                    w @ WalName::Segment { .. } => Some((w, method)),
+                    _ => None,
+                };
+            }
+        }
+        WalName::parse(name).map(|w| (w, Method::None))
+    }
 }
 
 pub fn history_file_name(tli: Tli) -> String {
@@ -131,6 +161,30 @@ mod tests {
             }
         }
         assert_eq!(WalName::parse("00000002.history"), Some(WalName::History { tli: 2 }));
+    }
+
+    #[test]
+    fn compressed_names() {
+        let id = SegmentId { tli: 3, segno: 0x12 };
+        for method in Method::ALL {
+            for partial in [false, true] {
+                let name = id.name_with(16 * MB, method, partial);
+                let (w, m) = WalName::parse_any(&name).unwrap();
+                assert_eq!((w.segment(16 * MB), w.is_partial(), m), (Some(id), partial, method), "{name}");
+            }
+        }
+        assert_eq!(id.name_with(16 * MB, Method::Gzip, true), "000000030000000000000012.gz.partial");
+        assert_eq!(id.name_with(16 * MB, Method::Lz4, false), "000000030000000000000012.lz4");
+        assert_eq!(id.name_with(16 * MB, Method::Zstd, true), "000000030000000000000012.zst.partial");
+        for bad in [
+            "000000010000000000000001.partial.gz",
+            "00000002.history.gz",
+            "000000010000000000000001.gz.gz",
+            ".gz",
+        ] {
+            assert_eq!(WalName::parse_any(bad), None, "{bad}");
+        }
+        assert_eq!(WalName::parse_any("00000002.history"), Some((WalName::History { tli: 2 }, Method::None)));
     }
 
     #[test]

@@ -240,22 +240,28 @@ pub fn stopped_at(log: &str) -> u64 {
 
 /// Lines of a log at one level ("error", "warning", "info"...).
 pub fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
-    let tag = format!("] {level}: ");
-    log.lines().filter(|l| l.contains(&tag)).collect()
+    log.lines().filter(|l| level_of(l) == Some(level)).collect()
+}
+
+/// The level word of a text log line, `2026-11-21 23:35:16.123 UTC [1] pgreceivewal: info: ...`
+/// (the program name is the one the binary was started as).
+pub fn level_of(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("] ")?;
+    let (_program, rest) = rest.split_once(": ")?;
+    Some(rest.split_once(": ")?.0)
 }
 
 /// Messages of a log at one level, each its line with the detail and hint lines that follow it
 /// (`... detail: ...`, `... hint: ...`), joined by newlines: where the words of a message
 /// are, whichever part they moved to.
 pub fn messages_at(log: &str, level: &str) -> Vec<String> {
-    let tag = format!("] {level}: ");
     let mut out: Vec<String> = Vec::new();
     let mut open = false;
     for l in log.lines() {
-        if l.contains(&tag) {
+        if level_of(l) == Some(level) {
             out.push(l.to_owned());
             open = true;
-        } else if open && (l.contains("] detail: ") || l.contains("] hint: ")) {
+        } else if open && matches!(level_of(l), Some("detail" | "hint")) {
             let m = out.last_mut().expect("open after a push");
             m.push('\n');
             m.push_str(l);
@@ -267,7 +273,7 @@ pub fn messages_at(log: &str, level: &str) -> Vec<String> {
 }
 
 /// Seconds (with milliseconds) since midnight UTC of a text log line's timestamp,
-/// `2026-11-21 23:35:16.123 UTC pgreceivewal[1] ...`.
+/// `2026-11-21 23:35:16.123 UTC [1] pgreceivewal: ...`.
 pub fn line_time(line: &str) -> f64 {
     let t = line.split_whitespace().nth(1).unwrap_or_else(|| panic!("no time in {line:?}"));
     let mut parts = t.split(':');

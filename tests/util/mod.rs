@@ -237,7 +237,9 @@ fn as_postgres(program: &Path) -> Command {
     cmd
 }
 
-fn command(program: impl AsRef<OsStr>) -> Command {
+/// `program` with stdin closed and libpq's PG* environment variables removed (our binaries
+/// under another name: a symlink, as users install a drop-in).
+pub fn command(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null());
     for var in LIBPQ_ENV {
