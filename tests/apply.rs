@@ -243,7 +243,7 @@ fn apply_equals_source_18() {
 }
 
 /// Runs the applier to the end of the directory; (success, stderr).
-fn apply_once(target: &Cluster, dir: &Path, extra: &[&str]) -> (bool, String) {
+pub(crate) fn apply_once(target: &Cluster, dir: &Path, extra: &[&str]) -> (bool, String) {
     let mut args = vec!["--until-caught-up"];
     args.extend_from_slice(extra);
     let out = applier(target, dir, &args).output().unwrap();
