@@ -168,6 +168,7 @@ impl RestoreError {
 }
 
 impl fmt::Display for RestoreError {
+    // Over 80 lines on purpose: one arm per variant, each the message of that error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RestoreError::NotFound { name } => write!(f, "file \"{name}\" is not in the archive"),

@@ -114,6 +114,24 @@ pub struct TimelineReport {
     pub errors: usize,
 }
 
+impl TimelineReport {
+    fn empty(tli: Tli, start: Lsn) -> TimelineReport {
+        TimelineReport {
+            tli,
+            start,
+            end: None,
+            restorable_to: None,
+            first_file: String::new(),
+            newest_file: String::new(),
+            partial: None,
+            files: 0,
+            records: 0,
+            gaps: Vec::new(),
+            errors: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Report {
     pub archive: PathBuf,
@@ -615,19 +633,7 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
     let first = *files.keys().next().expect("a timeline has files");
     let newest = *files.keys().next_back().expect("a timeline has files");
     let name_of = |segno: u64| SegmentId { tli, segno }.file_name(seg_size);
-    let mut report = TimelineReport {
-        tli,
-        start: Lsn(first * seg_size),
-        end: None,
-        restorable_to: None,
-        first_file: String::new(),
-        newest_file: String::new(),
-        partial: None,
-        files: 0,
-        records: 0,
-        gaps: Vec::new(),
-        errors: 0,
-    };
+    let mut report = TimelineReport::empty(tli, Lsn(first * seg_size));
     let mut first_record_at = None;
     let mut expected = first;
     for (&segno, f) in files {

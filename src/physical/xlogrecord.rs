@@ -453,6 +453,9 @@ impl Walker {
 
     /// Reads the page at `page` (`blcksz` bytes) of a file of timeline `file_tli`. On `Err`
     /// the chain is broken there; call [`Walker::restart`] to go on after it.
+    // Over 80 lines on purpose: one sequential procedure following XLogReadRecord step by step
+    // (where the page's first record starts, by the walker's state, then each record that
+    // starts on the page), so that it can be read against xlogreader.c.
     pub fn page(&mut self, page: Lsn, p: &[u8], file_tli: Tli) -> Result<(), Stop> {
         let blcksz = self.shape.blcksz as usize;
         debug_assert_eq!(p.len(), blcksz);
