@@ -573,10 +573,7 @@ impl Args {
     /// The options against each other: the action, and where it writes.
     fn check_combinations(&self) -> Result<(Action, Option<Output>), UsageError> {
         if let Some(stray) = &self.first_stray {
-            return Err(usage(format!(
-                "too many command-line arguments (first is \"{}\")",
-                stray.to_string_lossy()
-            )));
+            return Err(cli::too_many_arguments(stray));
         }
         let action = self.action()?;
         let needs_slot = !matches!(action, Action::ListSlots | Action::Drop { slot: false, .. });
