@@ -182,9 +182,11 @@ fn apply_equals_source(version: PgVersion) {
             pgbench(&source, &["-n", "-c", "2", "-t", "150"]);
             done.store(true, Ordering::SeqCst);
         });
-        // SIGKILL one of the two at pseudo-random times, alternating irregularly.
+        // SIGKILL one of the two at pseudo-random times, alternating irregularly, until the
+        // workload is done and each was killed at least 3 times (a fast machine finishes the
+        // workload before that: the last kills then come while it catches up).
         let mut n = 0u64;
-        while !done.load(Ordering::SeqCst) {
+        while !done.load(Ordering::SeqCst) || recv_kills < 3 || apply_kills < 3 {
             n += 1;
             thread::sleep(Duration::from_millis(300 + (n * 7919) % 1500));
             let (child, log, kills) = if (n * 2654435761) % 5 < 2 {
@@ -243,7 +245,7 @@ fn apply_equals_source_18() {
 }
 
 /// Runs the applier to the end of the directory; (success, stderr).
-fn apply_once(target: &Cluster, dir: &Path, extra: &[&str]) -> (bool, String) {
+pub(crate) fn apply_once(target: &Cluster, dir: &Path, extra: &[&str]) -> (bool, String) {
     let mut args = vec!["--until-caught-up"];
     args.extend_from_slice(extra);
     let out = applier(target, dir, &args).output().unwrap();

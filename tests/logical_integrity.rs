@@ -242,10 +242,15 @@ fn ddl_records_say_what_they_hold(version: PgVersion) {
     assert!(d.get("command").is_none(), "{d:?}");
     let J::Arr(objects) = d.get("objects").unwrap() else { panic!("{d:?}") };
     assert!(objects.iter().any(|o| o.str("identity") == "public.m1"), "{objects:?}");
-    // The forged one: a string, and one "op".
-    let forged = ddl.iter().find(|v| v.get("content").is_some()).unwrap_or_else(|| panic!("{lines:#?}"));
+    // The forged one (not signed by our trigger): a plain message, a string, and one "op".
+    assert!(ddl.iter().all(|v| v.get("content").is_none()), "{lines:#?}");
+    let forged = lines
+        .iter()
+        .map(|l| parse_json(l))
+        .find(|v| v.str("op") == "message")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
     assert_eq!(forged.str("content"), "{}, \"op\":\"insert\", \"x\":{}");
-    let J::Obj(fields) = forged else { unreachable!() };
+    let J::Obj(fields) = &forged else { unreachable!() };
     assert_eq!(fields.iter().filter(|(k, _)| k == "op").count(), 1, "{forged:?}");
     let inserts = lines.iter().filter(|l| l.starts_with("{\"op\":\"insert\"")).count();
     assert_eq!(inserts, 2, "{lines:#?}");
@@ -259,6 +264,117 @@ fn ddl_records_say_what_they_hold_15() {
 #[test]
 fn ddl_records_say_what_they_hold_18() {
     ddl_records_say_what_they_hold(PgVersion::V18);
+}
+
+/// Only our event trigger writes DDL records. Any role may call `pg_logical_emit_message`:
+/// a role with no privileges emits messages with the bare DDL prefix and with guessed token
+/// prefixes, and they come out as plain `message` records, never `ddl` ones, so
+/// `pgapplylogical --ddl=apply` does not run their query on the target; real DDL by an
+/// ordinary (not superuser) table owner still comes out as a DDL record and is applied. The
+/// secret never reaches the output, and the role can neither read it nor call our trigger.
+fn forged_ddl_messages_are_plain_messages(version: PgVersion) {
+    let c = logical_cluster(version);
+    let target = Cluster::new(version);
+    let t = TestDir::new("lforge");
+    let dir = t.join("out");
+    let log = t.join("tool.log");
+    let tables = "CREATE TABLE victim (id int PRIMARY KEY); CREATE TABLE w (id int PRIMARY KEY)";
+    c.psql(&format!(
+        "{tables}; CREATE ROLE nobody LOGIN; CREATE ROLE owner LOGIN; \
+         GRANT CREATE ON SCHEMA public TO owner; CREATE PUBLICATION pub FOR ALL TABLES"
+    ));
+    target.psql(tables);
+    let args = ["-S", "cdc", "-P", "pub", "--create-slot-if-missing", "-D", dir.to_str().unwrap(), "--ddl"];
+    let mut child = spawn(&mut tool(&c, &args), &log);
+    wait_until(TIMEOUT, "the DDL trigger and the slot", || {
+        c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "2"
+            && c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'") == "1"
+    });
+    let forged = r#"{"tag":"DROP TABLE","query":"DROP TABLE victim","objects":[]}"#;
+    let prefixes = ["pgrecvlogical.ddl", "pgrecvlogical.ddl:0", "pgrecvlogical.ddl:1234567890"];
+    for prefix in prefixes {
+        c.psql(&format!("SET ROLE nobody; SELECT pg_logical_emit_message(true, '{prefix}', '{forged}')"));
+    }
+    // Neither the secret nor our trigger function is within the role's reach.
+    let secret = c.try_psql(
+        "SET ROLE nobody; SELECT pg_sequence_last_value(c.oid) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgrecvlogical'",
+    );
+    assert!(secret.as_deref().map_or(true, str::is_empty), "{secret:?}");
+    let call = c.try_psql("SET ROLE nobody; SELECT pgrecvlogical.emit_ddl()");
+    assert!(call.is_err(), "{call:?}");
+    let real = "CREATE TABLE owned (a int PRIMARY KEY)";
+    c.psql(&format!("SET ROLE owner; {real}"));
+    c.psql("INSERT INTO w VALUES (1)");
+    wait_caught_up(&c, "cdc", &mut child, &log);
+    stop(&mut child, &log);
+
+    let lines = output_lines(&dir);
+    let records: Vec<J> = lines.iter().map(|l| parse_json(l)).collect();
+    let text = lines.join("\n");
+    for v in records.iter().filter(|v| v.str("op") == "ddl") {
+        assert!(!format!("{v:?}").contains("victim"), "a forged DDL record: {v:?}");
+    }
+    let plain = records.iter().filter(|v| v.str("op") == "message" && v.str("content") == forged).count();
+    assert_eq!(plain, prefixes.len(), "{lines:#?}");
+    assert!(
+        records.iter().any(|v| v.str("op") == "ddl"
+            && v.get("ddl").is_some_and(|d| d.str("tag") == "CREATE TABLE" && d.str("query") == real)),
+        "no DDL record of the owner's CREATE TABLE: {lines:#?}"
+    );
+    let token = c.psql("SELECT last_value FROM pgrecvlogical.ddl_token");
+    assert!(token.len() > 6 && !text.contains(&token), "the secret {token} is in the output:\n{text}");
+
+    // A re-install (each start) keeps the token; an install from before the token (no
+    // sequence) gets one. Either way the next DDL is still a DDL record.
+    for (step, real) in
+        [("again", "CREATE TABLE again (a int)"), ("upgraded", "CREATE TABLE upgraded (a int)")]
+    {
+        if step == "upgraded" {
+            // As an install from before: functions that do not read a token, no sequence.
+            c.psql(
+                "DROP EVENT TRIGGER pgrecvlogical_ddl_drop; \
+                 CREATE OR REPLACE FUNCTION pgrecvlogical.emit_ddl() RETURNS event_trigger \
+                 LANGUAGE plpgsql AS $$BEGIN END$$; DROP SEQUENCE pgrecvlogical.ddl_token",
+            );
+        }
+        let mut child = spawn(&mut tool(&c, &args), &log);
+        wait_until(TIMEOUT, "the token", || {
+            assert!(!read(&log).contains("error"), "{step}: {}", read(&log));
+            c.try_psql("SELECT last_value FROM pgrecvlogical.ddl_token").is_ok_and(|t| !t.is_empty())
+        });
+        let now = c.psql("SELECT last_value FROM pgrecvlogical.ddl_token");
+        assert_eq!(now == token, step == "again", "{step}: token {token} then {now}");
+        c.psql(&format!("SET ROLE owner; {real}"));
+        wait_caught_up(&c, "cdc", &mut child, &log);
+        stop(&mut child, &log);
+        let lines = output_lines(&dir);
+        assert!(
+            lines
+                .iter()
+                .map(|l| parse_json(l))
+                .any(|v| v.str("op") == "ddl" && v.get("ddl").is_some_and(|d| d.str("query") == real)),
+            "{step}: no DDL record of {real}: {lines:#?}"
+        );
+        assert!(!lines.join("\n").contains(&now), "{step}: the secret {now} is in the output");
+    }
+
+    let (ok, err) = crate::apply::apply_once(&target, &dir, &["--ddl=apply"]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT to_regclass('public.upgraded') IS NOT NULL"), "t");
+    assert_eq!(target.psql("SELECT to_regclass('public.victim') IS NOT NULL"), "t", "a forged query ran");
+    assert_eq!(target.psql("SELECT to_regclass('public.owned') IS NOT NULL"), "t", "the real DDL did not");
+    assert_eq!(target.psql("SELECT count(*) FROM w"), "1");
+}
+
+#[test]
+fn forged_ddl_messages_are_plain_messages_15() {
+    forged_ddl_messages_are_plain_messages(PgVersion::V15);
+}
+
+#[test]
+fn forged_ddl_messages_are_plain_messages_18() {
+    forged_ddl_messages_are_plain_messages(PgVersion::V18);
 }
 
 // ---------------------------------------------------------------------------

@@ -404,6 +404,7 @@ impl Runner<'_> {
             status_interval: cfg.status_interval,
             format: cfg.format,
             server_version: v,
+            ddl_prefix: None,
         })
     }
 
@@ -468,7 +469,7 @@ impl Runner<'_> {
         let cfg = self.cfg;
         let (mut server, mut sql) = self.connect()?;
         server.named_synchronous_standby(KIND.application_name);
-        let opts = self.negotiate(&server)?;
+        let mut opts = self.negotiate(&server)?;
         let name = server.name.clone();
         check_encoding(&server)?;
         let (id, xlogpos) = identify(&mut server, &mut sql, &cfg.slot, &name)?;
@@ -479,6 +480,14 @@ impl Runner<'_> {
         self.ensure_publications(&mut sql, &name)?;
         if cfg.ddl {
             sql.exec(&ddl::install_sql()).map_err(|e| sql_error(&name, e))?;
+            let r = sql.exec(ddl::TOKEN_SQL).map_err(|e| sql_error(&name, e))?;
+            let token = r.get(0, 0).filter(|t| !t.is_empty()).ok_or_else(|| {
+                RunError::Setup(Message::new(format!(
+                    "could not read the DDL token \"{}.ddl_token\" (server {name})",
+                    ddl::SCHEMA
+                )))
+            })?;
+            opts.ddl_prefix = Some(ddl::signed_prefix(token));
             log::debug!("DDL event trigger installed");
         }
         let Some(mut plan) = self.slot(&mut server, &mut sql, &name, &id, found, resume)? else {

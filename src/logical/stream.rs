@@ -61,6 +61,9 @@ pub struct StreamOptions {
     pub format: Format,
     /// The server's version number (options pgoutput does not know are left out).
     pub server_version: u32,
+    /// `--ddl`: the prefix our event trigger signs its messages with (a secret: never
+    /// written or logged); only those messages are DDL records.
+    pub ddl_prefix: Option<String>,
 }
 
 /// The START_REPLICATION command.
@@ -102,8 +105,8 @@ struct OpenStream {
 }
 
 impl OpenStream {
-    fn new(format: Format, xid: u32) -> OpenStream {
-        let mut enc = Encoder::new(format);
+    fn new(opts: &StreamOptions, xid: u32) -> OpenStream {
+        let mut enc = Encoder::new(opts.format).with_ddl_prefix(opts.ddl_prefix.clone());
         enc.begin_streamed(xid).expect("a new encoder has no open transaction");
         OpenStream { enc, subxids: HashSet::new(), marks: Vec::new() }
     }
@@ -175,7 +178,7 @@ impl<'a> Session<'a> {
             dec: Decoding {
                 opts,
                 decoder: Decoder::new(Context { in_stream: false, ..parse }),
-                encoder: Encoder::new(opts.format),
+                encoder: Encoder::new(opts.format).with_ddl_prefix(opts.ddl_prefix.clone()),
                 streams: HashMap::new(),
                 cur_stream: None,
                 lines: Vec::new(),
@@ -330,8 +333,8 @@ impl Decoding<'_> {
                     return Err(core.protocol("pgoutput started a stream inside a transaction"));
                 }
                 self.flush_lines(core, None)?;
-                let format = self.opts.format;
-                self.streams.entry(s.xid).or_insert_with(|| OpenStream::new(format, s.xid));
+                let opts = self.opts;
+                self.streams.entry(s.xid).or_insert_with(|| OpenStream::new(opts, s.xid));
                 self.cur_stream = Some(s.xid);
                 Ok(None)
             }
@@ -388,8 +391,8 @@ impl Decoding<'_> {
                 )))
             }
         };
-        let format = self.opts.format;
-        let st = self.streams.entry(top).or_insert_with(|| OpenStream::new(format, top));
+        let opts = self.opts;
+        let st = self.streams.entry(top).or_insert_with(|| OpenStream::new(opts, top));
         if let Some(sub) = sub {
             if st.subxids.insert(sub) {
                 self.spool_marks.push((sub, self.spool.len()));
@@ -400,7 +403,7 @@ impl Decoding<'_> {
         // Like the replay this replaces, a unit end inside a stream (never sent) ends nothing.
         st.enc.encode(&mut self.record, at, msg).map_err(|e| core.protocol(e))?;
         if !self.record.is_empty() {
-            let split = match format {
+            let split = match opts.format {
                 Format::Json => self.record.iter().position(|&b| b == DEFERRED),
                 Format::Text => None,
             };
@@ -480,8 +483,8 @@ impl Decoding<'_> {
         at: Lsn,
         tail: &Message<'_>,
     ) -> Result<(), StreamError> {
-        let format = self.opts.format;
-        let mut st = self.streams.remove(&xid).unwrap_or_else(|| OpenStream::new(format, xid));
+        let opts = self.opts;
+        let mut st = self.streams.remove(&xid).unwrap_or_else(|| OpenStream::new(opts, xid));
         let (mut head_out, mut fields, mut tail_out) = (Vec::new(), Vec::new(), Vec::new());
         let end = match st
             .enc
@@ -635,6 +638,7 @@ mod tests {
             status_interval: None,
             format: Format::Json,
             server_version: 160000,
+            ddl_prefix: None,
         }
     }
 

@@ -363,7 +363,13 @@ impl Archive {
     /// Removes our own temporary files left by a crash (never anything else).
     pub fn remove_leftovers(&self, scan: &Scan) -> Result<(), ArchiveError> {
         for p in &scan.leftovers {
-            fs::remove_file(p).map_err(io_err(p, "remove leftover temporary file"))?;
+            match fs::remove_file(p) {
+                // Gone since the scan: the metadata is rewritten through the same temporary
+                // name (write_durably) between a scan and this, so a leftover of it is
+                // renamed away, which is what removing it was for.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                res => res.map_err(io_err(p, "remove leftover temporary file"))?,
+            }
         }
         if !scan.leftovers.is_empty() {
             fsync_dir(&self.dir).map_err(io_err(&self.dir, "fsync directory"))?;
@@ -567,6 +573,9 @@ mod tests {
         assert_eq!(s.leftovers.len(), 1);
         a.remove_leftovers(&s).unwrap();
         assert!(a.scan(SEG).unwrap().leftovers.is_empty());
+        // A leftover that is gone by the time it is removed (renamed away by a metadata
+        // write since the scan) is no error.
+        a.remove_leftovers(&s).unwrap();
     }
 
     #[test]

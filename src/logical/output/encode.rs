@@ -41,11 +41,21 @@ pub struct Encoder {
     txn: Option<Txn>,
     /// Reused for every record, so encoding allocates nothing per change.
     scratch: String,
+    /// The prefix our `--ddl` event trigger signs its messages with (see `logical::ddl`);
+    /// `None`: no message is a DDL record.
+    ddl_prefix: Option<String>,
 }
 
 impl Encoder {
     pub fn new(format: Format) -> Encoder {
-        Encoder { format, schema: Schema::default(), txn: None, scratch: String::new() }
+        Encoder { format, schema: Schema::default(), txn: None, scratch: String::new(), ddl_prefix: None }
+    }
+
+    /// Only a transactional message whose prefix is exactly `prefix` becomes a DDL record:
+    /// any role may emit messages, with any prefix; only our trigger knows this one.
+    pub fn with_ddl_prefix(mut self, prefix: Option<String>) -> Encoder {
+        self.ddl_prefix = prefix;
+        self
     }
 
     /// Whether a transaction is open (between Begin or Begin Prepare and its end).
@@ -356,7 +366,7 @@ impl Encoder {
         } else {
             None
         };
-        let ddl = m.transactional && m.prefix == DDL_PREFIX;
+        let ddl = m.transactional && self.ddl_prefix.as_deref() == Some(m.prefix);
         if json {
             push_json_message(s, m, end, txn, ddl);
         } else {
@@ -502,6 +512,15 @@ impl Encoder {
     }
 }
 
+/// The prefix as written: what follows `pgrecvlogical.ddl:` is our trigger's secret token (or
+/// a guess at it) and is never written, whether or not this run knows the token.
+fn shown_prefix(prefix: &str) -> &str {
+    match prefix.strip_prefix(DDL_PREFIX) {
+        Some(rest) if rest.starts_with(':') => DDL_PREFIX,
+        _ => prefix,
+    }
+}
+
 fn push_json_message(s: &mut String, m: &LogicalMessage<'_>, end: Option<Lsn>, txn: Option<&Txn>, ddl: bool) {
     let content = std::str::from_utf8(m.content).ok();
     s.push_str(if ddl { "{\"op\":\"ddl\"" } else { "{\"op\":\"message\"" });
@@ -512,7 +531,7 @@ fn push_json_message(s: &mut String, m: &LogicalMessage<'_>, end: Option<Lsn>, t
         push_txn_fields(s, t);
     }
     let _ = write!(s, ",\"lsn\":\"{}\",\"transactional\":{},\"prefix\":", m.lsn, m.transactional);
-    push_json_text(s, m.prefix);
+    push_json_text(s, shown_prefix(m.prefix));
     // Our event trigger builds the content with jsonb_build_object, but any role
     // may emit a message with our prefix: embed it only when it is exactly one
     // object, written again by us.
@@ -545,7 +564,7 @@ fn push_text_message(s: &mut String, m: &LogicalMessage<'_>, end: Option<Lsn>, t
         let _ = write!(s, " xid={} seq={}", t.xid, t.seq);
     }
     let _ = write!(s, " lsn={} transactional={} prefix=", m.lsn, m.transactional);
-    push_text_literal(s, m.prefix);
+    push_text_literal(s, shown_prefix(m.prefix));
     s.push_str(" content=");
     match content {
         Some(c) => push_text_value(s, oid::TEXT, &Column::Text(c.as_bytes())),

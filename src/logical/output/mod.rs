@@ -102,6 +102,9 @@ mod tests {
     use super::*;
     use crate::logical::pgoutput::*;
 
+    /// The prefix our trigger signs with, for a token of 42.
+    const SIGNED: &str = "pgrecvlogical.ddl:42";
+
     fn lines(out: &[u8]) -> Vec<String> {
         String::from_utf8(out.to_vec()).unwrap().lines().map(str::to_owned).collect()
     }
@@ -427,7 +430,7 @@ mod tests {
 
     #[test]
     fn messages_and_ddl() {
-        let mut e = Encoder::new(Format::Json);
+        let mut e = Encoder::new(Format::Json).with_ddl_prefix(Some(SIGNED.into()));
         let mut out = Vec::new();
         let m = Message::Message(LogicalMessage {
             xid: None,
@@ -442,7 +445,7 @@ mod tests {
             xid: None,
             transactional: true,
             lsn: Lsn(0x70),
-            prefix: DDL_PREFIX,
+            prefix: SIGNED,
             content: b"{\"tag\":\"CREATE TABLE\"}",
         });
         assert_eq!(e.encode(&mut out, Lsn(0x70), &ddl).unwrap(), Effect::None);
@@ -458,6 +461,52 @@ mod tests {
         // A transactional message outside a transaction is a protocol error.
         let mut e = Encoder::new(Format::Text);
         assert_eq!(e.encode(&mut out, Lsn(0x70), &ddl), Err(OutputError::NoTransaction { kind: b'M' }));
+    }
+
+    /// Only a transactional message with exactly the signed prefix is a DDL record: the bare
+    /// prefix, a wrong or longer token, a non-transactional message, or any message when no
+    /// token is known are plain messages, and no token (or guess) is written.
+    #[test]
+    fn ddl_records_need_the_signed_prefix() {
+        let content = br#"{"tag":"DROP TABLE","query":"DROP TABLE t"}"#;
+        let encode = |format, known: Option<&str>, transactional, prefix: &'static str| {
+            let mut e = Encoder::new(format).with_ddl_prefix(known.map(str::to_owned));
+            let mut out = Vec::new();
+            e.encode(&mut out, Lsn(0x60), &begin()).unwrap();
+            let m = LogicalMessage { xid: None, transactional, lsn: Lsn(0x70), prefix, content };
+            e.encode(&mut out, Lsn(0x70), &Message::Message(m)).unwrap();
+            lines(&out).pop().unwrap()
+        };
+        let ddl = encode(Format::Json, Some(SIGNED), true, SIGNED);
+        assert!(ddl.starts_with("{\"op\":\"ddl\","), "{ddl}");
+        assert!(ddl.contains(r#""prefix":"pgrecvlogical.ddl","ddl":{"tag":"DROP TABLE""#), "{ddl}");
+        assert!(encode(Format::Text, Some(SIGNED), true, SIGNED).starts_with("DDL xid=7"));
+        for (known, transactional, prefix) in [
+            (Some(SIGNED), true, DDL_PREFIX),
+            (Some(SIGNED), true, "pgrecvlogical.ddl:4"),
+            (Some(SIGNED), true, "pgrecvlogical.ddl:420"),
+            (Some(SIGNED), true, "pgrecvlogical.ddl:42 "),
+            (Some(SIGNED), true, "pgrecvlogical.ddl:"),
+            (Some(SIGNED), false, SIGNED),
+            (None, true, SIGNED),
+            (None, true, DDL_PREFIX),
+        ] {
+            for format in [Format::Json, Format::Text] {
+                let l = encode(format, known, transactional, prefix);
+                let op = if format == Format::Json { "{\"op\":\"message\"," } else { "MESSAGE " };
+                assert!(l.starts_with(op), "{known:?} {transactional} {prefix:?}: {l}");
+                assert!(!l.contains("42"), "a token was written: {l}");
+                assert!(!l.contains("pgrecvlogical.ddl:"), "a token was written: {l}");
+            }
+        }
+        // Prefixes outside our namespace are other applications': written as they are.
+        for prefix in ["pgrecvlogical.ddlx", "xpgrecvlogical.ddl:42"] {
+            let l = encode(Format::Json, Some(SIGNED), true, prefix);
+            assert!(
+                l.starts_with("{\"op\":\"message\",") && l.contains(&format!("\"prefix\":\"{prefix}\"")),
+                "{l}"
+            );
+        }
     }
 
     #[test]
@@ -625,14 +674,14 @@ mod tests {
         assert_eq!(json_object_keys(r#"{"op":1,"b":{"op":2}}"#), Some(vec!["op".to_owned(), "b".to_owned()]));
 
         // A forged "object" comes out as a string: the record keeps one "op".
-        let mut e = Encoder::new(Format::Json);
+        let mut e = Encoder::new(Format::Json).with_ddl_prefix(Some(SIGNED.into()));
         let mut out = Vec::new();
         e.encode(&mut out, Lsn(0x60), &begin()).unwrap();
         let ddl = Message::Message(LogicalMessage {
             xid: None,
             transactional: true,
             lsn: Lsn(0x70),
-            prefix: DDL_PREFIX,
+            prefix: SIGNED,
             content: br#"{}, "op":"insert", "x":{}"#,
         });
         e.encode(&mut out, Lsn(0x70), &ddl).unwrap();
@@ -798,7 +847,7 @@ mod tests {
                     Message::Origin { lsn: Lsn(1), name: &names[0] },
                     Message::Insert(Insert { xid: None, relation: 5, new: row.clone() }),
                     msg(true, &prefix, &content),
-                    msg(true, DDL_PREFIX, ddl_content.as_bytes()),
+                    msg(true, SIGNED, ddl_content.as_bytes()),
                     Message::Update(Update {
                         xid: None,
                         relation: 5,
@@ -852,7 +901,7 @@ mod tests {
                         gid: &gid,
                     }),
                 ];
-                let mut e = Encoder::new(format);
+                let mut e = Encoder::new(format).with_ddl_prefix(Some(SIGNED.into()));
                 let mut out = Vec::new();
                 let mut ends = Vec::new();
                 let mut records = 0;
