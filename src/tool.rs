@@ -81,6 +81,23 @@ pub enum Finished<O> {
     Informed,
 }
 
+/// A daemon's whole `main`: names the program from argv[0], parses the rest of the command
+/// line with `parse`, and [`run`]s `job`.
+pub fn main<C, O, E>(
+    tool: &Tool<C>,
+    parse: fn(std::env::ArgsOs) -> Result<Command<C>, UsageError>,
+    job: fn(&C, &StopSignals) -> Result<O, E>,
+) -> Result<Finished<O>, ExitCode>
+where
+    C: Send + 'static,
+    O: Send + 'static,
+    E: Hinted + Send + 'static,
+{
+    let mut args = std::env::args_os();
+    set_progname(args.next().as_deref(), tool.program);
+    run(tool, parse(args), job)
+}
+
 /// Runs `job` for a parsed command line, speaking as [`progname`] (call [`set_progname`]
 /// first); `Err` carries the exit status to return after the
 /// cause was printed or logged once.

@@ -202,10 +202,7 @@ impl ToolArgs for Args {
 
     fn validate(self) -> Result<Config, UsageError> {
         if let Some(stray) = &self.first_stray {
-            return Err(usage(format!(
-                "too many command-line arguments (first is \"{}\")",
-                stray.to_string_lossy()
-            )));
+            return Err(cli::too_many_arguments(stray));
         }
         let Some(directory) = self.directory else {
             return Err(usage("no output directory specified: give pgrecvlogical's directory with -D"));

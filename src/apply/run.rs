@@ -21,6 +21,7 @@ use crate::server::{conn_params_for, ConnKind, Replication};
 
 use super::config::Config;
 use super::follow::{Follower, Next};
+use super::records::Unit;
 use super::target::{source_id, ApplyError, Target};
 
 const KIND: ConnKind = ConnKind { replication: Replication::Database, application_name: "pgapplylogical" };
@@ -239,14 +240,7 @@ fn follow(
             return Ok(Some(()));
         }
         if Instant::now() >= next_line {
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            log::info!(
-                "applying: applied up to {}; {} transactions, {} rows in this run ({:.0} rows/s)",
-                out.applied,
-                out.transactions,
-                out.rows,
-                out.rows as f64 / secs
-            );
+            log_progress(out, started);
             next_line = Instant::now() + every;
         }
         let next = follower.next_unit().map_err(|e| RunError(e.to_string()))?;
@@ -277,23 +271,49 @@ fn follow(
             // A standalone record: nothing to apply, nothing to record.
             continue;
         }
-        match target.apply(&unit, cfg.ddl, &cfg.skip_tables) {
-            Ok(a) => {
-                out.applied = unit.end_lsn;
-                if !a.already {
-                    out.transactions += 1;
-                    out.rows += a.rows;
-                }
-                log::trace!("applied the unit ending at {} ({} rows)", unit.end_lsn, a.rows);
-                reg.update(cfg, out.applied, false);
+        if !apply_unit(cfg, target, out, reg, &unit)? {
+            return Ok(None);
+        }
+    }
+}
+
+fn log_progress(out: &Outcome, started: Instant) {
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    log::info!(
+        "applying: applied up to {}; {} transactions, {} rows in this run ({:.0} rows/s)",
+        out.applied,
+        out.transactions,
+        out.rows,
+        out.rows as f64 / secs
+    );
+}
+
+/// Applies one transaction and counts it. False when the connection to the target was lost
+/// (the caller connects again); a refusal of the target ends the run.
+fn apply_unit(
+    cfg: &Config,
+    target: &mut Target,
+    out: &mut Outcome,
+    reg: &mut Registration,
+    unit: &Unit,
+) -> Result<bool, RunError> {
+    match target.apply(unit, cfg.ddl, &cfg.skip_tables) {
+        Ok(a) => {
+            out.applied = unit.end_lsn;
+            if !a.already {
+                out.transactions += 1;
+                out.rows += a.rows;
             }
-            Err(ApplyError::Connection(e)) => {
-                log::error!("{e}; connecting again in {} s", RETRY_EVERY.as_secs());
-                return Ok(None);
-            }
-            Err(ApplyError::Refused(e)) => {
-                return Err(RunError(format!("{e}; nothing after {} is applied", out.applied)))
-            }
+            log::trace!("applied the unit ending at {} ({} rows)", unit.end_lsn, a.rows);
+            reg.update(cfg, out.applied, false);
+            Ok(true)
+        }
+        Err(ApplyError::Connection(e)) => {
+            log::error!("{e}; connecting again in {} s", RETRY_EVERY.as_secs());
+            Ok(false)
+        }
+        Err(ApplyError::Refused(e)) => {
+            Err(RunError(format!("{e}; nothing after {} is applied", out.applied)))
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::lsn::Lsn;
 use crate::sql::{ident, literal};
 
 use super::config::DdlMode;
-use super::records::{Change, RowChange, RowOp, TableName, Unit, Value};
+use super::records::{Change, DdlObject, RowChange, RowOp, TableName, Unit, Value};
 
 pub const SCHEMA: &str = "pgapplylogical";
 pub const TABLE: &str = "applied_position";
@@ -221,26 +221,7 @@ impl Target {
                         run.push(next);
                         i += 1;
                     }
-                    let cols = insert_columns(r).map_or(1, |c| c.len().max(1));
-                    let most = (MAX_PARAMS / cols).clamp(1, BATCH_ROWS);
-                    let mut rest = &run[..];
-                    while !rest.is_empty() {
-                        let n = if rest.len() >= most {
-                            most
-                        } else if rest.len() >= 10.min(most) {
-                            10.min(most)
-                        } else {
-                            1
-                        };
-                        let (now, later) = rest.split_at(n);
-                        if n == 1 {
-                            self.row(now[0], &txn)?;
-                        } else {
-                            self.insert_many(now, &txn)?;
-                        }
-                        applied.rows += n as u64;
-                        rest = later;
-                    }
+                    applied.rows += self.insert_run(&run, &txn)?;
                 }
                 Change::Row(r) => {
                     self.row(r, &txn)?;
@@ -248,62 +229,13 @@ impl Target {
                 }
                 Change::Truncate { lsn, tables, cascade, restart_identity } => {
                     let tables: Vec<&TableName> = tables.iter().filter(|t| !skipped(t)).collect();
-                    if tables.is_empty() {
-                        continue;
+                    if !tables.is_empty() {
+                        self.truncate(*lsn, &tables, *cascade, *restart_identity, &txn)?;
                     }
-                    let names: Vec<String> =
-                        tables.iter().map(|t| format!("{}.{}", ident(&t.schema), ident(&t.table))).collect();
-                    let sql = format!(
-                        "TRUNCATE {}{}{}",
-                        names.join(", "),
-                        if *restart_identity { " RESTART IDENTITY" } else { "" },
-                        if *cascade { " CASCADE" } else { "" }
-                    );
-                    let list: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
-                    self.conn.exec(&sql).map_err(|e| {
-                        self.fail(
-                            &format!("could not apply the truncate at {lsn} of {txn} to {}", list.join(", ")),
-                            e,
-                        )
-                    })?;
                 }
                 Change::Ddl { lsn, tag, query, objects } => {
-                    // pgrecvlogical's own event trigger, installed again at each start: ours,
-                    // not the source's schema.
-                    let ours = query == &crate::logical::ddl::install_sql()
-                        || query == &crate::logical::ddl::teardown_sql()
-                        || (!objects.is_empty()
-                            && objects
-                                .iter()
-                                .all(|o| o.schema.as_deref() == Some(crate::logical::ddl::SCHEMA)));
-                    if ours {
-                        continue;
-                    }
-                    let mut shown = String::new();
-                    crate::text::push_one_line(&mut shown, query);
-                    match ddl {
-                        DdlMode::Ignore => {
-                            log::warn!("not applying DDL at {lsn} of {txn} (--ddl=ignore): {tag}: {shown}");
-                        }
-                        DdlMode::Stop => {
-                            return Err(ApplyError::Refused(format!(
-                                "DDL at {lsn} of {txn}: {tag}: {shown}; not applied, since --ddl=stop (the default); \
-                                 run it on the target and restart with --ddl=ignore until past it, or restart with --ddl=apply"
-                            )));
-                        }
-                        DdlMode::Apply => {
-                            // One statement through the extended protocol: a query string of
-                            // several statements (which could end our transaction or repeat
-                            // DML the stream also holds) is refused by the server.
-                            self.conn.exec_params(query, &[]).map_err(|e| {
-                                self.fail(
-                                    &format!("could not apply the DDL at {lsn} of {txn} ({tag}: {shown})"),
-                                    e,
-                                )
-                            })?;
-                            self.forget_statements()
-                                .map_err(|e| self.fail("could not deallocate statements", e))?;
-                        }
+                    if !is_our_event_trigger(query, objects) {
+                        self.ddl(*lsn, tag, query, ddl, &txn)?;
                     }
                 }
                 Change::Nothing { .. } => {}
@@ -317,6 +249,83 @@ impl Target {
         self.run(&sql, &[Some(&source), Some(&end), Some(&commit), Some(&xid_s)])
             .map_err(|e| self.fail(&format!("could not store the applied position {end}"), e))?;
         Ok(applied)
+    }
+
+    /// A run of inserts into one table with the same columns, in statements of as many rows
+    /// as the parameter limit allows (then of ten, then one by one). Returns the rows applied.
+    fn insert_run(&mut self, run: &[&RowChange], txn: &str) -> Result<u64, ApplyError> {
+        let cols = insert_columns(run[0]).map_or(1, |c| c.len().max(1));
+        let most = (MAX_PARAMS / cols).clamp(1, BATCH_ROWS);
+        let mut rows = 0;
+        let mut rest = run;
+        while !rest.is_empty() {
+            let n = if rest.len() >= most {
+                most
+            } else if rest.len() >= 10.min(most) {
+                10.min(most)
+            } else {
+                1
+            };
+            let (now, later) = rest.split_at(n);
+            if n == 1 {
+                self.row(now[0], txn)?;
+            } else {
+                self.insert_many(now, txn)?;
+            }
+            rows += n as u64;
+            rest = later;
+        }
+        Ok(rows)
+    }
+
+    fn truncate(
+        &mut self,
+        lsn: Lsn,
+        tables: &[&TableName],
+        cascade: bool,
+        restart_identity: bool,
+        txn: &str,
+    ) -> Result<(), ApplyError> {
+        let names: Vec<String> =
+            tables.iter().map(|t| format!("{}.{}", ident(&t.schema), ident(&t.table))).collect();
+        let sql = format!(
+            "TRUNCATE {}{}{}",
+            names.join(", "),
+            if restart_identity { " RESTART IDENTITY" } else { "" },
+            if cascade { " CASCADE" } else { "" }
+        );
+        let list: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        self.conn.exec(&sql).map_err(|e| {
+            self.fail(&format!("could not apply the truncate at {lsn} of {txn} to {}", list.join(", ")), e)
+        })?;
+        Ok(())
+    }
+
+    /// A DDL record of the source, as `--ddl` says.
+    fn ddl(&mut self, lsn: Lsn, tag: &str, query: &str, ddl: DdlMode, txn: &str) -> Result<(), ApplyError> {
+        let mut shown = String::new();
+        crate::text::push_one_line(&mut shown, query);
+        match ddl {
+            DdlMode::Ignore => {
+                log::warn!("not applying DDL at {lsn} of {txn} (--ddl=ignore): {tag}: {shown}");
+            }
+            DdlMode::Stop => {
+                return Err(ApplyError::Refused(format!(
+                    "DDL at {lsn} of {txn}: {tag}: {shown}; not applied, since --ddl=stop (the default); \
+                     run it on the target and restart with --ddl=ignore until past it, or restart with --ddl=apply"
+                )));
+            }
+            DdlMode::Apply => {
+                // One statement through the extended protocol: a query string of several
+                // statements (which could end our transaction or repeat DML the stream also
+                // holds) is refused by the server.
+                self.conn.exec_params(query, &[]).map_err(|e| {
+                    self.fail(&format!("could not apply the DDL at {lsn} of {txn} ({tag}: {shown})"), e)
+                })?;
+                self.forget_statements().map_err(|e| self.fail("could not deallocate statements", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Inserts of one table with the same columns, in one statement.
@@ -431,6 +440,15 @@ impl Target {
 const BATCH_ROWS: usize = 100;
 /// The protocol's limit on parameters in one statement.
 const MAX_PARAMS: usize = 65_535;
+
+/// pgrecvlogical's own event trigger, installed again at each start: ours, not the source's
+/// schema.
+fn is_our_event_trigger(query: &str, objects: &[DdlObject]) -> bool {
+    query == crate::logical::ddl::install_sql()
+        || query == crate::logical::ddl::teardown_sql()
+        || (!objects.is_empty()
+            && objects.iter().all(|o| o.schema.as_deref() == Some(crate::logical::ddl::SCHEMA)))
+}
 
 /// The column names of an insert that can go in a multi-row statement: at least one column,
 /// no unchanged-TOAST marker (refused, and reported row by row).

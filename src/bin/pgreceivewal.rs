@@ -15,9 +15,7 @@ const TOOL: Tool<Config> =
     Tool { program: PROGRAM, help: cli::help_text, version: cli::version_text, log: |cfg| &cfg.log };
 
 fn main() -> ExitCode {
-    let mut args = std::env::args_os();
-    tool::set_progname(args.next().as_deref(), TOOL.program);
-    match tool::run(&TOOL, cli::parse(args), archiver::run) {
+    match tool::main(&TOOL, cli::parse, archiver::run) {
         Ok(Finished::Ran(Outcome::SlotCreated)) => log::info!("replication slot created"),
         Ok(_) => {}
         Err(code) => return code,

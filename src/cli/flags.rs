@@ -186,9 +186,7 @@ fn lexopt_error(e: lexopt::Error) -> UsageError {
         E::MissingValue { option: Some(o) } => format!("option \"{o}\" requires a value"),
         E::MissingValue { option: None } => "missing option value".to_string(),
         E::UnexpectedOption(o) => format!("unrecognized option \"{o}\""),
-        E::UnexpectedArgument(v) => {
-            format!("too many command-line arguments (first is \"{}\")", v.to_string_lossy())
-        }
+        E::UnexpectedArgument(v) => return super::too_many_arguments(&v),
         E::UnexpectedValue { option, .. } => format!("option \"{option}\" does not take a value"),
         E::NonUnicodeValue(v) => {
             format!("invalid value \"{}\": not valid UTF-8", v.to_string_lossy())

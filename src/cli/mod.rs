@@ -22,6 +22,11 @@ pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
+/// An operand where none (or no more) is taken, in pg_receivewal's words.
+pub fn too_many_arguments(first: &std::ffi::OsStr) -> UsageError {
+    usage(format!("too many command-line arguments (first is \"{}\")", first.to_string_lossy()))
+}
+
 /// pg_receivewal's default `--status-interval`, in seconds.
 pub const DEFAULT_STATUS_INTERVAL_SECS: u64 = 10;
 

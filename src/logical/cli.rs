@@ -481,58 +481,7 @@ impl ToolArgs for Args {
 
     /// Check combinations, in the order they are documented, then build the config.
     fn validate(self) -> Result<Config, UsageError> {
-        if let Some(stray) = &self.first_stray {
-            return Err(usage(format!(
-                "too many command-line arguments (first is \"{}\")",
-                stray.to_string_lossy()
-            )));
-        }
-        let action = self.action()?;
-        let needs_slot = !matches!(action, Action::ListSlots | Action::Drop { slot: false, .. });
-        if needs_slot && self.slot.is_none() {
-            return Err(usage("no slot specified: use -S/--slot"));
-        }
-        if self.if_not_exists && !self.create_slot {
-            return Err(usage("--if-not-exists can only be used with --create-slot"));
-        }
-        if self.create_slot_if_missing && action != Action::Stream {
-            return Err(usage(
-                "--create-slot-if-missing can only be used when streaming (--create-slot --start creates the slot itself)",
-            ));
-        }
-        self.common.check()?;
-        self.common.check_dbname()?;
-
-        let output = self.output()?;
-        if action.streams() {
-            if output.is_none() {
-                return Err(usage("no output specified: use -D DIR or -f -"));
-            }
-            if self.publications.is_empty() {
-                return Err(usage("no publication specified: use -P/--publication"));
-            }
-        }
-        if self.create_publication && self.publications.len() != 1 {
-            return Err(usage("--create-publication needs exactly one -P/--publication"));
-        }
-        if !self.tables.is_empty() && !self.create_publication {
-            return Err(usage("-t/--table can only be used with --create-publication"));
-        }
-        if (self.rotate_size.is_some() || self.rotate_interval.is_some())
-            && !matches!(output, Some(Output::Directory(_)))
-        {
-            return Err(usage("--rotate-size and --rotate-interval need -D/--directory"));
-        }
-        if (self.retain_size.is_some() || self.retain_age.is_some())
-            && !matches!(output, Some(Output::Directory(_)))
-        {
-            return Err(usage("--retain-size and --retain-age need -D/--directory"));
-        }
-        self.check_protocol()?;
-        if self.snapshot && !action.streams() {
-            return Err(usage("--snapshot only applies when streaming"));
-        }
-
+        let (action, output) = self.check_combinations()?;
         let secs = self.status_interval_secs.unwrap_or(DEFAULT_STATUS_INTERVAL_SECS);
         let rotate = self.rotate_interval.unwrap_or(DEFAULT_ROTATE_INTERVAL_SECS);
         Ok(Config {
@@ -621,6 +570,59 @@ fn parse_streaming(s: &str) -> Result<Streaming, UsageError> {
 }
 
 impl Args {
+    /// The options against each other: the action, and where it writes.
+    fn check_combinations(&self) -> Result<(Action, Option<Output>), UsageError> {
+        if let Some(stray) = &self.first_stray {
+            return Err(cli::too_many_arguments(stray));
+        }
+        let action = self.action()?;
+        let needs_slot = !matches!(action, Action::ListSlots | Action::Drop { slot: false, .. });
+        if needs_slot && self.slot.is_none() {
+            return Err(usage("no slot specified: use -S/--slot"));
+        }
+        if self.if_not_exists && !self.create_slot {
+            return Err(usage("--if-not-exists can only be used with --create-slot"));
+        }
+        if self.create_slot_if_missing && action != Action::Stream {
+            return Err(usage(
+                "--create-slot-if-missing can only be used when streaming (--create-slot --start creates the slot itself)",
+            ));
+        }
+        self.common.check()?;
+        self.common.check_dbname()?;
+
+        let output = self.output()?;
+        if action.streams() {
+            if output.is_none() {
+                return Err(usage("no output specified: use -D DIR or -f -"));
+            }
+            if self.publications.is_empty() {
+                return Err(usage("no publication specified: use -P/--publication"));
+            }
+        }
+        if self.create_publication && self.publications.len() != 1 {
+            return Err(usage("--create-publication needs exactly one -P/--publication"));
+        }
+        if !self.tables.is_empty() && !self.create_publication {
+            return Err(usage("-t/--table can only be used with --create-publication"));
+        }
+        if (self.rotate_size.is_some() || self.rotate_interval.is_some())
+            && !matches!(output, Some(Output::Directory(_)))
+        {
+            return Err(usage("--rotate-size and --rotate-interval need -D/--directory"));
+        }
+        if (self.retain_size.is_some() || self.retain_age.is_some())
+            && !matches!(output, Some(Output::Directory(_)))
+        {
+            return Err(usage("--retain-size and --retain-age need -D/--directory"));
+        }
+        self.check_protocol()?;
+        if self.snapshot && !action.streams() {
+            return Err(usage("--snapshot only applies when streaming"));
+        }
+        Ok((action, output))
+    }
+
     /// At most one slot action, and what it implies.
     fn action(&self) -> Result<Action, UsageError> {
         let actions = [

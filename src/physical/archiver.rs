@@ -11,7 +11,7 @@ use crate::diskspace::Retention;
 use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
 use crate::metrics::{self, ErrorKind};
-use crate::physical::archive::{Archive, ArchiveError, ClusterId};
+use crate::physical::archive::{Archive, ArchiveError, ClusterId, Scan};
 use crate::physical::receiver::{Receiver, StreamEnd, StreamError, StreamOptions};
 use crate::physical::ship::Shipper;
 use crate::physical::walfile::Tli;
@@ -222,31 +222,7 @@ impl<'a> Archiver<'a> {
             sys.xlogpos
         );
 
-        let scan = self.archive.scan(seg_size)?;
-        self.archive.check_cluster(cluster, &scan)?;
-        self.cluster = Some(cluster);
-        for name in &scan.foreign {
-            log::warn!(
-                "ignoring file \"{name}\" in archive \"{}\": it is not WAL",
-                self.archive.dir.display()
-            );
-        }
-        self.archive.remove_leftovers(&scan)?;
-        if let Some(t) = scan.max_tli.filter(|&t| t > sys.tli) {
-            return Err(ArchiveError::FutureTimeline {
-                dir: self.archive.dir.clone(),
-                archive_tli: t,
-                server_tli: sys.tli,
-            }
-            .into());
-        }
-        if scan.newest.is_none() {
-            self.archive.set_group_access(group_access)?;
-        }
-        if let (Some(cmd), None) = (&cfg.segment_command, &self.shipper) {
-            self.shipper = Some(Shipper::start(&self.archive.dir, cmd, seg_size)?);
-        }
-
+        let scan = self.check_archive(cluster, sys.tli, group_access)?;
         let resume = scan.resume_point(seg_size);
         let (slot_start, slot_state) = match &cfg.slot {
             Some(slot) => self.ensure_slot(&mut server, slot, scan.newest.is_some())?,
@@ -273,12 +249,64 @@ impl<'a> Archiver<'a> {
             status_interval: cfg.status_interval,
             seg_size,
         };
-        let writer_cfg = WriterConfig {
+        let writer_cfg = self.writer_config(seg_size, sys.system_id, block_size, group_access);
+        let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
+            .map_err(|e| lost.explain(RunError::Stream(e)))?;
+        receiver.run(start, tli).map_err(|e| lost.explain(RunError::Stream(e)))
+    }
+
+    /// The archive against the server it is about to stream from: the same cluster, no
+    /// timeline from its future, no leftovers; starts the `--segment-command` shipper.
+    fn check_archive(
+        &mut self,
+        cluster: ClusterId,
+        server_tli: Tli,
+        group_access: bool,
+    ) -> Result<Scan, RunError> {
+        let cfg = self.cfg;
+        let seg_size = cluster.seg_size;
+        let scan = self.archive.scan(seg_size)?;
+        self.archive.check_cluster(cluster, &scan)?;
+        self.cluster = Some(cluster);
+        for name in &scan.foreign {
+            log::warn!(
+                "ignoring file \"{name}\" in archive \"{}\": it is not WAL",
+                self.archive.dir.display()
+            );
+        }
+        self.archive.remove_leftovers(&scan)?;
+        if let Some(t) = scan.max_tli.filter(|&t| t > server_tli) {
+            return Err(ArchiveError::FutureTimeline {
+                dir: self.archive.dir.clone(),
+                archive_tli: t,
+                server_tli,
+            }
+            .into());
+        }
+        if scan.newest.is_none() {
+            self.archive.set_group_access(group_access)?;
+        }
+        if let (Some(cmd), None) = (&cfg.segment_command, &self.shipper) {
+            self.shipper = Some(Shipper::start(&self.archive.dir, cmd, seg_size)?);
+        }
+        Ok(scan)
+    }
+
+    /// Where and how the writer stores this session's WAL.
+    fn writer_config(
+        &self,
+        seg_size: u64,
+        system_id: u64,
+        block_size: u32,
+        group_access: bool,
+    ) -> WriterConfig {
+        let cfg = self.cfg;
+        WriterConfig {
             dir: self.archive.dir.clone(),
             seg_size,
             durability: cfg.durability,
             file_mode: Archive::file_mode(group_access),
-            system_id: sys.system_id,
+            system_id,
             block_size,
             ship: self.shipper.as_ref().map(Shipper::queue),
             min_free: cfg.min_free,
@@ -287,10 +315,7 @@ impl<'a> Archiver<'a> {
                 None => Retention::None,
             },
             compression: cfg.compression,
-        };
-        let receiver = Receiver::new(&mut server, &opts, self.stop, writer_cfg, start)
-            .map_err(|e| lost.explain(RunError::Stream(e)))?;
-        receiver.run(start, tli).map_err(|e| lost.explain(RunError::Stream(e)))
+        }
     }
 
     /// Makes sure the slot exists and is physical, creating a missing one only when asked to
@@ -322,55 +347,14 @@ impl<'a> Archiver<'a> {
             }
             Some(SlotInfo::Physical { restart_lsn: None, .. }) => (None, SlotState::HoldsNothing),
             Some(SlotInfo::Missing) | None => {
-                let missing = info.is_some();
-                // As pg_receivewal: a mistyped name must not leave a slot that holds WAL on
-                // the server for ever.
-                if !self.cfg.create_slot_if_missing {
-                    if missing {
-                        return Err(RunError::Server(ServerError {
-                            hint: Some(create_slot_hint(slot).into()),
-                            ..server.transient(format!("replication slot \"{slot}\" does not exist"))
-                        }));
-                    }
-                    // Before PostgreSQL 15 nothing tells us; START_REPLICATION will.
+                if !self.create_missing_slot(
+                    server,
+                    slot,
+                    recorded.as_deref(),
+                    archive_has_wal,
+                    info.is_some(),
+                )? {
                     return Ok((None, SlotState::Unknown));
-                }
-                let may_create = match &recorded {
-                    Some(r) => r == slot,
-                    None => !archive_has_wal,
-                };
-                if !may_create {
-                    let streamed_with = match &recorded {
-                        Some(r) => format!("was streamed with slot \"{r}\""),
-                        None => "already holds WAL streamed without a recorded slot".to_string(),
-                    };
-                    if !missing {
-                        // Creating is the only way to know on this server; do not try.
-                        return Ok((None, SlotState::Unknown));
-                    }
-                    return Err(RunError::Slot(
-                        Message::new(format!(
-                            "replication slot \"{slot}\" does not exist (server {}), and --create-slot-if-missing creates only the slot an archive was streamed with: archive \"{}\" {streamed_with}",
-                            server.name,
-                            self.archive.dir.display()
-                        ))
-                        .hint(format!(
-                            "Check the slot name, or create the slot with {} --create-slot -S {slot}.",
-                            prog()
-                        )),
-                    ));
-                }
-                // Older servers cannot tell us; creating is then also the existence check.
-                if server.create_physical_slot(slot)? {
-                    // A warning: if the slot existed before (and was dropped, or lost with a
-                    // failover), the server may have removed WAL no slot held any more.
-                    log::warn!(
-                        detail = "It holds WAL on that server until it is dropped, and if this archive streamed \
-                                  through a slot of that name before, WAL between then and now may be missing from \
-                                  the archive.";
-                        "created replication slot \"{slot}\" on server {}: it did not exist",
-                        server.name
-                    );
                 }
                 (None, SlotState::Unknown)
             }
@@ -386,6 +370,69 @@ impl<'a> Archiver<'a> {
             self.archive.record_slot(slot)?;
         }
         Ok((start, state))
+    }
+
+    /// The slot does not exist (`missing`), or the server cannot tell (before PostgreSQL 15):
+    /// creates it if `--create-slot-if-missing` allows. False when nothing is known of it yet
+    /// (START_REPLICATION will tell), and the archive's metadata is not to record it.
+    fn create_missing_slot(
+        &self,
+        server: &mut Server,
+        slot: &str,
+        recorded: Option<&str>,
+        archive_has_wal: bool,
+        missing: bool,
+    ) -> Result<bool, RunError> {
+        // As pg_receivewal: a mistyped name must not leave a slot that holds WAL on
+        // the server for ever.
+        if !self.cfg.create_slot_if_missing {
+            if missing {
+                return Err(RunError::Server(ServerError {
+                    hint: Some(create_slot_hint(slot).into()),
+                    ..server.transient(format!("replication slot \"{slot}\" does not exist"))
+                }));
+            }
+            // Before PostgreSQL 15 nothing tells us; START_REPLICATION will.
+            return Ok(false);
+        }
+        let may_create = match recorded {
+            Some(r) => r == slot,
+            None => !archive_has_wal,
+        };
+        if !may_create {
+            let streamed_with = match recorded {
+                Some(r) => format!("was streamed with slot \"{r}\""),
+                None => "already holds WAL streamed without a recorded slot".to_string(),
+            };
+            if !missing {
+                // Creating is the only way to know on this server; do not try.
+                return Ok(false);
+            }
+            return Err(RunError::Slot(
+                Message::new(format!(
+                    "replication slot \"{slot}\" does not exist (server {}), and --create-slot-if-missing creates only the slot an archive was streamed with: archive \"{}\" {streamed_with}",
+                    server.name,
+                    self.archive.dir.display()
+                ))
+                .hint(format!(
+                    "Check the slot name, or create the slot with {} --create-slot -S {slot}.",
+                    prog()
+                )),
+            ));
+        }
+        // Older servers cannot tell us; creating is then also the existence check.
+        if server.create_physical_slot(slot)? {
+            // A warning: if the slot existed before (and was dropped, or lost with a
+            // failover), the server may have removed WAL no slot held any more.
+            log::warn!(
+                detail = "It holds WAL on that server until it is dropped, and if this archive streamed \
+                          through a slot of that name before, WAL between then and now may be missing from \
+                          the archive.";
+                "created replication slot \"{slot}\" on server {}: it did not exist",
+                server.name
+            );
+        }
+        Ok(true)
     }
 
     /// The two ways a synchronous archiver goes wrong quietly.

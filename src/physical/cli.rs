@@ -387,10 +387,7 @@ impl ToolArgs for Args {
     /// Check combinations, in pg_receivewal's order and words, then build the config.
     fn validate(self) -> Result<Config, UsageError> {
         if let Some(stray) = &self.first_stray {
-            return Err(usage(format!(
-                "too many command-line arguments (first is \"{}\")",
-                stray.to_string_lossy()
-            )));
+            return Err(cli::too_many_arguments(stray));
         }
         if self.create_slot && self.drop_slot {
             return Err(usage("cannot use --create-slot together with --drop-slot"));

@@ -168,6 +168,7 @@ impl RestoreError {
 }
 
 impl fmt::Display for RestoreError {
+    // Over 80 lines on purpose: one arm per variant, each the message of that error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RestoreError::NotFound { name } => write!(f, "file \"{name}\" is not in the archive"),
@@ -462,101 +463,15 @@ fn restore_segment(
         }
     }
 
-    if let Some((mut src, complete_path, file_name, method)) = complete {
-        let mut leftover_partial = None;
-        for (pname, _) in forms(name, true) {
-            let p = archive.join(pname);
-            match fs::symlink_metadata(&p) {
-                Ok(_) => {
-                    leftover_partial = Some(p);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(RestoreError::io("stat file", &p, e)),
-            }
-        }
-        let meta = read_meta(archive)?;
-        if method != Method::None {
-            let bytes = decompress_segment(
-                archive,
-                src,
-                &complete_path,
-                &file_name,
-                method,
-                (tli, log, seg),
-                meta.as_ref(),
-                false,
-                dest,
-            )?
-            .expect("a complete segment is served or refused");
-            return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
-        }
-        let size = file_len(&src, &complete_path)?;
-        check_size(archive, name, (tli, pos), size, meta.as_ref())?;
-        if !check_header(&src, &complete_path, name, (tli, log, seg), size, meta.as_ref())? {
-            // Zeros where the segment starts: whatever wrote this file, it holds no WAL, and
-            // served it would end recovery here.
-            return Err(RestoreError::NotWal {
-                file: name.to_owned(),
-                problem: WalCheckError::Magic { page: segment_start((log, seg), size), found: 0 },
-            });
-        }
-        let bytes = durable_copy(&mut src, &complete_path, Some(size), dest)?;
-        return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
+    if let Some(found) = complete {
+        return serve_complete(archive, name, (tli, log, seg), found, dest);
     }
-
     if !partials.is_empty() {
         let first_name = partials[0].2.clone();
         if let Some((_, later)) = nearest_on_timeline(archive, tli, pos)?.later {
             return Err(RestoreError::PartialNotLast { partial: first_name, later });
         }
-        let meta = read_meta(archive)?;
-        // Two forms of one partial (a run with another -Z that had not caught up yet): the
-        // one holding the most WAL.
-        let (mut src, partial_path, partial_name, method) = if partials.len() == 1 {
-            partials.pop().expect("one")
-        } else {
-            let mut best: Option<(u64, File, PathBuf, String, Method)> = None;
-            for (f, path, pname, m) in partials {
-                let held = wal_held(&f, &path, m)?;
-                if best.as_ref().is_none_or(|(h, ..)| held > *h) {
-                    best = Some((held, f, path, pname, m));
-                }
-            }
-            let (_, f, path, pname, m) = best.expect("at least two");
-            (f, path, pname, m)
-        };
-        if method != Method::None {
-            return match decompress_segment(
-                archive,
-                src,
-                &partial_path,
-                &partial_name,
-                method,
-                (tli, log, seg),
-                meta.as_ref(),
-                true,
-                dest,
-            )? {
-                Some(bytes) => Ok(Restored {
-                    source: partial_path,
-                    served: Served::Partial,
-                    bytes,
-                    leftover_partial: None,
-                }),
-                None => Err(RestoreError::NotFound { name: name.to_owned() }),
-            };
-        }
-        let size = file_len(&src, &partial_path)?;
-        check_size(archive, &partial_name, (tli, pos), size, meta.as_ref())?;
-        if !check_header(&src, &partial_path, &partial_name, (tli, log, seg), size, meta.as_ref())? {
-            // A `.partial` padded but never written (the archiver stopped right after creating
-            // it): nothing of this segment reached the archive. "Not found" lets PostgreSQL
-            // look in pg_wal, where the segment may be, instead of reading zeros.
-            return Err(RestoreError::NotFound { name: name.to_owned() });
-        }
-        let bytes = durable_copy(&mut src, &partial_path, Some(size), dest)?;
-        return Ok(Restored { source: partial_path, served: Served::Partial, bytes, leftover_partial: None });
+        return serve_partial(archive, name, (tli, log, seg), partials, dest);
     }
 
     // Missing. Before the first or after the last WAL of this timeline is the ordinary case
@@ -569,6 +484,118 @@ fn restore_segment(
         return Err(RestoreError::Hole { name: name.to_owned(), earlier, later });
     }
     Err(RestoreError::NotFound { name: name.to_owned() })
+}
+
+/// An opened archive file: the file, its path, its name, how it is compressed.
+type Opened = (File, PathBuf, String, Method);
+
+/// Serves the complete segment `found`, after checking its size and first page.
+fn serve_complete(
+    archive: &Path,
+    name: &str,
+    (tli, log, seg): (Tli, u32, u32),
+    found: Opened,
+    dest: &Path,
+) -> Result<Restored, RestoreError> {
+    let (mut src, complete_path, file_name, method) = found;
+    let leftover_partial = leftover_partial(archive, name)?;
+    let meta = read_meta(archive)?;
+    if method != Method::None {
+        let bytes = decompress_segment(
+            archive,
+            src,
+            &complete_path,
+            &file_name,
+            method,
+            (tli, log, seg),
+            meta.as_ref(),
+            false,
+            dest,
+        )?
+        .expect("a complete segment is served or refused");
+        return Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial });
+    }
+    let size = file_len(&src, &complete_path)?;
+    check_size(archive, name, (tli, (log, seg)), size, meta.as_ref())?;
+    if !check_header(&src, &complete_path, name, (tli, log, seg), size, meta.as_ref())? {
+        // Zeros where the segment starts: whatever wrote this file, it holds no WAL, and
+        // served it would end recovery here.
+        return Err(RestoreError::NotWal {
+            file: name.to_owned(),
+            problem: WalCheckError::Magic { page: segment_start((log, seg), size), found: 0 },
+        });
+    }
+    let bytes = durable_copy(&mut src, &complete_path, Some(size), dest)?;
+    Ok(Restored { source: complete_path, served: Served::File, bytes, leftover_partial })
+}
+
+/// A `.partial` of segment `name` next to its complete form, in any compression.
+fn leftover_partial(archive: &Path, name: &str) -> Result<Option<PathBuf>, RestoreError> {
+    for (pname, _) in forms(name, true) {
+        let p = archive.join(pname);
+        match fs::symlink_metadata(&p) {
+            Ok(_) => return Ok(Some(p)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RestoreError::io("stat file", &p, e)),
+        }
+    }
+    Ok(None)
+}
+
+/// Serves the `.partial` that ends the timeline (the caller checked that nothing follows it).
+fn serve_partial(
+    archive: &Path,
+    name: &str,
+    (tli, log, seg): (Tli, u32, u32),
+    partials: Vec<Opened>,
+    dest: &Path,
+) -> Result<Restored, RestoreError> {
+    let meta = read_meta(archive)?;
+    let (mut src, partial_path, partial_name, method) = fullest_partial(partials)?;
+    if method != Method::None {
+        return match decompress_segment(
+            archive,
+            src,
+            &partial_path,
+            &partial_name,
+            method,
+            (tli, log, seg),
+            meta.as_ref(),
+            true,
+            dest,
+        )? {
+            Some(bytes) => {
+                Ok(Restored { source: partial_path, served: Served::Partial, bytes, leftover_partial: None })
+            }
+            None => Err(RestoreError::NotFound { name: name.to_owned() }),
+        };
+    }
+    let size = file_len(&src, &partial_path)?;
+    check_size(archive, &partial_name, (tli, (log, seg)), size, meta.as_ref())?;
+    if !check_header(&src, &partial_path, &partial_name, (tli, log, seg), size, meta.as_ref())? {
+        // A `.partial` padded but never written (the archiver stopped right after creating
+        // it): nothing of this segment reached the archive. "Not found" lets PostgreSQL
+        // look in pg_wal, where the segment may be, instead of reading zeros.
+        return Err(RestoreError::NotFound { name: name.to_owned() });
+    }
+    let bytes = durable_copy(&mut src, &partial_path, Some(size), dest)?;
+    Ok(Restored { source: partial_path, served: Served::Partial, bytes, leftover_partial: None })
+}
+
+/// Two forms of one partial (a run with another -Z that had not caught up yet): the one
+/// holding the most WAL.
+fn fullest_partial(mut partials: Vec<Opened>) -> Result<Opened, RestoreError> {
+    if partials.len() == 1 {
+        return Ok(partials.pop().expect("one"));
+    }
+    let mut best: Option<(u64, Opened)> = None;
+    for (f, path, pname, m) in partials {
+        let held = wal_held(&f, &path, m)?;
+        if best.as_ref().is_none_or(|(h, _)| held > *h) {
+            best = Some((held, (f, path, pname, m)));
+        }
+    }
+    Ok(best.expect("at least two").1)
 }
 
 /// How much WAL a partial holds: its decompressed length, or for a padded plain partial the

@@ -158,10 +158,7 @@ impl ToolArgs for Args {
             return Err(usage("expected a file name (%f) and a destination (%p)"));
         };
         if let Some(extra) = operands.next() {
-            return Err(usage(format!(
-                "too many command-line arguments (first is \"{}\")",
-                extra.to_string_lossy()
-            )));
+            return Err(cli::too_many_arguments(&extra));
         }
         let name = name
             .into_string()

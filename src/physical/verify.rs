@@ -114,6 +114,24 @@ pub struct TimelineReport {
     pub errors: usize,
 }
 
+impl TimelineReport {
+    fn empty(tli: Tli, start: Lsn) -> TimelineReport {
+        TimelineReport {
+            tli,
+            start,
+            end: None,
+            restorable_to: None,
+            first_file: String::new(),
+            newest_file: String::new(),
+            partial: None,
+            files: 0,
+            records: 0,
+            gaps: Vec::new(),
+            errors: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Report {
     pub archive: PathBuf,
@@ -264,77 +282,84 @@ impl Report {
             if i > 0 {
                 o.push(',');
             }
-            let _ = write!(o, "{{\"timeline\":{},\"start\":", t.tli);
-            push_lsn(&mut o, Some(t.start));
-            o.push_str(",\"end\":");
-            push_lsn(&mut o, t.end);
-            o.push_str(",\"restorable_to\":");
-            push_lsn(&mut o, t.restorable_to);
-            o.push_str(",\"first_file\":");
-            push_json_string(&mut o, &t.first_file);
-            o.push_str(",\"newest_file\":");
-            push_json_string(&mut o, &t.newest_file);
-            o.push_str(",\"partial\":");
-            match &t.partial {
-                Some(p) => push_json_string(&mut o, p),
-                None => o.push_str("null"),
-            }
-            let _ = write!(
-                o,
-                ",\"files\":{},\"records\":{},\"errors\":{},\"restorable\":{},\"gaps\":[",
-                t.files,
-                t.records,
-                t.errors,
-                t.errors == 0
-            );
-            for (j, g) in t.gaps.iter().enumerate() {
-                if j > 0 {
-                    o.push(',');
-                }
-                o.push_str("{\"from\":");
-                push_lsn(&mut o, Some(g.from));
-                o.push_str(",\"to\":");
-                push_lsn(&mut o, Some(g.to));
-                o.push_str(",\"first_missing\":");
-                push_json_string(&mut o, &g.first_missing);
-                o.push_str(",\"last_missing\":");
-                push_json_string(&mut o, &g.last_missing);
-                o.push('}');
-            }
-            o.push_str("]}");
+            push_timeline_json(&mut o, t);
         }
         o.push_str("],\"findings\":[");
         for (i, f) in self.findings.iter().enumerate() {
             if i > 0 {
                 o.push(',');
             }
-            let _ =
-                write!(o, "{{\"severity\":\"{}\",\"kind\":\"{}\",\"timeline\":", f.severity.as_str(), f.kind);
-            match f.tli {
-                Some(t) => {
-                    let _ = write!(o, "{t}");
-                }
-                None => o.push_str("null"),
-            }
-            o.push_str(",\"file\":");
-            match &f.file {
-                Some(n) => push_json_string(&mut o, n),
-                None => o.push_str("null"),
-            }
-            o.push_str(",\"lsn\":");
-            push_lsn(&mut o, f.lsn);
-            o.push_str(",\"message\":");
-            push_json_string(&mut o, &f.message);
-            o.push_str(",\"hint\":");
-            match f.hint() {
-                Some(h) => push_json_string(&mut o, h),
-                None => o.push_str("null"),
-            }
-            o.push('}');
+            push_finding_json(&mut o, f);
         }
         o.push_str("]}\n");
         o
     }
+}
+
+fn push_timeline_json(o: &mut String, t: &TimelineReport) {
+    let _ = write!(o, "{{\"timeline\":{},\"start\":", t.tli);
+    push_lsn(o, Some(t.start));
+    o.push_str(",\"end\":");
+    push_lsn(o, t.end);
+    o.push_str(",\"restorable_to\":");
+    push_lsn(o, t.restorable_to);
+    o.push_str(",\"first_file\":");
+    push_json_string(o, &t.first_file);
+    o.push_str(",\"newest_file\":");
+    push_json_string(o, &t.newest_file);
+    o.push_str(",\"partial\":");
+    match &t.partial {
+        Some(p) => push_json_string(o, p),
+        None => o.push_str("null"),
+    }
+    let _ = write!(
+        o,
+        ",\"files\":{},\"records\":{},\"errors\":{},\"restorable\":{},\"gaps\":[",
+        t.files,
+        t.records,
+        t.errors,
+        t.errors == 0
+    );
+    for (j, g) in t.gaps.iter().enumerate() {
+        if j > 0 {
+            o.push(',');
+        }
+        o.push_str("{\"from\":");
+        push_lsn(o, Some(g.from));
+        o.push_str(",\"to\":");
+        push_lsn(o, Some(g.to));
+        o.push_str(",\"first_missing\":");
+        push_json_string(o, &g.first_missing);
+        o.push_str(",\"last_missing\":");
+        push_json_string(o, &g.last_missing);
+        o.push('}');
+    }
+    o.push_str("]}");
+}
+
+fn push_finding_json(o: &mut String, f: &Finding) {
+    let _ = write!(o, "{{\"severity\":\"{}\",\"kind\":\"{}\",\"timeline\":", f.severity.as_str(), f.kind);
+    match f.tli {
+        Some(t) => {
+            let _ = write!(o, "{t}");
+        }
+        None => o.push_str("null"),
+    }
+    o.push_str(",\"file\":");
+    match &f.file {
+        Some(n) => push_json_string(o, n),
+        None => o.push_str("null"),
+    }
+    o.push_str(",\"lsn\":");
+    push_lsn(o, f.lsn);
+    o.push_str(",\"message\":");
+    push_json_string(o, &f.message);
+    o.push_str(",\"hint\":");
+    match f.hint() {
+        Some(h) => push_json_string(o, h),
+        None => o.push_str("null"),
+    }
+    o.push('}');
 }
 
 fn push_lsn(o: &mut String, lsn: Option<Lsn>) {
@@ -398,6 +423,71 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 
 /// Checks the archive in `dir`, reading only.
 pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
+    let (wal, histories) = list_archive(dir)?;
+    let meta = read_meta(dir).map_err(VerifyError::Meta)?;
+    let votes = header_votes(dir, &wal);
+    let majority = votes.iter().max_by_key(|(_, &n)| n).map(|(&k, _)| k);
+    let (system_id, seg_size) = match (meta, majority) {
+        (Some(m), _) => (Some(m.system_id), m.seg_size),
+        (None, Some((sysid, seg, _))) if valid_segment_size(seg) => (Some(sysid), seg),
+        (None, _) if wal.is_empty() => (None, 16 << 20),
+        (None, _) => return Err(VerifyError::SegmentSize { dir: dir.to_path_buf() }),
+    };
+    let blcksz = voted_blcksz(&votes, system_id, seg_size);
+
+    let mut ctx = Ctx {
+        dir,
+        shape: WalShape { seg_size, blcksz, system_id },
+        findings: Vec::new(),
+        bytes: 0,
+        buf: vec![0u8; CHUNK.min(seg_size as usize)],
+    };
+    let timelines = group_by_timeline(&mut ctx, wal);
+    let parsed = parse_histories(&mut ctx, &histories);
+    // Switch points to look for on each parent timeline.
+    let mut watch: BTreeMap<Tli, Vec<Lsn>> = BTreeMap::new();
+    for entries in parsed.values() {
+        if let Some(last) = entries.last() {
+            watch.entry(last.tli).or_default().push(last.switchpoint);
+        }
+    }
+
+    let mut walked: BTreeMap<Tli, Walked> = BTreeMap::new();
+    for (&tli, files) in &timelines {
+        let w = walk_timeline(&mut ctx, tli, files, watch.get(&tli).map_or(&[][..], |v| v));
+        walked.insert(tli, w);
+    }
+
+    check_histories(&mut ctx, &histories, &parsed, &timelines, &walked);
+
+    let reports: Vec<TimelineReport> =
+        walked.into_values().map(|w| with_restorable_to(w.report, &ctx.findings)).collect();
+    let mut findings = ctx.findings;
+    findings.sort_by_key(|f| (f.tli, f.lsn, f.severity == Severity::Warning));
+    if reports.is_empty() {
+        findings.push(Finding {
+            severity: Severity::Error,
+            kind: "empty",
+            tli: None,
+            file: None,
+            lsn: None,
+            message: format!("archive \"{}\" holds no WAL segment", dir.display()),
+        });
+    }
+    Ok(Report {
+        archive: dir.to_path_buf(),
+        system_id,
+        seg_size,
+        timelines: reports,
+        findings,
+        bytes: ctx.bytes,
+    })
+}
+
+/// WAL files (name, parsed name, size) sorted by name, and history files by timeline.
+type Listing = (Vec<(String, WalName, u64)>, BTreeMap<Tli, String>);
+
+fn list_archive(dir: &Path) -> Result<Listing, VerifyError> {
     let mut wal: Vec<(String, WalName, u64)> = Vec::new();
     let mut histories: BTreeMap<Tli, String> = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(io_err("open archive directory", dir))? {
@@ -422,55 +512,51 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
         }
     }
     wal.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((wal, histories))
+}
 
-    let meta = read_meta(dir).map_err(VerifyError::Meta)?;
-    // Without metadata (an archive of pg_receivewal), the cluster is what most segments'
-    // long headers say: 40 bytes of each file.
+/// Without metadata (an archive of pg_receivewal), the cluster is what most segments' long
+/// headers say: 40 bytes of each file, counted by (system identifier, segment size, page size).
+fn header_votes(dir: &Path, wal: &[(String, WalName, u64)]) -> BTreeMap<(u64, u64, u32), usize> {
     let mut votes: BTreeMap<(u64, u64, u32), usize> = BTreeMap::new();
-    {
-        for (name, _, size) in &wal {
-            if *size < STORED_HEADER_LEN as u64 {
-                continue;
-            }
-            let path = dir.join(name);
-            let mut h = [0u8; STORED_HEADER_LEN];
-            if File::open(&path).and_then(|mut f| f.read_exact(&mut h)).is_err() {
-                continue;
-            }
-            let long = u16::from_le_bytes([h[2], h[3]]) & 2 != 0;
-            if !long || !matches!(h[1], 0xD0 | 0xD1) {
-                continue;
-            }
-            let sysid = u64::from_le_bytes(h[24..32].try_into().expect("8 bytes"));
-            let seg = u64::from(u32::from_le_bytes(h[32..36].try_into().expect("4 bytes")));
-            let blck = u32::from_le_bytes(h[36..40].try_into().expect("4 bytes"));
-            *votes.entry((sysid, seg, blck)).or_default() += 1;
+    for (name, _, size) in wal {
+        if *size < STORED_HEADER_LEN as u64 {
+            continue;
         }
+        let path = dir.join(name);
+        let mut h = [0u8; STORED_HEADER_LEN];
+        if File::open(&path).and_then(|mut f| f.read_exact(&mut h)).is_err() {
+            continue;
+        }
+        let long = u16::from_le_bytes([h[2], h[3]]) & 2 != 0;
+        if !long || !matches!(h[1], 0xD0 | 0xD1) {
+            continue;
+        }
+        let sysid = u64::from_le_bytes(h[24..32].try_into().expect("8 bytes"));
+        let seg = u64::from(u32::from_le_bytes(h[32..36].try_into().expect("4 bytes")));
+        let blck = u32::from_le_bytes(h[36..40].try_into().expect("4 bytes"));
+        *votes.entry((sysid, seg, blck)).or_default() += 1;
     }
-    let majority = votes.iter().max_by_key(|(_, &n)| n).map(|(&k, _)| k);
-    let (system_id, seg_size) = match (meta, majority) {
-        (Some(m), _) => (Some(m.system_id), m.seg_size),
-        (None, Some((sysid, seg, _))) if valid_segment_size(seg) => (Some(sysid), seg),
-        (None, _) if wal.is_empty() => (None, 16 << 20),
-        (None, _) => return Err(VerifyError::SegmentSize { dir: dir.to_path_buf() }),
-    };
-    // XLOG_BLCKSZ is a power of two from 1 kB to 64 kB (configure's --with-wal-blocksize).
-    let blcksz = votes
+    votes
+}
+
+/// The page size most headers of this cluster agree on. XLOG_BLCKSZ is a power of two from
+/// 1 kB to 64 kB (configure's --with-wal-blocksize).
+fn voted_blcksz(votes: &BTreeMap<(u64, u64, u32), usize>, system_id: Option<u64>, seg_size: u64) -> u32 {
+    votes
         .iter()
         .filter(|((s, seg, b), _)| {
             Some(*s) == system_id && *seg == seg_size && b.is_power_of_two() && (1024..=65536).contains(b)
         })
         .max_by_key(|(_, &n)| n)
-        .map_or(DEFAULT_BLCKSZ, |((_, _, b), _)| *b);
+        .map_or(DEFAULT_BLCKSZ, |((_, _, b), _)| *b)
+}
 
-    let mut ctx = Ctx {
-        dir,
-        shape: WalShape { seg_size, blcksz, system_id },
-        findings: Vec::new(),
-        bytes: 0,
-        buf: vec![0u8; CHUNK.min(seg_size as usize)],
-    };
-
+fn group_by_timeline(
+    ctx: &mut Ctx<'_>,
+    wal: Vec<(String, WalName, u64)>,
+) -> BTreeMap<Tli, BTreeMap<u64, SegFiles>> {
+    let seg_size = ctx.shape.seg_size;
     let mut timelines: BTreeMap<Tli, BTreeMap<u64, SegFiles>> = BTreeMap::new();
     for (name, w, size) in wal {
         let Some(SegmentId { tli, segno }) = w.segment(seg_size) else {
@@ -491,10 +577,13 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
             files.complete = Some((name, size));
         }
     }
+    timelines
+}
 
+fn parse_histories(ctx: &mut Ctx<'_>, histories: &BTreeMap<Tli, String>) -> BTreeMap<Tli, Vec<HistoryEntry>> {
     let mut parsed: BTreeMap<Tli, Vec<HistoryEntry>> = BTreeMap::new();
-    for (&tli, name) in &histories {
-        let path = dir.join(name);
+    for (&tli, name) in histories {
+        let path = ctx.dir.join(name);
         let content = match fs::read(&path) {
             Ok(c) => c,
             Err(e) => {
@@ -513,58 +602,26 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
             }
         }
     }
-    // Switch points to look for on each parent timeline.
-    let mut watch: BTreeMap<Tli, Vec<Lsn>> = BTreeMap::new();
-    for entries in parsed.values() {
-        if let Some(last) = entries.last() {
-            watch.entry(last.tli).or_default().push(last.switchpoint);
-        }
-    }
+    parsed
+}
 
-    let mut walked: BTreeMap<Tli, Walked> = BTreeMap::new();
-    for (&tli, files) in &timelines {
-        let w = walk_timeline(&mut ctx, tli, files, watch.get(&tli).map_or(&[][..], |v| v));
-        walked.insert(tli, w);
+/// Counts the timeline's errors and sets how far a recovery from its start gets: to its first
+/// error or the end of its WAL, whichever is earlier.
+fn with_restorable_to(mut report: TimelineReport, findings: &[Finding]) -> TimelineReport {
+    let tli = report.tli;
+    let errors: Vec<&Finding> =
+        findings.iter().filter(|f| f.tli == Some(tli) && f.severity == Severity::Error).collect();
+    report.errors = errors.len();
+    let first_problem = errors.iter().filter_map(|f| f.lsn).min();
+    report.restorable_to = match (first_problem, report.end) {
+        (Some(p), Some(e)) => Some(p.min(e)),
+        (Some(p), None) => Some(p),
+        (None, e) => e,
+    };
+    if report.restorable_to.is_some_and(|r| r <= report.start) {
+        report.restorable_to = None;
     }
-
-    check_histories(&mut ctx, &histories, &parsed, &timelines, &walked);
-
-    let mut reports: Vec<TimelineReport> = Vec::new();
-    for (tli, mut w) in walked {
-        let errors: Vec<&Finding> =
-            ctx.findings.iter().filter(|f| f.tli == Some(tli) && f.severity == Severity::Error).collect();
-        w.report.errors = errors.len();
-        let first_problem = errors.iter().filter_map(|f| f.lsn).min();
-        w.report.restorable_to = match (first_problem, w.report.end) {
-            (Some(p), Some(e)) => Some(p.min(e)),
-            (Some(p), None) => Some(p),
-            (None, e) => e,
-        };
-        if w.report.restorable_to.is_some_and(|r| r <= w.report.start) {
-            w.report.restorable_to = None;
-        }
-        reports.push(w.report);
-    }
-    let mut findings = ctx.findings;
-    findings.sort_by_key(|f| (f.tli, f.lsn, f.severity == Severity::Warning));
-    if reports.is_empty() {
-        findings.push(Finding {
-            severity: Severity::Error,
-            kind: "empty",
-            tli: None,
-            file: None,
-            lsn: None,
-            message: format!("archive \"{}\" holds no WAL segment", dir.display()),
-        });
-    }
-    Ok(Report {
-        archive: dir.to_path_buf(),
-        system_id,
-        seg_size,
-        timelines: reports,
-        findings,
-        bytes: ctx.bytes,
-    })
+    report
 }
 
 fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, watch: &[Lsn]) -> Walked {
@@ -576,46 +633,18 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
     let first = *files.keys().next().expect("a timeline has files");
     let newest = *files.keys().next_back().expect("a timeline has files");
     let name_of = |segno: u64| SegmentId { tli, segno }.file_name(seg_size);
-    let mut report = TimelineReport {
-        tli,
-        start: Lsn(first * seg_size),
-        end: None,
-        restorable_to: None,
-        first_file: String::new(),
-        newest_file: String::new(),
-        partial: None,
-        files: 0,
-        records: 0,
-        gaps: Vec::new(),
-        errors: 0,
-    };
+    let mut report = TimelineReport::empty(tli, Lsn(first * seg_size));
     let mut first_record_at = None;
     let mut expected = first;
     for (&segno, f) in files {
         let start = Lsn(segno * seg_size);
         if segno > expected {
-            let (from, to) = (Lsn(expected * seg_size), start);
-            let gap = Gap { from, to, first_missing: name_of(expected), last_missing: name_of(segno - 1) };
-            let msg = format!(
-                "timeline {tli}: WAL from {from} to {to} is missing (segments \"{}\" to \"{}\")",
-                gap.first_missing, gap.last_missing
-            );
-            ctx.add(Severity::Error, "gap", tli, Some(&gap.first_missing.clone()), Some(from), msg);
-            report.gaps.push(gap);
+            report_gap(ctx, &mut report, &name_of, expected, segno);
             walker.restart();
         }
         expected = segno + 1;
         let is_newest = segno == newest;
-        let (name, size, partial) = match (&f.complete, &f.partial) {
-            (Some((c, cs)), Some((p, _))) => {
-                let msg = format!("\"{p}\" is a leftover next to the complete segment \"{c}\"");
-                ctx.add(Severity::Warning, "leftover_partial", tli, Some(p), Some(start), msg);
-                (c.clone(), *cs, false)
-            }
-            (Some((c, cs)), None) => (c.clone(), *cs, false),
-            (None, Some((p, ps))) => (p.clone(), *ps, true),
-            (None, None) => unreachable!("a segment entry has a file"),
-        };
+        let (name, size, partial) = segment_file(ctx, tli, f, start);
         report.files += 1;
         if report.first_file.is_empty() {
             report.first_file = name.clone();
@@ -645,26 +674,7 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
             walker.restart();
             continue;
         }
-        let (saved, found) = (walker.clone(), ctx.findings.len());
-        let mut walked = walk_segment(ctx, &mut walker, tli, &name, start, partial);
-        let live = matches!(&walked, Ok(SegmentEnd::Broken))
-            || matches!(&walked, Err(e) if e.kind() == io::ErrorKind::NotFound);
-        if partial && is_newest && live {
-            // A live archiver may have been writing this file while it was read (WAL appended
-            // after a part already read looks like written pages after the end), or renamed
-            // it complete: read it once more, under its complete name if it has one now.
-            ctx.findings.truncate(found);
-            walker = saved;
-            let complete = name.trim_end_matches(PARTIAL_SUFFIX).to_owned();
-            let (name, partial) = if ctx.dir.join(&complete).exists() {
-                report.partial = None;
-                report.newest_file = complete.clone();
-                (complete, false)
-            } else {
-                (name.clone(), true)
-            };
-            walked = walk_segment(ctx, &mut walker, tli, &name, start, partial);
-        }
+        let walked = walk_segment_or_reread(ctx, &mut walker, &mut report, &name, start, partial, is_newest);
         match walked {
             Ok(SegmentEnd::Whole) => {}
             Ok(SegmentEnd::Empty) => {
@@ -686,6 +696,74 @@ fn walk_timeline(ctx: &mut Ctx<'_>, tli: Tli, files: &BTreeMap<u64, SegFiles>, w
     }
     report.records = walker.records();
     Walked { report, first_segno: first, newest_segno: newest, seen: walker.seen().to_vec(), first_record_at }
+}
+
+/// Reports the segments missing from `expected` up to (not including) `segno`.
+fn report_gap(
+    ctx: &mut Ctx<'_>,
+    report: &mut TimelineReport,
+    name_of: &dyn Fn(u64) -> String,
+    expected: u64,
+    segno: u64,
+) {
+    let (seg_size, tli) = (ctx.shape.seg_size, report.tli);
+    let (from, to) = (Lsn(expected * seg_size), Lsn(segno * seg_size));
+    let gap = Gap { from, to, first_missing: name_of(expected), last_missing: name_of(segno - 1) };
+    let msg = format!(
+        "timeline {tli}: WAL from {from} to {to} is missing (segments \"{}\" to \"{}\")",
+        gap.first_missing, gap.last_missing
+    );
+    ctx.add(Severity::Error, "gap", tli, Some(&gap.first_missing.clone()), Some(from), msg);
+    report.gaps.push(gap);
+}
+
+/// Which file of a segment to read (name, size, whether it is the `.partial`): the complete
+/// one if there is one, and a `.partial` next to it is a leftover.
+fn segment_file(ctx: &mut Ctx<'_>, tli: Tli, f: &SegFiles, start: Lsn) -> (String, u64, bool) {
+    match (&f.complete, &f.partial) {
+        (Some((c, cs)), Some((p, _))) => {
+            let msg = format!("\"{p}\" is a leftover next to the complete segment \"{c}\"");
+            ctx.add(Severity::Warning, "leftover_partial", tli, Some(p), Some(start), msg);
+            (c.clone(), *cs, false)
+        }
+        (Some((c, cs)), None) => (c.clone(), *cs, false),
+        (None, Some((p, ps))) => (p.clone(), *ps, true),
+        (None, None) => unreachable!("a segment entry has a file"),
+    }
+}
+
+/// Walks one segment; the newest `.partial` is read once more if it looked damaged or vanished.
+fn walk_segment_or_reread(
+    ctx: &mut Ctx<'_>,
+    walker: &mut Walker,
+    report: &mut TimelineReport,
+    name: &str,
+    start: Lsn,
+    partial: bool,
+    is_newest: bool,
+) -> io::Result<SegmentEnd> {
+    let tli = report.tli;
+    let (saved, found) = (walker.clone(), ctx.findings.len());
+    let walked = walk_segment(ctx, walker, tli, name, start, partial);
+    let live = matches!(&walked, Ok(SegmentEnd::Broken))
+        || matches!(&walked, Err(e) if e.kind() == io::ErrorKind::NotFound);
+    if !(partial && is_newest && live) {
+        return walked;
+    }
+    // A live archiver may have been writing this file while it was read (WAL appended after a
+    // part already read looks like written pages after the end), or renamed it complete: read
+    // it once more, under its complete name if it has one now.
+    ctx.findings.truncate(found);
+    *walker = saved;
+    let complete = name.trim_end_matches(PARTIAL_SUFFIX).to_owned();
+    let (name, partial) = if ctx.dir.join(&complete).exists() {
+        report.partial = None;
+        report.newest_file = complete.clone();
+        (complete, false)
+    } else {
+        (name.to_owned(), true)
+    };
+    walk_segment(ctx, walker, tli, &name, start, partial)
 }
 
 fn report_later(files: &BTreeMap<u64, SegFiles>, segno: u64, name_of: &dyn Fn(u64) -> String) -> String {
@@ -825,7 +903,6 @@ fn check_histories(
     timelines: &BTreeMap<Tli, BTreeMap<u64, SegFiles>>,
     walked: &BTreeMap<Tli, Walked>,
 ) {
-    let seg_size = ctx.shape.seg_size;
     for &tli in walked.keys() {
         if tli > 1 && !histories.contains_key(&tli) {
             let msg = format!(
@@ -837,97 +914,127 @@ fn check_histories(
     }
     for (&tli, entries) in parsed {
         let Some(&HistoryEntry { tli: parent, switchpoint: at }) = entries.last() else { continue };
-        let hname = &histories[&tli];
-        let switch_seg = at.segment(seg_size);
+        let branch = Branch { tli, parent, at, hname: &histories[&tli] };
         if let (Some(grand), true) = (parsed.get(&parent), parent > 1) {
             if grand[..] != entries[..entries.len() - 1] {
                 let msg = format!(
-                    "history file \"{hname}\" does not list the ancestry of timeline {parent} as \"{}\" does",
+                    "history file \"{}\" does not list the ancestry of timeline {parent} as \"{}\" does",
+                    branch.hname,
                     history_file_name(parent)
                 );
-                ctx.add(Severity::Error, "history", tli, Some(hname), Some(at), msg);
+                ctx.add(Severity::Error, "history", tli, Some(branch.hname), Some(at), msg);
             }
         }
         if let Some(p) = walked.get(&parent) {
-            let ends_in_range =
-                p.first_record_at.is_some_and(|f| f < at) && p.report.end.is_some_and(|e| at <= e);
-            // Damage before the switch point broke the chain there: it is reported already.
-            let broken_before = ctx.findings.iter().any(|f| {
-                f.tli == Some(parent) && f.severity == Severity::Error && f.lsn.is_some_and(|l| l <= at)
-            });
-            if ends_in_range && !broken_before && !p.seen.contains(&at) {
-                let msg = format!(
-                    "history file \"{hname}\" says timeline {tli} branched off timeline {parent} at {at}, but no record \
-                     of timeline {parent} in the archive ends there"
-                );
-                ctx.add(Severity::Error, "history", tli, Some(hname), Some(at), msg);
-            }
-            if p.newest_segno > switch_seg {
-                let msg = format!(
-                    "timeline {parent} has WAL after {at}, where timeline {tli} branched off it (\"{hname}\"); recovery \
-                     to timeline {tli} does not replay it"
-                );
-                ctx.add(Severity::Warning, "timeline_continues", parent, Some(hname), Some(at), msg);
-            }
+            check_switch_on_parent(ctx, &branch, p);
         }
         let Some(child) = walked.get(&tli) else { continue };
-        if child.first_segno < switch_seg {
-            let msg = format!(
-                "timeline {tli} has WAL from {}, before {at} where \"{hname}\" says it branched off timeline {parent}",
-                child.report.start
-            );
-            ctx.add(Severity::Error, "history", tli, Some(hname), Some(child.report.start), msg);
+        if !check_child_start(ctx, &branch, child, walked.get(&parent)) {
             continue;
         }
-        // Where the child's WAL begins, the parent's must reach (the child's first segment
-        // holds a copy of the parent's WAL before the switch point, and nothing earlier).
-        let child_start = child.report.start.min(at);
-        if let Some(p) = walked.get(&parent) {
-            let reaches =
-                p.report.end.is_some_and(|e| e >= child_start) || p.first_segno * seg_size >= child_start.0;
-            if !reaches {
-                let from = p.report.end.unwrap_or(p.report.start);
-                let msg = format!(
-                    "WAL of timeline {parent} from {from} to {child_start} is missing: timeline {parent} ends there \
-                     in the archive, but \"{hname}\" says it went on to {at} and timeline {tli} starts at {}",
-                    child.report.start
-                );
-                ctx.add(Severity::Error, "history", tli, Some(hname), Some(from), msg);
-            }
+        check_switch_copy(ctx, &branch, timelines);
+    }
+}
+
+/// One history file's last line: timeline `tli` branched off `parent` at `at`.
+struct Branch<'a> {
+    tli: Tli,
+    parent: Tli,
+    at: Lsn,
+    hname: &'a str,
+}
+
+/// The switch point must be where a record of the parent ends; WAL of the parent after it is
+/// worth a warning (recovery to the child does not replay it).
+fn check_switch_on_parent(ctx: &mut Ctx<'_>, b: &Branch<'_>, p: &Walked) {
+    let Branch { tli, parent, at, hname } = *b;
+    let ends_in_range = p.first_record_at.is_some_and(|f| f < at) && p.report.end.is_some_and(|e| at <= e);
+    // Damage before the switch point broke the chain there: it is reported already.
+    let broken_before = ctx
+        .findings
+        .iter()
+        .any(|f| f.tli == Some(parent) && f.severity == Severity::Error && f.lsn.is_some_and(|l| l <= at));
+    if ends_in_range && !broken_before && !p.seen.contains(&at) {
+        let msg = format!(
+            "history file \"{hname}\" says timeline {tli} branched off timeline {parent} at {at}, but no record \
+             of timeline {parent} in the archive ends there"
+        );
+        ctx.add(Severity::Error, "history", tli, Some(hname), Some(at), msg);
+    }
+    if p.newest_segno > at.segment(ctx.shape.seg_size) {
+        let msg = format!(
+            "timeline {parent} has WAL after {at}, where timeline {tli} branched off it (\"{hname}\"); recovery \
+             to timeline {tli} does not replay it"
+        );
+        ctx.add(Severity::Warning, "timeline_continues", parent, Some(hname), Some(at), msg);
+    }
+}
+
+/// The child's WAL must not begin before the segment of its switch point, and the parent's
+/// must reach where it begins. False when the child starts too early (nothing more to compare).
+fn check_child_start(
+    ctx: &mut Ctx<'_>,
+    b: &Branch<'_>,
+    child: &Walked,
+    parent_walk: Option<&Walked>,
+) -> bool {
+    let Branch { tli, parent, at, hname } = *b;
+    let seg_size = ctx.shape.seg_size;
+    if child.first_segno < at.segment(seg_size) {
+        let msg = format!(
+            "timeline {tli} has WAL from {}, before {at} where \"{hname}\" says it branched off timeline {parent}",
+            child.report.start
+        );
+        ctx.add(Severity::Error, "history", tli, Some(hname), Some(child.report.start), msg);
+        return false;
+    }
+    // Where the child's WAL begins, the parent's must reach (the child's first segment
+    // holds a copy of the parent's WAL before the switch point, and nothing earlier).
+    let child_start = child.report.start.min(at);
+    if let Some(p) = parent_walk {
+        let reaches =
+            p.report.end.is_some_and(|e| e >= child_start) || p.first_segno * seg_size >= child_start.0;
+        if !reaches {
+            let from = p.report.end.unwrap_or(p.report.start);
+            let msg = format!(
+                "WAL of timeline {parent} from {from} to {child_start} is missing: timeline {parent} ends there \
+                 in the archive, but \"{hname}\" says it went on to {at} and timeline {tli} starts at {}",
+                child.report.start
+            );
+            ctx.add(Severity::Error, "history", tli, Some(hname), Some(from), msg);
         }
-        // The copy: the child's segment of the switch point begins with the parent's WAL.
-        let off = at.segment_offset(seg_size);
-        let child_file = timelines[&tli].get(&switch_seg).and_then(pick);
-        let parent_file = timelines.get(&parent).and_then(|t| t.get(&switch_seg)).and_then(pick);
-        if let (Some(c), Some(p), true) = (child_file, parent_file, off > 0) {
-            let diff = match first_difference(ctx.dir, &c, &p, off) {
-                Ok(d) => d,
-                Err(e) => {
-                    // A file too short is reported as such already; anything else is news.
-                    if !matches!(&e, VerifyError::Io { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof)
-                    {
-                        let msg = format!("could not compare \"{c}\" with \"{p}\": {e}");
-                        ctx.add(Severity::Error, "unreadable", tli, Some(&c), Some(at), msg);
-                    }
-                    continue;
-                }
-            };
-            if let Some(diff) = diff {
-                let msg = format!(
-                    "\"{c}\" does not begin with a copy of \"{p}\" up to the switch point {at} of \"{hname}\": they \
-                     differ at {}",
-                    Lsn(switch_seg * seg_size + diff)
-                );
-                ctx.add(
-                    Severity::Error,
-                    "history",
-                    tli,
-                    Some(&c),
-                    Some(Lsn(switch_seg * seg_size + diff)),
-                    msg,
-                );
+    }
+    true
+}
+
+/// The copy: the child's segment of the switch point begins with the parent's WAL.
+fn check_switch_copy(ctx: &mut Ctx<'_>, b: &Branch<'_>, timelines: &BTreeMap<Tli, BTreeMap<u64, SegFiles>>) {
+    let Branch { tli, parent, at, hname } = *b;
+    let seg_size = ctx.shape.seg_size;
+    let switch_seg = at.segment(seg_size);
+    let off = at.segment_offset(seg_size);
+    let child_file = timelines[&tli].get(&switch_seg).and_then(pick);
+    let parent_file = timelines.get(&parent).and_then(|t| t.get(&switch_seg)).and_then(pick);
+    let (Some(c), Some(p), true) = (child_file, parent_file, off > 0) else { return };
+    let diff = match first_difference(ctx.dir, &c, &p, off) {
+        Ok(d) => d,
+        Err(e) => {
+            // A file too short is reported as such already; anything else is news.
+            if !matches!(&e, VerifyError::Io { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof)
+            {
+                let msg = format!("could not compare \"{c}\" with \"{p}\": {e}");
+                ctx.add(Severity::Error, "unreadable", tli, Some(&c), Some(at), msg);
             }
+            return;
         }
+    };
+    if let Some(diff) = diff {
+        let msg = format!(
+            "\"{c}\" does not begin with a copy of \"{p}\" up to the switch point {at} of \"{hname}\": they \
+             differ at {}",
+            Lsn(switch_seg * seg_size + diff)
+        );
+        ctx.add(Severity::Error, "history", tli, Some(&c), Some(Lsn(switch_seg * seg_size + diff)), msg);
     }
 }
 

@@ -13,6 +13,7 @@
 use std::fmt;
 
 use crate::lsn::{Lsn, Tli};
+use crate::physical::walcheck::{le_u16, le_u32, le_u64};
 
 /// `SizeOfXLogRecord`.
 pub const RECORD_HEADER: usize = 24;
@@ -90,18 +91,6 @@ pub fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
 
 pub fn crc32c(data: &[u8]) -> u32 {
     !crc32c_update(!0, data)
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Why the chain stops at a position: PostgreSQL's own reasons, in its words where it has them.
@@ -453,6 +442,9 @@ impl Walker {
 
     /// Reads the page at `page` (`blcksz` bytes) of a file of timeline `file_tli`. On `Err`
     /// the chain is broken there; call [`Walker::restart`] to go on after it.
+    // Over 80 lines on purpose: one sequential procedure following XLogReadRecord step by step
+    // (where the page's first record starts, by the walker's state, then each record that
+    // starts on the page), so that it can be read against xlogreader.c.
     pub fn page(&mut self, page: Lsn, p: &[u8], file_tli: Tli) -> Result<(), Stop> {
         let blcksz = self.shape.blcksz as usize;
         debug_assert_eq!(p.len(), blcksz);
