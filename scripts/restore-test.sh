@@ -409,6 +409,8 @@ run_version() {
     [[ $COMPRESS == none ]] || RUN+=" -Z $COMPRESS"
     VERSION_T0=$SECONDS
     C=pg${VERSION}_${SEGSIZE}mb
+    # The compressed run repeats a version and size: its cluster needs a name of its own.
+    [[ $COMPRESS == none ]] || C+=_$COMPRESS
     local bindir conn port lsn
 
     step "1: init and start a cluster (--wal-segsize=$SEGSIZE)"
