@@ -1083,18 +1083,60 @@ fn bench(version: PgVersion) {
     }
 }
 
+/// CPU seconds (user + system) of the process `pid`'s waited-for children so far, from
+/// `/proc/PID/stat` (cutime + cstime, in USER_HZ ticks: 100 per second on Linux). Taken
+/// before and after one tool's run: for this process, the tool's CPU; for the postmaster,
+/// the walsender's (the postmaster reaps it when the tool disconnects).
+fn children_cpu(pid: &str) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which may hold spaces, in parentheses: cutime and cstime
+    // are fields 16 and 17 of stat(5), the 14th and 15th after ")".
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+    (f[13] + f[14]) as f64 / 100.0
+}
+
+/// The pids of the process's children (not yet reaped), sorted.
+fn postmaster_children(pid: &str) -> Vec<u32> {
+    let list = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let mut pids: Vec<u32> = list.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Waits until the postmaster has reaped every backend and walsender (the children whose
+/// process title names a client's address), so that their CPU is counted, and is counted once.
+fn wait_reaped(postmaster: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let clients: Vec<String> = postmaster_children(postmaster)
+            .iter()
+            .map(|p| fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+            .filter(|title| title.contains("127.0.0.1") || title.contains("[local]"))
+            .collect();
+        if clients.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "backends still running after {TIMEOUT:?}: {clients:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One large transaction: `PGRL_BENCH_ROWS` (default 1 000 000) rows inserted by one INSERT,
 /// drained by pgrecvlogical with `--streaming on` (the default: the server streams the
 /// transaction before its commit and we hold it until then, spilling past `--memory-limit`),
 /// with `--streaming off` (the server holds it and sends it at its commit) and by
 /// pg_recvlogical with test_decoding, each from a slot of its own created before the workload,
 /// to the same end position. `PGRL_BENCH_RUNS` (default 3) rounds, the order rotating each
-/// round; medians, with min-max.
+/// round; medians, with min-max, of the wall time, and of the CPU seconds of the client tool
+/// and of the walsender that decoded for it.
 fn bench_large_txn(version: PgVersion) {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let rows = env("PGRL_BENCH_ROWS", 1_000_000);
     let runs = env("PGRL_BENCH_RUNS", 3) as usize;
-    let c = Cluster::builder(version).conf("wal_level = logical\nautovacuum = off").start();
+    // Three slots per round, all created before the workload.
+    let slots = format!("wal_level = logical\nautovacuum = off\nmax_replication_slots = {}", 3 * runs + 4);
+    let c = Cluster::builder(version).conf(&slots).start();
     let t = TestDir::new("lbenchtx");
     c.psql(
         "CREATE TABLE b (id bigint PRIMARY KEY, name text, amount numeric, at timestamptz, flag bool); \
@@ -1112,12 +1154,17 @@ fn bench_large_txn(version: PgVersion) {
     ));
     let endpos = c.current_lsn();
     let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut client_cpu: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut server_cpu: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut bytes: HashMap<&str, u64> = HashMap::new();
+    let postmaster = c.pid().unwrap().to_string();
     for r in 0..runs {
         for i in 0..kinds.len() {
             let k = kinds[(i + r) % kinds.len()];
             let slot = format!("{k}_{r}");
             let dir = t.join(&slot);
+            wait_reaped(&postmaster);
+            let (client0, server0) = (children_cpu("self"), children_cpu(&postmaster));
             let started = Instant::now();
             let out = if k == "theirs" {
                 pg_tool(version, "pg_recvlogical")
@@ -1133,6 +1180,11 @@ fn bench_large_txn(version: PgVersion) {
                     .unwrap()
             };
             let time = started.elapsed().as_secs_f64();
+            let client = children_cpu("self") - client0;
+            // The walsender exits when the tool disconnects; its CPU is counted once the
+            // postmaster has reaped it.
+            wait_reaped(&postmaster);
+            let server = children_cpu(&postmaster) - server0;
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let size = if k == "theirs" {
                 fs::metadata(&dir).unwrap().len()
@@ -1145,8 +1197,13 @@ fn bench_large_txn(version: PgVersion) {
             if k == "theirs" {
                 fs::remove_file(&dir).unwrap();
             }
-            eprintln!("  round {} {k:<6} {time:>7.2} s", r + 1);
+            eprintln!(
+                "  round {} {k:<6} {time:>7.2} s, CPU {client:.2} s client, {server:.2} s walsender",
+                r + 1
+            );
             times.entry(k).or_default().push(time);
+            client_cpu.entry(k).or_default().push(client);
+            server_cpu.entry(k).or_default().push(server);
             bytes.insert(k, size);
         }
     }
@@ -1170,6 +1227,12 @@ fn bench_large_txn(version: PgVersion) {
             "  {name:<40} {med:>7.2} s ({min:.2}-{max:.2}) {rate:>9.0} changes/s {:>7.1} MB/s  x{:.2} pg_recvlogical",
             bytes[k] as f64 / med / 1e6,
             rate / theirs_rate
+        );
+        let (cmed, cmin, cmax) = median(client_cpu.get_mut(k).unwrap());
+        let (smed, smin, smax) = median(server_cpu.get_mut(k).unwrap());
+        eprintln!(
+            "  {:<40} CPU s: client {cmed:.2} ({cmin:.2}-{cmax:.2}), walsender {smed:.2} ({smin:.2}-{smax:.2})",
+            ""
         );
     }
 }
