@@ -17,16 +17,27 @@ use crate::lsn::Lsn;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Txn {
     xid: u32,
-    /// The commit LSN (Begin's final LSN), or the prepare LSN of a prepared transaction.
-    lsn: Lsn,
-    time: i64,
-    gid: Option<String>,
+    /// The JSON fields of each change line that only the commit (or prepare) knows: the commit
+    /// LSN (Begin's final LSN) or the prepare LSN and GID, and the time. Written once here, not
+    /// once per change; empty in the text format, which has none.
+    fields: String,
     /// Changes written so far; each change line carries its number, from 1.
     seq: u64,
     /// A streamed transaction encoded as it arrives, before its commit: the fields only the
-    /// commit knows (commit or prepare LSN, GID, time) are left out of each change line, at a
-    /// NUL byte ([`DEFERRED`]), and spliced in at the commit.
+    /// commit knows are left out of each change line, at a NUL byte ([`DEFERRED`]), and
+    /// spliced in at the commit.
     deferred: bool,
+}
+
+impl Txn {
+    /// Transaction `xid` committing at `lsn` (or prepared there as `gid`) at `time`.
+    fn new(format: Format, xid: u32, lsn: Lsn, time: i64, gid: Option<&str>) -> Txn {
+        let mut fields = String::new();
+        if format == Format::Json {
+            push_deferred_fields(&mut fields, lsn, time, gid);
+        }
+        Txn { xid, fields, seq: 0, deferred: false }
+    }
 }
 
 /// Marks where a streamed change line's commit fields go. Never in a line otherwise: every
@@ -90,7 +101,7 @@ impl Encoder {
     /// Opens streamed transaction `xid`, whose changes are encoded as they arrive (with the
     /// fields only its commit knows deferred, see [`DEFERRED`]).
     pub fn begin_streamed(&mut self, xid: u32) -> Result<(), OutputError> {
-        self.begin_txn(Txn { xid, lsn: Lsn(0), time: 0, gid: None, seq: 0, deferred: true })
+        self.begin_txn(Txn { xid, fields: String::new(), seq: 0, deferred: true })
     }
 
     /// Changes of the open transaction so far.
@@ -122,11 +133,7 @@ impl Encoder {
         self.encode(head_out, at, head)?;
         let t = self.txn.as_mut().ok_or(OutputError::NoTransaction { kind: head.kind() })?;
         t.seq = seq;
-        if self.format == Format::Json {
-            let mut s = String::new();
-            push_deferred_fields(&mut s, t);
-            fields.extend_from_slice(s.as_bytes());
-        }
+        fields.extend_from_slice(t.fields.as_bytes());
         self.encode(tail_out, at, tail)
     }
 
@@ -159,14 +166,7 @@ impl Encoder {
 
     fn begin(&mut self, s: &mut String, b: &Begin) -> Result<Effect, OutputError> {
         let json = self.format == Format::Json;
-        self.begin_txn(Txn {
-            xid: b.xid,
-            lsn: b.final_lsn,
-            time: b.commit_time,
-            gid: None,
-            seq: 0,
-            deferred: false,
-        })?;
+        self.begin_txn(Txn::new(self.format, b.xid, b.final_lsn, b.commit_time, None))?;
         if json {
             let _ = writeln!(
                 s,
@@ -189,14 +189,7 @@ impl Encoder {
 
     fn begin_prepare(&mut self, s: &mut String, b: &BeginPrepare<'_>) -> Result<Effect, OutputError> {
         let json = self.format == Format::Json;
-        self.begin_txn(Txn {
-            xid: b.xid,
-            lsn: b.prepare_lsn,
-            time: b.prepare_time,
-            gid: Some(b.gid.to_owned()),
-            seq: 0,
-            deferred: false,
-        })?;
+        self.begin_txn(Txn::new(self.format, b.xid, b.prepare_lsn, b.prepare_time, Some(b.gid)))?;
         if json {
             let _ = write!(
                 s,
@@ -451,9 +444,13 @@ impl Encoder {
         // else from the new row.
         let key_source = old.map(|(_, t)| t).or(new).unwrap_or(&[]);
         if json {
-            let _ = write!(s, "{{\"op\":\"{op}\"");
+            s.push_str("{\"op\":\"");
+            s.push_str(op);
+            s.push('"');
             push_txn_fields(s, txn);
-            let _ = write!(s, ",\"lsn\":\"{lsn}\",\"schema\":");
+            s.push_str(",\"lsn\":\"");
+            push_lsn(s, lsn);
+            s.push_str("\",\"schema\":");
             push_json_text(s, &rel.namespace);
             s.push_str(",\"table\":");
             push_json_text(s, &rel.name);
@@ -577,27 +574,58 @@ fn push_text_message(s: &mut String, m: &LogicalMessage<'_>, end: Option<Lsn>, t
 }
 
 fn push_txn_fields(s: &mut String, t: &Txn) {
-    let _ = write!(s, ",\"xid\":{}", t.xid);
+    s.push_str(",\"xid\":");
+    push_u64(s, u64::from(t.xid));
     if t.deferred {
         s.push(char::from(DEFERRED));
     } else {
-        push_deferred_fields(s, t);
+        s.push_str(&t.fields);
     }
-    let _ = write!(s, ",\"seq\":{}", t.seq);
+    s.push_str(",\"seq\":");
+    push_u64(s, t.seq);
+}
+
+/// `v` in decimal, as `Display` writes it: without the formatting machinery, which shows in
+/// the profile of a change line.
+fn push_u64(s: &mut String, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// `lsn` as its `Display` writes it (`%X/%X`), likewise.
+fn push_lsn(s: &mut String, lsn: Lsn) {
+    fn hex(s: &mut String, v: u64) {
+        let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+        for k in (0..digits).rev() {
+            s.push(char::from(b"0123456789ABCDEF"[(v >> (4 * k) & 0xF) as usize]));
+        }
+    }
+    hex(s, lsn.0 >> 32);
+    s.push('/');
+    hex(s, lsn.0 & 0xFFFF_FFFF);
 }
 
 /// The transaction fields only its commit (or prepare) knows.
-fn push_deferred_fields(s: &mut String, t: &Txn) {
-    match &t.gid {
+fn push_deferred_fields(s: &mut String, lsn: Lsn, time: i64, gid: Option<&str>) {
+    match gid {
         None => {
-            let _ = write!(s, ",\"commit_lsn\":\"{}\"", t.lsn);
+            let _ = write!(s, ",\"commit_lsn\":\"{lsn}\"");
         }
         Some(gid) => {
-            let _ = write!(s, ",\"prepare_lsn\":\"{}\",\"gid\":", t.lsn);
+            let _ = write!(s, ",\"prepare_lsn\":\"{lsn}\",\"gid\":");
             push_json_text(s, gid);
         }
     }
-    let _ = write!(s, ",\"ts\":\"{}\"", format_pg_time(t.time));
+    let _ = write!(s, ",\"ts\":\"{}\"", format_pg_time(time));
 }
 
 fn push_json_row(s: &mut String, rel: &RelInfo, t: &[Column<'_>], keep: impl Fn(&ColInfo) -> bool) {
@@ -664,6 +692,28 @@ pub fn unit_end(line: &[u8], format: Format) -> Option<Lsn> {
                 .iter()
                 .find_map(|k| text.strip_prefix(k)?.strip_prefix("end_lsn="))?;
             rest.split(' ').next()?.parse().ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_lsns_as_display_writes_them() {
+        for v in [0, 1, 9, 10, 99, 100, 4_294_967_295, 1 << 32, 12_345_678_901_234, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, v);
+            assert_eq!(s, v.to_string());
+            let mut s = String::new();
+            push_lsn(&mut s, Lsn(v));
+            assert_eq!(s, Lsn(v).to_string());
+        }
+        for shift in 0..64 {
+            let mut s = String::new();
+            push_lsn(&mut s, Lsn(0xA5A5_A5A5_A5A5_A5A5 >> shift));
+            assert_eq!(s, Lsn(0xA5A5_A5A5_A5A5_A5A5 >> shift).to_string());
         }
     }
 }
