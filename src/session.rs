@@ -415,9 +415,7 @@ impl<W: WriterThread> WriterHandle<W> {
     /// Closes the channel and waits for the writer, which then makes its output durable. A
     /// panic is an error, never a clean end.
     pub fn join(&mut self) -> Result<Option<W::Output>, StreamError<W::Error>> {
-        self.tx = None;
-        // A parked writer sees the closed channel only when it looks again.
-        self.unpark_writer();
+        self.close();
         match self.thread.take() {
             None => Ok(None),
             Some(h) => match h.join() {
@@ -425,6 +423,15 @@ impl<W: WriterThread> WriterHandle<W> {
                 Err(_) => Err(self.unexpected("the writer thread panicked")),
             },
         }
+    }
+
+    /// Closes the channel: the writer ends once it has handled what the channel holds. A
+    /// parked writer sees the closed channel only when it looks again, so this wakes it; every
+    /// path that drops the sender goes through here (a drop without the wake-up left the
+    /// writer parked and the session waiting for it for ever).
+    fn close(&mut self) {
+        self.tx = None;
+        self.unpark_writer();
     }
 
     /// Wakes the writer if it is parked in [`Inbox`] (a futex wake); otherwise only marks it
@@ -486,8 +493,7 @@ impl<W: WriterThread> Drop for WriterHandle<W> {
     /// A handle dropped without a join (an early return, a panic) still closes the channel
     /// and wakes the writer, which then ends as on a join instead of staying parked.
     fn drop(&mut self) {
-        self.tx = None;
-        self.unpark_writer();
+        self.close();
     }
 }
 
@@ -922,7 +928,7 @@ impl<W: WriterThread> Core<'_, W> {
     /// would, but keeps the watchdog fed and the stop signal heard; with `alive`, the
     /// connection too (a writer paused for disk space before an end position).
     fn wait_for_writer(&mut self, alive: bool) {
-        self.writer.tx = None;
+        self.writer.close();
         let mut alive = alive;
         while !self.writer.progress.writer_stopped() {
             let fds = [(self.writer.wake.fd(), Interest::Read), (self.stop.fd(), Interest::Read)];
@@ -1160,6 +1166,27 @@ mod tests {
             }
         }
         assert_eq!(h.join().unwrap(), Some(5050));
+    }
+
+    /// Closing the channel without a join (the session core does so to keep the connection
+    /// and the watchdog alive while the writer finishes) wakes a parked writer, which ends.
+    /// The core used to drop the sender without the wake-up: the writer stayed parked and
+    /// the session waited for it for ever (faults::network_cuts_* under CPU load).
+    #[test]
+    fn closing_the_channel_ends_a_parked_writer() {
+        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Ok(Draining)).unwrap();
+        let (progress, wake) = (h.progress.clone(), h.wake.clone());
+        h.send(1).unwrap();
+        // A wake-up the writer consumes while it still has work (the session's give_up does
+        // this) must not be the only one: wait until it has drained the channel and parked.
+        std::thread::sleep(Duration::from_millis(50));
+        h.close();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !progress.writer_stopped() {
+            assert!(Instant::now() < deadline, "the parked writer never saw the closed channel");
+            poll(&[(wake.fd(), Interest::Read)], Some(Duration::from_secs(1))).unwrap();
+        }
+        assert_eq!(h.join().unwrap(), Some(1));
     }
 
     /// A handle dropped without a join (an early return) still ends a parked writer.
