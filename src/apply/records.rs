@@ -166,8 +166,9 @@ pub enum Record {
     Origin,
 }
 
+/// Why a line is refused, and what to do about it when we know (PostgreSQL's `errhint`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordError(pub String);
+pub struct RecordError(pub String, pub Option<String>);
 
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -175,8 +176,14 @@ impl fmt::Display for RecordError {
     }
 }
 
+impl RecordError {
+    fn hint(self, hint: &str) -> RecordError {
+        RecordError(self.0, Some(hint.to_owned()))
+    }
+}
+
 fn bad(msg: impl Into<String>) -> RecordError {
-    RecordError(msg.into())
+    RecordError(msg.into(), None)
 }
 
 fn field<'a>(v: &'a Json, k: &str) -> Result<&'a Json, RecordError> {
@@ -217,8 +224,9 @@ fn value(v: &Json, column: &str) -> Result<Value, RecordError> {
         }
         Json::Object(f) if f.len() == 1 && f[0].0 == "binary" => {
             return Err(bad(format!(
-                "column \"{column}\" holds a binary value pgrecvlogical could not decode; run pgrecvlogical without --binary"
-            )))
+                "column \"{column}\" holds a binary value pgrecvlogical could not decode"
+            ))
+            .hint("Run pgrecvlogical without --binary."))
         }
         _ => return Err(bad(format!("column \"{column}\" holds an unexpected JSON value"))),
     })
@@ -287,8 +295,8 @@ pub fn parse_line(line: &str) -> Result<Record, RecordError> {
         }
         "origin" => Record::Origin,
         "begin_prepare" | "prepare" | "commit_prepared" | "rollback_prepared" => {
-            return Err(bad(
-                "two-phase records are not supported; run pgrecvlogical without --two-phase (prepared transactions then come out at COMMIT PREPARED)",
+            return Err(bad("two-phase records are not supported").hint(
+                "Run pgrecvlogical without --two-phase: prepared transactions then come out at COMMIT PREPARED.",
             ))
         }
         "rollback_incomplete" => {
@@ -478,11 +486,15 @@ mod tests {
         let m = r#"{"op":"message","end_lsn":"0/20","lsn":"0/1F","transactional":false,"prefix":"p","content":"c"}"#;
         let u = assemble(&[m]).unwrap();
         assert_eq!((u[0].end_lsn, u[0].txn.is_none()), ("0/20".parse().unwrap(), true));
-        assert!(parse_line(r#"{"op":"begin_prepare","xid":1}"#).unwrap_err().0.contains("--two-phase"));
+        let e = parse_line(r#"{"op":"begin_prepare","xid":1}"#).unwrap_err();
+        assert_eq!(e.0, "two-phase records are not supported");
+        assert!(e.1.unwrap().starts_with("Run pgrecvlogical without --two-phase: "));
         assert!(parse_line(r#"{"op":"rollback_incomplete"}"#).is_err());
         assert!(parse_line(r#"{"op":"bogus"}"#).is_err());
         let bin = TXN[1].replace("\"a\"", "{\"binary\":\"00\"}");
-        assert!(parse_line(&bin).unwrap_err().0.contains("--binary"));
+        let e = parse_line(&bin).unwrap_err();
+        assert!(e.0.ends_with("holds a binary value pgrecvlogical could not decode"), "{e}");
+        assert_eq!(e.1.as_deref(), Some("Run pgrecvlogical without --binary."));
         assert!(parse_line(&TXN[1].replace("\"lsn\":\"0/15F8380\"", "\"lsn\":\"zz\"")).is_err());
         assert!(parse_line(&TXN[1][..40]).is_err());
     }
