@@ -158,6 +158,16 @@ fn wait(stop: &StopSignals, d: Duration) -> bool {
     stop.received().is_some()
 }
 
+/// Waits up to [`POLL_EVERY`] for more to apply, a stop signal, or word from the target; an
+/// error when that word is that the connection is gone.
+fn wait_idle(stop: &StopSignals, target: &mut Target) -> Result<(), ApplyError> {
+    let ready = poll(&[(stop.fd(), Interest::Read), (target.socket(), Interest::Read)], Some(POLL_EVERY));
+    match ready {
+        Ok(r) if r[1] => target.check_idle(),
+        _ => Ok(()),
+    }
+}
+
 fn remove_applied(files: Vec<std::path::PathBuf>, dir: &std::path::Path) -> Result<(), RunError> {
     let mut removed = false;
     for f in files {
@@ -334,11 +344,13 @@ fn follow(
                     done(out, "caught up");
                     return Ok(Some(()));
                 }
-                wait(stop, POLL_EVERY);
+                if let Err(e) = wait_idle(stop, target) {
+                    crate::report!(log::Level::Error, e; "{e}; connecting again in {} s", RETRY_EVERY.as_secs());
+                    return Ok(None);
+                }
                 continue;
             }
         };
-        watch.seen = watch.seen.max(unit.end_lsn);
         if unit.end_lsn <= out.applied {
             continue;
         }
@@ -347,7 +359,8 @@ fn follow(
             return Ok(Some(()));
         }
         if unit.txn.is_none() {
-            // A standalone record: nothing to apply, nothing to record.
+            // A standalone record: nothing to apply, nothing to record; but no lag either.
+            watch.seen = watch.seen.max(unit.end_lsn);
             continue;
         }
         if !apply_unit(cfg, target, out, reg, &unit)? {

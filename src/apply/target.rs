@@ -111,6 +111,28 @@ impl Target {
         Ok((t, pos))
     }
 
+    /// The connection's socket, to wait on while there is nothing to apply.
+    pub fn socket(&self) -> std::os::fd::RawFd {
+        self.conn.socket()
+    }
+
+    /// Reads what the server sent while there was nothing to apply: a server that shut down or
+    /// a connection that was cut is then noticed at once (`/health`, the reconnect), not at the
+    /// next transaction.
+    pub fn check_idle(&mut self) -> Result<(), ApplyError> {
+        match self.conn.consume_input() {
+            Ok(()) if self.conn.is_ok() => Ok(()),
+            Ok(()) => Err(ApplyError::Connection(Message::new(format!(
+                "connection to the target lost (server {})",
+                self.server
+            )))),
+            Err(e) => Err(ApplyError::Connection(server_message(
+                format!("connection to the target lost: {} (server {})", e.message, self.server),
+                e,
+            ))),
+        }
+    }
+
     fn fail(&self, context: &str, e: pgrw_ffi::Error) -> ApplyError {
         let msg = server_message(format!("{context}: {} (server {})", e.message, self.server), e);
         if self.conn.is_ok() {
