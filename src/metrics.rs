@@ -808,9 +808,11 @@ mod tests {
         m.fsync.observe(Duration::from_micros(300));
         m.apply_lag_bytes.set(5);
         m.last_applied_time.set_now();
-        for (tool, scope) in
-            [("pgreceivewal", Scope::Physical), ("pgrecvlogical", Scope::Logical), ("pgapplylogical", Scope::Apply)]
-        {
+        for (tool, scope) in [
+            ("pgreceivewal", Scope::Physical),
+            ("pgrecvlogical", Scope::Logical),
+            ("pgapplylogical", Scope::Apply),
+        ] {
             let t = m.render(tool, scope, Some(("archive_free_bytes", "h", 1)));
             let mut types = std::collections::HashMap::new();
             for line in t.lines() {
@@ -871,7 +873,9 @@ mod tests {
         assert_eq!(sample(&t, &version), Some("1"));
         assert!(sample(&t, "pgapplylogical_last_applied_timestamp_seconds").is_none(), "unset: absent");
         assert_eq!(t.matches("# TYPE pgapplylogical_lag_bytes gauge\n").count(), 1);
-        for other in ["streaming", "server_lsn", "flushed_lsn", "lag_seconds", "fsync", "changes_total", "segment"] {
+        for other in
+            ["streaming", "server_lsn", "flushed_lsn", "lag_seconds", "fsync", "changes_total", "segment"]
+        {
             assert!(!t.contains(other), "{other} is not the applier's: {t}");
         }
         // The streaming tools do not show the applier's.

@@ -383,7 +383,10 @@ fn pgapplylogical_metrics(version: PgVersion) {
         held.must(&format!("pgapplylogical_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
         1.0
     );
-    assert!(held.get("pgapplylogical_streaming").is_none() && held.get("pgapplylogical_server_lsn_bytes").is_none());
+    assert!(
+        held.get("pgapplylogical_streaming").is_none()
+            && held.get("pgapplylogical_server_lsn_bytes").is_none()
+    );
     assert!(held.get(&p("last_applied_timestamp_seconds")).is_none(), "nothing applied yet");
     assert_eq!(health(&addr), 200, "waiting for a lock for less than 5 minutes is not stuck");
 
@@ -425,7 +428,10 @@ fn pgapplylogical_metrics(version: PgVersion) {
     wait_until(TIMEOUT, "/health to say not connected", || health(&addr) == 503);
     let gone = wait_scrape(&addr, "a reconnect", &alog, |s| s.must(&p("reconnects_total")) >= 1.0);
     assert_eq!(gone.must(&p("connected")), 0.0);
-    assert!(gone.must("pgapplylogical_errors_total{kind=\"connection\"}") >= 1.0, "the lost connection is counted");
+    assert!(
+        gone.must("pgapplylogical_errors_total{kind=\"connection\"}") >= 1.0,
+        "the lost connection is counted"
+    );
     assert!(apply.try_wait().unwrap().is_none(), "the applier reconnects:\n{}", read_log(&alog));
     let status = apply.signal_and_wait("TERM", TIMEOUT);
     assert!(status.success(), "{status}:\n{}", read_log(&alog));

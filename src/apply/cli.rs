@@ -367,6 +367,10 @@ mod tests {
             run(&["-D", "o", "-d", "t", "--metrics-address", "9189"]).unwrap_err().0,
             "invalid --metrics-address \"9189\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"
         );
-        assert!(help_text(PROGRAM).contains("Monitoring:\n      --metrics-address=HOST:PORT"), "{}", help_text(PROGRAM));
+        assert!(
+            help_text(PROGRAM).contains("Monitoring:\n      --metrics-address=HOST:PORT"),
+            "{}",
+            help_text(PROGRAM)
+        );
     }
 }

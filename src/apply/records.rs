@@ -288,19 +288,24 @@ pub fn parse_line(line: &str) -> Result<Record, RecordError> {
             let (xid, commit_lsn, seq, lsn) = txn(&v)?;
             let change = match (op, v.get("ddl")) {
                 ("ddl", Some(d)) => ddl(lsn, d)?,
-                ("ddl", None) => Change::Nothing { lsn, why: "a message with the DDL prefix that is not a DDL record" },
+                ("ddl", None) => {
+                    Change::Nothing { lsn, why: "a message with the DDL prefix that is not a DDL record" }
+                }
                 _ => Change::Nothing { lsn, why: "a logical message" },
             };
             Record::Change { xid, commit_lsn, seq, change }
         }
         "origin" => Record::Origin,
-        "begin_prepare" | "prepare" | "commit_prepared" | "rollback_prepared" => {
-            return Err(bad("two-phase records are not supported").hint(
-                "Run pgrecvlogical without --two-phase: prepared transactions then come out at COMMIT PREPARED.",
-            ))
-        }
+        "begin_prepare" | "prepare" | "commit_prepared" | "rollback_prepared" => return Err(bad(
+            "two-phase records are not supported",
+        )
+        .hint(
+            "Run pgrecvlogical without --two-phase: prepared transactions then come out at COMMIT PREPARED.",
+        )),
         "rollback_incomplete" => {
-            return Err(bad("\"rollback_incomplete\" is only written to standard output, never into a directory"))
+            return Err(bad(
+                "\"rollback_incomplete\" is only written to standard output, never into a directory",
+            ))
         }
         _ => return Err(bad("unknown \"op\"")),
     })

@@ -271,8 +271,11 @@ fn apply_loop(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
                 continue;
             }
             Err(e) => {
-                let kind =
-                    if matches!(e, ApplyError::Connection(_)) { ErrorKind::Connection } else { ErrorKind::Server };
+                let kind = if matches!(e, ApplyError::Connection(_)) {
+                    ErrorKind::Connection
+                } else {
+                    ErrorKind::Server
+                };
                 return Err(RunError::new(kind, e.message().clone()));
             }
         };
@@ -289,7 +292,10 @@ fn apply_loop(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
         match result? {
             Some(()) => return Ok(out),
             None if cfg.no_loop => {
-                return Err(RunError::new(ErrorKind::Connection, Message::new("connection to the target lost")))
+                return Err(RunError::new(
+                    ErrorKind::Connection,
+                    Message::new("connection to the target lost"),
+                ))
             }
             None => {
                 count_reconnect();
@@ -412,7 +418,10 @@ fn refused(m: Message, applied: Lsn) -> Message {
             None => nothing,
         }),
         hint: m.hint.or_else(|| {
-            Some("Fix the cause on the target and start pgapplylogical again: it resumes at this transaction.".into())
+            Some(
+                "Fix the cause on the target and start pgapplylogical again: it resumes at this transaction."
+                    .into(),
+            )
         }),
         text: m.text,
     }
@@ -429,7 +438,10 @@ mod tests {
                 .detail("Key (id)=(10) already exists."),
             Lsn(0x15419F8),
         );
-        assert_eq!(m.detail.as_deref(), Some("Key (id)=(10) already exists. Nothing after 0/15419F8 is applied."));
+        assert_eq!(
+            m.detail.as_deref(),
+            Some("Key (id)=(10) already exists. Nothing after 0/15419F8 is applied.")
+        );
         assert!(m.hint.unwrap().starts_with("Fix the cause on the target"));
         let m = refused(Message::new("DDL at 0/10 not applied").hint("Run it on the target."), Lsn(0x10));
         assert_eq!(
