@@ -395,6 +395,8 @@ registry! {
         "rows inserted, updated or deleted on the target by the transactions applied since start";
     last_applied_time: Seconds, APPLY, "last_applied_timestamp_seconds",
         "when the last transaction was committed on the target, in seconds since the Unix epoch";
+    last_commit_time: Seconds, APPLY, "last_commit_timestamp_seconds",
+        "when the last transaction applied committed on the source, in seconds since the Unix epoch (the source's clock)";
 }
 
 static METRICS: Metrics = Metrics::new();
@@ -872,6 +874,9 @@ mod tests {
         let version = format!("pgapplylogical_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
         assert_eq!(sample(&t, &version), Some("1"));
         assert!(sample(&t, "pgapplylogical_last_applied_timestamp_seconds").is_none(), "unset: absent");
+        m.last_commit_time.set(1_700_000_000.25);
+        let t = m.render("pgapplylogical", Scope::Apply, None);
+        assert_eq!(sample(&t, "pgapplylogical_last_commit_timestamp_seconds"), Some("1700000000.25"));
         assert_eq!(t.matches("# TYPE pgapplylogical_lag_bytes gauge\n").count(), 1);
         for other in
             ["streaming", "server_lsn", "flushed_lsn", "lag_seconds", "fsync", "changes_total", "segment"]

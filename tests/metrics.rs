@@ -388,6 +388,7 @@ fn pgapplylogical_metrics(version: PgVersion) {
             && held.get("pgapplylogical_server_lsn_bytes").is_none()
     );
     assert!(held.get(&p("last_applied_timestamp_seconds")).is_none(), "nothing applied yet");
+    assert!(held.get(&p("last_commit_timestamp_seconds")).is_none());
     assert_eq!(health(&addr), 200, "waiting for a lock for less than 5 minutes is not stuck");
 
     // Released: everything in the directory is applied, and the lag is 0.
@@ -414,6 +415,9 @@ fn pgapplylogical_metrics(version: PgVersion) {
     assert!(done.must(&p("transactions_total")) >= first.must(&p("transactions_total")) + 200.0);
     assert!(done.must(&p("rows_total")) >= first.must(&p("rows_total")) + 600.0);
     assert!(done.must(&p("last_applied_timestamp_seconds")) > 1.7e9);
+    // The source's commit time of the last one: before it was applied (one clock here).
+    let committed = done.must(&p("last_commit_timestamp_seconds"));
+    assert!(committed > 1.7e9 && committed <= done.must(&p("last_applied_timestamp_seconds")) + 1.0);
     assert_eq!(applied(&target), end);
     assert_eq!(health(&addr), 200);
     // The positions line, in the streaming tools' words (every 5 s with -v).

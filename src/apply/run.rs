@@ -395,6 +395,9 @@ fn apply_unit(
                 m.applied_transactions.inc();
                 m.applied_rows.add(a.rows);
                 m.last_applied_time.set_now();
+                if let Some(t) = unit.commit_time {
+                    m.last_commit_time.set(t as f64 / 1e6);
+                }
             }
             log::trace!("applied the unit ending at {} ({} rows)", unit.end_lsn, a.rows);
             reg.update(cfg, out.applied, false);
