@@ -572,13 +572,12 @@ impl Handler<Writer> for Decoding<'_> {
         Ok(None)
     }
 
-    /// What is batched here is never a complete unit: a unit's end goes to the writer as it is
-    /// encoded (`encode_message`, `end_stream`), a streamed block's spool at its Stream Stop.
-    /// Handing part of a unit over sooner would make nothing durable or confirmed sooner, and
-    /// cost a wake-up of the writer and a write for every read from the socket (some 10^5 for
-    /// one 1M-row transaction): it goes over in `MAX_BATCH` pieces.
-    fn hand_over(&mut self, _core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
+    fn hand_over(&mut self, core: &mut Core<'_, Writer>) -> SessionResult<(), Writer> {
         self.counts.publish();
+        self.flush_lines(core, None)?;
+        if self.cur_stream.is_some() {
+            self.flush_spool(core)?;
+        }
         Ok(())
     }
 
