@@ -1105,14 +1105,15 @@ fn postmaster_children(pid: &str) -> Vec<u32> {
 }
 
 /// Waits until the postmaster has reaped every backend and walsender (the children whose
-/// process title names a client's address), so that their CPU is counted, and is counted once.
+/// process title names a client's address, and exited ones not yet reaped, whose title is
+/// gone), so that their CPU is counted, and is counted once.
 fn wait_reaped(postmaster: &str) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let clients: Vec<String> = postmaster_children(postmaster)
             .iter()
             .map(|p| fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
-            .filter(|title| title.contains("127.0.0.1") || title.contains("[local]"))
+            .filter(|title| title.is_empty() || title.contains("127.0.0.1") || title.contains("[local]"))
             .collect();
         if clients.is_empty() {
             return;
