@@ -144,14 +144,15 @@ ratio() {
     awk -v a="$a" -v b="$b" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
 }
 
-# drop_slot NAME: drops a slot once its walsender has let go of it.
+# drop_slot NAME [CLUSTER]: drops a slot (of cluster pg by default) once its walsender has
+# let go of it.
 drop_slot() {
-    local deadline=$((SECONDS + 30))
-    until [[ $(cluster_psql pg "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND NOT active") == 1 ]]; do
+    local deadline=$((SECONDS + 30)) cl=${2:-pg}
+    until [[ $(cluster_psql "$cl" "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND NOT active") == 1 ]]; do
         ((SECONDS < deadline)) || fail "replication slot $1 still active after 30 s"
         sleep 0.1
     done
-    cluster_psql pg "SELECT pg_drop_replication_slot('$1')" >/dev/null
+    cluster_psql "$cl" "SELECT pg_drop_replication_slot('$1')" >/dev/null
 }
 
 # --- the server --------------------------------------------------------------------------
@@ -690,7 +691,7 @@ SQL
     "$recvlogical" -d "host=127.0.0.1 port=$sport user=postgres dbname=postgres" -S bench_apply_recv -P bench_apply \
         -D "$dir" -E "$endpos" -n >"$work/apply-recv.log" 2>&1 ||
         { cat "$work/apply-recv.log" >&2; fail "pgrecvlogical failed"; }
-    cluster_psql apply_src "SELECT pg_drop_replication_slot('bench_apply_recv')" >/dev/null
+    drop_slot bench_apply_recv apply_src
     apply_rows=$(find "$dir" -maxdepth 1 -type f ! -name '.*' -exec cat {} + | grep -c '^{"op":"\(insert\|update\|delete\)"')
     say "apply: $apply_rows changes in $(find "$dir" -maxdepth 1 -type f ! -name '.*' | wc -l) files ($(du -sh "$dir" | cut -f1))"
 
@@ -747,7 +748,7 @@ SQL
             dst_psql postgres -c "DROP DATABASE $db"
         done
     done
-    cluster_psql apply_src "SELECT pg_drop_replication_slot('bench_apply_anchor')" >/dev/null
+    drop_slot bench_apply_anchor apply_src
     cluster_stop apply_dst
     cluster_stop apply_src
     rm -rf "$dir"
