@@ -396,6 +396,95 @@ fn apply_fails_loudly_18() {
     apply_fails_loudly(PgVersion::V18);
 }
 
+/// Row changes go to the target in pipelines (many statements, then their answers, checked
+/// in order): an update that finds no row in the middle of one, past the first pipeline of a
+/// long transaction, and a delete whose key matches two rows, still stop the applier with the
+/// message naming that record, and nothing of the transaction stays (the statements after it
+/// in the pipeline ran, and were rolled back).
+fn apply_pipelined_failures(version: PgVersion) {
+    let source = logical_cluster(version);
+    let target = Cluster::new(version);
+    let t = TestDir::new("applypipe");
+    let dir = t.join("out");
+    let rlog = t.join("recv.log");
+    let tables = "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY); \
+                  CREATE TABLE f (a int, b text); ALTER TABLE f REPLICA IDENTITY FULL";
+    source.psql(&format!("{tables}; CREATE PUBLICATION pub FOR ALL TABLES"));
+    target.psql(tables);
+    let mut recv = spawn(
+        &mut tool(&source, &["-S", "cdc", "-P", "pub", "--create-slot-if-missing", "-D", dir.to_str().unwrap()]),
+        &rlog,
+    );
+    wait_until(TIMEOUT, "the slot", || {
+        source.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'") == "1"
+    });
+    source.psql(
+        "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 2500) g; \
+         INSERT INTO f SELECT g, 'f' || g FROM generate_series(1, 5) g",
+    );
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+
+    // 2500 updates in one transaction (more than one pipeline), then inserts; row 1800 is
+    // missing on the target.
+    target.psql("DELETE FROM t WHERE id = 1800");
+    let before = applied(&target);
+    source.psql("BEGIN; UPDATE t SET v = 'y'; INSERT INTO u SELECT g FROM generate_series(1, 3) g; COMMIT");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    for part in [
+        "could not apply the update at 0/",
+        "to table public.t with key {\"id\":\"1800\"}: no row with this key on the target",
+        &format!("nothing after {before} is applied"),
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert_eq!(err.matches("could not apply").count(), 1, "{err}");
+    assert_eq!(applied(&target), before, "the position moved");
+    assert_eq!(target.psql("SELECT count(*) FROM t WHERE v = 'y'"), "0", "part of the transaction applied");
+    assert_eq!(target.psql("SELECT count(*) FROM u"), "0", "part of the transaction applied");
+    target.psql("INSERT INTO t VALUES (1800, 'x')");
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT count(*) FROM t WHERE v = 'y'"), "2500");
+
+    // A key that matches two rows (REPLICA IDENTITY FULL, a duplicate only on the target), in
+    // the middle of a pipeline.
+    target.psql("INSERT INTO f VALUES (3, 'f3')");
+    let before = applied(&target);
+    source.psql("BEGIN; UPDATE t SET v = 'z' WHERE id = 1; DELETE FROM f; UPDATE t SET v = 'z' WHERE id = 2; COMMIT");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    for part in [
+        "could not apply the delete at 0/",
+        "to table public.f with key {\"a\":\"3\",\"b\":\"f3\"}: 2 rows with this key on the target",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert_eq!(applied(&target), before, "the position moved");
+    assert_eq!(target.psql("SELECT count(*) FROM f"), "6", "part of the transaction applied");
+    assert_eq!(target.psql("SELECT count(*) FROM t WHERE v = 'z'"), "0", "part of the transaction applied");
+    target.psql("DELETE FROM f WHERE ctid = (SELECT max(ctid) FROM f WHERE a = 3)");
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT count(*) FROM f"), "0");
+
+    assert_same(&source, &target, &["--data-only"], "data");
+}
+
+#[test]
+fn apply_pipelined_failures_15() {
+    apply_pipelined_failures(PgVersion::V15);
+}
+
+#[test]
+fn apply_pipelined_failures_18() {
+    apply_pipelined_failures(PgVersion::V18);
+}
+
 fn output_size(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .unwrap()

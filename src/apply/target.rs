@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use pgrw_ffi::Conn;
+use pgrw_ffi::{Conn, Piped};
 
 use crate::lsn::Lsn;
 use crate::sql::{ident, literal};
@@ -135,6 +135,17 @@ impl Target {
         self.conn.exec("DEALLOCATE ALL").map(|_| ())
     }
 
+    /// The prepared statement for `sql`, prepared on first use.
+    fn statement(&mut self, sql: &str) -> Result<String, pgrw_ffi::Error> {
+        if let Some(n) = self.statements.get(sql) {
+            return Ok(n.clone());
+        }
+        let n = format!("pgapply_{}", self.statements.len() + 1);
+        self.conn.prepare(&n, sql)?;
+        self.statements.insert(sql.to_owned(), n.clone());
+        Ok(n)
+    }
+
     /// Applies one unit as one transaction, with the position it reaches.
     pub fn apply(
         &mut self,
@@ -158,9 +169,6 @@ impl Target {
         batch: bool,
     ) -> Result<Applied, ApplyError> {
         let (xid, commit_lsn) = unit.txn.expect("only transactions are applied");
-        if let Err(e) = self.conn.exec("BEGIN") {
-            return Err(self.fail("could not begin a transaction", e));
-        }
         let result = self.apply_in_transaction(unit, xid, commit_lsn, ddl, skip, batch);
         match result {
             Ok(a) if a.already => {
@@ -181,6 +189,8 @@ impl Target {
             }
             Err(e) => {
                 // Nothing of the unit stays; a connection error leaves nothing to roll back.
+                // (ROLLBACK outside a transaction block, after a failure before BEGIN ran,
+                // only warns.)
                 if self.conn.is_ok() {
                     let _ = self.conn.exec("ROLLBACK");
                 }
@@ -189,6 +199,13 @@ impl Target {
         }
     }
 
+    /// Sends the unit's statements in pipelines (see [`Piped`]): BEGIN, the position read
+    /// `FOR UPDATE`, the row changes and the position update, checked in order once each
+    /// pipeline's answers are in. A truncate or DDL record ends a pipeline and runs on its own
+    /// (a statement after DDL can only be prepared once the DDL ran). Statements after one that
+    /// fails or changes the wrong number of rows may have run, but the transaction is rolled
+    /// back: nothing of the unit stays. The same holds when the position read says the unit is
+    /// already applied: what ran after it is rolled back.
     fn apply_in_transaction(
         &mut self,
         unit: &Unit,
@@ -199,12 +216,16 @@ impl Target {
         batch: bool,
     ) -> Result<Applied, ApplyError> {
         let mut applied = Applied::default();
-        if self.position(true)? >= unit.end_lsn {
-            applied.already = true;
-            return Ok(applied);
-        }
         let skipped = |t: &TableName| skip.iter().any(|(s, n)| *s == t.schema && *n == t.table);
         let txn = format!("source transaction {xid} (commit {commit_lsn}, {})", unit.at);
+        let source = self.source.clone();
+        let (end, commit, xid_s) = (unit.end_lsn.to_string(), commit_lsn.to_string(), xid.to_string());
+        let mut pipe = Pipe { items: Vec::new(), txn: &txn, end_lsn: unit.end_lsn };
+        let begin = self.statement("BEGIN").map_err(|e| self.fail("could not begin a transaction", e))?;
+        pipe.items.push(Item { name: begin, params: Vec::new(), check: Check::Begin });
+        let lock = format!("SELECT end_lsn FROM {SCHEMA}.{TABLE} WHERE source = $1 FOR UPDATE");
+        let lock = self.statement(&lock).map_err(|e| self.fail("could not read the applied position", e))?;
+        pipe.items.push(Item { name: lock, params: vec![Some(source.as_str())], check: Check::Position });
         let mut i = 0;
         while i < unit.changes.len() {
             let change = &unit.changes[i];
@@ -213,51 +234,152 @@ impl Target {
                 Change::Row(r) if skipped(&r.table) => {}
                 Change::Row(r) if batch && insert_columns(r).is_some() => {
                     // The run of inserts into this table with these columns, from here.
-                    let mut run = vec![r];
+                    let start = i - 1;
                     while let Some(Change::Row(next)) = unit.changes.get(i) {
                         if next.table != r.table || insert_columns(next) != insert_columns(r) {
                             break;
                         }
-                        run.push(next);
                         i += 1;
                     }
-                    applied.rows += self.insert_run(&run, &txn)?;
+                    applied.rows += self.insert_run(&unit.changes[start..i], &mut pipe, &mut applied)?;
                 }
                 Change::Row(r) => {
-                    self.row(r, &txn)?;
+                    self.push_row(r, &mut pipe, &mut applied)?;
                     applied.rows += 1;
                 }
                 Change::Truncate { lsn, tables, cascade, restart_identity } => {
                     let tables: Vec<&TableName> = tables.iter().filter(|t| !skipped(t)).collect();
                     if !tables.is_empty() {
+                        if self.send(&mut pipe, &mut applied)? {
+                            return Ok(applied);
+                        }
                         self.truncate(*lsn, &tables, *cascade, *restart_identity, &txn)?;
                     }
                 }
                 Change::Ddl { lsn, tag, query, objects } => {
                     if !is_our_event_trigger(query, objects) {
+                        if self.send(&mut pipe, &mut applied)? {
+                            return Ok(applied);
+                        }
                         self.ddl(*lsn, tag, query, ddl, &txn)?;
                     }
                 }
                 Change::Nothing { .. } => {}
             }
         }
-        let source = self.source.clone();
-        let (end, commit, xid_s) = (unit.end_lsn.to_string(), commit_lsn.to_string(), xid.to_string());
         let sql = format!(
             "UPDATE {SCHEMA}.{TABLE} SET end_lsn = $2, commit_lsn = $3, xid = $4, applied_at = now() WHERE source = $1"
         );
-        self.run(&sql, &[Some(&source), Some(&end), Some(&commit), Some(&xid_s)])
+        let store = self
+            .statement(&sql)
             .map_err(|e| self.fail(&format!("could not store the applied position {end}"), e))?;
+        let params = vec![Some(source.as_str()), Some(end.as_str()), Some(commit.as_str()), Some(xid_s.as_str())];
+        pipe.items.push(Item { name: store, params, check: Check::Store });
+        self.send(&mut pipe, &mut applied)?;
         Ok(applied)
     }
 
+    /// Runs what the pipe holds and checks every answer in order. True when the unit turned
+    /// out to be applied already (`applied.already` is set): the caller rolls back.
+    fn send<'u>(&mut self, pipe: &mut Pipe<'u, '_>, applied: &mut Applied) -> Result<bool, ApplyError> {
+        if pipe.items.is_empty() || applied.already {
+            return Ok(applied.already);
+        }
+        let items = std::mem::take(&mut pipe.items);
+        let stmts: Vec<(&str, &[Option<&str>])> =
+            items.iter().map(|it| (it.name.as_str(), it.params.as_slice())).collect();
+        let outcomes = self
+            .conn
+            .exec_prepared_pipeline(&stmts)
+            .map_err(|e| self.fail(&format!("could not apply {}", pipe.txn), e))?;
+        for (item, outcome) in items.iter().zip(outcomes) {
+            let res = match outcome {
+                Piped::Done(res) => res,
+                Piped::Failed(e) => return Err(self.fail(&item.check.context(pipe), e)),
+                Piped::Skipped => {
+                    // Only after a failure, which returned above.
+                    return Err(ApplyError::Refused(format!(
+                        "{}: the server skipped it in a pipeline without reporting an error",
+                        item.check.context(pipe)
+                    )));
+                }
+            };
+            match &item.check {
+                Check::Begin | Check::Store => {}
+                Check::Position => {
+                    let Some(v) = res.get(0, 0) else {
+                        return Err(ApplyError::Refused(format!(
+                            "the row of source \"{}\" in {SCHEMA}.{TABLE} is gone; something removed it while pgapplylogical ran",
+                            self.source
+                        )));
+                    };
+                    let pos: Lsn = v.parse().map_err(|_| {
+                        ApplyError::Refused(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}"))
+                    })?;
+                    if pos >= pipe.end_lsn {
+                        applied.already = true;
+                        return Ok(true);
+                    }
+                }
+                Check::Row(r) => check_row(r, res.cmd_tuples(), &item.check.context(pipe))?,
+                Check::Inserts(rows) => match res.cmd_tuples() {
+                    Some(n) if n == rows.len() as u64 => {}
+                    n => {
+                        return Err(ApplyError::Refused(format!(
+                            "{}: the server reported {n:?} rows inserted",
+                            item.check.context(pipe)
+                        )))
+                    }
+                },
+            }
+        }
+        Ok(false)
+    }
+
+    /// Queues a statement; a full pipe is sent first.
+    fn push<'u>(&mut self, pipe: &mut Pipe<'u, '_>, item: Item<'u>, applied: &mut Applied) -> Result<(), ApplyError> {
+        if pipe.items.len() >= PIPELINE_STATEMENTS {
+            self.send(pipe, applied)?;
+        }
+        pipe.items.push(item);
+        Ok(())
+    }
+
+    /// A prepared statement for a change: when preparing fails (the table or a column is not
+    /// on the target), what is queued runs first, so an earlier change that fails is the one
+    /// reported.
+    fn prepare_for<'u>(
+        &mut self,
+        sql: &str,
+        check: &Check<'u>,
+        pipe: &mut Pipe<'u, '_>,
+        applied: &mut Applied,
+    ) -> Result<Option<String>, ApplyError> {
+        match self.statement(sql) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => {
+                if self.conn.is_ok() && self.send(pipe, applied)? {
+                    return Ok(None);
+                }
+                Err(self.fail(&check.context(pipe), e))
+            }
+        }
+    }
+
     /// A run of inserts into one table with the same columns, in statements of as many rows
-    /// as the parameter limit allows (then of ten, then one by one). Returns the rows applied.
-    fn insert_run(&mut self, run: &[&RowChange], txn: &str) -> Result<u64, ApplyError> {
+    /// as the parameter limit allows (then of ten, then one by one). Returns the rows queued.
+    fn insert_run<'u>(
+        &mut self,
+        run: &'u [Change],
+        pipe: &mut Pipe<'u, '_>,
+        applied: &mut Applied,
+    ) -> Result<u64, ApplyError> {
+        let run: Vec<&'u RowChange> =
+            run.iter().filter_map(|c| if let Change::Row(r) = c { Some(r) } else { None }).collect();
         let cols = insert_columns(run[0]).map_or(1, |c| c.len().max(1));
         let most = (MAX_PARAMS / cols).clamp(1, BATCH_ROWS);
         let mut rows = 0;
-        let mut rest = run;
+        let mut rest = &run[..];
         while !rest.is_empty() {
             let n = if rest.len() >= most {
                 most
@@ -268,9 +390,12 @@ impl Target {
             };
             let (now, later) = rest.split_at(n);
             if n == 1 {
-                self.row(now[0], txn)?;
+                self.push_row(now[0], pipe, applied)?;
             } else {
-                self.insert_many(now, txn)?;
+                self.push_inserts(now.to_vec(), pipe, applied)?;
+            }
+            if applied.already {
+                return Ok(rows);
             }
             rows += n as u64;
             rest = later;
@@ -329,13 +454,18 @@ impl Target {
     }
 
     /// Inserts of one table with the same columns, in one statement.
-    fn insert_many(&mut self, rows: &[&RowChange], txn: &str) -> Result<(), ApplyError> {
+    fn push_inserts<'u>(
+        &mut self,
+        rows: Vec<&'u RowChange>,
+        pipe: &mut Pipe<'u, '_>,
+        applied: &mut Applied,
+    ) -> Result<(), ApplyError> {
         let first = rows[0];
         let cols = insert_columns(first).expect("checked by the caller");
         let table = format!("{}.{}", ident(&first.table.schema), ident(&first.table.table));
-        let mut params: Vec<Option<&str>> = Vec::with_capacity(rows.len() * cols.len());
+        let mut params: Vec<Option<&'u str>> = Vec::with_capacity(rows.len() * cols.len());
         let mut tuples = Vec::with_capacity(rows.len());
-        for r in rows {
+        for r in &rows {
             let start = params.len();
             params.extend(r.new.as_deref().unwrap_or_default().iter().map(|(_, v)| v.as_param()));
             let ps: Vec<String> = (start + 1..=params.len()).map(|i| format!("${i}")).collect();
@@ -343,47 +473,22 @@ impl Target {
         }
         let names: Vec<String> = cols.iter().map(|c| ident(c)).collect();
         let sql = format!("INSERT INTO {table} ({}) VALUES {}", names.join(", "), tuples.join(", "));
-        let context = format!(
-            "could not apply {} inserts from {} of {txn} to table {}",
-            rows.len(),
-            first.lsn,
-            first.table
-        );
-        let res = self.run(&sql, &params).map_err(|e| self.fail(&context, e))?;
-        match res.cmd_tuples() {
-            Some(n) if n == rows.len() as u64 => Ok(()),
-            n => Err(ApplyError::Refused(format!("{context}: the server reported {n:?} rows inserted"))),
-        }
+        let check = Check::Inserts(rows);
+        let Some(name) = self.prepare_for(&sql, &check, pipe, applied)? else { return Ok(()) };
+        self.push(pipe, Item { name, params, check }, applied)
     }
 
-    fn row(&mut self, r: &RowChange, txn: &str) -> Result<(), ApplyError> {
-        let mut key = String::new();
-        {
-            let mut k = String::from("{");
-            for (i, (c, v)) in r.key.iter().enumerate() {
-                if i > 0 {
-                    k.push(',');
-                }
-                crate::text::push_json_string(&mut k, c);
-                k.push(':');
-                match v {
-                    Value::Null => k.push_str("null"),
-                    Value::Text(t) => crate::text::push_json_string(&mut k, t),
-                    Value::UnchangedToast => k.push_str("{\"unchanged_toast\":true}"),
-                }
-            }
-            k.push('}');
-            crate::text::push_one_line(&mut key, &k);
-        }
-        let context = format!(
-            "could not apply the {} at {} of {txn} to table {} with key {key}",
-            r.op.word(),
-            r.lsn,
-            r.table
-        );
-        let refused = |why: &str| ApplyError::Refused(format!("{context}: {why}"));
+    /// One row change, found by its key (an insert: one row).
+    fn push_row<'u>(
+        &mut self,
+        r: &'u RowChange,
+        pipe: &mut Pipe<'u, '_>,
+        applied: &mut Applied,
+    ) -> Result<(), ApplyError> {
+        let check = Check::Row(r);
+        let refused = |why: &str| ApplyError::Refused(format!("{}: {why}", check.context(pipe)));
         let table = format!("{}.{}", ident(&r.table.schema), ident(&r.table.table));
-        let mut params: Vec<Option<&str>> = Vec::new();
+        let mut params: Vec<Option<&'u str>> = Vec::new();
         let sql = match r.op {
             RowOp::Insert => {
                 let new = r.new.as_deref().unwrap_or_default();
@@ -405,7 +510,7 @@ impl Target {
                 let set: Vec<&(String, Value)> =
                     new.iter().filter(|(_, v)| *v != Value::UnchangedToast).collect();
                 let mut parts = Vec::new();
-                for (c, v) in &set {
+                for (c, v) in set {
                     params.push(v.as_param());
                     parts.push(format!("{} = ${}", ident(c), params.len()));
                 }
@@ -422,20 +527,93 @@ impl Target {
                 format!("DELETE FROM {table} WHERE {cond}")
             }
         };
-        let res = self.run(&sql, &params).map_err(|e| self.fail(&context, e))?;
-        let n = res.cmd_tuples();
-        match (r.op, n) {
-            (_, Some(1)) => Ok(()),
-            (RowOp::Insert, _) => Err(refused(&format!("the server reported {n:?} rows inserted"))),
-            (_, Some(0)) => Err(refused("no row with this key on the target")),
-            (_, n) => Err(refused(&format!(
-                "{} rows with this key on the target (a table without a unique replica identity); none changed",
-                n.map_or("an unknown number of".to_owned(), |n| n.to_string())
-            ))),
+        let Some(name) = self.prepare_for(&sql, &check, pipe, applied)? else { return Ok(()) };
+        self.push(pipe, Item { name, params, check }, applied)
+    }
+}
+
+/// The statements of a unit waiting to be sent in one pipeline.
+struct Pipe<'u, 't> {
+    items: Vec<Item<'u>>,
+    /// "source transaction ... (commit ..., file ... line ...)", for messages.
+    txn: &'t str,
+    end_lsn: Lsn,
+}
+
+struct Item<'u> {
+    name: String,
+    params: Vec<Option<&'u str>>,
+    check: Check<'u>,
+}
+
+/// What a statement's answer must say.
+enum Check<'u> {
+    Begin,
+    /// The position read `FOR UPDATE`: at or past the unit's end means applied already.
+    Position,
+    /// One row changed (inserted, or found by its key).
+    Row(&'u RowChange),
+    /// As many rows inserted as given.
+    Inserts(Vec<&'u RowChange>),
+    /// The position update.
+    Store,
+}
+
+impl Check<'_> {
+    /// The start of the message when the statement fails.
+    fn context(&self, pipe: &Pipe<'_, '_>) -> String {
+        let txn = pipe.txn;
+        match self {
+            Check::Begin => "could not begin a transaction".to_owned(),
+            Check::Position => "could not read the applied position".to_owned(),
+            Check::Store => format!("could not store the applied position {}", pipe.end_lsn),
+            Check::Row(r) => {
+                let mut key = String::new();
+                let mut k = String::from("{");
+                for (i, (c, v)) in r.key.iter().enumerate() {
+                    if i > 0 {
+                        k.push(',');
+                    }
+                    crate::text::push_json_string(&mut k, c);
+                    k.push(':');
+                    match v {
+                        Value::Null => k.push_str("null"),
+                        Value::Text(t) => crate::text::push_json_string(&mut k, t),
+                        Value::UnchangedToast => k.push_str("{\"unchanged_toast\":true}"),
+                    }
+                }
+                k.push('}');
+                crate::text::push_one_line(&mut key, &k);
+                format!("could not apply the {} at {} of {txn} to table {} with key {key}", r.op.word(), r.lsn, r.table)
+            }
+            Check::Inserts(rows) => format!(
+                "could not apply {} inserts from {} of {txn} to table {}",
+                rows.len(),
+                rows[0].lsn,
+                rows[0].table
+            ),
         }
     }
 }
 
+/// The row count a row change's statement reported, against the one row it must change.
+fn check_row(r: &RowChange, n: Option<u64>, context: &str) -> Result<(), ApplyError> {
+    let refused = |why: &str| ApplyError::Refused(format!("{context}: {why}"));
+    match (r.op, n) {
+        (_, Some(1)) => Ok(()),
+        (RowOp::Insert, _) => Err(refused(&format!("the server reported {n:?} rows inserted"))),
+        (_, Some(0)) => Err(refused("no row with this key on the target")),
+        (_, n) => Err(refused(&format!(
+            "{} rows with this key on the target (a table without a unique replica identity); none changed",
+            n.map_or("an unknown number of".to_owned(), |n| n.to_string())
+        ))),
+    }
+}
+
+/// At most this many statements in one pipeline: their answers (a few dozen bytes each) must
+/// fit in the socket buffers while libpq is still sending (the connection blocks), and a
+/// larger pipeline saves next to nothing more.
+const PIPELINE_STATEMENTS: usize = 1000;
 /// At most this many rows in one INSERT (the statement is prepared once per shape).
 const BATCH_ROWS: usize = 100;
 /// The protocol's limit on parameters in one statement.
