@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::logical::{logical_cluster, spawn, stop, tool, wait_caught_up, TIMEOUT};
-use crate::util::{pg_tool, wait_until, Cluster, PgVersion, TestDir};
+use crate::util::{pg_tool, wait_until, Cluster, Mode, PgVersion, TestDir};
 
 /// `pgapplylogical` as built for this test run, stdin closed, libpq's PG* variables removed.
 fn pgapplylogical() -> Command {
@@ -400,10 +400,12 @@ fn apply_fails_loudly_18() {
 /// in order): an update that finds no row in the middle of one, past the first pipeline of a
 /// long transaction, and a delete whose key matches two rows, still stop the applier with the
 /// message naming that record, and nothing of the transaction stays (the statements after it
-/// in the pipeline ran, and were rolled back).
+/// in the pipeline ran, and were rolled back). Then a crash of the target right after the
+/// applier exited: it commits with `synchronous_commit = off`, so the position it registered
+/// in the directory must have been made durable first, and still be there after the crash.
 fn apply_pipelined_failures(version: PgVersion) {
     let source = logical_cluster(version);
-    let target = Cluster::new(version);
+    let mut target = Cluster::new(version);
     let t = TestDir::new("applypipe");
     let dir = t.join("out");
     let rlog = t.join("recv.log");
@@ -472,6 +474,20 @@ fn apply_pipelined_failures(version: PgVersion) {
     assert!(ok, "{err}");
     assert_eq!(target.psql("SELECT count(*) FROM f"), "0");
 
+    // Many small transactions, the applier exits, the target crashes at once: what the
+    // applier registered is still applied on the target.
+    source.psql("DO $$ BEGIN FOR i IN 1..200 LOOP UPDATE t SET v = 'w' || i WHERE id = i; COMMIT; END LOOP; END $$");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    stop(&mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    target.stop(Mode::Immediate);
+    target.start_again();
+    let registered = fs::read_to_string(dir.join(".consumer.pgapplylogical")).unwrap();
+    let last = last_commit_end(&dir);
+    assert_eq!(registered.trim(), format!("position={last}"));
+    assert_eq!(applied(&target), last, "a registered position was lost in a crash of the target");
+    assert_eq!(target.psql("SELECT v FROM t WHERE id = 200"), "w200");
     assert_same(&source, &target, &["--data-only"], "data");
 }
 

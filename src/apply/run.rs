@@ -93,8 +93,14 @@ struct Registration {
 }
 
 impl Registration {
-    fn update(&mut self, cfg: &Config, pos: Lsn, force: bool) {
+    /// Registers `pos`, which `target` has committed, once it is durable there. Without a
+    /// working connection nothing is registered (the next run does it).
+    fn update(&mut self, cfg: &Config, target: &mut Target, pos: Lsn, force: bool) {
         if self.last == Some(pos) || (!force && self.at.elapsed() < REGISTER_EVERY) {
+            return;
+        }
+        if let Err(e) = target.make_durable() {
+            log::debug!("not registering position {pos}: {e}");
             return;
         }
         match register(&cfg.directory, &cfg.consumer_name, pos) {
@@ -191,13 +197,13 @@ pub fn run(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
             Err(e) => return Err(RunError(e.to_string())),
         };
         out.applied = applied;
-        reg.update(cfg, applied, true);
+        reg.update(cfg, &mut target, applied, true);
         log::info!(
             "applying \"{}\" (source {source}) to server {server} after position {applied}",
             cfg.directory.display()
         );
         let result = follow(cfg, stop, &mut target, &mut out, started, &mut reg);
-        reg.update(cfg, out.applied, true);
+        reg.update(cfg, &mut target, out.applied, true);
         match result? {
             Some(()) => return Ok(out),
             None if cfg.no_loop => return Err(RunError("connection to the target lost".into())),
@@ -246,12 +252,23 @@ fn follow(
         let next = follower.next_unit().map_err(|e| RunError(e.to_string()))?;
         // Files are finished only once every unit in them was applied (or was already).
         if cfg.remove_applied {
-            remove_applied(follower.take_finished(), &cfg.directory)?;
+            let finished = follower.take_finished();
+            if !finished.is_empty() {
+                // Only what is durable on the target may go (see Target::make_durable).
+                match target.make_durable() {
+                    Ok(()) => remove_applied(finished, &cfg.directory)?,
+                    Err(ApplyError::Connection(e)) => {
+                        log::error!("{e}; connecting again in {} s", RETRY_EVERY.as_secs());
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(RunError(e.to_string())),
+                }
+            }
         }
         let unit = match next {
             Next::Unit(u) => u,
             Next::CaughtUp => {
-                reg.update(cfg, out.applied, false);
+                reg.update(cfg, target, out.applied, false);
                 if cfg.until_caught_up {
                     done(out, "caught up");
                     return Ok(Some(()));
@@ -305,7 +322,7 @@ fn apply_unit(
                 out.rows += a.rows;
             }
             log::trace!("applied the unit ending at {} ({} rows)", unit.end_lsn, a.rows);
-            reg.update(cfg, out.applied, false);
+            reg.update(cfg, target, out.applied, false);
             Ok(true)
         }
         Err(ApplyError::Connection(e)) => {

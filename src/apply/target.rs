@@ -67,6 +67,7 @@ impl Target {
     pub fn new(mut conn: Conn, source: String, server: String) -> Result<(Target, Lsn), ApplyError> {
         let setup = format!(
             "SET client_min_messages = warning; SET session_replication_role = replica; \
+             SET synchronous_commit = off; \
              CREATE SCHEMA IF NOT EXISTS {SCHEMA}; \
              CREATE TABLE IF NOT EXISTS {SCHEMA}.{TABLE} (source text PRIMARY KEY, end_lsn pg_lsn NOT NULL, \
              commit_lsn pg_lsn, xid bigint, applied_at timestamptz NOT NULL DEFAULT now()); \
@@ -85,6 +86,30 @@ impl Target {
         let mut t = Target { conn, source, statements: HashMap::new(), server };
         let pos = t.position(false)?;
         Ok((t, pos))
+    }
+
+    /// Makes every transaction this session committed durable on the target (and on its
+    /// synchronous standbys, as the server's synchronous_commit says): one small transaction
+    /// committed with `synchronous_commit = on`, whose WAL flush covers all WAL before it.
+    ///
+    /// The session commits with `synchronous_commit = off`, as PostgreSQL's own subscriber
+    /// does by default: a crash of the target can lose the last transactions, but each with
+    /// the position row that covers it, so the next run applies them again from the directory.
+    /// What leaves the target, a position registered in the directory (which lets
+    /// pgrecvlogical remove files) or a file removed by `--remove-applied`, must only ever be
+    /// made durable first, or a crash could lose transactions whose files are gone.
+    pub fn make_durable(&mut self) -> Result<(), ApplyError> {
+        let sql = format!(
+            "BEGIN; SET LOCAL synchronous_commit = on; \
+             UPDATE {SCHEMA}.{TABLE} SET end_lsn = end_lsn WHERE source = {}; COMMIT",
+            literal(&self.source)
+        );
+        self.conn.exec(&sql).map(|_| ()).map_err(|e| {
+            if self.conn.is_ok() {
+                let _ = self.conn.exec("ROLLBACK");
+            }
+            self.fail("could not make the applied position durable", e)
+        })
     }
 
     fn fail(&self, context: &str, e: pgrw_ffi::Error) -> ApplyError {
