@@ -626,7 +626,10 @@ apply_speed() {
     cluster_conf apply_src "wal_level = logical" "synchronous_commit = off" "max_wal_size = '4GB'"
     cluster_start apply_src
     cluster_init apply_dst "$version"
-    cluster_conf apply_dst "max_wal_size = '4GB'" "shared_buffers = '256MB'"
+    # The launcher starts an apply worker at most once per wal_retrieve_retry_interval (on 15,
+    # for all subscriptions together): 5 s by default, which a subscription created just after
+    # another would wait out.
+    cluster_conf apply_dst "max_wal_size = '4GB'" "shared_buffers = '256MB'" "wal_retrieve_retry_interval = '50ms'"
     cluster_start apply_dst
     local sport dport
     sport=$(cluster_port apply_src)
