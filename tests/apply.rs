@@ -489,6 +489,37 @@ fn apply_pipelined_failures(version: PgVersion) {
     assert_eq!(applied(&target), last, "a registered position was lost in a crash of the target");
     assert_eq!(target.psql("SELECT v FROM t WHERE id = 200"), "w200");
     assert_same(&source, &target, &["--data-only"], "data");
+
+    // A value libpq cannot send (a NUL byte, written by hand into the directory): refused by
+    // the change it belongs to, before anything of the transaction is sent.
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    let before = applied(&target);
+    let forged = [
+        r#"{"op":"begin","xid":999999,"commit_lsn":"F/10","ts":"x"}"#,
+        r#"{"op":"insert","xid":999999,"commit_lsn":"F/10","ts":"x","seq":1,"lsn":"F/8","schema":"public","table":"u","key":{"id":7},"new":{"id":7}}"#,
+        r#"{"op":"update","xid":999999,"commit_lsn":"F/10","ts":"x","seq":2,"lsn":"F/9","schema":"public","table":"t","key":{"id":5},"new":{"id":5,"v":"a\u0000b"}}"#,
+        r#"{"op":"commit","end_lsn":"F/20","xid":999999,"commit_lsn":"F/10","ts":"x","changes":2}"#,
+    ];
+    let mut f = fs::OpenOptions::new().append(true).open(files.last().unwrap()).unwrap();
+    std::io::Write::write_all(&mut f, format!("{}\n", forged.join("\n")).as_bytes()).unwrap();
+    drop(f);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(
+            "could not apply the update at F/9 of source transaction 999999 (commit F/10, file \""
+        ) && err.contains("to table public.t with key {\"id\":\"5\"}: a value holds a NUL byte"),
+        "{err}"
+    );
+    // Nothing was sent, so there was nothing to roll back (no "no transaction in progress").
+    assert!(!err.contains("WARNING"), "{err}");
+    assert_eq!(applied(&target), before, "the position moved");
+    assert_eq!(target.psql("SELECT count(*) FROM u WHERE id = 7"), "0", "part of the transaction applied");
 }
 
 #[test]

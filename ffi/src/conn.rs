@@ -444,12 +444,21 @@ impl Conn {
     /// each other. An `Err` means the pipeline could not be run or read to its end (the
     /// connection is then usually lost; check [`Conn::is_ok`]).
     pub fn exec_prepared_pipeline(&mut self, stmts: &[(&str, &[Option<&str>])]) -> Result<Vec<Piped>, Error> {
+        // Everything is converted before the pipeline starts: a name or value that cannot be
+        // sent (a NUL byte) fails here, with nothing sent and the connection usable as before.
+        let mut owned = Vec::with_capacity(stmts.len());
+        for (name, params) in stmts {
+            let stmt = c_string(name, "statement name")?;
+            let values = param_strings(params)?;
+            let n = c_int::try_from(values.len()).map_err(|_| Error::new("too many query parameters"))?;
+            owned.push((stmt, values, n));
+        }
         // SAFETY: live connection; PQenterPipelineMode only checks that the connection is idle
         // (no query in progress), as it is between our synchronous calls.
         if unsafe { pq_sys::PQenterPipelineMode(self.raw.as_ptr()) } != 1 {
             return Err(self.error());
         }
-        let out = self.run_pipeline(stmts);
+        let out = self.run_pipeline(&owned);
         // Leaves pipeline mode only when every result was read (libpq refuses otherwise); after
         // a failure the connection is unusable for ordinary calls and the caller drops it.
         // SAFETY: live connection; PQexitPipelineMode checks the state itself and returns 0
@@ -460,21 +469,19 @@ impl Conn {
         out
     }
 
-    fn run_pipeline(&mut self, stmts: &[(&str, &[Option<&str>])]) -> Result<Vec<Piped>, Error> {
-        for (name, params) in stmts {
-            let stmt = c_string(name, "statement name")?;
-            let owned = param_strings(params)?;
+    fn run_pipeline(&mut self, stmts: &[(CString, Vec<Option<CString>>, c_int)]) -> Result<Vec<Piped>, Error> {
+        for (stmt, values, n) in stmts {
             let ptrs: Vec<*const c_char> =
-                owned.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
-            let n = c_int::try_from(ptrs.len()).map_err(|_| Error::new("too many query parameters"))?;
+                values.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
             // SAFETY: live connection in pipeline mode; the name and every non-null value are
-            // NUL-terminated and live in `stmt` and `owned` for the call (libpq copies them into
-            // its output buffer before returning); null lengths and formats mean text values.
+            // NUL-terminated and live in `stmts` for the call (libpq copies them into its output
+            // buffer before returning); `n` is the number of values; null lengths and formats
+            // mean text values.
             let sent = unsafe {
                 pq_sys::PQsendQueryPrepared(
                     self.raw.as_ptr(),
                     stmt.as_ptr(),
-                    n,
+                    *n,
                     ptrs.as_ptr(),
                     std::ptr::null(),
                     std::ptr::null(),
@@ -490,13 +497,14 @@ impl Conn {
             return Err(self.error());
         }
         let mut out = Vec::with_capacity(stmts.len());
-        for (name, _) in stmts {
+        for (stmt, _, _) in stmts {
+            let name = stmt.to_string_lossy();
             // One result per statement, then a null that ends it (libpq's pipeline protocol).
             let res = self.get_result().ok_or_else(|| self.error())?;
             out.push(match res.status() {
                 Status::TuplesOk | Status::CommandOk => Piped::Done(res),
                 Status::PipelineAborted => Piped::Skipped,
-                _ => Piped::Failed(res.to_error(name)),
+                _ => Piped::Failed(res.to_error(&name)),
             });
             if self.get_result().is_some() {
                 return Err(Error::new(format!("more than one result for statement {name} in a pipeline")));

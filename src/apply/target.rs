@@ -50,6 +50,8 @@ pub struct Target {
     conn: Conn,
     source: String,
     statements: HashMap<String, String>,
+    /// BEGIN was sent for the unit being applied: a failure must roll it back.
+    began: bool,
     /// "host:port", for messages.
     pub server: String,
 }
@@ -83,7 +85,7 @@ impl Target {
             let err = format!("could not prepare the target (server {server}): {}{hint}", e.message);
             return Err(if conn.is_ok() { ApplyError::Refused(err) } else { ApplyError::Connection(err) });
         }
-        let mut t = Target { conn, source, statements: HashMap::new(), server };
+        let mut t = Target { conn, source, statements: HashMap::new(), began: false, server };
         let pos = t.position(false)?;
         Ok((t, pos))
     }
@@ -194,6 +196,7 @@ impl Target {
         batch: bool,
     ) -> Result<Applied, ApplyError> {
         let (xid, commit_lsn) = unit.txn.expect("only transactions are applied");
+        self.began = false;
         let result = self.apply_in_transaction(unit, xid, commit_lsn, ddl, skip, batch);
         match result {
             Ok(a) if a.already => {
@@ -213,10 +216,9 @@ impl Target {
                 Ok(a)
             }
             Err(e) => {
-                // Nothing of the unit stays; a connection error leaves nothing to roll back.
-                // (ROLLBACK outside a transaction block, after a failure before BEGIN ran,
-                // only warns.)
-                if self.conn.is_ok() {
+                // Nothing of the unit stays; a connection error leaves nothing to roll back,
+                // nor does a change refused before anything was sent.
+                if self.began && self.conn.is_ok() {
                     let _ = self.conn.exec("ROLLBACK");
                 }
                 Err(e)
@@ -311,6 +313,7 @@ impl Target {
             return Ok(applied.already);
         }
         let items = std::mem::take(&mut pipe.items);
+        self.began = true;
         let stmts: Vec<(&str, &[Option<&str>])> =
             items.iter().map(|it| (it.name.as_str(), it.params.as_slice())).collect();
         let outcomes = self
@@ -363,6 +366,14 @@ impl Target {
 
     /// Queues a statement; a full pipe is sent first.
     fn push<'u>(&mut self, pipe: &mut Pipe<'u, '_>, item: Item<'u>, applied: &mut Applied) -> Result<(), ApplyError> {
+        // libpq cannot send a NUL byte (nor can PostgreSQL's text hold one): refused here, by
+        // the change it belongs to, rather than as a failure of the whole pipeline.
+        if item.params.iter().flatten().any(|v| v.contains('\0')) {
+            return Err(ApplyError::Refused(format!(
+                "{}: a value holds a NUL byte, which PostgreSQL's text types cannot hold",
+                item.check.context(pipe)
+            )));
+        }
         if pipe.items.len() >= PIPELINE_STATEMENTS {
             self.send(pipe, applied)?;
         }
