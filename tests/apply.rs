@@ -414,7 +414,10 @@ fn apply_pipelined_failures(version: PgVersion) {
     source.psql(&format!("{tables}; CREATE PUBLICATION pub FOR ALL TABLES"));
     target.psql(tables);
     let mut recv = spawn(
-        &mut tool(&source, &["-S", "cdc", "-P", "pub", "--create-slot-if-missing", "-D", dir.to_str().unwrap()]),
+        &mut tool(
+            &source,
+            &["-S", "cdc", "-P", "pub", "--create-slot-if-missing", "-D", dir.to_str().unwrap()],
+        ),
         &rlog,
     );
     wait_until(TIMEOUT, "the slot", || {
@@ -456,7 +459,9 @@ fn apply_pipelined_failures(version: PgVersion) {
     // the middle of a pipeline.
     target.psql("INSERT INTO f VALUES (3, 'f3')");
     let before = applied(&target);
-    source.psql("BEGIN; UPDATE t SET v = 'z' WHERE id = 1; DELETE FROM f; UPDATE t SET v = 'z' WHERE id = 2; COMMIT");
+    source.psql(
+        "BEGIN; UPDATE t SET v = 'z' WHERE id = 1; DELETE FROM f; UPDATE t SET v = 'z' WHERE id = 2; COMMIT",
+    );
     wait_caught_up(&source, "cdc", &mut recv, &rlog);
     let (ok, err) = apply_once(&target, &dir, &[]);
     assert!(!ok, "{err}");
@@ -476,7 +481,9 @@ fn apply_pipelined_failures(version: PgVersion) {
 
     // Many small transactions, the applier exits, the target crashes at once: what the
     // applier registered is still applied on the target.
-    source.psql("DO $$ BEGIN FOR i IN 1..200 LOOP UPDATE t SET v = 'w' || i WHERE id = i; COMMIT; END LOOP; END $$");
+    source.psql(
+        "DO $$ BEGIN FOR i IN 1..200 LOOP UPDATE t SET v = 'w' || i WHERE id = i; COMMIT; END LOOP; END $$",
+    );
     wait_caught_up(&source, "cdc", &mut recv, &rlog);
     stop(&mut recv, &rlog);
     let (ok, err) = apply_once(&target, &dir, &[]);
@@ -511,9 +518,8 @@ fn apply_pipelined_failures(version: PgVersion) {
     let (ok, err) = apply_once(&target, &dir, &[]);
     assert!(!ok, "{err}");
     assert!(
-        err.contains(
-            "could not apply the update at F/9 of source transaction 999999 (commit F/10, file \""
-        ) && err.contains("to table public.t with key {\"id\":\"5\"}: a value holds a NUL byte"),
+        err.contains("could not apply the update at F/9 of source transaction 999999 (commit F/10, file \"")
+            && err.contains("to table public.t with key {\"id\":\"5\"}: a value holds a NUL byte"),
         "{err}"
     );
     // Nothing was sent, so there was nothing to roll back (no "no transaction in progress").

@@ -469,7 +469,10 @@ impl Conn {
         out
     }
 
-    fn run_pipeline(&mut self, stmts: &[(CString, Vec<Option<CString>>, c_int)]) -> Result<Vec<Piped>, Error> {
+    fn run_pipeline(
+        &mut self,
+        stmts: &[(CString, Vec<Option<CString>>, c_int)],
+    ) -> Result<Vec<Piped>, Error> {
         for (stmt, values, n) in stmts {
             let ptrs: Vec<*const c_char> =
                 values.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();

@@ -300,7 +300,8 @@ impl Target {
         let store = self
             .statement(&sql)
             .map_err(|e| self.fail(&format!("could not store the applied position {end}"), e))?;
-        let params = vec![Some(source.as_str()), Some(end.as_str()), Some(commit.as_str()), Some(xid_s.as_str())];
+        let params =
+            vec![Some(source.as_str()), Some(end.as_str()), Some(commit.as_str()), Some(xid_s.as_str())];
         pipe.items.push(Item { name: store, params, check: Check::Store });
         self.send(&mut pipe, &mut applied)?;
         Ok(applied)
@@ -365,7 +366,12 @@ impl Target {
     }
 
     /// Queues a statement; a full pipe is sent first.
-    fn push<'u>(&mut self, pipe: &mut Pipe<'u, '_>, item: Item<'u>, applied: &mut Applied) -> Result<(), ApplyError> {
+    fn push<'u>(
+        &mut self,
+        pipe: &mut Pipe<'u, '_>,
+        item: Item<'u>,
+        applied: &mut Applied,
+    ) -> Result<(), ApplyError> {
         // libpq cannot send a NUL byte (nor can PostgreSQL's text hold one): refused here, by
         // the change it belongs to, rather than as a failure of the whole pipeline.
         if item.params.iter().flatten().any(|v| v.contains('\0')) {
@@ -620,7 +626,12 @@ impl Check<'_> {
                 }
                 k.push('}');
                 crate::text::push_one_line(&mut key, &k);
-                format!("could not apply the {} at {} of {txn} to table {} with key {key}", r.op.word(), r.lsn, r.table)
+                format!(
+                    "could not apply the {} at {} of {txn} to table {} with key {key}",
+                    r.op.word(),
+                    r.lsn,
+                    r.table
+                )
             }
             Check::Inserts(rows) => format!(
                 "could not apply {} inserts from {} of {txn} to table {}",
