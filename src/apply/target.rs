@@ -11,6 +11,7 @@ use std::fmt;
 
 use pgrw_ffi::{Conn, Piped};
 
+use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
 use crate::sql::{ident, literal};
 
@@ -20,22 +21,43 @@ use super::records::{Change, DdlObject, RowChange, RowOp, TableName, Unit, Value
 pub const SCHEMA: &str = "pgapplylogical";
 pub const TABLE: &str = "applied_position";
 
-/// Why a unit was not applied.
+/// Why a unit was not applied: the primary message, with the server's detail and hint or
+/// ours.
 #[derive(Debug)]
 pub enum ApplyError {
     /// The connection failed: nothing of the unit committed (or, if the commit itself was
     /// cut off, the position table says whether it did). Retried after a reconnect.
-    Connection(String),
+    Connection(Message),
     /// The target refused a change, or a change does not fit it: stop.
-    Refused(String),
+    Refused(Message),
+}
+
+impl ApplyError {
+    pub fn message(&self) -> &Message {
+        match self {
+            ApplyError::Connection(m) | ApplyError::Refused(m) => m,
+        }
+    }
 }
 
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApplyError::Connection(m) | ApplyError::Refused(m) => f.write_str(m),
-        }
+        self.message().fmt(f)
     }
+}
+
+impl Hinted for ApplyError {
+    fn detail(&self) -> Option<String> {
+        self.message().detail.clone()
+    }
+    fn hint(&self) -> Option<String> {
+        self.message().hint.clone()
+    }
+}
+
+/// A refusal of ours (not the server's), with nothing more to say.
+fn refusal(text: String) -> ApplyError {
+    ApplyError::Refused(Message::new(text))
 }
 
 /// What applying a unit did.
@@ -77,12 +99,14 @@ impl Target {
             literal(&source)
         );
         if let Err(e) = conn.exec(&setup) {
-            let hint = if e.sqlstate.as_deref() == Some("42501") {
-                "; the target role needs to set session_replication_role (a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15 and later) and to create the schema pgapplylogical"
-            } else {
-                ""
-            };
-            let err = format!("could not prepare the target (server {server}): {}{hint}", e.message);
+            let denied = e.sqlstate.as_deref() == Some("42501");
+            let mut err = server_message(format!("could not prepare the target (server {server})"), e);
+            if denied {
+                err.hint = Some(
+                    "The target role needs to set session_replication_role (a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15 and later) and to create the schema pgapplylogical."
+                        .into(),
+                );
+            }
             return Err(if conn.is_ok() { ApplyError::Refused(err) } else { ApplyError::Connection(err) });
         }
         let mut t = Target { conn, source, statements: HashMap::new(), began: false, server };
@@ -114,8 +138,30 @@ impl Target {
         })
     }
 
+    /// The connection's socket, to wait on while there is nothing to apply.
+    pub fn socket(&self) -> std::os::fd::RawFd {
+        self.conn.socket()
+    }
+
+    /// Reads what the server sent while there was nothing to apply: a server that shut down or
+    /// a connection that was cut is then noticed at once (`/health`, the reconnect), not at the
+    /// next transaction.
+    pub fn check_idle(&mut self) -> Result<(), ApplyError> {
+        match self.conn.consume_input() {
+            Ok(()) if self.conn.is_ok() => Ok(()),
+            Ok(()) => Err(ApplyError::Connection(Message::new(format!(
+                "connection to the target lost (server {})",
+                self.server
+            )))),
+            Err(e) => Err(ApplyError::Connection(server_message(
+                format!("connection to the target lost: {} (server {})", e.message, self.server),
+                e,
+            ))),
+        }
+    }
+
     fn fail(&self, context: &str, e: pgrw_ffi::Error) -> ApplyError {
-        let msg = format!("{context}: {} (server {})", e.message, self.server);
+        let msg = server_message(format!("{context}: {} (server {})", e.message, self.server), e);
         if self.conn.is_ok() {
             ApplyError::Refused(msg)
         } else {
@@ -135,12 +181,12 @@ impl Target {
             .run(&sql, &[Some(&source)])
             .map_err(|e| self.fail("could not read the applied position", e))?;
         let Some(v) = r.get(0, 0) else {
-            return Err(ApplyError::Refused(format!(
-                "the row of source \"{}\" in {SCHEMA}.{TABLE} is gone; something removed it while pgapplylogical ran",
-                self.source
-            )));
+            return Err(ApplyError::Refused(
+                Message::new(format!("the row of source \"{}\" in {SCHEMA}.{TABLE} is gone", self.source))
+                    .detail("Something removed it while pgapplylogical ran."),
+            ));
         };
-        v.parse().map_err(|_| ApplyError::Refused(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}")))
+        v.parse().map_err(|_| refusal(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}")))
     }
 
     /// Runs a statement, prepared on first use.
@@ -154,7 +200,10 @@ impl Target {
                 n
             }
         };
-        self.conn.exec_prepared(&name, params)
+        let r = self.conn.exec_prepared(&name, params);
+        // A long transaction is progress, statement by statement (`/health`).
+        crate::metrics::progress();
+        r
     }
 
     fn forget_statements(&mut self) -> Result<(), pgrw_ffi::Error> {
@@ -321,13 +370,15 @@ impl Target {
             .conn
             .exec_prepared_pipeline(&stmts)
             .map_err(|e| self.fail(&format!("could not apply {}", pipe.txn), e))?;
+        // A long transaction is progress, pipeline by pipeline (`/health`).
+        crate::metrics::progress();
         for (item, outcome) in items.iter().zip(outcomes) {
             let res = match outcome {
                 Piped::Done(res) => res,
                 Piped::Failed(e) => return Err(self.fail(&item.check.context(pipe), e)),
                 Piped::Skipped => {
                     // Only after a failure, which returned above.
-                    return Err(ApplyError::Refused(format!(
+                    return Err(refusal(format!(
                         "{}: the server skipped it in a pipeline without reporting an error",
                         item.check.context(pipe)
                     )));
@@ -337,14 +388,17 @@ impl Target {
                 Check::Begin | Check::Store => {}
                 Check::Position => {
                     let Some(v) = res.get(0, 0) else {
-                        return Err(ApplyError::Refused(format!(
-                            "the row of source \"{}\" in {SCHEMA}.{TABLE} is gone; something removed it while pgapplylogical ran",
-                            self.source
-                        )));
+                        return Err(ApplyError::Refused(
+                            Message::new(format!(
+                                "the row of source \"{}\" in {SCHEMA}.{TABLE} is gone",
+                                self.source
+                            ))
+                            .detail("Something removed it while pgapplylogical ran."),
+                        ));
                     };
-                    let pos: Lsn = v.parse().map_err(|_| {
-                        ApplyError::Refused(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}"))
-                    })?;
+                    let pos: Lsn = v
+                        .parse()
+                        .map_err(|_| refusal(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}")))?;
                     if pos >= pipe.end_lsn {
                         applied.already = true;
                         return Ok(true);
@@ -354,7 +408,7 @@ impl Target {
                 Check::Inserts(rows) => match res.cmd_tuples() {
                     Some(n) if n == rows.len() as u64 => {}
                     n => {
-                        return Err(ApplyError::Refused(format!(
+                        return Err(refusal(format!(
                             "{}: the server reported {n:?} rows inserted",
                             item.check.context(pipe)
                         )))
@@ -375,7 +429,7 @@ impl Target {
         // libpq cannot send a NUL byte (nor can PostgreSQL's text hold one): refused here, by
         // the change it belongs to, rather than as a failure of the whole pipeline.
         if item.params.iter().flatten().any(|v| v.contains('\0')) {
-            return Err(ApplyError::Refused(format!(
+            return Err(refusal(format!(
                 "{}: a value holds a NUL byte, which PostgreSQL's text types cannot hold",
                 item.check.context(pipe)
             )));
@@ -477,10 +531,10 @@ impl Target {
                 log::warn!("not applying DDL at {lsn} of {txn} (--ddl=ignore): {tag}: {shown}");
             }
             DdlMode::Stop => {
-                return Err(ApplyError::Refused(format!(
-                    "DDL at {lsn} of {txn}: {tag}: {shown}; not applied, since --ddl=stop (the default); \
-                     run it on the target and restart with --ddl=ignore until past it, or restart with --ddl=apply"
-                )));
+                return Err(ApplyError::Refused(
+                    Message::new(format!("DDL at {lsn} of {txn} not applied (--ddl=stop, the default): {tag}: {shown}"))
+                        .hint("Run it on the target and restart with --ddl=ignore until past it, or restart with --ddl=apply."),
+                ));
             }
             DdlMode::Apply => {
                 // One statement through the extended protocol: a query string of several
@@ -528,7 +582,7 @@ impl Target {
         applied: &mut Applied,
     ) -> Result<(), ApplyError> {
         let check = Check::Row(r);
-        let refused = |why: &str| ApplyError::Refused(format!("{}: {why}", check.context(pipe)));
+        let refused = |why: &str| refusal(format!("{}: {why}", check.context(pipe)));
         let table = format!("{}.{}", ident(&r.table.schema), ident(&r.table.table));
         let mut params: Vec<Option<&'u str>> = Vec::new();
         let sql = match r.op {
@@ -645,15 +699,18 @@ impl Check<'_> {
 
 /// The row count a row change's statement reported, against the one row it must change.
 fn check_row(r: &RowChange, n: Option<u64>, context: &str) -> Result<(), ApplyError> {
-    let refused = |why: &str| ApplyError::Refused(format!("{context}: {why}"));
+    let refused = |why: &str| refusal(format!("{context}: {why}"));
     match (r.op, n) {
         (_, Some(1)) => Ok(()),
         (RowOp::Insert, _) => Err(refused(&format!("the server reported {n:?} rows inserted"))),
         (_, Some(0)) => Err(refused("no row with this key on the target")),
-        (_, n) => Err(refused(&format!(
-            "{} rows with this key on the target (a table without a unique replica identity); none changed",
-            n.map_or("an unknown number of".to_owned(), |n| n.to_string())
-        ))),
+        (_, n) => Err(ApplyError::Refused(
+            Message::new(format!(
+                "{context}: {} rows with this key on the target (a table without a unique replica identity)",
+                n.map_or("an unknown number of".to_owned(), |n| n.to_string())
+            ))
+            .detail("None of them was changed."),
+        )),
     }
 }
 
@@ -661,6 +718,11 @@ fn check_row(r: &RowChange, n: Option<u64>, context: &str) -> Result<(), ApplyEr
 /// fit in the socket buffers while libpq is still sending (the connection blocks), and a
 /// larger pipeline saves next to nothing more.
 const PIPELINE_STATEMENTS: usize = 1000;
+/// `text` with the server's own detail and hint, kept apart as PostgreSQL sends them.
+fn server_message(text: String, e: pgrw_ffi::Error) -> Message {
+    Message { text, detail: e.detail, hint: e.hint }
+}
+
 /// At most this many rows in one INSERT (the statement is prepared once per shape).
 const BATCH_ROWS: usize = 100;
 /// The protocol's limit on parameters in one statement.

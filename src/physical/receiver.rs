@@ -28,13 +28,17 @@ pub use crate::session::StreamEnd;
 /// never grows: a message that would not fit starts the next batch. The channel holds at most
 /// `CHANNEL_BATCHES` batches and `SPARE_BATCHES` written buffers wait for reuse, so with the
 /// batch being filled and the one being written, WAL in memory stays under
-/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 2 MiB however far the disk falls
-/// behind the network. Larger batches bought no throughput (docs/benchmarks.md, memory).
-pub const MAX_BATCH: usize = 256 << 10;
-pub const CHANNEL_BATCHES: usize = 4;
+/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 1.5 MiB however far the disk falls
+/// behind the network. One batch holds one of the server's largest messages (128 KiB, its
+/// MAX_SEND_SIZE with 8 kB pages). The channel holds 1 MiB, what the receiver can take in
+/// while the writer fsyncs: 4 batches of 256 KiB held as much but peaked 0.3-0.4 MiB higher,
+/// and 4 of 128 KiB (0.6 MiB lower) made --synchronous catch-up slower (docs/benchmarks.md,
+/// memory).
+pub const MAX_BATCH: usize = 128 << 10;
+pub const CHANNEL_BATCHES: usize = 8;
 const SPARE_BATCHES: usize = 2;
 /// With --synchronous, the most WAL handed to the writer without asking for an fsync.
-const SYNC_EVERY: usize = 4 * MAX_BATCH;
+const SYNC_EVERY: usize = 1 << 20;
 /// A turn of the receive loop that brought at least this much WAL is taken for a catch-up.
 const LARGE_TURN: usize = 64 << 10;
 
@@ -86,7 +90,7 @@ impl WriterThread for Writer {
     type Msg = WriterMsg;
     type Output = ();
     type Error = WriterError;
-    fn run(self, rx: crossbeam_channel::Receiver<WriterMsg>) -> Result<(), WriterError> {
+    fn run(self, rx: crate::session::Inbox<WriterMsg>) -> Result<(), WriterError> {
         Writer::run(self, rx)
     }
 }
@@ -180,19 +184,29 @@ impl WalStream<'_> {
     }
 
     fn flush_batch(&mut self, core: &mut Core<'_, Writer>) -> Result<(), StreamError> {
+        self.hand_batch(core, false)
+    }
+
+    /// Hands the batch to the writer; `sync`: and asks for an fsync after it (--synchronous),
+    /// in the same message, so a commit costs one channel send and one wake-up of the writer.
+    /// Without a batch, an fsync still asked for goes alone.
+    fn hand_batch(&mut self, core: &mut Core<'_, Writer>, sync: bool) -> Result<(), StreamError> {
         if self.batch.is_empty() {
+            if sync && self.unsynced > 0 {
+                self.unsynced = 0;
+                core.send(WriterMsg::Flush)?;
+            }
             return Ok(());
         }
         let data = std::mem::take(&mut self.batch);
         self.unsynced += data.len();
-        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })?;
         // A burst that never pauses (a catch-up) still gets its flush position advanced (and
         // the commits in it released) every SYNC_EVERY bytes, not only at segment ends.
-        if self.opts.durability == Durability::Synchronous && self.unsynced >= SYNC_EVERY {
+        let flush = self.opts.durability == Durability::Synchronous && (sync || self.unsynced >= SYNC_EVERY);
+        if flush {
             self.unsynced = 0;
-            core.send(WriterMsg::Flush)?;
         }
-        Ok(())
+        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data, flush })
     }
 }
 
@@ -262,12 +276,8 @@ impl Handler<Writer> for WalStream<'_> {
         if std::mem::take(&mut self.turn) >= LARGE_TURN && core.more_to_read() {
             return Ok(());
         }
-        self.flush_batch(core)?;
-        if self.opts.durability == Durability::Synchronous && self.unsynced > 0 {
-            self.unsynced = 0;
-            core.send(WriterMsg::Flush)?;
-        }
-        Ok(())
+        let sync = self.opts.durability == Durability::Synchronous;
+        self.hand_batch(core, sync)
     }
 
     /// Hand over what we have and close the open segment; the final status update, with the
