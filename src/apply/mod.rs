@@ -13,4 +13,5 @@ pub mod follow;
 pub mod json;
 pub mod records;
 pub mod run;
+pub mod statement;
 pub mod target;
