@@ -482,7 +482,7 @@ fn refuse_by_hand(change: &Change, end: Lsn, ddl: DdlMode, txn: &str) -> Result<
     crate::text::push_one_line(&mut did, &names.join(", "));
     let again = if ddl == DdlMode::Apply { "--ddl=apply" } else { "--ddl=stop" };
     Err(ApplyError::Refused(format!(
-        "DDL at {lsn} of {txn}: {tag}: {shown}; not applied: it cannot be applied as it is: {why_shown}; \
+        "DDL at {lsn} of {txn}: {tag}: {shown}; not applied: {why_shown}; \
          apply it by hand: run on the target only the DDL ({tag} of {did}), not the rest of the query string, \
          whose row changes follow in the stream; then restart once with --ddl=ignore --until {end} to apply \
          the rest of this source transaction, then again with {again}"
@@ -500,9 +500,7 @@ fn temporary_only(change: &Change) -> bool {
 /// record of an older trigger, or what the trigger cannot see), or `None`.
 fn by_hand(query: &str, objects: &[DdlObject]) -> Option<&'static str> {
     if !super::statement::single_statement(query) {
-        return Some(
-            "its query string is not one statement: the other statements in it ran on the source, and their row changes are in the stream",
-        );
+        return Some("its query string is not one statement");
     }
     if objects.iter().any(|o| o.schema.as_deref().is_some_and(temp_schema)) {
         return Some("the statement also changed temporary objects, whose names the target would resolve to other objects");
