@@ -29,6 +29,9 @@
 #   BENCH_RUNS=3              catch-up runs and pgbench rounds per tool (medians of these)
 #   BENCH_PGBENCH_SECONDS=20  length of each pgbench run
 #   BENCH_CLIENTS=4           pgbench clients (and threads)
+#   BENCH_PLACEMENT=shared    part 2's CPU placement: shared (everything on every CPU) or
+#                             pinned (the archiver alone on the last CPU, the server and
+#                             pgbench on the others); the same for every tool
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
 #   BENCH_COMPRESS="gzip lz4 zstd"  -Z methods for the compressed catch-up runs ("" for none)
 #   BENCH_MODES="default synchronous"  uncompressed catch-up modes ("" to measure only -Z)
@@ -51,6 +54,7 @@ backlog_gb=${BENCH_BACKLOG_GB:-2}
 runs=${BENCH_RUNS:-3}
 pgbench_seconds=${BENCH_PGBENCH_SECONDS:-20}
 clients=${BENCH_CLIENTS:-4}
+placement=${BENCH_PLACEMENT:-shared}
 bench_base=${BENCH_DIR:-/var/tmp}
 skip=" ${BENCH_SKIP:-} "
 compress_methods=${BENCH_COMPRESS-gzip lz4 zstd}
@@ -72,6 +76,16 @@ skipped() { [[ $skip == *" $1 "* ]]; }
 [[ $runs =~ ^[1-9][0-9]*$ ]] || fail "BENCH_RUNS must be a positive integer, not '$runs'"
 [[ $pgbench_seconds =~ ^[1-9][0-9]*$ ]] || fail "BENCH_PGBENCH_SECONDS must be a positive integer"
 [[ $clients =~ ^[1-9][0-9]*$ ]] || fail "BENCH_CLIENTS must be a positive integer"
+[[ $placement == shared || $placement == pinned ]] || fail "BENCH_PLACEMENT must be shared or pinned, not '$placement'"
+ncpu=$(nproc)
+[[ $placement == shared ]] || ((ncpu >= 2)) || fail "BENCH_PLACEMENT=pinned needs at least 2 CPUs"
+# Part 2's placement: with pinned, the archiver gets the last CPU to itself, the server (and
+# every backend it forks, which inherit its affinity) and pgbench the others.
+archiver_cpus=() server_cpus=()
+if [[ $placement == pinned ]]; then
+    archiver_cpus=(taskset -c "$((ncpu - 1))")
+    server_cpus=(taskset -c "0-$((ncpu - 2))")
+fi
 [[ -x $ours ]] || fail "$ours not found; run make build (or make bench)"
 # GNU time, not the shell keyword: it reports peak RSS. Debian package `time`.
 [[ -x /usr/bin/time ]] || fail "/usr/bin/time not found; install the Debian package 'time' (apt-get install time)"
@@ -288,7 +302,7 @@ pgbench_round() {
     logdir=$work/pgbench-$key-$round
     mkdir "$logdir"
     cluster_psql pg "CHECKPOINT" >/dev/null
-    out=$("$pgbench" "${conn[@]}" -n -c "$clients" -j "$clients" -T "$pgbench_seconds" \
+    out=$("${server_cpus[@]}" "$pgbench" "${conn[@]}" -n -c "$clients" -j "$clients" -T "$pgbench_seconds" \
         -l --log-prefix="$logdir/tx" postgres 2>&1) || { printf '%s\n' "$out" >&2; fail "pgbench ($key) failed"; }
     local t a p
     t=$(awk '/^tps = / { print $3; exit }' <<<"$out")
@@ -316,7 +330,7 @@ sync_round() {
     dir=$work/archive-sync-$tool
     log=$work/log-sync-$tool-$round
     mkdir -m 0700 "$dir"
-    "$bin" -D "$dir" "${conn[@]}" -n -S "$slot" --synchronous </dev/null >"$log" 2>&1 &
+    "${archiver_cpus[@]}" "$bin" -D "$dir" "${conn[@]}" -n -S "$slot" --synchronous </dev/null >"$log" 2>&1 &
     pid=$!
     register_pid "$pid"
     is_sync() {
@@ -336,7 +350,14 @@ sync_round() {
 }
 
 sync_commit() {
-    step "synchronous commit: pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds"
+    step "synchronous commit: pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds, placement $placement"
+    if [[ $placement == pinned ]]; then
+        # The postmaster and the processes it has started; later backends inherit it.
+        local p
+        for p in $(cluster_pid pg) $(pgrep -P "$(cluster_pid pg)"); do
+            taskset -p -c "0-$((ncpu - 2))" "$p" >/dev/null
+        done
+    fi
     # Slots first: neither tool creates a missing slot by itself (ours only when asked to).
     "$pgbench" "${conn[@]}" -i -q -s 10 postgres >"$work/pgbench-init.log" 2>&1 ||
         { cat "$work/pgbench-init.log" >&2; fail "pgbench -i failed"; }
@@ -398,7 +419,7 @@ row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
     echo
     echo "pgreceivewal vs pg_receivewal: PostgreSQL $server_version, $(nproc) CPUs, archive on $fstype"
     echo "started $start_time, took ${elapsed} s; load average before: $load_before, after: $load_after"
-    echo "catch-up backlog ${backlog_gb} GiB (${backlog_bytes:-0} bytes), $runs runs each; pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds each"
+    echo "catch-up backlog ${backlog_gb} GiB (${backlog_bytes:-0} bytes), $runs runs each; pgbench -c $clients -j $clients -T $pgbench_seconds, $runs rounds each, placement $placement"
     echo "medians, (min-max) over the runs; ratio = median ours / median theirs"
     echo
     row "measure" "pgreceivewal (ours)" "pg_receivewal (theirs)" "ours/theirs" "limit"

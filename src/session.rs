@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError};
 use pgrw_ffi::sys::{poll, EventFd, Interest, StopSignals};
 use pgrw_ffi::{CopyRead, Status};
 
@@ -153,7 +153,57 @@ pub trait WriterThread: Send + 'static {
     type Msg: Send + 'static;
     type Output: Send + 'static;
     type Error: WriterFailure;
-    fn run(self, rx: Receiver<Self::Msg>) -> Result<Self::Output, Self::Error>;
+    fn run(self, rx: Inbox<Self::Msg>) -> Result<Self::Output, Self::Error>;
+}
+
+/// The writer's end of the channel, read on the writer thread only. A writer with nothing to
+/// do parks its thread, and [`WriterHandle::send`] unparks it: one futex wait and one futex
+/// wake, and no system call at all when the writer is busy. crossbeam's blocking `recv` spins
+/// and calls `sched_yield` up to four times before it parks, which with --synchronous happens
+/// on every commit, on the commit's path (docs/benchmarks.md, "Synchronous commit path").
+pub struct Inbox<M> {
+    rx: Receiver<M>,
+}
+
+impl<M> Inbox<M> {
+    /// Only the thread that will read it may own an inbox: senders unpark that thread.
+    pub fn new(rx: Receiver<M>) -> Inbox<M> {
+        Inbox { rx }
+    }
+
+    /// The next message, waiting for one; an error once the channel is empty and closed.
+    pub fn recv(&self) -> Result<M, RecvError> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(msg) => return Ok(msg),
+                Err(TryRecvError::Disconnected) => return Err(RecvError),
+                // park returns at once if an unpark came since the last park (a send that
+                // raced with this check), and may return spuriously: the loop looks again.
+                Err(TryRecvError::Empty) => std::thread::park(),
+            }
+        }
+    }
+
+    pub fn try_recv(&self) -> Result<M, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<M, RecvTimeoutError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.rx.try_recv() {
+                Ok(msg) => return Ok(msg),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    std::thread::park_timeout(left);
+                }
+            }
+        }
+    }
 }
 
 /// Errors of a streaming session, with the tool's writer error `W`.
@@ -305,7 +355,7 @@ impl<W: WriterThread> WriterHandle<W> {
             .name(name.into())
             .spawn(move || {
                 let _guard = guard;
-                writer.run(rx)
+                writer.run(Inbox::new(rx))
             })
             .map_err(|e| unexpected(format!("could not start the writer thread: {}", os_error(&e))))?;
         Ok(WriterHandle { server: server.to_owned(), tx: Some(tx), thread: Some(thread), progress, wake })
@@ -317,6 +367,7 @@ impl<W: WriterThread> WriterHandle<W> {
 
     pub fn send(&mut self, msg: W::Msg) -> Result<(), StreamError<W::Error>> {
         if self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok()) {
+            self.unpark_writer();
             return Ok(());
         }
         // The writer dropped its end: it failed, and its error is the one to report.
@@ -332,13 +383,20 @@ impl<W: WriterThread> WriterHandle<W> {
     ) -> Result<Option<W::Msg>, StreamError<W::Error>> {
         let Some(tx) = &self.tx else { return Err(self.failure()) };
         // The common case, a channel with room, without reading the clock.
+        // Every message sent unparks the writer (see [`Inbox`]).
         let msg = match tx.try_send(msg) {
-            Ok(()) => return Ok(None),
+            Ok(()) => {
+                self.unpark_writer();
+                return Ok(None);
+            }
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(self.failure()),
             Err(crossbeam_channel::TrySendError::Full(msg)) => msg,
         };
         match tx.send_timeout(msg, timeout) {
-            Ok(()) => Ok(None),
+            Ok(()) => {
+                self.unpark_writer();
+                Ok(None)
+            }
             Err(crossbeam_channel::SendTimeoutError::Timeout(msg)) => Ok(Some(msg)),
             Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => Err(self.failure()),
         }
@@ -357,13 +415,30 @@ impl<W: WriterThread> WriterHandle<W> {
     /// Closes the channel and waits for the writer, which then makes its output durable. A
     /// panic is an error, never a clean end.
     pub fn join(&mut self) -> Result<Option<W::Output>, StreamError<W::Error>> {
-        self.tx = None;
+        self.close();
         match self.thread.take() {
             None => Ok(None),
             Some(h) => match h.join() {
                 Ok(r) => r.map(Some).map_err(StreamError::Writer),
                 Err(_) => Err(self.unexpected("the writer thread panicked")),
             },
+        }
+    }
+
+    /// Closes the channel: the writer ends once it has handled what the channel holds. A
+    /// parked writer sees the closed channel only when it looks again, so this wakes it; every
+    /// path that drops the sender goes through here (a drop without the wake-up left the
+    /// writer parked and the session waiting for it for ever).
+    fn close(&mut self) {
+        self.tx = None;
+        self.unpark_writer();
+    }
+
+    /// Wakes the writer if it is parked in [`Inbox`] (a futex wake); otherwise only marks it
+    /// to look again, without a system call.
+    fn unpark_writer(&self) {
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
         }
     }
 
@@ -411,6 +486,14 @@ impl<W: WriterThread> WriterHandle<W> {
 
     fn unexpected(&self, message: &str) -> StreamError<W::Error> {
         StreamError::Unexpected { server: self.server.clone(), message: message.into() }
+    }
+}
+
+impl<W: WriterThread> Drop for WriterHandle<W> {
+    /// A handle dropped without a join (an early return, a panic) still closes the channel
+    /// and wakes the writer, which then ends as on a join instead of staying parked.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -845,7 +928,7 @@ impl<W: WriterThread> Core<'_, W> {
     /// would, but keeps the watchdog fed and the stop signal heard; with `alive`, the
     /// connection too (a writer paused for disk space before an end position).
     fn wait_for_writer(&mut self, alive: bool) {
-        self.writer.tx = None;
+        self.writer.close();
         let mut alive = alive;
         while !self.writer.progress.writer_stopped() {
             let fds = [(self.writer.wake.fd(), Interest::Read), (self.stop.fd(), Interest::Read)];
@@ -1029,7 +1112,7 @@ mod tests {
         type Msg = ();
         type Output = ();
         type Error = Boom;
-        fn run(self, rx: Receiver<()>) -> Result<(), Boom> {
+        fn run(self, rx: Inbox<()>) -> Result<(), Boom> {
             let _ = rx.recv();
             Err(Boom)
         }
@@ -1040,7 +1123,7 @@ mod tests {
         type Msg = ();
         type Output = ();
         type Error = Boom;
-        fn run(self, _rx: Receiver<()>) -> Result<(), Boom> {
+        fn run(self, _rx: Inbox<()>) -> Result<(), Boom> {
             panic!("writer bug")
         }
     }
@@ -1054,6 +1137,68 @@ mod tests {
         poll(&[(h.wake.fd(), Interest::Read)], None).unwrap();
         assert!(h.progress().writer_stopped(), "woken before it was marked stopped");
         assert!(matches!(h.failure(), StreamError::Writer(Boom)));
+    }
+
+    /// Reads until the channel closes, then ends cleanly.
+    struct Draining;
+    impl WriterThread for Draining {
+        type Msg = u32;
+        type Output = u32;
+        type Error = Boom;
+        fn run(self, rx: Inbox<u32>) -> Result<u32, Boom> {
+            let mut sum = 0;
+            while let Ok(n) = rx.recv() {
+                sum += n;
+            }
+            Ok(sum)
+        }
+    }
+
+    /// A writer parked in its inbox wakes for each message and for the closed channel.
+    #[test]
+    fn a_parked_writer_wakes_for_messages_and_for_the_end() {
+        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Ok(Draining)).unwrap();
+        for n in 1..=100 {
+            h.send(n).unwrap();
+            if n % 10 == 0 {
+                // Give the writer time to empty the channel and park.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(h.join().unwrap(), Some(5050));
+    }
+
+    /// Closing the channel without a join (the session core does so to keep the connection
+    /// and the watchdog alive while the writer finishes) wakes a parked writer, which ends.
+    /// The core used to drop the sender without the wake-up: the writer stayed parked and
+    /// the session waited for it for ever (faults::network_cuts_* under CPU load).
+    #[test]
+    fn closing_the_channel_ends_a_parked_writer() {
+        let mut h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Ok(Draining)).unwrap();
+        let (progress, wake) = (h.progress.clone(), h.wake.clone());
+        h.send(1).unwrap();
+        // A wake-up the writer consumes while it still has work (the session's give_up does
+        // this) must not be the only one: wait until it has drained the channel and parked.
+        std::thread::sleep(Duration::from_millis(50));
+        h.close();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !progress.writer_stopped() {
+            assert!(Instant::now() < deadline, "the parked writer never saw the closed channel");
+            poll(&[(wake.fd(), Interest::Read)], Some(Duration::from_secs(1))).unwrap();
+        }
+        assert_eq!(h.join().unwrap(), Some(1));
+    }
+
+    /// A handle dropped without a join (an early return) still ends a parked writer.
+    #[test]
+    fn a_dropped_handle_ends_a_parked_writer() {
+        let h = WriterHandle::spawn("t", "s", 1, Lsn(0), |_, _| Ok(Draining)).unwrap();
+        let (progress, wake) = (h.progress.clone(), h.wake.clone());
+        std::thread::sleep(Duration::from_millis(10));
+        drop(h);
+        while !progress.writer_stopped() {
+            poll(&[(wake.fd(), Interest::Read)], Some(Duration::from_secs(60))).unwrap();
+        }
     }
 
     #[test]

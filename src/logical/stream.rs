@@ -154,7 +154,7 @@ impl WriterThread for Writer {
     type Msg = WriterMsg;
     type Output = WriterStats;
     type Error = WriterError;
-    fn run(self, rx: crossbeam_channel::Receiver<WriterMsg>) -> Result<WriterStats, WriterError> {
+    fn run(self, rx: crate::session::Inbox<WriterMsg>) -> Result<WriterStats, WriterError> {
         Writer::run(self, rx)
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 use pgrw_ffi::sys::EventFd;
 
 use crate::diskspace::{is_no_space, Floor, GaveUp, Retention};
@@ -292,7 +292,7 @@ impl Writer {
 
     /// The thread body: handles messages until the receiver drops its sender, then makes the
     /// output durable and cuts off an incomplete transaction this session left.
-    pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<WriterStats, WriterError> {
+    pub fn run(mut self, rx: crate::session::Inbox<WriterMsg>) -> Result<WriterStats, WriterError> {
         let result = (|| {
             loop {
                 match rx.recv_timeout(TICK) {

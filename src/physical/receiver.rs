@@ -86,7 +86,7 @@ impl WriterThread for Writer {
     type Msg = WriterMsg;
     type Output = ();
     type Error = WriterError;
-    fn run(self, rx: crossbeam_channel::Receiver<WriterMsg>) -> Result<(), WriterError> {
+    fn run(self, rx: crate::session::Inbox<WriterMsg>) -> Result<(), WriterError> {
         Writer::run(self, rx)
     }
 }
@@ -180,19 +180,29 @@ impl WalStream<'_> {
     }
 
     fn flush_batch(&mut self, core: &mut Core<'_, Writer>) -> Result<(), StreamError> {
+        self.hand_batch(core, false)
+    }
+
+    /// Hands the batch to the writer; `sync`: and asks for an fsync after it (--synchronous),
+    /// in the same message, so a commit costs one channel send and one wake-up of the writer.
+    /// Without a batch, an fsync still asked for goes alone.
+    fn hand_batch(&mut self, core: &mut Core<'_, Writer>, sync: bool) -> Result<(), StreamError> {
         if self.batch.is_empty() {
+            if sync && self.unsynced > 0 {
+                self.unsynced = 0;
+                core.send(WriterMsg::Flush)?;
+            }
             return Ok(());
         }
         let data = std::mem::take(&mut self.batch);
         self.unsynced += data.len();
-        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data })?;
         // A burst that never pauses (a catch-up) still gets its flush position advanced (and
         // the commits in it released) every SYNC_EVERY bytes, not only at segment ends.
-        if self.opts.durability == Durability::Synchronous && self.unsynced >= SYNC_EVERY {
+        let flush = self.opts.durability == Durability::Synchronous && (sync || self.unsynced >= SYNC_EVERY);
+        if flush {
             self.unsynced = 0;
-            core.send(WriterMsg::Flush)?;
         }
-        Ok(())
+        core.send(WriterMsg::Wal { tli: self.tli, start: self.batch_start, data, flush })
     }
 }
 
@@ -262,12 +272,8 @@ impl Handler<Writer> for WalStream<'_> {
         if std::mem::take(&mut self.turn) >= LARGE_TURN && core.more_to_read() {
             return Ok(());
         }
-        self.flush_batch(core)?;
-        if self.opts.durability == Durability::Synchronous && self.unsynced > 0 {
-            self.unsynced = 0;
-            core.send(WriterMsg::Flush)?;
-        }
-        Ok(())
+        let sync = self.opts.durability == Durability::Synchronous;
+        self.hand_batch(core, sync)
     }
 
     /// Hand over what we have and close the open segment; the final status update, with the

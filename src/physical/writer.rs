@@ -29,7 +29,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use pgrw_ffi::sys::EventFd;
 
 use crate::compression::{Compression, Method};
@@ -43,7 +43,7 @@ use crate::physical::compress::{self, Encoder};
 use crate::physical::ship::ShipQueue;
 use crate::physical::walcheck::{PageVerifier, WalCheckError};
 use crate::physical::walfile::{SegmentId, Tli};
-use crate::session::{Progress, WriterFailure};
+use crate::session::{Inbox, Progress, WriterFailure};
 use crate::text::os_error;
 
 /// Zero-padding is written in chunks this large: a 16 MiB segment costs 16 writes.
@@ -52,8 +52,10 @@ const PAD_CHUNK: usize = 1 << 20;
 /// What the receiver asks of the writer.
 #[derive(Debug)]
 pub enum WriterMsg {
-    /// WAL received on timeline `tli`, starting at `start`.
-    Wal { tli: Tli, start: Lsn, data: Vec<u8> },
+    /// WAL received on timeline `tli`, starting at `start`. `flush`: then make everything
+    /// written durable, as a `Flush` right after would (--synchronous asks so with the last
+    /// batch of a turn: one message, one wake-up of the writer per commit).
+    Wal { tli: Tli, start: Lsn, data: Vec<u8>, flush: bool },
     /// A timeline history file, written durably before any WAL of that timeline.
     History { name: String, content: Vec<u8> },
     /// Make everything written so far durable and publish it (the server asked for a reply).
@@ -293,7 +295,7 @@ impl Writer {
     /// open segment. With --synchronous the receiver asks for each fsync (`Flush`), after the
     /// batches the channel holds, so one fsync covers them all.
     /// The session core marks the writer stopped and wakes the receiver when this returns.
-    pub fn run(mut self, rx: Receiver<WriterMsg>) -> Result<(), WriterError> {
+    pub fn run(mut self, rx: Inbox<WriterMsg>) -> Result<(), WriterError> {
         while let Ok(msg) = rx.recv() {
             // Requests to fsync are gathered over what the channel holds: one fsync after the
             // last batch covers every request, however many hand-overs came meanwhile. A
@@ -305,6 +307,10 @@ impl Writer {
             while let Some(msg) = next {
                 match msg {
                     WriterMsg::Flush => sync = true,
+                    WriterMsg::Wal { tli, start, data, flush } => {
+                        sync |= flush;
+                        self.take(WriterMsg::Wal { tli, start, data, flush: false })?;
+                    }
                     msg => self.take(msg)?,
                 }
                 next = rx.try_recv().ok();
@@ -339,12 +345,15 @@ impl Writer {
 
     fn handle(&mut self, msg: WriterMsg) -> Result<(), WriterError> {
         match msg {
-            WriterMsg::Wal { tli, start, mut data } => {
+            WriterMsg::Wal { tli, start, mut data, flush } => {
                 self.write_wal(tli, start, &data)?;
                 if let Some(tx) = &self.recycle {
                     data.clear();
                     // A full return channel just means the receiver has enough spare buffers.
                     let _ = tx.try_send(data);
+                }
+                if flush {
+                    self.sync()?;
                 }
                 Ok(())
             }
@@ -861,11 +870,18 @@ mod tests {
     fn writes_partial_then_renames_complete_segments() {
         let (d, mut w, progress) = setup("complete", Durability::Default);
         let data = wal(SEG, (SEG + SEG / 2) as usize);
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..1000].to_vec() }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..1000].to_vec(), flush: false })
+            .unwrap();
         let partial = d.0.join("000000010000000000000001.partial");
         assert_eq!(fs::metadata(&partial).unwrap().len(), SEG, "pre-padded to the segment size");
         assert_eq!(progress.flushed(), Lsn(0), "nothing reported before an fsync");
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG + 1000), data: data[1000..].to_vec() }).unwrap();
+        w.handle(WriterMsg::Wal {
+            tli: 1,
+            start: Lsn(SEG + 1000),
+            data: data[1000..].to_vec(),
+            flush: false,
+        })
+        .unwrap();
         assert_eq!(fs::read(d.0.join("000000010000000000000001")).unwrap(), &data[..SEG as usize]);
         assert!(!partial.exists());
         assert_eq!(progress.flushed(), Lsn(2 * SEG));
@@ -885,7 +901,7 @@ mod tests {
     #[test]
     fn synchronous_flush_reports_exact_position() {
         let (_d, mut w, progress) = setup("flush", Durability::Synchronous);
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 5000) }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 5000), flush: false }).unwrap();
         w.handle(WriterMsg::Flush).unwrap();
         assert_eq!(progress.flushed(), Lsn(5000));
     }
@@ -893,17 +909,23 @@ mod tests {
     #[test]
     fn refuses_gaps_and_mid_segment_starts() {
         let (_d, mut w, _) = setup("gap", Durability::Default);
-        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(100), data: wal(100, 10) }).unwrap_err();
+        let e = w
+            .handle(WriterMsg::Wal { tli: 1, start: Lsn(100), data: wal(100, 10), flush: false })
+            .unwrap_err();
         assert!(matches!(e, WriterError::Gap { expected: None, .. }), "{e}");
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100) }).unwrap();
-        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(200), data: wal(200, 10) }).unwrap_err();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100), flush: false }).unwrap();
+        let e = w
+            .handle(WriterMsg::Wal { tli: 1, start: Lsn(200), data: wal(200, 10), flush: false })
+            .unwrap_err();
         assert!(e.to_string().contains("refusing to leave a gap"), "{e}");
     }
 
     #[test]
     fn refuses_data_that_is_not_wal() {
         let (d, mut w, _) = setup("garbage", Durability::Default);
-        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: vec![0xAB; 9000] }).unwrap_err();
+        let e = w
+            .handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: vec![0xAB; 9000], flush: false })
+            .unwrap_err();
         assert!(matches!(e, WriterError::Check(_)), "{e}");
         assert!(e.is_fatal());
         assert_eq!(fs::read_dir(&d.0).unwrap().count(), 0, "nothing archived");
@@ -914,7 +936,7 @@ mod tests {
         let (d, mut w, _) = setup("reuse", Durability::Default);
         let data = wal(0, 20_000);
         fs::write(d.0.join("000000010000000000000000.partial"), vec![0u8; SEG as usize]).unwrap();
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data.clone() }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data.clone(), flush: false }).unwrap();
         w.handle(WriterMsg::Close).unwrap();
         let got = fs::read(d.0.join("000000010000000000000000.partial")).unwrap();
         assert_eq!(&got[..data.len()], &data[..]);
@@ -924,13 +946,15 @@ mod tests {
     fn a_failed_rename_names_both_files() {
         let (d, mut w, _) = setup("rename", Durability::Default);
         let data = wal(0, SEG as usize);
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..100].to_vec() }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..100].to_vec(), flush: false }).unwrap();
         // Something takes the final name while the segment is being written: a non-empty
         // directory, which rename(2) cannot replace.
         let done = d.0.join("000000010000000000000000");
         fs::create_dir(&done).unwrap();
         fs::write(done.join("x"), b"x").unwrap();
-        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(100), data: data[100..].to_vec() }).unwrap_err();
+        let e = w
+            .handle(WriterMsg::Wal { tli: 1, start: Lsn(100), data: data[100..].to_vec(), flush: false })
+            .unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, WriterError::Rename { .. }), "{msg}");
         assert!(
@@ -947,7 +971,8 @@ mod tests {
     fn never_overwrites_a_complete_segment() {
         let (d, mut w, _) = setup("nooverwrite", Durability::Default);
         fs::write(d.0.join("000000010000000000000000"), b"keep").unwrap();
-        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100) }).unwrap_err();
+        let e =
+            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100), flush: false }).unwrap_err();
         assert!(matches!(e, WriterError::AlreadyComplete(_)), "{e}");
         assert_eq!(fs::read(d.0.join("000000010000000000000000")).unwrap(), b"keep");
     }
@@ -956,15 +981,36 @@ mod tests {
     fn timeline_switch_leaves_old_partial_and_starts_new_segment_at_its_start() {
         let (d, mut w, _) = setup("tli", Durability::Default);
         let data = wal(0, 30_000);
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..20_000].to_vec() }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..20_000].to_vec(), flush: false })
+            .unwrap();
         w.handle(WriterMsg::Close).unwrap();
         w.handle(WriterMsg::History { name: "00000002.history".into(), content: b"1\t0/4E20\tx\n".to_vec() })
             .unwrap();
-        w.handle(WriterMsg::Wal { tli: 2, start: Lsn(0), data: data.clone() }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 2, start: Lsn(0), data: data.clone(), flush: false }).unwrap();
         w.handle(WriterMsg::Close).unwrap();
         assert!(d.0.join("000000010000000000000000.partial").exists());
         assert!(d.0.join("000000020000000000000000.partial").exists());
         assert_eq!(fs::read(d.0.join("00000002.history")).unwrap(), b"1\t0/4E20\tx\n");
+    }
+
+    /// --synchronous hands a commit over as one message: its WAL is made durable and
+    /// published while the channel is still open, with no separate `Flush`.
+    #[test]
+    fn wal_that_asks_for_flush_is_made_durable_at_once() {
+        let (_d, w, progress) = setup("walflush", Durability::Synchronous);
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let t = std::thread::spawn(move || w.run(Inbox::new(rx)));
+        tx.send(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096), flush: false }).unwrap();
+        tx.send(WriterMsg::Wal { tli: 1, start: Lsn(4096), data: wal(4096, 4096), flush: true }).unwrap();
+        t.thread().unpark();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while progress.flushed() < Lsn(8192) {
+            assert!(std::time::Instant::now() < deadline, "flush position never reached 8192");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(tx);
+        t.thread().unpark();
+        t.join().unwrap().unwrap();
     }
 
     /// Below the floor a new segment is not taken on; a stop while waiting drops the WAL (the
@@ -974,7 +1020,8 @@ mod tests {
     fn below_the_floor_no_segment_is_started_and_a_stop_drops_the_wal() {
         let (d, mut w, progress) = setup("floor", Durability::Default);
         let data = wal(0, 3 * SEG as usize);
-        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..SEG as usize].to_vec() }).unwrap();
+        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..SEG as usize].to_vec(), flush: false })
+            .unwrap();
         assert!(d.0.join("000000010000000000000000").exists());
         // More than any disk has free: the next segment waits, until the session gives up.
         w.floor = Floor::new(d.0.clone(), u64::MAX / 4, Retention::None, progress.clone());
@@ -983,6 +1030,7 @@ mod tests {
             tli: 1,
             start: Lsn(from),
             data: data[from as usize..to as usize].to_vec(),
+            flush: false,
         };
         w.take(rest(SEG, SEG + 100)).unwrap();
         assert!(w.gave_up);
@@ -1004,7 +1052,7 @@ mod tests {
         let (d, mut w, progress) = setup("pausedrun", Durability::Default);
         // Written, not yet durable; then more than any disk has free: the history file below
         // waits for space.
-        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096) }).unwrap();
+        w.take(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096), flush: false }).unwrap();
         w.floor = Floor::new(d.0.clone(), u64::MAX / 4, Retention::None, progress.clone());
         // All in the channel before run() starts: one drain gathers the first Flush, and
         // reaches the pause before its fsync at the end of the drain.
@@ -1013,7 +1061,7 @@ mod tests {
         tx.send(WriterMsg::History { name: "00000002.history".into(), content: b"1\t0/1000\tx\n".to_vec() })
             .unwrap();
         tx.send(WriterMsg::Flush).unwrap();
-        let t = std::thread::spawn(move || w.run(rx));
+        let t = std::thread::spawn(move || w.run(Inbox::new(rx)));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while progress.flushed() != Lsn(4096) {
             assert!(
@@ -1026,6 +1074,8 @@ mod tests {
         progress.give_up();
         t.thread().unpark();
         drop(tx);
+        // A writer parked in its inbox sees the closed channel when woken (WriterHandle does this).
+        t.thread().unpark();
         t.join().unwrap().unwrap();
         assert_eq!(progress.flushed(), Lsn(4096), "nothing past what is written is reported");
         assert!(progress.gave_up());
@@ -1037,9 +1087,11 @@ mod tests {
     fn run_drains_channel_and_closes_on_disconnect() {
         let (d, w, progress) = setup("run", Durability::Synchronous);
         let (tx, rx) = crossbeam_channel::bounded(4);
-        let t = std::thread::spawn(move || w.run(rx));
-        tx.send(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096) }).unwrap();
+        let t = std::thread::spawn(move || w.run(Inbox::new(rx)));
+        tx.send(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 4096), flush: false }).unwrap();
+        t.thread().unpark();
         drop(tx);
+        t.thread().unpark();
         t.join().unwrap().unwrap();
         assert_eq!(progress.flushed(), Lsn(4096));
         assert!(d.0.join("000000010000000000000000.partial").exists());
@@ -1064,14 +1116,21 @@ mod tests {
         for m in [Method::Gzip, Method::Lz4, Method::Zstd] {
             let (d, mut w, progress) = setup_with(&format!("z-{}", m.name()), Durability::Default, spec(m));
             let data = wal(SEG, (SEG + SEG / 2) as usize);
-            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..5000].to_vec() }).unwrap();
+            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG), data: data[..5000].to_vec(), flush: false })
+                .unwrap();
             let partial = d.0.join(format!("000000010000000000000001{}.partial", m.extension()));
             assert!(!partial.exists(), "{m:?}: no name before the first flush");
             w.handle(WriterMsg::Flush).unwrap();
             assert_eq!(progress.flushed(), Lsn(SEG + 5000));
             // What was reported flushed decodes from the file as it is, stream unfinished.
             assert_eq!(decoded(m, &partial), &data[..5000], "{m:?}");
-            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(SEG + 5000), data: data[5000..].to_vec() }).unwrap();
+            w.handle(WriterMsg::Wal {
+                tli: 1,
+                start: Lsn(SEG + 5000),
+                data: data[5000..].to_vec(),
+                flush: false,
+            })
+            .unwrap();
             let done = d.0.join(format!("000000010000000000000001{}", m.extension()));
             assert!(decoded(m, &done) == data[..SEG as usize], "{m:?}");
             assert!(!partial.exists());
@@ -1090,7 +1149,8 @@ mod tests {
         let m = Method::Gzip;
         let (d, mut w, progress) = setup_with("z-resume", Durability::Default, spec(m));
         let data = wal(0, 100_000);
-        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..60_000].to_vec() }).unwrap();
+        w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..60_000].to_vec(), flush: false })
+            .unwrap();
         w.handle(WriterMsg::Close).unwrap();
         // A plain padded partial of the same segment from a run without -Z, holding less.
         let plain = d.0.join("000000010000000000000000.partial");
@@ -1104,20 +1164,27 @@ mod tests {
         };
         drop(progress);
         let gz = d.0.join("000000010000000000000000.gz.partial");
-        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..40_000].to_vec() }).unwrap();
+        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..40_000].to_vec(), flush: false })
+            .unwrap();
         w2.handle(WriterMsg::Flush).unwrap();
         assert_eq!(progress2.flushed(), Lsn(40_000));
         assert_eq!(decoded(m, &gz), &data[..60_000], "the older, longer partial is untouched");
         assert!(plain.exists());
-        w2.handle(WriterMsg::Wal { tli: 1, start: Lsn(40_000), data: data[40_000..70_000].to_vec() })
-            .unwrap();
+        w2.handle(WriterMsg::Wal {
+            tli: 1,
+            start: Lsn(40_000),
+            data: data[40_000..70_000].to_vec(),
+            flush: false,
+        })
+        .unwrap();
         w2.handle(WriterMsg::Flush).unwrap();
         assert_eq!(decoded(m, &gz), &data[..70_000], "renamed over the older partial");
         assert!(!plain.exists(), "the plain partial is superseded");
         assert!(fs::read_dir(&d.0).unwrap().count() == 1, "no temporary file left");
         // A close before catching up leaves the older partial as it was.
         let (_d3, mut w3) = (0, Writer::new(w2.cfg.clone(), progress2, Arc::new(EventFd::new().unwrap())));
-        w3.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..10_000].to_vec() }).unwrap();
+        w3.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: data[..10_000].to_vec(), flush: false })
+            .unwrap();
         w3.handle(WriterMsg::Close).unwrap();
         assert_eq!(decoded(m, &gz), &data[..70_000]);
         assert!(fs::read_dir(&d.0).unwrap().count() == 1, "no temporary file left");
@@ -1127,7 +1194,8 @@ mod tests {
     fn a_complete_compressed_segment_is_never_overwritten() {
         let (d, mut w, _) = setup("znooverwrite", Durability::Default);
         fs::write(d.0.join("000000010000000000000000.lz4"), b"keep").unwrap();
-        let e = w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100) }).unwrap_err();
+        let e =
+            w.handle(WriterMsg::Wal { tli: 1, start: Lsn(0), data: wal(0, 100), flush: false }).unwrap_err();
         assert!(matches!(e, WriterError::AlreadyComplete(_)), "{e}");
     }
 }
