@@ -70,6 +70,16 @@ const NOT_SCHEMA: &str = "'GRANT', 'REVOKE', 'ALTER DEFAULT PRIVILEGES', 'CREATE
      'ALTER PUBLICATION', 'DROP PUBLICATION', 'CREATE SUBSCRIPTION', 'ALTER SUBSCRIPTION', \
      'DROP SUBSCRIPTION', 'REINDEX'";
 
+/// Where `stash_search_path` keeps the caller's search path for the statement (a custom
+/// setting, local to the transaction). The triggers that write the record cannot read the
+/// caller's `search_path` themselves: theirs is pinned (they run with a superuser's rights,
+/// and a caller's schema first in the path could capture the functions they call). This one
+/// runs with the caller's rights, at `ddl_command_start` (before the statement resolves its
+/// names), and calls only `pg_catalog.`-qualified functions, so a caller's schema changes
+/// nothing in it; and each statement's start sets it again, so a value the caller set is
+/// never read.
+const PATH_GUC: &str = "pgrecvlogical.search_path";
+
 /// A temporary schema's name: `pg_temp` as `pg_event_trigger_ddl_commands()` and object
 /// addresses write it, `pg_temp_N` and `pg_toast_temp_N` as they are. No other schema can have
 /// such a name (the `pg_` prefix is reserved).
@@ -161,12 +171,21 @@ BEGIN
         manual := {scs};
     END IF;
     PERFORM pg_logical_emit_message(true, {prefix},
-        (jsonb_build_object('tag', tg_tag, 'query', current_query(), 'objects', objects)
+        (jsonb_build_object('tag', tg_tag, 'query', current_query(), 'objects', objects,
+            'search_path', {path})
             || CASE WHEN manual IS NULL THEN '{{}}' ELSE jsonb_build_object('manual', manual) END)::text);
+END
+$pgrl$;
+CREATE OR REPLACE FUNCTION {SCHEMA}.stash_search_path() RETURNS event_trigger
+LANGUAGE plpgsql AS $pgrl$
+BEGIN
+    PERFORM pg_catalog.set_config('{PATH_GUC}',
+        pg_catalog.to_jsonb(pg_catalog.current_schemas(false))::pg_catalog.text, true);
 END
 $pgrl$;
 REVOKE ALL ON FUNCTION {SCHEMA}.emit_ddl() FROM PUBLIC;
 REVOKE ALL ON FUNCTION {SCHEMA}.emit_drop() FROM PUBLIC;
+REVOKE ALL ON FUNCTION {SCHEMA}.stash_search_path() FROM PUBLIC;
 DO $pgrl$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = '{TRIGGER}') THEN
@@ -180,6 +199,14 @@ BEGIN
         CREATE EVENT TRIGGER {TRIGGER}_drop ON sql_drop EXECUTE FUNCTION {SCHEMA}.emit_drop();
     END IF;
 END
+$pgrl$;
+DO $pgrl$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = '{TRIGGER}_path') THEN
+        CREATE EVENT TRIGGER {TRIGGER}_path ON ddl_command_start
+            EXECUTE FUNCTION {SCHEMA}.stash_search_path();
+    END IF;
+END
 $pgrl$"#,
         drop_function = drop_function_sql(),
         prefix = prefix_expr(),
@@ -189,6 +216,16 @@ $pgrl$"#,
         nested = literal(MANUAL_NESTED),
         ctas = literal(MANUAL_CTAS),
         scs = literal(MANUAL_SCS),
+        path = path_expr(),
+    )
+}
+
+/// The caller's search path as `stash_search_path` kept it for this statement (a JSON array
+/// of schema names), or NULL.
+fn path_expr() -> String {
+    format!(
+        "CASE WHEN current_setting('{PATH_GUC}', true) LIKE '[%' \
+         THEN current_setting('{PATH_GUC}', true)::jsonb END"
     )
 }
 
@@ -233,7 +270,8 @@ BEGIN
         manual := {scs};
     END IF;
     PERFORM pg_logical_emit_message(true, {prefix},
-        (jsonb_build_object('tag', tg_tag, 'query', current_query(), 'objects', objects)
+        (jsonb_build_object('tag', tg_tag, 'query', current_query(), 'objects', objects,
+            'search_path', {path})
             || CASE WHEN manual IS NULL THEN '{{}}' ELSE jsonb_build_object('manual', manual) END)::text);
 END
 $pgrl$"#,
@@ -244,12 +282,14 @@ $pgrl$"#,
         nested = literal(MANUAL_NESTED),
         owned = literal(MANUAL_OWNED),
         scs = literal(MANUAL_SCS),
+        path = path_expr(),
     )
 }
 
 pub fn teardown_sql() -> String {
     format!(
         "DROP EVENT TRIGGER IF EXISTS {TRIGGER}; DROP EVENT TRIGGER IF EXISTS {TRIGGER}_drop; \
+         DROP EVENT TRIGGER IF EXISTS {TRIGGER}_path; \
          DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"
     )
 }
@@ -290,5 +330,14 @@ mod tests {
         assert!(sql.contains("ELSIF tg_tag IN ('CREATE TABLE AS', 'SELECT INTO') THEN"));
         assert!(sql.contains("ELSIF tg_tag = 'DROP OWNED' THEN"));
         assert_eq!(sql.matches("jsonb_build_object('manual', manual)").count(), 2);
+        assert!(sql.contains(
+            "CREATE EVENT TRIGGER pgrecvlogical_ddl_path ON ddl_command_start\n            EXECUTE FUNCTION pgrecvlogical.stash_search_path()"
+        ));
+        assert_eq!(
+            sql.matches("'search_path', CASE WHEN current_setting('pgrecvlogical.search_path', true)")
+                .count(),
+            2
+        );
+        assert!(teardown_sql().contains("DROP EVENT TRIGGER IF EXISTS pgrecvlogical_ddl_path"));
     }
 }
