@@ -118,6 +118,9 @@ pub enum Change {
         /// Why the trigger marked it for applying by hand (`"manual"`): its `query` is not the
         /// DDL itself (see `logical::ddl`).
         manual: Option<String>,
+        /// The schemas the source session's `search_path` held when it ran the statement, as
+        /// our trigger recorded them (absent in records of older triggers).
+        search_path: Option<Vec<String>>,
     },
     /// A record the target has nothing to do for (a transactional message that is not ours,
     /// a forged DDL message that is not an object): counted, not applied.
@@ -321,6 +324,17 @@ fn ddl(lsn: Lsn, d: &Json) -> Result<Change, RecordError> {
             None | Some(Json::Null) => None,
             Some(m) => Some(m.as_str().ok_or_else(|| bad("\"manual\" is not a string"))?.to_owned()),
         },
+        search_path: match d.get("search_path") {
+            None | Some(Json::Null) => None,
+            Some(Json::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad("\"search_path\" is not an array of names"))?,
+            ),
+            Some(_) => return Err(bad("\"search_path\" is not an array of names")),
+        },
     })
 }
 
@@ -504,6 +518,16 @@ mod tests {
         assert_eq!(manual.as_deref(), Some("it ran in a function"));
         let bad = TXN[5].replace(r#""objects":["#, r#""manual":true,"objects":["#);
         assert!(parse_line(&bad).unwrap_err().0.contains("\"manual\" is not a string"));
+        let path = TXN[5].replace(r#""objects":["#, r#""search_path":["app","pub\"lic"],"objects":["#);
+        let Record::Change { change: Change::Ddl { search_path, .. }, .. } = parse_line(&path).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(search_path, Some(vec!["app".to_owned(), "pub\"lic".to_owned()]));
+        for bad in [r#""search_path":"app","#, r#""search_path":[1],"#] {
+            let line = TXN[5].replace(r#""objects":["#, &format!("{bad}\"objects\":["));
+            assert!(parse_line(&line).unwrap_err().0.contains("\"search_path\" is not an array"), "{bad}");
+        }
     }
 
     #[test]

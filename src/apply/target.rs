@@ -309,9 +309,26 @@ impl Target {
         Ok(())
     }
 
+    /// Sets `search_path` to the source session's schemas (temporary ones left out: the
+    /// target's are not the source's) until the end of the transaction; returns the one before.
+    fn set_search_path(&mut self, path: &[String]) -> Result<String, ApplyError> {
+        let r = self
+            .conn
+            .exec("SELECT pg_catalog.current_setting('search_path')")
+            .map_err(|e| self.fail("could not read search_path", e))?;
+        let before = r.get(0, 0).unwrap_or_default().to_owned();
+        let names: Vec<String> = path.iter().filter(|s| !temp_schema(s)).map(|s| ident(s)).collect();
+        self.conn
+            .exec_params("SELECT pg_catalog.set_config('search_path', $1, true)", &[Some(&names.join(", "))])
+            .map_err(|e| self.fail("could not set search_path to the source session's", e))?;
+        Ok(before)
+    }
+
     /// A DDL record of the source, as `--ddl` says.
     fn ddl(&mut self, change: &Change, ddl: DdlMode, txn: &str) -> Result<(), ApplyError> {
-        let Change::Ddl { lsn, tag, query, .. } = change else { unreachable!("called for DDL records only") };
+        let Change::Ddl { lsn, tag, query, search_path, .. } = change else {
+            unreachable!("called for DDL records only")
+        };
         let mut shown = String::new();
         crate::text::push_one_line(&mut shown, query);
         if temporary_only(change) {
@@ -332,9 +349,24 @@ impl Target {
                 // One statement through the extended protocol: should `by_hand` have missed a
                 // string of several statements, the server's Parse refuses it before running
                 // any of it.
+                // Unqualified names resolve as they did on the source: the session's schemas,
+                // for this statement only (the applier's own statements name their schemas,
+                // but its path is put back all the same).
+                let before = match search_path {
+                    Some(path) => Some(self.set_search_path(path)?),
+                    None => None,
+                };
                 self.conn.exec_params(query, &[]).map_err(|e| {
                     self.fail(&format!("could not apply the DDL at {lsn} of {txn} ({tag}: {shown})"), e)
                 })?;
+                if let Some(before) = before {
+                    self.conn
+                        .exec_params(
+                            "SELECT pg_catalog.set_config('search_path', $1, true)",
+                            &[Some(&before)],
+                        )
+                        .map_err(|e| self.fail("could not set search_path back", e))?;
+                }
                 self.forget_statements().map_err(|e| self.fail("could not deallocate statements", e))?;
             }
         }
@@ -466,7 +498,7 @@ fn is_our_event_trigger(query: &str, objects: &[DdlObject]) -> bool {
 /// Refuses a DDL record that cannot be run as it is (marked `"manual"` by our trigger, or
 /// see [`by_hand`]), with what to do instead; `end` is where its source transaction ends.
 fn refuse_by_hand(change: &Change, end: Lsn, ddl: DdlMode, txn: &str) -> Result<(), ApplyError> {
-    let Change::Ddl { lsn, tag, query, objects, manual } = change else {
+    let Change::Ddl { lsn, tag, query, objects, manual, .. } = change else {
         return Ok(());
     };
     if is_our_event_trigger(query, objects) || temporary_only(change) {
@@ -575,6 +607,7 @@ mod tests {
             query: "DO $$BEGIN CREATE TABLE m (a int); INSERT INTO c VALUES (1); END$$".into(),
             objects: vec![obj("public")],
             manual: Some("it ran in a DO block\n".into()),
+            search_path: None,
         };
         let end = "0/20".parse().unwrap();
         let Err(ApplyError::Refused(m)) = refuse_by_hand(&marked, end, DdlMode::Apply, "txn") else {
@@ -596,6 +629,7 @@ mod tests {
             query: query.into(),
             objects: vec![obj(schema)],
             manual: manual.map(str::to_owned),
+            search_path: None,
         };
         assert!(refuse_by_hand(&ddl("CREATE TABLE m (a int)", "public", None), end, DdlMode::Apply, "txn")
             .is_ok());
