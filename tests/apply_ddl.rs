@@ -63,7 +63,7 @@ fn temporary_ddl_stays_on_the_source(version: PgVersion) {
         let role = s.spawn(|| c.psql(session));
         let mut child = spawn(&mut tool(&c, &args), &log);
         wait_until(TIMEOUT, "the DDL trigger and the slot", || {
-            c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "2"
+            c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "3"
                 && slot_confirmed(&c, "cdc").is_some()
         });
         c.psql("INSERT INTO go VALUES (1)");
@@ -106,26 +106,31 @@ fn temporary_ddl_stays_on_the_source_18() {
 
 /// DDL whose record's query holds more than the DDL: a DO block that also inserts, a string of
 /// two statements, `CREATE TABLE ... AS` with an INSERT in a WITH clause, a string read with
-/// `standard_conforming_strings` off. Each stops
-/// `--ddl=apply` with a message naming the position and saying how to apply it by hand; done
-/// as it says, every insert is on the target exactly once. Ordinary DDL goes on applying.
+/// `standard_conforming_strings` off. Each stops `--ddl=apply` with a message naming the
+/// position and saying how to apply it by hand; done as it says, every insert is on the
+/// target exactly once. Ordinary DDL goes on applying, and DDL run with another search_path
+/// (`SET search_path = app; ... DROP TABLE t`) resolves its names on the target as on the
+/// source, not to the target's `public.t`.
 fn ddl_with_more_than_itself_is_applied_by_hand(version: PgVersion) {
     let c = logical_cluster(version);
     let target = Cluster::new(version);
     let t = TestDir::new("ddlmulti");
     let dir = t.join("out");
     let log = t.join("tool.log");
-    // No key: an insert applied twice is a second row.
-    let tables = "CREATE TABLE counter (n int)";
+    // No key: an insert applied twice is a second row. `t`: a table the role's DDL must not
+    // reach.
+    let tables = "CREATE TABLE counter (n int); CREATE TABLE t (id int PRIMARY KEY, w int); \
+                  INSERT INTO t VALUES (7, 7)";
     c.psql(&format!(
         "{tables}; CREATE ROLE owner LOGIN; GRANT CREATE ON SCHEMA public TO owner; \
+         GRANT CREATE ON DATABASE postgres TO owner; \
          GRANT SELECT, INSERT ON counter TO owner; CREATE PUBLICATION pub FOR ALL TABLES"
     ));
     target.psql(tables);
     let args = ["-S", "cdc", "-P", "pub", "--create-slot-if-missing", "-D", dir.to_str().unwrap(), "--ddl"];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the DDL trigger and the slot", || {
-        c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "2"
+        c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "3"
             && slot_confirmed(&c, "cdc").is_some()
     });
     // (what the source role ran, its session settings, the reason the applier gives, what
@@ -159,6 +164,13 @@ fn ddl_with_more_than_itself_is_applied_by_hand(version: PgVersion) {
     for (sql, options, _, _) in steps {
         one_string(&c, "owner", sql, options);
     }
+    // A session whose search_path names another schema: on the target its names resolve
+    // there too, not to public.t.
+    c.psql(
+        "SET ROLE owner; CREATE SCHEMA app; SET search_path = app; \
+         CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t ADD COLUMN v text; \
+         INSERT INTO t VALUES (1, 'app'); DROP TABLE t",
+    );
     // Ordinary DDL by the same role, a statement per string.
     c.psql("SET ROLE owner; ALTER TABLE m1 ADD COLUMN c text; ALTER TABLE m2 RENAME TO m2b; INSERT INTO counter VALUES (4)");
     wait_caught_up(&c, "cdc", &mut child, &log);
@@ -209,6 +221,13 @@ fn ddl_with_more_than_itself_is_applied_by_hand(version: PgVersion) {
         "1"
     );
     assert_eq!(target.psql("SELECT to_regclass('public.m2b') IS NOT NULL"), "t");
+    assert_eq!(
+        target.psql("SELECT to_regnamespace('app') IS NOT NULL AND to_regclass('app.t') IS NULL"),
+        "t"
+    );
+    assert_eq!(target.psql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) \
+                            FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 't'"), "id,w");
+    assert_eq!(target.psql("SELECT id FROM public.t"), "7");
 }
 
 #[test]
