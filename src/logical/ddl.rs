@@ -1,5 +1,7 @@
-//! `--ddl`: an event trigger, in a schema of our own, that describes each DDL statement in a
-//! transactional logical message (`pg_logical_emit_message`). The message is decoded in the
+//! `--ddl`: event triggers, in a schema of our own, that describe each DDL statement in a
+//! transactional logical message (`pg_logical_emit_message`), with the schemas of the
+//! session's `search_path` a third trigger kept when the statement started (see [`PATH_GUC`]),
+//! so that the applier resolves its names as the source did. The message is decoded in the
 //! DDL's own transaction, so it comes out in order with the row changes around it; the output
 //! writes it as `{"op":"ddl", ...}`. `--teardown` removes the trigger and the schema.
 //!
