@@ -346,9 +346,6 @@ impl Target {
                 )));
             }
             DdlMode::Apply => {
-                // One statement through the extended protocol: should `by_hand` have missed a
-                // string of several statements, the server's Parse refuses it before running
-                // any of it.
                 // Unqualified names resolve as they did on the source: the session's schemas,
                 // for this statement only (the applier's own statements name their schemas,
                 // but its path is put back all the same).
@@ -356,6 +353,9 @@ impl Target {
                     Some(path) => Some(self.set_search_path(path)?),
                     None => None,
                 };
+                // One statement through the extended protocol: should `by_hand` have missed a
+                // string of several statements, the server's Parse refuses it before running
+                // any of it.
                 self.conn.exec_params(query, &[]).map_err(|e| {
                     self.fail(&format!("could not apply the DDL at {lsn} of {txn} ({tag}: {shown})"), e)
                 })?;
