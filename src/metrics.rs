@@ -1,16 +1,17 @@
-//! Metrics for Prometheus (`--metrics-address=HOST:PORT`): one registry of atomics that both
+//! Metrics for Prometheus (`--metrics-address=HOST:PORT`): one registry of atomics that the
 //! tools fill where the facts arise, and a small HTTP thread of its own that serves them as
-//! Prometheus' text format on `GET /metrics`, and `GET /health` (200 while streaming, 503
-//! otherwise).
+//! Prometheus' text format on `GET /metrics`, and `GET /health` (200 while streaming, or for
+//! pgapplylogical while connected to its target and not stuck; 503 otherwise).
 //!
 //! - The registry ([`Metrics`], reached through [`get`]) is a process-wide table of counters,
 //!   gauges and a histogram, each an atomic: filling it never takes a lock, and the HTTP thread
 //!   only reads it, so a scrape can never hold up the receiver or the writer. Positions and lag
 //!   are the session core's (`crate::session`), published on each pass of its loop from the
 //!   same numbers the log line and systemd's STATUS= show (`crate::lag`).
-//! - The table is declared once in `registry!`: a field, its kind, which tool has it, its
+//! - The table is declared once in `registry!`: a field, its kind, which tools have it, its
 //!   name after the tool's prefix, and its help. A new metric is one line there, plus the
-//!   line that fills it.
+//!   line that fills it. Two fields may share a name when no tool has both (each tool's
+//!   `lag_bytes` means its own lag, with its own help).
 //! - The server answers one connection at a time, each with a deadline for reading the
 //!   request and writing the answer, so a slow or stuck client delays others by at most that.
 //!   It speaks just enough HTTP/1.x for Prometheus, curl and load balancers' health checks.
@@ -32,17 +33,35 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 /// A request head longer than this is refused: ours are a line and a few headers.
 const MAX_REQUEST: usize = 8192;
 
-/// Which tool a metric belongs to.
+/// Which tool an endpoint serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    Both,
+    /// pgreceivewal.
     Physical,
+    /// pgrecvlogical.
     Logical,
+    /// pgapplylogical.
+    Apply,
 }
 
-impl Scope {
-    fn includes(self, other: Scope) -> bool {
-        other == Scope::Both || other == self
+/// Which tools a metric belongs to: a set of [`Scope`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tools(u8);
+
+impl Tools {
+    pub const PHYSICAL: Tools = Tools::of(Scope::Physical);
+    pub const LOGICAL: Tools = Tools::of(Scope::Logical);
+    pub const APPLY: Tools = Tools::of(Scope::Apply);
+    /// The two that stream from a server's replication connection.
+    pub const STREAMING: Tools = Tools(Tools::PHYSICAL.0 | Tools::LOGICAL.0);
+    pub const ALL: Tools = Tools(Tools::STREAMING.0 | Tools::APPLY.0);
+
+    const fn of(s: Scope) -> Tools {
+        Tools(1 << s as u8)
+    }
+
+    pub fn includes(self, s: Scope) -> bool {
+        self.0 & Tools::of(s).0 != 0
     }
 }
 
@@ -89,7 +108,7 @@ impl Seconds {
     }
     /// Now, in seconds since the Unix epoch (Prometheus' `time()`).
     pub fn set_now(&self) {
-        self.set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        self.set(unix_now());
     }
 }
 
@@ -198,6 +217,17 @@ impl Histogram {
     }
 }
 
+/// `build_info`: always 1, with the version as a label (Prometheus' convention for facts that
+/// are text), so a dashboard can tell which build runs where.
+#[derive(Debug)]
+pub struct BuildInfo;
+
+impl BuildInfo {
+    pub const fn new() -> BuildInfo {
+        BuildInfo
+    }
+}
+
 /// `new` is `const` (the registry is a `static`); `Default` is the same.
 macro_rules! default_is_new {
     ($($t:ident),*) => {
@@ -209,7 +239,7 @@ macro_rules! default_is_new {
     };
 }
 
-default_is_new!(Gauge, Seconds, Counter, ByKind, Histogram, Metrics);
+default_is_new!(Gauge, Seconds, Counter, ByKind, Histogram, BuildInfo, Metrics);
 
 /// Writes one metric's samples.
 trait Render {
@@ -259,6 +289,15 @@ impl Render for ByKind {
     }
 }
 
+impl Render for BuildInfo {
+    fn kind(&self) -> &'static str {
+        "gauge"
+    }
+    fn samples(&self, out: &mut String, name: &str) {
+        let _ = writeln!(out, "{name}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    }
+}
+
 impl Render for Histogram {
     fn kind(&self) -> &'static str {
         "histogram"
@@ -276,10 +315,10 @@ impl Render for Histogram {
     }
 }
 
-/// Declares the registry: `field: Kind, Scope, "name after the prefix", "help";`.
+/// Declares the registry: `field: Kind, TOOLS, "name after the prefix", "help";`.
 macro_rules! registry {
-    ($($field:ident: $kind:ident, $scope:ident, $name:literal, $help:literal;)*) => {
-        /// Every metric of both tools (see the module comment); docs/monitoring.md lists them.
+    ($($field:ident: $kind:ident, $tools:ident, $name:literal, $help:literal;)*) => {
+        /// Every metric of every tool (see the module comment); docs/monitoring.md lists them.
         #[derive(Debug)]
         pub struct Metrics {
             $(pub $field: $kind,)*
@@ -290,56 +329,74 @@ macro_rules! registry {
                 Metrics { $($field: $kind::new(),)* }
             }
 
-            fn each(&self, mut f: impl FnMut(Scope, &'static str, &'static str, &dyn Render)) {
-                $(f(Scope::$scope, $name, $help, &self.$field);)*
+            fn each(&self, mut f: impl FnMut(Tools, &'static str, &'static str, &dyn Render)) {
+                $(f(Tools::$tools, $name, $help, &self.$field);)*
             }
         }
     };
 }
 
 registry! {
-    streaming: Gauge, Both, "streaming",
+    build_info: BuildInfo, ALL, "build_info",
+        "always 1; the label version is the version of the running program";
+    streaming: Gauge, STREAMING, "streaming",
         "1 while a replication stream is open, 0 while connecting or waiting to reconnect";
-    server_lsn: Gauge, Both, "server_lsn_bytes",
+    server_lsn: Gauge, STREAMING, "server_lsn_bytes",
         "the server's WAL end position, from its keepalives and WAL messages (bytes since 0/0)";
-    received_lsn: Gauge, Both, "received_lsn_bytes",
+    received_lsn: Gauge, STREAMING, "received_lsn_bytes",
         "position up to which the stream was received (bytes since 0/0)";
-    written_lsn: Gauge, Both, "written_lsn_bytes",
+    written_lsn: Gauge, STREAMING, "written_lsn_bytes",
         "position up to which output was handed to the kernel, maybe not yet durable (bytes since 0/0)";
-    flushed_lsn: Gauge, Both, "flushed_lsn_bytes",
+    flushed_lsn: Gauge, STREAMING, "flushed_lsn_bytes",
         "position up to which output is durable on disk (bytes since 0/0)";
-    confirmed_lsn: Gauge, Logical, "confirmed_lsn_bytes",
+    confirmed_lsn: Gauge, LOGICAL, "confirmed_lsn_bytes",
         "position confirmed to the server, which becomes the slot's confirmed_flush_lsn (bytes since 0/0)";
-    lag_bytes: Gauge, Both, "lag_bytes",
+    lag_bytes: Gauge, STREAMING, "lag_bytes",
         "how far the durable position is behind the server's WAL end, in bytes";
-    lag_seconds: Seconds, Both, "lag_seconds",
+    lag_seconds: Seconds, STREAMING, "lag_seconds",
         "how long the oldest WAL not yet durable here has been on the server (by the server's clock)";
-    last_segment_lsn: Gauge, Physical, "last_segment_start_lsn_bytes",
+    last_segment_lsn: Gauge, PHYSICAL, "last_segment_start_lsn_bytes",
         "start position of the last segment completed (fsync'ed and renamed) in the archive";
-    last_segment_timeline: Gauge, Physical, "last_segment_timeline",
+    last_segment_timeline: Gauge, PHYSICAL, "last_segment_timeline",
         "timeline of the last segment completed in the archive";
-    last_segment_time: Seconds, Physical, "last_segment_timestamp_seconds",
+    last_segment_time: Seconds, PHYSICAL, "last_segment_timestamp_seconds",
         "when the last segment was completed, in seconds since the Unix epoch";
-    segments: Counter, Physical, "segments_completed_total",
+    segments: Counter, PHYSICAL, "segments_completed_total",
         "segments completed (fsync'ed and renamed to their final name) since start";
-    ship_queue: Gauge, Physical, "segment_command_queue_files",
+    ship_queue: Gauge, PHYSICAL, "segment_command_queue_files",
         "completed files --segment-command has not shipped yet";
-    reconnects: Counter, Both, "reconnects_total",
+    reconnects: Counter, ALL, "reconnects_total",
         "sessions that ended in an error and were retried after a back-off";
-    errors: ByKind, Both, "errors_total",
+    errors: ByKind, ALL, "errors_total",
         "errors that ended a session, by kind";
-    fsync: Histogram, Both, "fsync_duration_seconds",
+    fsync: Histogram, STREAMING, "fsync_duration_seconds",
         "time taken by each fsync of an output file or directory";
-    written_bytes: Counter, Both, "written_bytes_total",
+    written_bytes: Counter, STREAMING, "written_bytes_total",
         "bytes of output written (WAL, or encoded lines) since start";
-    synchronous_standby: Gauge, Both, "synchronous_standby",
+    synchronous_standby: Gauge, STREAMING, "synchronous_standby",
         "1 when the server's synchronous_standby_names names this tool's application_name (checked at each connect)";
-    changes: Counter, Logical, "changes_total",
+    changes: Counter, LOGICAL, "changes_total",
         "row changes received (insert, update, delete, truncate), streamed transactions' included";
-    transactions: Counter, Logical, "transactions_total",
+    transactions: Counter, LOGICAL, "transactions_total",
         "transactions received that committed (COMMIT, streamed commit, COMMIT PREPARED)";
-    spill_bytes: Counter, Logical, "spill_bytes_total",
+    spill_bytes: Counter, LOGICAL, "spill_bytes_total",
         "bytes of streamed transactions written to spill files (over --memory-limit)";
+    connected: Gauge, APPLY, "connected",
+        "1 while connected to the target database, 0 while connecting or waiting to reconnect";
+    applied_lsn: Gauge, APPLY, "applied_lsn_bytes",
+        "source position up to which transactions are committed on the target (bytes since 0/0)";
+    directory_end_lsn: Gauge, APPLY, "directory_end_lsn_bytes",
+        "source position where the last complete transaction in the output directory ends (bytes since 0/0)";
+    apply_lag_bytes: Gauge, APPLY, "lag_bytes",
+        "how far the applied position is behind the end of the directory's complete transactions, in bytes";
+    applied_transactions: Counter, APPLY, "transactions_total",
+        "source transactions applied (committed on the target) since start";
+    applied_rows: Counter, APPLY, "rows_total",
+        "rows inserted, updated or deleted on the target by the transactions applied since start";
+    last_applied_time: Seconds, APPLY, "last_applied_timestamp_seconds",
+        "when the last transaction was committed on the target, in seconds since the Unix epoch";
+    last_commit_time: Seconds, APPLY, "last_commit_timestamp_seconds",
+        "when the last transaction applied committed on the source, in seconds since the Unix epoch (the source's clock)";
 }
 
 static METRICS: Metrics = Metrics::new();
@@ -372,8 +429,8 @@ impl Metrics {
     /// where the output goes (`free`, read by the caller at scrape time).
     pub fn render(&self, tool: &str, scope: Scope, free: Option<(&str, &str, u64)>) -> String {
         let mut out = String::with_capacity(4096);
-        self.each(|s, name, help, m| {
-            if scope.includes(s) {
+        self.each(|tools, name, help, m| {
+            if tools.includes(scope) {
                 let full = format!("{tool}_{name}");
                 let _ = writeln!(out, "# HELP {full} {help}\n# TYPE {full} {}", m.kind());
                 m.samples(&mut out, &full);
@@ -403,10 +460,42 @@ impl Drop for StreamingGuard {
     }
 }
 
+/// pgapplylogical's `/health` calls it stuck when it is behind and has done nothing on the
+/// target for this long: no statement run, no transaction committed, not caught up. A single
+/// statement that runs longer (waiting for a lock another session holds, DDL rewriting a big
+/// table) counts as stuck too.
+pub const APPLY_STALL: Duration = Duration::from_secs(300);
+
+/// When pgapplylogical last made progress, for `/health` (not a metric: it moves with every
+/// statement).
+static PROGRESS: Seconds = Seconds::new();
+
+/// The applier connected, ran a statement on the target, committed a transaction, or found
+/// nothing more to apply.
+pub fn progress() {
+    PROGRESS.set_now();
+}
+
+/// Marks the applier connected to its target until dropped: `..._connected` and `/health`
+/// follow it.
+pub struct ConnectedGuard(());
+
+pub fn connected() -> ConnectedGuard {
+    get().connected.set_flag(true);
+    progress();
+    ConnectedGuard(())
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        get().connected.set_flag(false);
+    }
+}
+
 /// What one tool's endpoint serves.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// The prefix of every name: `pgreceivewal` or `pgrecvlogical`.
+    /// The prefix of every name: `pgreceivewal`, `pgrecvlogical` or `pgapplylogical`.
     pub tool: &'static str,
     pub scope: Scope,
     /// The directory whose filesystem's free space is shown, with the metric's name and help.
@@ -462,7 +551,10 @@ pub fn serve(address: &str, ep: Endpoint) -> Result<SocketAddr, ServeError> {
         .collect();
     let listener = TcpListener::bind(&addrs[..]).map_err(|e| listen_error(address, &e))?;
     let local = listener.local_addr().map_err(|e| listen_error(address, &e))?;
-    get().streaming.set_flag(false);
+    match ep.scope {
+        Scope::Apply => get().connected.set_flag(false),
+        Scope::Physical | Scope::Logical => get().streaming.set_flag(false),
+    }
     std::thread::Builder::new().name("metrics".into()).spawn(move || accept_loop(listener, ep)).map_err(
         |e| ServeError(Message::new(format!("could not start the metrics thread: {}", os_error(&e)))),
     )?;
@@ -617,14 +709,46 @@ fn answer(method: Method, path: &str, ep: &Endpoint) -> Reply {
                 head_only: false,
             }
         }
-        "/health" => match m.streaming.get() {
-            Some(1) => Reply::text(200, "streaming"),
-            _ => Reply::text(503, "not streaming"),
-        },
+        "/health" => {
+            let idle = PROGRESS.get().map(|t| unix_now() - t);
+            health(m, ep.scope, idle)
+        }
         _ => Reply::text(404, "not found: try /metrics or /health"),
     };
     reply.head_only = method == Method::Head;
     reply
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `/health`: the streaming tools are healthy while a stream is open; the applier while it is
+/// connected to its target and not stuck (behind, and `idle` seconds since its last progress
+/// are over [`APPLY_STALL`]).
+fn health(m: &Metrics, scope: Scope, idle: Option<f64>) -> Reply {
+    match scope {
+        Scope::Physical | Scope::Logical => match m.streaming.get() {
+            Some(1) => Reply::text(200, "streaming"),
+            _ => Reply::text(503, "not streaming"),
+        },
+        Scope::Apply => {
+            if m.connected.get() != Some(1) {
+                return Reply::text(503, "not connected to the target");
+            }
+            match (m.apply_lag_bytes.get(), idle) {
+                (Some(0), _) => Reply::text(200, "caught up"),
+                (Some(behind), Some(idle)) if idle > APPLY_STALL.as_secs_f64() => Reply::text(
+                    503,
+                    &format!(
+                        "stuck: {} behind and nothing done on the target for {idle:.0} s",
+                        crate::lag::format_bytes(behind)
+                    ),
+                ),
+                _ => Reply::text(200, "applying"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -684,7 +808,13 @@ mod tests {
         m.last_segment_time.set_now();
         m.synchronous_standby.set_flag(true);
         m.fsync.observe(Duration::from_micros(300));
-        for (tool, scope) in [("pgreceivewal", Scope::Physical), ("pgrecvlogical", Scope::Logical)] {
+        m.apply_lag_bytes.set(5);
+        m.last_applied_time.set_now();
+        for (tool, scope) in [
+            ("pgreceivewal", Scope::Physical),
+            ("pgrecvlogical", Scope::Logical),
+            ("pgapplylogical", Scope::Apply),
+        ] {
             let t = m.render(tool, scope, Some(("archive_free_bytes", "h", 1)));
             let mut types = std::collections::HashMap::new();
             for line in t.lines() {
@@ -711,6 +841,81 @@ mod tests {
                 assert!(value.parse::<f64>().is_ok(), "{line}");
             }
         }
+    }
+
+    /// The applier's own metrics, and what it shares with the others (build, errors,
+    /// reconnects); none of the streaming tools' positions, and its `lag_bytes` is its own.
+    #[test]
+    fn renders_the_applier() {
+        let m = Metrics::new();
+        m.publish(
+            &Shown { received: Lsn(3), written: Lsn(2), flushed: Lsn(1) },
+            Lsn(1),
+            Some(&Lag { server: Lsn(0x9000), bytes: 0x8fff, seconds: Some(2.0) }),
+        );
+        m.connected.set_flag(true);
+        m.applied_lsn.set_lsn(Lsn(0x1_0000_0100));
+        m.directory_end_lsn.set_lsn(Lsn(0x1_0000_0300));
+        m.apply_lag_bytes.set(0x200);
+        m.applied_transactions.add(3);
+        m.applied_rows.add(40);
+        m.errors.inc(ErrorKind::Connection);
+        m.reconnects.inc();
+        m.transactions.add(99);
+        let t = m.render("pgapplylogical", Scope::Apply, None);
+        assert_eq!(sample(&t, "pgapplylogical_connected"), Some("1"), "{t}");
+        assert_eq!(sample(&t, "pgapplylogical_applied_lsn_bytes"), Some("4294967552"));
+        assert_eq!(sample(&t, "pgapplylogical_directory_end_lsn_bytes"), Some("4294968064"));
+        assert_eq!(sample(&t, "pgapplylogical_lag_bytes"), Some("512"));
+        assert_eq!(sample(&t, "pgapplylogical_transactions_total"), Some("3"));
+        assert_eq!(sample(&t, "pgapplylogical_rows_total"), Some("40"));
+        assert_eq!(sample(&t, "pgapplylogical_errors_total{kind=\"connection\"}"), Some("1"));
+        assert_eq!(sample(&t, "pgapplylogical_reconnects_total"), Some("1"));
+        let version = format!("pgapplylogical_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(sample(&t, &version), Some("1"));
+        assert!(sample(&t, "pgapplylogical_last_applied_timestamp_seconds").is_none(), "unset: absent");
+        m.last_commit_time.set(1_700_000_000.25);
+        let t = m.render("pgapplylogical", Scope::Apply, None);
+        assert_eq!(sample(&t, "pgapplylogical_last_commit_timestamp_seconds"), Some("1700000000.25"));
+        assert_eq!(t.matches("# TYPE pgapplylogical_lag_bytes gauge\n").count(), 1);
+        for other in
+            ["streaming", "server_lsn", "flushed_lsn", "lag_seconds", "fsync", "changes_total", "segment"]
+        {
+            assert!(!t.contains(other), "{other} is not the applier's: {t}");
+        }
+        // The streaming tools do not show the applier's.
+        let l = m.render("pgrecvlogical", Scope::Logical, None);
+        assert_eq!(sample(&l, "pgrecvlogical_lag_bytes"), Some("36863"));
+        assert_eq!(sample(&l, "pgrecvlogical_transactions_total"), Some("99"));
+        assert!(!l.contains("applied") && !l.contains("connected") && !l.contains("rows_total"), "{l}");
+        assert!(l.contains("pgrecvlogical_build_info{"), "{l}");
+    }
+
+    #[test]
+    fn applier_health() {
+        let m = Metrics::new();
+        let status = |idle| {
+            let r = health(&m, Scope::Apply, idle);
+            (r.status, r.body.trim_end().to_owned())
+        };
+        assert_eq!(status(None), (503, "not connected to the target".into()));
+        m.connected.set_flag(true);
+        assert_eq!(status(Some(1.0)), (200, "applying".into()), "lag not known yet");
+        m.apply_lag_bytes.set(0);
+        assert_eq!(status(Some(3600.0)), (200, "caught up".into()), "idle with nothing to do");
+        m.apply_lag_bytes.set(2048);
+        assert_eq!(status(Some(299.0)), (200, "applying".into()));
+        assert_eq!(status(None), (200, "applying".into()));
+        assert_eq!(
+            status(Some(301.0)),
+            (503, "stuck: 2.0 kB behind and nothing done on the target for 301 s".into())
+        );
+        m.connected.set_flag(false);
+        assert_eq!(status(Some(1.0)).0, 503);
+        // The streaming tools' health is the stream, whatever the applier's gauges say.
+        assert_eq!(health(&m, Scope::Logical, None).status, 503);
+        m.streaming.set_flag(true);
+        assert_eq!(health(&m, Scope::Physical, None).body, "streaming\n");
     }
 
     #[test]
@@ -796,7 +1001,7 @@ mod tests {
         assert!(r.contains("\npgreceivewal_reconnects_total "), "{r}");
         let r = get("GET /nope HTTP/1.0\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
-        let taken = serve(&addr.to_string(), Endpoint { tool: "t", scope: Scope::Both, free_space: None });
+        let taken = serve(&addr.to_string(), Endpoint { tool: "t", scope: Scope::Logical, free_space: None });
         let e = taken.unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -804,7 +1009,7 @@ mod tests {
         );
         assert_eq!(e.hint().as_deref(), Some("Another process listens on that port: choose another port."));
         // Not a port but an address: the detail says why, the hint what to give instead.
-        let e = serve("192.0.2.1:9187", Endpoint { tool: "t", scope: Scope::Both, free_space: None })
+        let e = serve("192.0.2.1:9187", Endpoint { tool: "t", scope: Scope::Logical, free_space: None })
             .unwrap_err();
         assert_eq!(
             e.to_string(),

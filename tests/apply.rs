@@ -25,13 +25,13 @@ fn pgapplylogical() -> Command {
     cmd
 }
 
-fn applier(target: &Cluster, dir: &Path, extra: &[&str]) -> Command {
+pub(crate) fn applier(target: &Cluster, dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = pgapplylogical();
     cmd.args(["-D", dir.to_str().unwrap(), "-d", &target.conninfo()]).args(extra);
     cmd
 }
 
-fn applied(target: &Cluster) -> String {
+pub(crate) fn applied(target: &Cluster) -> String {
     target.try_psql("SELECT end_lsn FROM pgapplylogical.applied_position").unwrap_or_default()
 }
 
@@ -71,7 +71,7 @@ fn assert_same(source: &Cluster, target: &Cluster, args: &[&str], what: &str) {
 }
 
 /// The `end_lsn` of the last transaction in the directory.
-fn last_commit_end(dir: &Path) -> String {
+pub(crate) fn last_commit_end(dir: &Path) -> String {
     let mut files: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -120,17 +120,10 @@ const DDL_STEPS: &[&str] = &[
     "TRUNCATE pgbench_history; ALTER TABLE extra DROP COLUMN w",
 ];
 
-fn apply_equals_source(version: PgVersion) {
-    let source = logical_cluster(version);
-    let target = Cluster::new(version);
-    let t = TestDir::new("apply");
-    let dir = t.join("out");
-    let (rlog, alog) = (t.join("recv.log"), t.join("apply.log"));
-    pgbench(&source, &["-i", "-s", "1", "-q"]);
-    source.psql("DELETE FROM pgbench_accounts WHERE aid > 20000; CREATE PUBLICATION pub FOR ALL TABLES");
-    // The target starts with the source's schema, as a subscriber does.
+/// The target starts with the source's schema, as a subscriber does.
+pub(crate) fn copy_schema(source: &Cluster, target: &Cluster) {
     let port = source.port().to_string();
-    let schema = pg_tool(version, "pg_dump")
+    let schema = pg_tool(source.version(), "pg_dump")
         .args([
             "-h",
             "127.0.0.1",
@@ -147,6 +140,17 @@ fn apply_equals_source(version: PgVersion) {
         .unwrap();
     assert!(schema.status.success());
     target.psql(&String::from_utf8(schema.stdout).unwrap());
+}
+
+fn apply_equals_source(version: PgVersion) {
+    let source = logical_cluster(version);
+    let target = Cluster::new(version);
+    let t = TestDir::new("apply");
+    let dir = t.join("out");
+    let (rlog, alog) = (t.join("recv.log"), t.join("apply.log"));
+    pgbench(&source, &["-i", "-s", "1", "-q"]);
+    source.psql("DELETE FROM pgbench_accounts WHERE aid > 20000; CREATE PUBLICATION pub FOR ALL TABLES");
+    copy_schema(&source, &target);
 
     let recv_args = [
         "-S",
@@ -314,7 +318,8 @@ fn apply_fails_loudly(version: PgVersion) {
         "could not apply the update at 0/",
         "to table public.t with key {\"id\":\"2\"}",
         "no row with this key on the target",
-        &format!("nothing after {before} is applied"),
+        &format!("detail: Nothing after {before} is applied."),
+        "hint: Fix the cause on the target and start pgapplylogical again",
     ] {
         assert!(err.contains(part), "{part:?} not in {err}");
     }
@@ -336,6 +341,8 @@ fn apply_fails_loudly(version: PgVersion) {
         "could not apply the insert at 0/",
         "to table public.t with key {\"id\":\"10\"}",
         "duplicate key value violates unique constraint",
+        // The target's own detail, then ours.
+        &format!("detail: Key (id)=(10) already exists. Nothing after {before} is applied."),
     ] {
         assert!(err.contains(part), "{part:?} not in {err}");
     }
@@ -355,6 +362,8 @@ fn apply_fails_loudly(version: PgVersion) {
     wait_caught_up(&source, "cdc", &mut recv, &rlog);
     let (ok, err) = apply_once(&target, &dir, &[]);
     assert!(!ok && err.contains("DDL at 0/") && err.contains("ALTER TABLE t ADD COLUMN c int"), "{err}");
+    assert!(err.contains("not applied (--ddl=stop, the default)"), "{err}");
+    assert!(err.contains("hint: Run it on the target and restart with --ddl=ignore until past it"), "{err}");
     let (ok, err) = apply_once(&target, &dir, &["--ddl=apply"]);
     assert!(ok, "{err}");
     assert_eq!(target.psql("SELECT c FROM t WHERE id = 1"), "1");

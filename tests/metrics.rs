@@ -1,15 +1,18 @@
-//! `--metrics-address` (src/metrics.rs): both tools serve Prometheus' text format on
+//! `--metrics-address` (src/metrics.rs): the tools serve Prometheus' text format on
 //! `/metrics` and a health check on `/health`, read here by curl, as a monitoring system would,
 //! from a tool running under a pgbench load; the server stopped, health turns to 503 while the
 //! tool reconnects; an address that cannot be served stops the tool at start with one line.
+//! pgapplylogical likewise, applying pgrecvlogical's directory to a target: its applied
+//! position, counters and lag, held back by a lock on the target and then caught up.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::apply::{applied, applier, copy_schema, last_commit_end};
 use crate::faults::support::{lsn, read_log, run_capture};
-use crate::logical::{logical_cluster, pgrecvlogical, spawn};
+use crate::logical::{logical_cluster, pgrecvlogical, spawn, stop, tool, wait_caught_up};
 use crate::util::{
     free_port, pg_tool, pgreceivewal, wait_until, Cluster, KillOnDrop, Mode, PgVersion, TestDir,
 };
@@ -265,7 +268,7 @@ fn an_address_that_cannot_be_served_stops_the_tool_at_start() {
     let taken = taken.local_addr().unwrap().to_string();
     let nowhere = free_port().to_string();
     type Make = fn(&Path) -> Command;
-    let tools: [(&str, Make); 2] = [
+    let tools: [(&str, Make); 3] = [
         ("pgreceivewal", |dir| {
             let mut cmd = pgreceivewal();
             cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-D"]).arg(dir);
@@ -274,6 +277,11 @@ fn an_address_that_cannot_be_served_stops_the_tool_at_start() {
         ("pgrecvlogical", |dir| {
             let mut cmd = pgrecvlogical();
             cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-S", "s", "-P", "p", "-D"]).arg(dir);
+            cmd
+        }),
+        ("pgapplylogical", |dir| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgapplylogical"));
+            cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-D"]).arg(dir);
             cmd
         }),
     ];
@@ -322,4 +330,124 @@ fn an_address_that_cannot_be_served_stops_the_tool_at_start() {
             "{err}"
         );
     }
+}
+
+/// pgapplylogical under load, scraped: held back by a lock on the target, its lag is the
+/// directory's end minus the applied position; released, the applied position and the
+/// counters move and the lag returns to 0; its log line says the same; the target stopped,
+/// health turns to 503 and the lost connection is counted.
+fn pgapplylogical_metrics(version: PgVersion) {
+    let source = logical_cluster(version);
+    let mut target = Cluster::new(version);
+    let t = TestDir::for_test();
+    let dir = t.join("out");
+    let (rlog, alog) = (t.join("recv.log"), t.join("apply.log"));
+    let out = pgbench(&source, &["-i", "-q", "-s", "1"]).output().unwrap();
+    assert!(out.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&out.stderr));
+    source.psql("DELETE FROM pgbench_accounts WHERE aid > 20000; CREATE PUBLICATION pub FOR ALL TABLES");
+    copy_schema(&source, &target);
+    let recv_args =
+        ["-S", "cdc", "-P", "pub", "--snapshot", "--create-slot-if-missing", "-D", dir.to_str().unwrap()];
+    let mut recv = spawn(&mut tool(&source, &recv_args), &rlog);
+    wait_until(TIMEOUT, "the initial snapshot", || read_log(&rlog).contains("initial snapshot written"));
+    wait_pgbench(pgbench(&source, &["-c", "2", "-t", "100"]).spawn().unwrap());
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+
+    // A session on the target holds a lock the applier's first transaction (the snapshot)
+    // waits for.
+    let mut locker = KillOnDrop::new(target.psql_async(
+        "SET application_name = 'locker'; BEGIN; LOCK TABLE pgbench_accounts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)",
+    ));
+    wait_until(TIMEOUT, "the lock on the target", || {
+        target.psql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'pgbench_accounts' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+        ) == "1"
+    });
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut apply = spawn(&mut applier(&target, &dir, &["-v", "--metrics-address", &addr]), &alog);
+    wait_until(TIMEOUT, "/health to say connected", || health(&addr) == 200);
+    let p = |n: &str| format!("pgapplylogical_{n}");
+    let held = wait_scrape(&addr, "a lag while the lock is held", &alog, |s| {
+        s.get(&p("lag_bytes")).is_some_and(|l| l > 0.0)
+    });
+    assert_eq!(held.must(&p("connected")), 1.0);
+    assert_eq!(held.must(&p("applied_lsn_bytes")), 0.0, "nothing applied through the lock");
+    assert_eq!(held.must(&p("transactions_total")), 0.0);
+    assert!(held.must(&p("directory_end_lsn_bytes")) >= lsn(&last_commit_end(&dir)) as f64);
+    for kind in ["connection", "server", "protocol", "writer", "setup"] {
+        assert_eq!(held.must(&format!("pgapplylogical_errors_total{{kind=\"{kind}\"}}")), 0.0, "{kind}");
+    }
+    assert_eq!(held.must(&p("reconnects_total")), 0.0);
+    assert_eq!(
+        held.must(&format!("pgapplylogical_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+        1.0
+    );
+    assert!(
+        held.get("pgapplylogical_streaming").is_none()
+            && held.get("pgapplylogical_server_lsn_bytes").is_none()
+    );
+    assert!(held.get(&p("last_applied_timestamp_seconds")).is_none(), "nothing applied yet");
+    assert!(held.get(&p("last_commit_timestamp_seconds")).is_none());
+    assert_eq!(health(&addr), 200, "waiting for a lock for less than 5 minutes is not stuck");
+
+    // Released: everything in the directory is applied, and the lag is 0.
+    target.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'");
+    let _ = locker.wait();
+    let caught_up = |s: &Scrape, at: &str| {
+        s.must(&p("lag_bytes")) == 0.0 && s.must(&p("applied_lsn_bytes")) == lsn(at) as f64
+    };
+    let end = last_commit_end(&dir);
+    let first = wait_scrape(&addr, "the directory applied", &alog, |s| caught_up(s, &end));
+    assert_eq!(first.must(&p("directory_end_lsn_bytes")), lsn(&end) as f64);
+    assert_eq!(applied(&target), end);
+    // The snapshot and pgbench's 200 transactions, each updating a teller and a branch and
+    // inserting into the history (its account is gone 4 times in 5: only 20 000 are left).
+    let (txns, rows) = (first.must(&p("transactions_total")), first.must(&p("rows_total")));
+    assert!(txns >= 201.0 && rows >= 20_000.0 + 200.0 * 3.0, "{txns} transactions, {rows} rows");
+
+    // Following under load: the position and the counters move, the lag returns to 0.
+    wait_pgbench(pgbench(&source, &["-c", "2", "-t", "100"]).spawn().unwrap());
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let end = last_commit_end(&dir);
+    let done = wait_scrape(&addr, "the new transactions applied", &alog, |s| caught_up(s, &end));
+    assert!(done.must(&p("applied_lsn_bytes")) > first.must(&p("applied_lsn_bytes")));
+    assert!(done.must(&p("transactions_total")) >= first.must(&p("transactions_total")) + 200.0);
+    assert!(done.must(&p("rows_total")) >= first.must(&p("rows_total")) + 600.0);
+    assert!(done.must(&p("last_applied_timestamp_seconds")) > 1.7e9);
+    // The source's commit time of the last one: before it was applied (one clock here).
+    let committed = done.must(&p("last_commit_timestamp_seconds"));
+    assert!(committed > 1.7e9 && committed <= done.must(&p("last_applied_timestamp_seconds")) + 1.0);
+    assert_eq!(applied(&target), end);
+    assert_eq!(health(&addr), 200);
+    // The positions line, in the streaming tools' words (every 5 s with -v).
+    wait_until(TIMEOUT, "the positions line", || {
+        read_log(&alog).lines().any(|l| l.contains("applying: applied ") && l.contains(" directory at "))
+    });
+    let line = read_log(&alog).lines().rev().find(|l| l.contains("applying: applied ")).unwrap().to_owned();
+    assert!(line.contains("(0 bytes behind)") || line.contains(" behind); "), "{line}");
+
+    // The target goes away: not connected, counted, and the applier keeps trying.
+    target.stop(Mode::Fast);
+    wait_until(TIMEOUT, "/health to say not connected", || health(&addr) == 503);
+    let gone = wait_scrape(&addr, "a reconnect", &alog, |s| s.must(&p("reconnects_total")) >= 1.0);
+    assert_eq!(gone.must(&p("connected")), 0.0);
+    assert!(
+        gone.must("pgapplylogical_errors_total{kind=\"connection\"}") >= 1.0,
+        "the lost connection is counted"
+    );
+    assert!(apply.try_wait().unwrap().is_none(), "the applier reconnects:\n{}", read_log(&alog));
+    let status = apply.signal_and_wait("TERM", TIMEOUT);
+    assert!(status.success(), "{status}:\n{}", read_log(&alog));
+    stop(&mut recv, &rlog);
+}
+
+#[test]
+fn pgapplylogical_metrics_under_pgbench_15() {
+    pgapplylogical_metrics(PgVersion::V15);
+}
+
+#[test]
+fn pgapplylogical_metrics_under_pgbench_18() {
+    pgapplylogical_metrics(PgVersion::V18);
 }

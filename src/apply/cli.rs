@@ -20,8 +20,12 @@ pub type Command = crate::tool::Command<Config>;
 
 const APPLY: &str = "Options";
 
-pub static SECTIONS: &[Section] =
-    &[Section { title: APPLY, man_heading: false, man_intro: "" }, cli::CONNECTION, cli::LOGGING];
+pub static SECTIONS: &[Section] = &[
+    Section { title: APPLY, man_heading: false, man_intro: "" },
+    cli::CONNECTION,
+    cli::LOGGING,
+    cli::MONITORING,
+];
 
 /// Every flag, declared once: the matcher, `--help` and the man page's list come from here.
 pub static FLAGS: &[FlagDef] = &[
@@ -114,6 +118,25 @@ never remove files past.",
     cli::LOG_LEVEL,
     cli::LOG_FORMAT,
     cli::LOG_ADD_SOURCE,
+    FlagDef {
+        help: "serve Prometheus metrics on /metrics and health on /health\n(200 while connected to the target and not stuck, else 503)",
+        man: r"Serve metrics in Prometheus' text format on
+.B GET /metrics
+and a health check on
+.B GET /health
+(status 200 while connected to the target and not stuck, 503 while connecting,
+waiting to reconnect, or behind with nothing applied for 5 minutes), over plain
+HTTP from a thread of its own that never holds up the applier.
+An IPv6 address goes in brackets
+.RB ( [::1]:9187 ).
+An address that cannot be listened on (a port in use, an address not of this
+host) stops the tool at start with status 1.
+There is no authentication: listen on a loopback or private address.
+The metrics (applied position, the directory's end, lag, transactions and rows
+applied, reconnects, errors) are listed in
+.IR docs/monitoring.md .",
+        ..cli::METRICS_ADDRESS
+    },
 ];
 
 #[derive(Debug, Default)]
@@ -225,6 +248,7 @@ impl ToolArgs for Args {
             remove_applied: self.remove_applied,
             consumer_name: self.consumer_name.unwrap_or_else(|| PROGRAM.to_owned()),
             no_loop: self.no_loop,
+            metrics_address: self.common.metrics_address(),
         })
     }
 }
@@ -326,5 +350,27 @@ mod tests {
             .contains("invalid consumer name"));
         assert_eq!(cfg(&["-D", "o", "-d", "t"]).consumer_name, "pgapplylogical");
         assert_eq!(cfg(&["-D", "o", "-d", "t", "--consumer-name", "b2"]).consumer_name, "b2");
+    }
+
+    #[test]
+    fn metrics_address() {
+        assert_eq!(cfg(&["-D", "o", "-d", "t"]).metrics_address, None);
+        assert_eq!(
+            cfg(&["-D", "o", "-d", "t", "--metrics-address=[::1]:9189"]).metrics_address.as_deref(),
+            Some("[::1]:9189")
+        );
+        assert_eq!(
+            cfg(&["-D", "o", "-d", "t", "--metrics-address", "127.0.0.1:0"]).metrics_address.as_deref(),
+            Some("127.0.0.1:0")
+        );
+        assert_eq!(
+            run(&["-D", "o", "-d", "t", "--metrics-address", "9189"]).unwrap_err().0,
+            "invalid --metrics-address \"9189\": use HOST:PORT, such as 127.0.0.1:9187 or [::1]:9187"
+        );
+        assert!(
+            help_text(PROGRAM).contains("Monitoring:\n      --metrics-address=HOST:PORT"),
+            "{}",
+            help_text(PROGRAM)
+        );
     }
 }

@@ -39,4 +39,6 @@ pub struct Config {
     pub consumer_name: String,
     /// Exit on the first connection error instead of reconnecting.
     pub no_loop: bool,
+    /// `--metrics-address`: HOST:PORT to serve metrics and health on.
+    pub metrics_address: Option<String>,
 }

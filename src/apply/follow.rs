@@ -19,12 +19,13 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::logging::Hinted;
 use crate::logical::files::{parse_file_name, PARTIAL_SUFFIX};
 use crate::logical::output::Format;
 use crate::logical::retention::{removed_up_to, REMOVED_FILE};
 use crate::lsn::Lsn;
 
-use super::records::{parse_line, Assembler, LineRef, Unit};
+use super::records::{parse_line, Assembler, LineRef, RecordError, Unit};
 
 #[derive(Debug)]
 pub enum FollowError {
@@ -37,6 +38,7 @@ pub enum FollowError {
     Bad {
         at: LineRef,
         message: String,
+        hint: Option<String>,
     },
     /// The text format cannot be applied.
     TextFormat(PathBuf),
@@ -53,22 +55,40 @@ impl fmt::Display for FollowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FollowError::Io { path, action, err } => write!(f, "could not {action} \"{}\": {err}", path.display()),
-            FollowError::Bad { at, message } => write!(f, "invalid record at {at}: {message}"),
-            FollowError::TextFormat(p) => write!(
-                f,
-                "\"{}\" is pgrecvlogical's text format, which cannot be applied; write the output with --format json",
-                p.display()
-            ),
+            FollowError::Bad { at, message, .. } => write!(f, "invalid record at {at}: {message}"),
+            FollowError::TextFormat(p) => {
+                write!(f, "\"{}\" is pgrecvlogical's text format, which cannot be applied", p.display())
+            }
             FollowError::Missing { dir, after, first } => write!(
                 f,
-                "the output directory \"{}\" no longer holds the changes after {after}: its first file starts at {first}; they were removed before they were applied, so the target cannot be kept in step from this directory",
+                "the output directory \"{}\" no longer holds the changes after {after}: its first file starts at {first}",
                 dir.display()
             ),
-            FollowError::EndsInsideTransaction(p) => write!(
-                f,
-                "\"{}\" ends inside a transaction although a newer file exists; pgrecvlogical never rotates a file there, so the directory was changed by something else",
-                p.display()
+            FollowError::EndsInsideTransaction(p) => {
+                write!(f, "\"{}\" ends inside a transaction although a newer file exists", p.display())
+            }
+        }
+    }
+}
+
+impl Hinted for FollowError {
+    fn detail(&self) -> Option<String> {
+        match self {
+            FollowError::Missing { .. } => Some(
+                "They were removed before they were applied, so the target cannot be kept in step from this directory."
+                    .into(),
             ),
+            FollowError::EndsInsideTransaction(_) => Some(
+                "pgrecvlogical never rotates a file there, so the directory was changed by something else.".into(),
+            ),
+            _ => None,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            FollowError::Bad { hint, .. } => hint.clone(),
+            FollowError::TextFormat(_) => Some("Write the output with --format json.".into()),
+            _ => None,
         }
     }
 }
@@ -273,10 +293,11 @@ impl Follower {
             pos += n as u64;
             line_no += 1;
             let at = LineRef { file: name.trim_end_matches(PARTIAL_SUFFIX).to_owned(), line: line_no };
-            let bad = |message: String| FollowError::Bad { at: at.clone(), message };
-            let text = std::str::from_utf8(&buf[..buf.len() - 1]).map_err(|_| bad("not UTF-8".into()))?;
-            let rec = parse_line(text).map_err(|e| bad(e.0))?;
-            if let Some(unit) = asm.push(rec, at.clone()).map_err(|e| bad(e.0))? {
+            let bad = |e: RecordError| FollowError::Bad { at: at.clone(), message: e.0, hint: e.1 };
+            let text = std::str::from_utf8(&buf[..buf.len() - 1])
+                .map_err(|_| bad(RecordError("not UTF-8".into(), None)))?;
+            let rec = parse_line(text).map_err(bad)?;
+            if let Some(unit) = asm.push(rec, at.clone()).map_err(bad)? {
                 self.offset = pos;
                 self.line = line_no;
                 debug_assert_eq!(self.file, Some(start));

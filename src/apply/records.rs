@@ -163,6 +163,9 @@ pub enum Record {
         xid: u64,
         commit_lsn: Lsn,
         changes: u64,
+        /// The source's commit time, in microseconds since the Unix epoch (for the metrics
+        /// only: a time we cannot read is no error).
+        time: Option<i64>,
     },
     /// A non-transactional message: a unit of its own with nothing to apply.
     Standalone {
@@ -172,8 +175,9 @@ pub enum Record {
     Origin,
 }
 
+/// Why a line is refused, and what to do about it when we know (PostgreSQL's `errhint`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordError(pub String);
+pub struct RecordError(pub String, pub Option<String>);
 
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -181,8 +185,14 @@ impl fmt::Display for RecordError {
     }
 }
 
+impl RecordError {
+    fn hint(self, hint: &str) -> RecordError {
+        RecordError(self.0, Some(hint.to_owned()))
+    }
+}
+
 fn bad(msg: impl Into<String>) -> RecordError {
-    RecordError(msg.into())
+    RecordError(msg.into(), None)
 }
 
 fn field<'a>(v: &'a Json, k: &str) -> Result<&'a Json, RecordError> {
@@ -223,8 +233,9 @@ fn value(v: &Json, column: &str) -> Result<Value, RecordError> {
         }
         Json::Object(f) if f.len() == 1 && f[0].0 == "binary" => {
             return Err(bad(format!(
-                "column \"{column}\" holds a binary value pgrecvlogical could not decode; run pgrecvlogical without --binary"
-            )))
+                "column \"{column}\" holds a binary value pgrecvlogical could not decode"
+            ))
+            .hint("Run pgrecvlogical without --binary."))
         }
         _ => return Err(bad(format!("column \"{column}\" holds an unexpected JSON value"))),
     })
@@ -237,6 +248,38 @@ fn row(v: &Json, k: &str) -> Result<Row, RecordError> {
 
 fn table(v: &Json) -> Result<TableName, RecordError> {
     Ok(TableName { schema: str_field(v, "schema")?.to_owned(), table: str_field(v, "table")?.to_owned() })
+}
+
+/// `2026-11-22T00:06:36.049829Z`, as pgrecvlogical writes a commit's `ts`, in microseconds
+/// since the Unix epoch; `None` for anything else.
+pub fn commit_time(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let shape = b.len() == 27
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            26 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss, us) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..26)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000 + us)
 }
 
 /// Reads one line (without its newline).
@@ -253,6 +296,10 @@ pub fn parse_line(line: &str) -> Result<Record, RecordError> {
             xid: uint_field(&v, "xid")?,
             commit_lsn: lsn_field(&v, "commit_lsn")?,
             changes: uint_field(&v, "changes")?,
+            time: v.get("ts").and_then(|t| match t {
+                Json::String(s) => commit_time(s),
+                _ => None,
+            }),
         },
         "insert" | "update" | "delete" => {
             let (xid, commit_lsn, seq, lsn) = txn(&v)?;
@@ -286,19 +333,24 @@ pub fn parse_line(line: &str) -> Result<Record, RecordError> {
             let (xid, commit_lsn, seq, lsn) = txn(&v)?;
             let change = match (op, v.get("ddl")) {
                 ("ddl", Some(d)) => ddl(lsn, d)?,
-                ("ddl", None) => Change::Nothing { lsn, why: "a message with the DDL prefix that is not a DDL record" },
+                ("ddl", None) => {
+                    Change::Nothing { lsn, why: "a message with the DDL prefix that is not a DDL record" }
+                }
                 _ => Change::Nothing { lsn, why: "a logical message" },
             };
             Record::Change { xid, commit_lsn, seq, change }
         }
         "origin" => Record::Origin,
-        "begin_prepare" | "prepare" | "commit_prepared" | "rollback_prepared" => {
-            return Err(bad(
-                "two-phase records are not supported; run pgrecvlogical without --two-phase (prepared transactions then come out at COMMIT PREPARED)",
-            ))
-        }
+        "begin_prepare" | "prepare" | "commit_prepared" | "rollback_prepared" => return Err(bad(
+            "two-phase records are not supported",
+        )
+        .hint(
+            "Run pgrecvlogical without --two-phase: prepared transactions then come out at COMMIT PREPARED.",
+        )),
         "rollback_incomplete" => {
-            return Err(bad("\"rollback_incomplete\" is only written to standard output, never into a directory"))
+            return Err(bad(
+                "\"rollback_incomplete\" is only written to standard output, never into a directory",
+            ))
         }
         _ => return Err(bad("unknown \"op\"")),
     })
@@ -348,6 +400,8 @@ pub struct Unit {
     pub changes: Vec<Change>,
     /// Where the unit begins, for messages.
     pub at: LineRef,
+    /// The source's commit time (µs since the Unix epoch), when the commit line says it.
+    pub commit_time: Option<i64>,
 }
 
 /// Groups records into units.
@@ -401,7 +455,7 @@ impl Assembler {
                 Ok(None)
             }
             (Record::Origin, Some(_)) => Ok(None),
-            (Record::Commit { end_lsn, xid, commit_lsn, changes }, Some(o)) => {
+            (Record::Commit { end_lsn, xid, commit_lsn, changes, time }, Some(o)) => {
                 if (xid, commit_lsn) != (o.xid, o.commit_lsn) || changes != o.seq {
                     return Err(bad(format!(
                         "the commit of transaction {xid} (commit {commit_lsn}, {changes} changes) ends transaction {} (commit {}, {} changes)",
@@ -409,10 +463,16 @@ impl Assembler {
                     )));
                 }
                 let o = self.open.take().expect("matched Some");
-                Ok(Some(Unit { end_lsn, txn: Some((o.xid, o.commit_lsn)), changes: o.changes, at: o.at }))
+                Ok(Some(Unit {
+                    end_lsn,
+                    txn: Some((o.xid, o.commit_lsn)),
+                    changes: o.changes,
+                    at: o.at,
+                    commit_time: time,
+                }))
             }
             (Record::Standalone { end_lsn }, None) => {
-                Ok(Some(Unit { end_lsn, txn: None, changes: Vec::new(), at }))
+                Ok(Some(Unit { end_lsn, txn: None, changes: Vec::new(), at, commit_time: None }))
             }
             (Record::Standalone { .. }, Some(_)) => {
                 Err(bad("a non-transactional record inside a transaction"))
@@ -496,15 +556,42 @@ mod tests {
     }
 
     #[test]
+    fn commit_times() {
+        assert_eq!(commit_time("1970-01-01T00:00:00.000000Z"), Some(0));
+        assert_eq!(commit_time("2000-01-01T00:00:00.000000Z"), Some(946_684_800_000_000));
+        assert_eq!(commit_time("2024-02-29T23:59:59.500000Z"), Some(1_709_251_199_500_000));
+        // What pgrecvlogical writes reads back (its writer's own formatting).
+        for t in [0i64, 1, 86_399_999_999, 817_344_000_123_456, -1] {
+            let s = crate::logical::output::format_pg_time(t);
+            assert_eq!(commit_time(&s), Some(946_684_800_000_000 + t), "{s}");
+        }
+        for bad in
+            ["", "x", "2026-11-22 00:06:36.049829Z", "2026-13-22T00:06:36.049829Z", "2026-11-22T00:06:36Z"]
+        {
+            assert_eq!(commit_time(bad), None, "{bad}");
+        }
+        let u = assemble(TXN).unwrap();
+        assert_eq!(u[0].commit_time, None, "\"x\" is no time");
+        let commit = TXN[TXN.len() - 1].replace("\"ts\":\"x\"", "\"ts\":\"2000-01-01T00:00:01.000000Z\"");
+        let mut lines = TXN[..TXN.len() - 1].to_vec();
+        lines.push(&commit);
+        assert_eq!(assemble(&lines).unwrap()[0].commit_time, Some(946_684_801_000_000));
+    }
+
+    #[test]
     fn standalone_and_refused_records() {
         let m = r#"{"op":"message","end_lsn":"0/20","lsn":"0/1F","transactional":false,"prefix":"p","content":"c"}"#;
         let u = assemble(&[m]).unwrap();
         assert_eq!((u[0].end_lsn, u[0].txn.is_none()), ("0/20".parse().unwrap(), true));
-        assert!(parse_line(r#"{"op":"begin_prepare","xid":1}"#).unwrap_err().0.contains("--two-phase"));
+        let e = parse_line(r#"{"op":"begin_prepare","xid":1}"#).unwrap_err();
+        assert_eq!(e.0, "two-phase records are not supported");
+        assert!(e.1.unwrap().starts_with("Run pgrecvlogical without --two-phase: "));
         assert!(parse_line(r#"{"op":"rollback_incomplete"}"#).is_err());
         assert!(parse_line(r#"{"op":"bogus"}"#).is_err());
         let bin = TXN[1].replace("\"a\"", "{\"binary\":\"00\"}");
-        assert!(parse_line(&bin).unwrap_err().0.contains("--binary"));
+        let e = parse_line(&bin).unwrap_err();
+        assert!(e.0.ends_with("holds a binary value pgrecvlogical could not decode"), "{e}");
+        assert_eq!(e.1.as_deref(), Some("Run pgrecvlogical without --binary."));
         assert!(parse_line(&TXN[1].replace("\"lsn\":\"0/15F8380\"", "\"lsn\":\"zz\"")).is_err());
         assert!(parse_line(&TXN[1][..40]).is_err());
     }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use pgrw_ffi::Conn;
 
+use crate::logging::{Hinted, Message};
 use crate::lsn::Lsn;
 use crate::sql::{ident, literal};
 
@@ -20,22 +21,43 @@ use super::records::{Change, DdlObject, RowChange, RowOp, TableName, Unit, Value
 pub const SCHEMA: &str = "pgapplylogical";
 pub const TABLE: &str = "applied_position";
 
-/// Why a unit was not applied.
+/// Why a unit was not applied: the primary message, with the server's detail and hint or
+/// ours.
 #[derive(Debug)]
 pub enum ApplyError {
     /// The connection failed: nothing of the unit committed (or, if the commit itself was
     /// cut off, the position table says whether it did). Retried after a reconnect.
-    Connection(String),
+    Connection(Message),
     /// The target refused a change, or a change does not fit it: stop.
-    Refused(String),
+    Refused(Message),
+}
+
+impl ApplyError {
+    pub fn message(&self) -> &Message {
+        match self {
+            ApplyError::Connection(m) | ApplyError::Refused(m) => m,
+        }
+    }
 }
 
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApplyError::Connection(m) | ApplyError::Refused(m) => f.write_str(m),
-        }
+        self.message().fmt(f)
     }
+}
+
+impl Hinted for ApplyError {
+    fn detail(&self) -> Option<String> {
+        self.message().detail.clone()
+    }
+    fn hint(&self) -> Option<String> {
+        self.message().hint.clone()
+    }
+}
+
+/// A refusal of ours (not the server's), with nothing more to say.
+fn refusal(text: String) -> ApplyError {
+    ApplyError::Refused(Message::new(text))
 }
 
 /// What applying a unit did.
@@ -74,12 +96,14 @@ impl Target {
             literal(&source)
         );
         if let Err(e) = conn.exec(&setup) {
-            let hint = if e.sqlstate.as_deref() == Some("42501") {
-                "; the target role needs to set session_replication_role (a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15 and later) and to create the schema pgapplylogical"
-            } else {
-                ""
-            };
-            let err = format!("could not prepare the target (server {server}): {}{hint}", e.message);
+            let denied = e.sqlstate.as_deref() == Some("42501");
+            let mut err = server_message(format!("could not prepare the target (server {server})"), e);
+            if denied {
+                err.hint = Some(
+                    "The target role needs to set session_replication_role (a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15 and later) and to create the schema pgapplylogical."
+                        .into(),
+                );
+            }
             return Err(if conn.is_ok() { ApplyError::Refused(err) } else { ApplyError::Connection(err) });
         }
         let mut t = Target { conn, source, statements: HashMap::new(), server };
@@ -87,8 +111,30 @@ impl Target {
         Ok((t, pos))
     }
 
+    /// The connection's socket, to wait on while there is nothing to apply.
+    pub fn socket(&self) -> std::os::fd::RawFd {
+        self.conn.socket()
+    }
+
+    /// Reads what the server sent while there was nothing to apply: a server that shut down or
+    /// a connection that was cut is then noticed at once (`/health`, the reconnect), not at the
+    /// next transaction.
+    pub fn check_idle(&mut self) -> Result<(), ApplyError> {
+        match self.conn.consume_input() {
+            Ok(()) if self.conn.is_ok() => Ok(()),
+            Ok(()) => Err(ApplyError::Connection(Message::new(format!(
+                "connection to the target lost (server {})",
+                self.server
+            )))),
+            Err(e) => Err(ApplyError::Connection(server_message(
+                format!("connection to the target lost: {} (server {})", e.message, self.server),
+                e,
+            ))),
+        }
+    }
+
     fn fail(&self, context: &str, e: pgrw_ffi::Error) -> ApplyError {
-        let msg = format!("{context}: {} (server {})", e.message, self.server);
+        let msg = server_message(format!("{context}: {} (server {})", e.message, self.server), e);
         if self.conn.is_ok() {
             ApplyError::Refused(msg)
         } else {
@@ -108,12 +154,12 @@ impl Target {
             .run(&sql, &[Some(&source)])
             .map_err(|e| self.fail("could not read the applied position", e))?;
         let Some(v) = r.get(0, 0) else {
-            return Err(ApplyError::Refused(format!(
-                "the row of source \"{}\" in {SCHEMA}.{TABLE} is gone; something removed it while pgapplylogical ran",
-                self.source
-            )));
+            return Err(ApplyError::Refused(
+                Message::new(format!("the row of source \"{}\" in {SCHEMA}.{TABLE} is gone", self.source))
+                    .detail("Something removed it while pgapplylogical ran."),
+            ));
         };
-        v.parse().map_err(|_| ApplyError::Refused(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}")))
+        v.parse().map_err(|_| refusal(format!("invalid position \"{v}\" in {SCHEMA}.{TABLE}")))
     }
 
     /// Runs a statement, prepared on first use.
@@ -127,7 +173,10 @@ impl Target {
                 n
             }
         };
-        self.conn.exec_prepared(&name, params)
+        let r = self.conn.exec_prepared(&name, params);
+        // A long transaction is progress, statement by statement (`/health`).
+        crate::metrics::progress();
+        r
     }
 
     fn forget_statements(&mut self) -> Result<(), pgrw_ffi::Error> {
@@ -340,10 +389,10 @@ impl Target {
                 log::warn!("not applying DDL at {lsn} of {txn} (--ddl=ignore): {tag}: {shown}");
             }
             DdlMode::Stop => {
-                return Err(ApplyError::Refused(format!(
-                    "DDL at {lsn} of {txn}: {tag}: {shown}; not applied, since --ddl=stop (the default); \
-                     run it on the target and restart with --ddl=ignore until past it, or restart with --ddl=apply"
-                )));
+                return Err(ApplyError::Refused(
+                    Message::new(format!("DDL at {lsn} of {txn} not applied (--ddl=stop, the default): {tag}: {shown}"))
+                        .hint("Run it on the target and restart with --ddl=ignore until past it, or restart with --ddl=apply."),
+                ));
             }
             DdlMode::Apply => {
                 // Unqualified names resolve as they did on the source: the session's schemas,
@@ -397,7 +446,7 @@ impl Target {
         let res = self.run(&sql, &params).map_err(|e| self.fail(&context, e))?;
         match res.cmd_tuples() {
             Some(n) if n == rows.len() as u64 => Ok(()),
-            n => Err(ApplyError::Refused(format!("{context}: the server reported {n:?} rows inserted"))),
+            n => Err(refusal(format!("{context}: the server reported {n:?} rows inserted"))),
         }
     }
 
@@ -426,7 +475,7 @@ impl Target {
             r.lsn,
             r.table
         );
-        let refused = |why: &str| ApplyError::Refused(format!("{context}: {why}"));
+        let refused = |why: &str| refusal(format!("{context}: {why}"));
         let table = format!("{}.{}", ident(&r.table.schema), ident(&r.table.table));
         let mut params: Vec<Option<&str>> = Vec::new();
         let sql = match r.op {
@@ -473,12 +522,20 @@ impl Target {
             (_, Some(1)) => Ok(()),
             (RowOp::Insert, _) => Err(refused(&format!("the server reported {n:?} rows inserted"))),
             (_, Some(0)) => Err(refused("no row with this key on the target")),
-            (_, n) => Err(refused(&format!(
-                "{} rows with this key on the target (a table without a unique replica identity); none changed",
-                n.map_or("an unknown number of".to_owned(), |n| n.to_string())
-            ))),
+            (_, n) => Err(ApplyError::Refused(
+                Message::new(format!(
+                    "{context}: {} rows with this key on the target (a table without a unique replica identity)",
+                    n.map_or("an unknown number of".to_owned(), |n| n.to_string())
+                ))
+                .detail("None of them was changed."),
+            )),
         }
     }
+}
+
+/// `text` with the server's own detail and hint, kept apart as PostgreSQL sends them.
+fn server_message(text: String, e: pgrw_ffi::Error) -> Message {
+    Message { text, detail: e.detail, hint: e.hint }
 }
 
 /// At most this many rows in one INSERT (the statement is prepared once per shape).
@@ -513,12 +570,17 @@ fn refuse_by_hand(change: &Change, end: Lsn, ddl: DdlMode, txn: &str) -> Result<
     let names: Vec<&str> = objects.iter().filter_map(|o| o.identity.as_deref()).collect();
     crate::text::push_one_line(&mut did, &names.join(", "));
     let again = if ddl == DdlMode::Apply { "--ddl=apply" } else { "--ddl=stop" };
-    Err(ApplyError::Refused(format!(
-        "DDL at {lsn} of {txn}: {tag}: {shown}; not applied: {why_shown}; \
-         apply it by hand: run on the target only the DDL ({tag} of {did}), not the rest of the query string, \
-         whose row changes follow in the stream; then restart once with --ddl=ignore --until {end} to apply \
-         the rest of this source transaction, then again with {again}"
-    )))
+    let mut chars = why_shown.chars();
+    let detail = chars.next().map(|c| format!("{}{}.", c.to_uppercase(), chars.as_str())).unwrap_or_default();
+    Err(ApplyError::Refused(
+        Message::new(format!("DDL at {lsn} of {txn} cannot be applied as it is: {tag}: {shown}"))
+            .detail(detail)
+            .hint(format!(
+                "Apply it by hand: run on the target only the DDL ({tag} of {did}), not the rest of the query \
+                 string, whose row changes follow in the stream; then restart once with --ddl=ignore --until {end} \
+                 to apply the rest of this source transaction, then again with {again}."
+            )),
+    ))
 }
 
 /// A record of DDL on temporary objects only: only a trigger from before this version wrote
@@ -613,14 +675,16 @@ mod tests {
         let Err(ApplyError::Refused(m)) = refuse_by_hand(&marked, end, DdlMode::Apply, "txn") else {
             panic!()
         };
+        assert_eq!(m.text, "DDL at 0/10 of txn cannot be applied as it is: CREATE TABLE: DO $$BEGIN CREATE TABLE m (a int); INSERT INTO c VALUES (1); END$$");
+        assert_eq!(m.detail.as_deref(), Some("It ran in a DO block\\n."));
+        let hint = m.hint.unwrap();
         for part in [
-            "DDL at 0/10 of txn: CREATE TABLE: DO $$BEGIN",
-            "it ran in a DO block\\n; apply it by hand",
+            "Apply it by hand",
             "(CREATE TABLE of public.t)",
             "--ddl=ignore --until 0/20",
-            "then again with --ddl=apply",
+            "then again with --ddl=apply.",
         ] {
-            assert!(m.contains(part), "{part:?} not in {m}");
+            assert!(hint.contains(part), "{part:?} not in {hint}");
         }
         assert!(refuse_by_hand(&marked, end, DdlMode::Stop, "txn").is_err());
         let ddl = |query: &str, schema: &str, manual: Option<&str>| Change::Ddl {

@@ -28,13 +28,15 @@ pub use crate::session::StreamEnd;
 /// never grows: a message that would not fit starts the next batch. The channel holds at most
 /// `CHANNEL_BATCHES` batches and `SPARE_BATCHES` written buffers wait for reuse, so with the
 /// batch being filled and the one being written, WAL in memory stays under
-/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 2 MiB however far the disk falls
-/// behind the network. Larger batches bought no throughput (docs/benchmarks.md, memory).
-pub const MAX_BATCH: usize = 256 << 10;
+/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 1 MiB however far the disk falls
+/// behind the network. One batch holds one of the server's largest messages (128 KiB, its
+/// MAX_SEND_SIZE with 8 kB pages); 256 KiB batches cost 0.7 MiB more peak RSS and bought no
+/// throughput (docs/benchmarks.md, memory).
+pub const MAX_BATCH: usize = 128 << 10;
 pub const CHANNEL_BATCHES: usize = 4;
 const SPARE_BATCHES: usize = 2;
 /// With --synchronous, the most WAL handed to the writer without asking for an fsync.
-const SYNC_EVERY: usize = 4 * MAX_BATCH;
+const SYNC_EVERY: usize = 1 << 20;
 /// A turn of the receive loop that brought at least this much WAL is taken for a catch-up.
 const LARGE_TURN: usize = 64 << 10;
 
