@@ -294,6 +294,14 @@ impl Target {
         let mut applied = Applied::default();
         let skipped = |t: &TableName| skip.iter().any(|(s, n)| *s == t.schema && *n == t.table);
         let txn = format!("source transaction {xid} (commit {commit_lsn}, {})", unit.at);
+        // Before any change: the row changes of a DDL record that must be applied by hand may
+        // come before it (CREATE TABLE AS writes its rows first) and fail on the table the
+        // record would create, which would hide the reason.
+        if ddl != DdlMode::Ignore {
+            for change in &unit.changes {
+                refuse_by_hand(change, unit.end_lsn, ddl, &txn)?;
+            }
+        }
         let source = self.source.clone();
         let (end, commit, xid_s) = (unit.end_lsn.to_string(), commit_lsn.to_string(), xid.to_string());
         let mut pipe = Pipe { items: Vec::new(), txn: &txn, end_lsn: unit.end_lsn };
@@ -332,12 +340,12 @@ impl Target {
                         self.truncate(*lsn, &tables, *cascade, *restart_identity, &txn)?;
                     }
                 }
-                Change::Ddl { lsn, tag, query, objects } => {
+                Change::Ddl { query, objects, .. } => {
                     if !is_our_event_trigger(query, objects) {
                         if self.send(&mut pipe, &mut applied)? {
                             return Ok(applied);
                         }
-                        self.ddl(*lsn, tag, query, ddl, &txn)?;
+                        self.ddl(change, ddl, &txn)?;
                     }
                 }
                 Change::Nothing { .. } => {}
@@ -522,10 +530,32 @@ impl Target {
         Ok(())
     }
 
+    /// Sets `search_path` to the source session's schemas (temporary ones left out: the
+    /// target's are not the source's) until the end of the transaction; returns the one before.
+    fn set_search_path(&mut self, path: &[String]) -> Result<String, ApplyError> {
+        let r = self
+            .conn
+            .exec("SELECT pg_catalog.current_setting('search_path')")
+            .map_err(|e| self.fail("could not read search_path", e))?;
+        let before = r.get(0, 0).unwrap_or_default().to_owned();
+        let names: Vec<String> = path.iter().filter(|s| !temp_schema(s)).map(|s| ident(s)).collect();
+        self.conn
+            .exec_params("SELECT pg_catalog.set_config('search_path', $1, true)", &[Some(&names.join(", "))])
+            .map_err(|e| self.fail("could not set search_path to the source session's", e))?;
+        Ok(before)
+    }
+
     /// A DDL record of the source, as `--ddl` says.
-    fn ddl(&mut self, lsn: Lsn, tag: &str, query: &str, ddl: DdlMode, txn: &str) -> Result<(), ApplyError> {
+    fn ddl(&mut self, change: &Change, ddl: DdlMode, txn: &str) -> Result<(), ApplyError> {
+        let Change::Ddl { lsn, tag, query, search_path, .. } = change else {
+            unreachable!("called for DDL records only")
+        };
         let mut shown = String::new();
         crate::text::push_one_line(&mut shown, query);
+        if temporary_only(change) {
+            log::info!("not applying DDL at {lsn} of {txn} on temporary objects only: {tag}: {shown}");
+            return Ok(());
+        }
         match ddl {
             DdlMode::Ignore => {
                 log::warn!("not applying DDL at {lsn} of {txn} (--ddl=ignore): {tag}: {shown}");
@@ -537,12 +567,27 @@ impl Target {
                 ));
             }
             DdlMode::Apply => {
-                // One statement through the extended protocol: a query string of several
-                // statements (which could end our transaction or repeat DML the stream also
-                // holds) is refused by the server.
+                // Unqualified names resolve as they did on the source: the session's schemas,
+                // for this statement only (the applier's own statements name their schemas,
+                // but its path is put back all the same).
+                let before = match search_path {
+                    Some(path) => Some(self.set_search_path(path)?),
+                    None => None,
+                };
+                // One statement through the extended protocol: should `by_hand` have missed a
+                // string of several statements, the server's Parse refuses it before running
+                // any of it.
                 self.conn.exec_params(query, &[]).map_err(|e| {
                     self.fail(&format!("could not apply the DDL at {lsn} of {txn} ({tag}: {shown})"), e)
                 })?;
+                if let Some(before) = before {
+                    self.conn
+                        .exec_params(
+                            "SELECT pg_catalog.set_config('search_path', $1, true)",
+                            &[Some(&before)],
+                        )
+                        .map_err(|e| self.fail("could not set search_path back", e))?;
+                }
                 self.forget_statements().map_err(|e| self.fail("could not deallocate statements", e))?;
             }
         }
@@ -737,6 +782,69 @@ fn is_our_event_trigger(query: &str, objects: &[DdlObject]) -> bool {
             && objects.iter().all(|o| o.schema.as_deref() == Some(crate::logical::ddl::SCHEMA)))
 }
 
+/// Refuses a DDL record that cannot be run as it is (marked `"manual"` by our trigger, or
+/// see [`by_hand`]), with what to do instead; `end` is where its source transaction ends.
+fn refuse_by_hand(change: &Change, end: Lsn, ddl: DdlMode, txn: &str) -> Result<(), ApplyError> {
+    let Change::Ddl { lsn, tag, query, objects, manual, .. } = change else {
+        return Ok(());
+    };
+    if is_our_event_trigger(query, objects) || temporary_only(change) {
+        return Ok(());
+    }
+    let Some(why) = manual.as_deref().or_else(|| by_hand(query, objects)) else {
+        return Ok(());
+    };
+    let (mut shown, mut why_shown, mut did) = (String::new(), String::new(), String::new());
+    crate::text::push_one_line(&mut shown, query);
+    crate::text::push_one_line(&mut why_shown, why);
+    let names: Vec<&str> = objects.iter().filter_map(|o| o.identity.as_deref()).collect();
+    crate::text::push_one_line(&mut did, &names.join(", "));
+    let again = if ddl == DdlMode::Apply { "--ddl=apply" } else { "--ddl=stop" };
+    let mut chars = why_shown.chars();
+    let detail = chars.next().map(|c| format!("{}{}.", c.to_uppercase(), chars.as_str())).unwrap_or_default();
+    Err(ApplyError::Refused(
+        Message::new(format!("DDL at {lsn} of {txn} cannot be applied as it is: {tag}: {shown}"))
+            .detail(detail)
+            .hint(format!(
+                "Apply it by hand: run on the target only the DDL ({tag} of {did}), not the rest of the query \
+                 string, whose row changes follow in the stream; then restart once with --ddl=ignore --until {end} \
+                 to apply the rest of this source transaction, then again with {again}."
+            )),
+    ))
+}
+
+/// A record of DDL on temporary objects only: only a trigger from before this version wrote
+/// those (the target has nothing to do for them).
+fn temporary_only(change: &Change) -> bool {
+    matches!(change, Change::Ddl { objects, .. }
+        if !objects.is_empty() && objects.iter().all(|o| o.schema.as_deref().is_some_and(temp_schema)))
+}
+
+/// Why a DDL record that the trigger did not mark `"manual"` still cannot be run as it is (a
+/// record of an older trigger, or what the trigger cannot see), or `None`.
+fn by_hand(query: &str, objects: &[DdlObject]) -> Option<&'static str> {
+    if !super::statement::single_statement(query) {
+        return Some("its query string is not one statement");
+    }
+    if objects.iter().any(|o| o.schema.as_deref().is_some_and(temp_schema)) {
+        return Some("the statement also changed temporary objects, whose names the target would resolve to other objects");
+    }
+    None
+}
+
+/// `pg_temp`, `pg_temp_3`, `pg_toast_temp_3`: a temporary schema (no other schema may be
+/// named so: the `pg_` prefix is reserved).
+fn temp_schema(s: &str) -> bool {
+    let rest = s.strip_prefix("pg_toast_temp").or_else(|| s.strip_prefix("pg_temp"));
+    match rest {
+        Some("") => true,
+        Some(n) => {
+            n.strip_prefix('_').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        }
+        None => false,
+    }
+}
+
 /// The column names of an insert that can go in a multi-row statement: at least one column,
 /// no unchanged-TOAST marker (refused, and reported row by row).
 fn insert_columns(r: &RowChange) -> Option<Vec<&str>> {
@@ -775,6 +883,61 @@ fn where_clause<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ddl_that_is_not_run_as_it_is() {
+        let obj =
+            |schema: &str| DdlObject { schema: Some(schema.into()), identity: Some(format!("{schema}.t")) };
+        assert_eq!(by_hand("ALTER TABLE t ADD c int", &[obj("public")]), None);
+        assert!(by_hand("CREATE TABLE m (a int); INSERT INTO m VALUES (1)", &[obj("public")])
+            .is_some_and(|w| w.contains("not one statement")));
+        assert!(by_hand("DROP TABLE x, y", &[obj("public"), obj("pg_temp")])
+            .is_some_and(|w| w.contains("temporary")));
+        let marked = Change::Ddl {
+            lsn: "0/10".parse().unwrap(),
+            tag: "CREATE TABLE".into(),
+            query: "DO $$BEGIN CREATE TABLE m (a int); INSERT INTO c VALUES (1); END$$".into(),
+            objects: vec![obj("public")],
+            manual: Some("it ran in a DO block\n".into()),
+            search_path: None,
+        };
+        let end = "0/20".parse().unwrap();
+        let Err(ApplyError::Refused(m)) = refuse_by_hand(&marked, end, DdlMode::Apply, "txn") else {
+            panic!()
+        };
+        assert_eq!(m.text, "DDL at 0/10 of txn cannot be applied as it is: CREATE TABLE: DO $$BEGIN CREATE TABLE m (a int); INSERT INTO c VALUES (1); END$$");
+        assert_eq!(m.detail.as_deref(), Some("It ran in a DO block\\n."));
+        let hint = m.hint.unwrap();
+        for part in [
+            "Apply it by hand",
+            "(CREATE TABLE of public.t)",
+            "--ddl=ignore --until 0/20",
+            "then again with --ddl=apply.",
+        ] {
+            assert!(hint.contains(part), "{part:?} not in {hint}");
+        }
+        assert!(refuse_by_hand(&marked, end, DdlMode::Stop, "txn").is_err());
+        let ddl = |query: &str, schema: &str, manual: Option<&str>| Change::Ddl {
+            lsn: "0/10".parse().unwrap(),
+            tag: "CREATE TABLE".into(),
+            query: query.into(),
+            objects: vec![obj(schema)],
+            manual: manual.map(str::to_owned),
+            search_path: None,
+        };
+        assert!(refuse_by_hand(&ddl("CREATE TABLE m (a int)", "public", None), end, DdlMode::Apply, "txn")
+            .is_ok());
+        let two = ddl("CREATE TABLE m (a int); INSERT INTO m VALUES (1)", "public", None);
+        assert!(refuse_by_hand(&two, end, DdlMode::Apply, "txn").is_err());
+        let temp = ddl("CREATE TEMP TABLE x AS SELECT 1", "pg_temp", Some("x"));
+        assert!(temporary_only(&temp) && refuse_by_hand(&temp, end, DdlMode::Apply, "txn").is_ok());
+        for t in ["pg_temp", "pg_temp_3", "pg_toast_temp_12"] {
+            assert!(temp_schema(t), "{t}");
+        }
+        for t in ["public", "pg_temp_", "pg_temp_x", "pg_temporary", "pg_toast", "pg_temp_3a", "app"] {
+            assert!(!temp_schema(t), "{t}");
+        }
+    }
 
     #[test]
     fn where_clauses_quote_names_and_bind_values() {
