@@ -22,6 +22,9 @@
 #      fdatasync rate (pg_test_fsync).
 #   4. Restore: calls per second of pgrestorewal on an archive of 100 000 segments, against
 #      cp (see the restore part below).
+#   5. Logical: pgrecvlogical against pg_recvlogical (an ignored test, see below).
+#   6. Apply: rows per second of pgapplylogical against PostgreSQL's own subscription on the
+#      same changes (see the apply part below; its knobs are documented there).
 #
 # Knobs (environment):
 #   BENCH_VERSION=18          PostgreSQL server, pg_receivewal and pgbench: 18 or 15
@@ -35,7 +38,7 @@
 #   BENCH_DIR=/var/tmp        where the archive directories go (a real disk, not tmpfs)
 #   BENCH_COMPRESS="gzip lz4 zstd"  -Z methods for the compressed catch-up runs ("" for none)
 #   BENCH_MODES="default synchronous"  uncompressed catch-up modes ("" to measure only -Z)
-#   BENCH_SKIP=               space-separated parts to skip: catchup sync disk restore logical
+#   BENCH_SKIP=               space-separated parts to skip: catchup sync disk restore logical apply
 #   PGRECEIVEWAL=path         the binary to measure (default target/release/pgreceivewal)
 #   BENCH_STATIC=path         the static (musl) build, measured beside it in parts 1 and 2
 #                             (default target/x86_64-unknown-linux-musl/release/pgreceivewal
@@ -155,14 +158,15 @@ ratio() {
     awk -v a="$a" -v b="$b" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
 }
 
-# drop_slot NAME: drops a slot once its walsender has let go of it.
+# drop_slot NAME [CLUSTER]: drops a slot (of cluster pg by default) once its walsender has
+# let go of it.
 drop_slot() {
-    local deadline=$((SECONDS + 30))
-    until [[ $(cluster_psql pg "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND NOT active") == 1 ]]; do
+    local deadline=$((SECONDS + 30)) cl=${2:-pg}
+    until [[ $(cluster_psql "$cl" "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND NOT active") == 1 ]]; do
         ((SECONDS < deadline)) || fail "replication slot $1 still active after 30 s"
         sleep 0.1
     done
-    cluster_psql pg "SELECT pg_drop_replication_slot('$1')" >/dev/null
+    cluster_psql "$cl" "SELECT pg_drop_replication_slot('$1')" >/dev/null
 }
 
 # --- the server --------------------------------------------------------------------------
@@ -602,4 +606,193 @@ fi
 if ! skipped logical; then
     step "pgrecvlogical vs pg_recvlogical"
     cargo test --release --locked --test tests logical::bench -- --ignored --nocapture --test-threads=1
+fi
+
+# --- pgapplylogical against PostgreSQL's subscription ------------------------------------------
+# Apply throughput on the same data: a source cluster (wal_level = logical) with pgbench's
+# tables plus two of ours gets a logical slot (the anchor) once its initial rows are in, then
+# the workload: BENCH_APPLY_TXNS pgbench-like transactions (three updates, two inserts and a
+# delete each: tpcb-like plus a row of bench_items deleted and written again), then
+# BENCH_APPLY_BULK rows inserted into bench_bulk in transactions of 10 000, then a marker
+# row. pgrecvlogical writes it into a directory once (from a copy of the anchor). Each round,
+# on a target cluster of the same version, every contender gets a fresh database made from
+# one template (the schema and the initial rows, from pg_dump of the source):
+#   - pgapplylogical: `-D DIR --until-caught-up -n`, timed from its start to its exit;
+#   - PostgreSQL's subscription, from its own copy of the anchor slot (CREATE SUBSCRIPTION
+#     ... WITH (create_slot = false, copy_data = false)), timed from CREATE SUBSCRIPTION
+#     until the marker row is there; once with the subscription's default
+#     synchronous_commit = off, once with synchronous_commit = on, the durability
+#     pgapplylogical commits with.
+# Rounds alternate the order; after each, the database's tables are compared with the
+# source's (count and a hash sum of every row). Rows/s = changes in the directory (inserts,
+# updates, deletes) / seconds.
+#   BENCH_APPLY_TXNS=5000    pgbench-like transactions (6 changes each)
+#   BENCH_APPLY_BULK=100000  rows of the bulk insert
+#   PGAPPLYLOGICAL=path      the binary to measure (default target/release/pgapplylogical)
+apply_txns=${BENCH_APPLY_TXNS:-5000}
+apply_bulk=${BENCH_APPLY_BULK:-100000}
+applylogical=${PGAPPLYLOGICAL:-$PWD/target/release/pgapplylogical}
+recvlogical=$PWD/target/release/pgrecvlogical
+apply_contenders="pgapplylogical subscription subscription-sync"
+declare -A apply_rps=() apply_secs=()  # key contender -> values, one per round
+apply_rows=0
+
+apply_speed() {
+    [[ $apply_txns =~ ^[0-9]+$ ]] || fail "BENCH_APPLY_TXNS must be a number of transactions"
+    [[ $apply_bulk =~ ^[0-9]+$ ]] || fail "BENCH_APPLY_BULK must be a number of rows"
+    [[ -x $applylogical ]] || fail "$applylogical not found; run make build (or make bench)"
+    [[ -x $recvlogical ]] || fail "$recvlogical not found; run make build (or make bench)"
+    step "apply: pgapplylogical vs CREATE SUBSCRIPTION, $apply_txns pgbench-like transactions and $apply_bulk bulk rows, $runs rounds"
+    cluster_init apply_src "$version"
+    cluster_conf apply_src "wal_level = logical" "synchronous_commit = off" "max_wal_size = '4GB'"
+    cluster_start apply_src
+    cluster_init apply_dst "$version"
+    # The launcher starts an apply worker at most once per wal_retrieve_retry_interval (on 15,
+    # for all subscriptions together): 5 s by default, which a subscription created just after
+    # another would wait out.
+    cluster_conf apply_dst "max_wal_size = '4GB'" "shared_buffers = '256MB'" "wal_retrieve_retry_interval = '50ms'"
+    cluster_start apply_dst
+    local sport dport
+    sport=$(cluster_port apply_src)
+    dport=$(cluster_port apply_dst)
+    local src_pgbench
+    src_pgbench=$(cluster_bin apply_src pgbench)
+    dst_psql() { local db=$1; shift; "$(cluster_bindir apply_dst)/psql" -X -q -At -h 127.0.0.1 -p "$dport" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"; }
+
+    # The initial state, on the source and (through pg_dump) in the target's template.
+    "$src_pgbench" -h 127.0.0.1 -p "$sport" -U postgres -i -q -s 1 postgres >"$work/apply-init.log" 2>&1 ||
+        { cat "$work/apply-init.log" >&2; fail "pgbench -i failed"; }
+    cluster_psql apply_src \
+        "CREATE TABLE bench_items (id int PRIMARY KEY, v int, s text)" \
+        "INSERT INTO bench_items SELECT g, g, md5(g::text) FROM generate_series(0, 100001) g" \
+        "CREATE TABLE bench_bulk (id bigint PRIMARY KEY, a int, s text, n numeric, ts timestamptz)" \
+        "CREATE TABLE bench_done (id int PRIMARY KEY)" \
+        "CREATE PUBLICATION bench_apply FOR ALL TABLES" \
+        "VACUUM ANALYZE" >/dev/null
+    dst_psql postgres -c "CREATE DATABASE bench_template"
+    "$(cluster_bin apply_src pg_dump)" -h 127.0.0.1 -p "$sport" -U postgres --no-publications --no-subscriptions postgres |
+        dst_psql bench_template >/dev/null
+    dst_psql bench_template -c "VACUUM ANALYZE"
+    cluster_psql apply_src "SELECT pg_create_logical_replication_slot('bench_apply_anchor', 'pgoutput')" >/dev/null
+
+    # The workload.
+    cat >"$work/apply-tx.sql" <<'SQL'
+\set aid random(1, 100000 * :scale)
+\set bid random(1, 1 * :scale)
+\set tid random(1, 10 * :scale)
+\set delta random(-5000, 5000)
+\set item random(0, 50000) * 2 + :client_id % 2
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+DELETE FROM bench_items WHERE id = :item;
+INSERT INTO bench_items VALUES (:item, :delta, md5(:aid::text));
+END;
+SQL
+    if ((apply_txns > 0)); then
+        # Two clients, each with its own half of bench_items (even and odd ids).
+        "$src_pgbench" -h 127.0.0.1 -p "$sport" -U postgres -n -c 2 -j 2 -t $(((apply_txns + 1) / 2)) \
+            -f "$work/apply-tx.sql" postgres >"$work/apply-pgbench.log" 2>&1 ||
+            { cat "$work/apply-pgbench.log" >&2; fail "pgbench (apply workload) failed"; }
+    fi
+    local done_rows=0
+    while ((done_rows < apply_bulk)); do
+        local n=$((apply_bulk - done_rows))
+        ((n <= 10000)) || n=10000
+        cluster_psql apply_src "INSERT INTO bench_bulk SELECT g, g, md5(g::text), g / 7.0, now() FROM generate_series($((done_rows + 1)), $((done_rows + n))) g"
+        done_rows=$((done_rows + n))
+    done
+    cluster_psql apply_src "INSERT INTO bench_done VALUES (1)"
+    local endpos
+    # The insert position: with synchronous_commit = off the write position lags behind.
+    endpos=$(cluster_psql apply_src "SELECT pg_current_wal_insert_lsn()")
+
+    # pgrecvlogical writes the directory once.
+    local dir=$work/apply-out
+    cluster_psql apply_src "SELECT pg_copy_logical_replication_slot('bench_apply_anchor', 'bench_apply_recv')" >/dev/null
+    "$recvlogical" -d "host=127.0.0.1 port=$sport user=postgres dbname=postgres" -S bench_apply_recv -P bench_apply \
+        -D "$dir" -E "$endpos" -n >"$work/apply-recv.log" 2>&1 ||
+        { cat "$work/apply-recv.log" >&2; fail "pgrecvlogical failed"; }
+    drop_slot bench_apply_recv apply_src
+    apply_rows=$(find "$dir" -maxdepth 1 -type f ! -name '.*' -exec cat {} + | grep -c '^{"op":"\(insert\|update\|delete\)"')
+    say "apply: $apply_rows changes in $(find "$dir" -maxdepth 1 -type f ! -name '.*' | wc -l) files ($(du -sh "$dir" | cut -f1))"
+
+    # What the target must hold: per table, the count and a sum of row hashes.
+    local sums="SELECT string_agg(format('%s %s %s', t, n, h), ' ' ORDER BY t) FROM (
+        SELECT 'accounts' t, count(*) n, sum(hashtext(x::text)::bigint) h FROM pgbench_accounts x
+        UNION ALL SELECT 'tellers', count(*), sum(hashtext(x::text)::bigint) FROM pgbench_tellers x
+        UNION ALL SELECT 'branches', count(*), sum(hashtext(x::text)::bigint) FROM pgbench_branches x
+        UNION ALL SELECT 'history', count(*), sum(hashtext(x::text)::bigint) FROM pgbench_history x
+        UNION ALL SELECT 'items', count(*), sum(hashtext(x::text)::bigint) FROM bench_items x
+        UNION ALL SELECT 'bulk', count(*), sum(hashtext(x::text)::bigint) FROM bench_bulk x
+        UNION ALL SELECT 'done', count(*), 0 FROM bench_done x) s"
+    local want
+    want=$(cluster_psql apply_src "$sums")
+
+    local run order who db t0 t1 secs got
+    for ((run = 1; run <= runs; run++)); do
+        if ((run % 2)); then order=$apply_contenders; else order=$(reversed "$apply_contenders"); fi
+        for who in $order; do
+            db=bench_${who//-/_}_$run
+            dst_psql postgres -c "CREATE DATABASE $db TEMPLATE bench_template"
+            dst_psql postgres -c "CHECKPOINT"
+            sync
+            case $who in
+                pgapplylogical)
+                    t0=$(date +%s%N)
+                    "$applylogical" -D "$dir" -d "host=127.0.0.1 port=$dport user=postgres dbname=$db" \
+                        --until-caught-up -n >"$work/apply-$db.log" 2>&1 ||
+                        { cat "$work/apply-$db.log" >&2; fail "pgapplylogical failed (round $run)"; }
+                    t1=$(date +%s%N)
+                    ;;
+                subscription*)
+                    local sync_commit=off
+                    [[ $who == subscription-sync ]] && sync_commit=on
+                    cluster_psql apply_src "SELECT pg_copy_logical_replication_slot('bench_apply_anchor', '$db')" >/dev/null
+                    t0=$(date +%s%N)
+                    dst_psql "$db" -c "CREATE SUBSCRIPTION $db CONNECTION 'host=127.0.0.1 port=$sport user=postgres dbname=postgres'
+                        PUBLICATION bench_apply WITH (create_slot = false, slot_name = '$db', copy_data = false,
+                        synchronous_commit = $sync_commit)"
+                    # Waits in the server (a fresh snapshot per statement), not by polling with psql.
+                    dst_psql "$db" -c "SET statement_timeout = '900s'" -c "DO \$\$ BEGIN
+                        WHILE NOT EXISTS (SELECT 1 FROM bench_done) LOOP PERFORM pg_sleep(0.01); END LOOP; END \$\$"
+                    t1=$(date +%s%N)
+                    dst_psql "$db" -c "DROP SUBSCRIPTION $db"
+                    ;;
+            esac
+            got=$(dst_psql "$db" -c "$sums")
+            [[ $got == "$want" ]] || fail "$who (round $run) did not produce the source's rows: source $want, target $got"
+            secs=$(awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.3f", ns / 1e9 }')
+            apply_secs[$who]+="$secs "
+            apply_rps[$who]+="$(awk -v n="$apply_rows" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') "
+            printf 'bench: apply round %d %-17s %7.2f s  %8.0f rows/s\n' "$run" "$who" "$secs" \
+                "$(awk -v n="$apply_rows" -v s="$secs" 'BEGIN { print n / s }')" >&2
+            dst_psql postgres -c "DROP DATABASE $db"
+        done
+    done
+    drop_slot bench_apply_anchor apply_src
+    cluster_stop apply_dst
+    cluster_stop apply_src
+    rm -rf "$dir"
+}
+
+if ! skipped apply; then
+    apply_load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    apply_speed
+    {
+        echo
+        echo "pgapplylogical vs PostgreSQL's subscription: PostgreSQL $server_version, $apply_rows changes ($apply_txns pgbench-like transactions of 6 changes, $apply_bulk bulk-inserted rows), $runs rounds each"
+        echo "load average before: $apply_load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo
+        row "measure" "pgapplylogical" "subscription" "ours/subscription" "subscription, synchronous_commit = on"
+        row "---" "---:" "---:" "---:" "---:"
+        o=${apply_rps[pgapplylogical]} t=${apply_rps[subscription]} s=${apply_rps[subscription-sync]}
+        # shellcheck disable=SC2086 # value lists
+        row "apply, rows/s" "$(fmt_stat 0 $o)" "$(fmt_stat 0 $t)" "$(ratio "$o" "$t")" "$(fmt_stat 0 $s) (ours/it $(ratio "$o" "$s"))"
+        o=${apply_secs[pgapplylogical]} t=${apply_secs[subscription]} s=${apply_secs[subscription-sync]}
+        # shellcheck disable=SC2086
+        row "apply, seconds" "$(fmt_stat 2 $o)" "$(fmt_stat 2 $t)" "$(ratio "$o" "$t")" "$(fmt_stat 2 $s)"
+    }
 fi

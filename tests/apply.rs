@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::logical::{logical_cluster, spawn, stop, tool, wait_caught_up, TIMEOUT};
-use crate::util::{pg_tool, wait_until, Cluster, PgVersion, TestDir};
+use crate::util::{pg_tool, wait_until, Cluster, Mode, PgVersion, TestDir};
 
 /// `pgapplylogical` as built for this test run, stdin closed, libpq's PG* variables removed.
 fn pgapplylogical() -> Command {
@@ -403,6 +403,148 @@ fn apply_fails_loudly_15() {
 #[test]
 fn apply_fails_loudly_18() {
     apply_fails_loudly(PgVersion::V18);
+}
+
+/// Row changes go to the target in pipelines (many statements, then their answers, checked
+/// in order): an update that finds no row in the middle of one, past the first pipeline of a
+/// long transaction, and a delete whose key matches two rows, still stop the applier with the
+/// message naming that record, and nothing of the transaction stays (the statements after it
+/// in the pipeline ran, and were rolled back). Then a crash of the target right after the
+/// applier exited: it commits with `synchronous_commit = off`, so the position it registered
+/// in the directory must have been made durable first, and still be there after the crash.
+fn apply_pipelined_failures(version: PgVersion) {
+    let source = logical_cluster(version);
+    let mut target = Cluster::new(version);
+    let t = TestDir::new("applypipe");
+    let dir = t.join("out");
+    let rlog = t.join("recv.log");
+    let tables = "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY); \
+                  CREATE TABLE f (a int, b text); ALTER TABLE f REPLICA IDENTITY FULL";
+    source.psql(&format!("{tables}; CREATE PUBLICATION pub FOR ALL TABLES"));
+    target.psql(tables);
+    let mut recv = spawn(
+        &mut tool(
+            &source,
+            &["-S", "cdc", "-P", "pub", "--create-slot-if-missing", "-D", dir.to_str().unwrap()],
+        ),
+        &rlog,
+    );
+    wait_until(TIMEOUT, "the slot", || {
+        source.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'") == "1"
+    });
+    source.psql(
+        "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 2500) g; \
+         INSERT INTO f SELECT g, 'f' || g FROM generate_series(1, 5) g",
+    );
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+
+    // 2500 updates in one transaction (more than one pipeline), then inserts; row 1800 is
+    // missing on the target.
+    target.psql("DELETE FROM t WHERE id = 1800");
+    let before = applied(&target);
+    source.psql("BEGIN; UPDATE t SET v = 'y'; INSERT INTO u SELECT g FROM generate_series(1, 3) g; COMMIT");
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    for part in [
+        "could not apply the update at 0/",
+        "to table public.t with key {\"id\":\"1800\"}: no row with this key on the target",
+        &format!("detail: Nothing after {before} is applied."),
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert_eq!(err.matches("could not apply").count(), 1, "{err}");
+    assert_eq!(applied(&target), before, "the position moved");
+    assert_eq!(target.psql("SELECT count(*) FROM t WHERE v = 'y'"), "0", "part of the transaction applied");
+    assert_eq!(target.psql("SELECT count(*) FROM u"), "0", "part of the transaction applied");
+    target.psql("INSERT INTO t VALUES (1800, 'x')");
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT count(*) FROM t WHERE v = 'y'"), "2500");
+
+    // A key that matches two rows (REPLICA IDENTITY FULL, a duplicate only on the target), in
+    // the middle of a pipeline.
+    target.psql("INSERT INTO f VALUES (3, 'f3')");
+    let before = applied(&target);
+    source.psql(
+        "BEGIN; UPDATE t SET v = 'z' WHERE id = 1; DELETE FROM f; UPDATE t SET v = 'z' WHERE id = 2; COMMIT",
+    );
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    for part in [
+        "could not apply the delete at 0/",
+        "to table public.f with key {\"a\":\"3\",\"b\":\"f3\"}: 2 rows with this key on the target",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert_eq!(applied(&target), before, "the position moved");
+    assert_eq!(target.psql("SELECT count(*) FROM f"), "6", "part of the transaction applied");
+    assert_eq!(target.psql("SELECT count(*) FROM t WHERE v = 'z'"), "0", "part of the transaction applied");
+    target.psql("DELETE FROM f WHERE ctid = (SELECT max(ctid) FROM f WHERE a = 3)");
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(target.psql("SELECT count(*) FROM f"), "0");
+
+    // Many small transactions, the applier exits, the target crashes at once: what the
+    // applier registered is still applied on the target.
+    source.psql(
+        "DO $$ BEGIN FOR i IN 1..200 LOOP UPDATE t SET v = 'w' || i WHERE id = i; COMMIT; END LOOP; END $$",
+    );
+    wait_caught_up(&source, "cdc", &mut recv, &rlog);
+    stop(&mut recv, &rlog);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(ok, "{err}");
+    target.stop(Mode::Immediate);
+    target.start_again();
+    let registered = fs::read_to_string(dir.join(".consumer.pgapplylogical")).unwrap();
+    let last = last_commit_end(&dir);
+    assert_eq!(registered.trim(), format!("position={last}"));
+    assert_eq!(applied(&target), last, "a registered position was lost in a crash of the target");
+    assert_eq!(target.psql("SELECT v FROM t WHERE id = 200"), "w200");
+    assert_same(&source, &target, &["--data-only"], "data");
+
+    // A value libpq cannot send (a NUL byte, written by hand into the directory): refused by
+    // the change it belongs to, before anything of the transaction is sent.
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    let before = applied(&target);
+    let forged = [
+        r#"{"op":"begin","xid":999999,"commit_lsn":"F/10","ts":"x"}"#,
+        r#"{"op":"insert","xid":999999,"commit_lsn":"F/10","ts":"x","seq":1,"lsn":"F/8","schema":"public","table":"u","key":{"id":7},"new":{"id":7}}"#,
+        r#"{"op":"update","xid":999999,"commit_lsn":"F/10","ts":"x","seq":2,"lsn":"F/9","schema":"public","table":"t","key":{"id":5},"new":{"id":5,"v":"a\u0000b"}}"#,
+        r#"{"op":"commit","end_lsn":"F/20","xid":999999,"commit_lsn":"F/10","ts":"x","changes":2}"#,
+    ];
+    let mut f = fs::OpenOptions::new().append(true).open(files.last().unwrap()).unwrap();
+    std::io::Write::write_all(&mut f, format!("{}\n", forged.join("\n")).as_bytes()).unwrap();
+    drop(f);
+    let (ok, err) = apply_once(&target, &dir, &[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("could not apply the update at F/9 of source transaction 999999 (commit F/10, file \"")
+            && err.contains("to table public.t with key {\"id\":\"5\"}: a value holds a NUL byte"),
+        "{err}"
+    );
+    // Nothing was sent, so there was nothing to roll back (no "no transaction in progress").
+    assert!(!err.contains("WARNING"), "{err}");
+    assert_eq!(applied(&target), before, "the position moved");
+    assert_eq!(target.psql("SELECT count(*) FROM u WHERE id = 7"), "0", "part of the transaction applied");
+}
+
+#[test]
+fn apply_pipelined_failures_15() {
+    apply_pipelined_failures(PgVersion::V15);
+}
+
+#[test]
+fn apply_pipelined_failures_18() {
+    apply_pipelined_failures(PgVersion::V18);
 }
 
 fn output_size(dir: &Path) -> u64 {

@@ -215,7 +215,7 @@ fn ddl_records_say_what_they_hold(version: PgVersion) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the DDL trigger", || {
-        c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "2"
+        c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "3"
     });
     let query = "CREATE TABLE m1 (a int PRIMARY KEY); INSERT INTO m1 VALUES (1)";
     let out = pg_tool(version, "psql")
@@ -287,7 +287,7 @@ fn forged_ddl_messages_are_plain_messages(version: PgVersion) {
     let args = ["-S", "cdc", "-P", "pub", "--create-slot-if-missing", "-D", dir.to_str().unwrap(), "--ddl"];
     let mut child = spawn(&mut tool(&c, &args), &log);
     wait_until(TIMEOUT, "the DDL trigger and the slot", || {
-        c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "2"
+        c.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgrecvlogical%'") == "3"
             && c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'") == "1"
     });
     let forged = r#"{"tag":"DROP TABLE","query":"DROP TABLE victim","objects":[]}"#;

@@ -33,6 +33,7 @@ mod dropin;
 mod ship;
 
 mod apply;
+mod apply_ddl;
 mod compression;
 mod diskfull;
 mod metrics;

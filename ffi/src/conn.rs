@@ -111,6 +111,16 @@ impl Drop for CopyBuf {
     }
 }
 
+/// What became of one statement of a pipeline ([`Conn::exec_prepared_pipeline`]).
+pub enum Piped {
+    /// It ran (tuples or command ok).
+    Done(PgResult),
+    /// The server refused it.
+    Failed(Error),
+    /// The server skipped it, since an earlier statement of the pipeline failed.
+    Skipped,
+}
+
 /// The outcome of a non-blocking read from a COPY stream.
 pub enum CopyRead {
     Data(CopyBuf),
@@ -419,6 +429,94 @@ impl Conn {
         match res.status() {
             Status::TuplesOk | Status::CommandOk => Ok(res),
             _ => Err(res.to_error(name)),
+        }
+    }
+
+    /// Runs statements made by [`Conn::prepare`] in libpq's pipeline mode: all are sent, then
+    /// one Sync, then their results are read, so the whole batch costs one round trip. Returns
+    /// one outcome per statement, in order. As in any pipeline, the server skips everything
+    /// after a statement that fails, up to the Sync ([`Piped::Skipped`]); inside an explicit
+    /// transaction block the transaction is then aborted and must be rolled back.
+    ///
+    /// The connection is in blocking mode, so libpq sends while the server answers only after
+    /// reading: the caller keeps a batch to a size whose answers (a few dozen bytes per
+    /// statement without RETURNING) fit in the socket buffers, or the two sides could wait on
+    /// each other. An `Err` means the pipeline could not be run or read to its end (the
+    /// connection is then usually lost; check [`Conn::is_ok`]).
+    pub fn exec_prepared_pipeline(&mut self, stmts: &[(&str, &[Option<&str>])]) -> Result<Vec<Piped>, Error> {
+        // Everything is converted before the pipeline starts: a name or value that cannot be
+        // sent (a NUL byte) fails here, with nothing sent and the connection usable as before.
+        let mut owned = Vec::with_capacity(stmts.len());
+        for (name, params) in stmts {
+            let stmt = c_string(name, "statement name")?;
+            let values = param_strings(params)?;
+            let n = c_int::try_from(values.len()).map_err(|_| Error::new("too many query parameters"))?;
+            owned.push((stmt, values, n));
+        }
+        // SAFETY: live connection; PQenterPipelineMode only checks that the connection is idle
+        // (no query in progress), as it is between our synchronous calls.
+        if unsafe { pq_sys::PQenterPipelineMode(self.raw.as_ptr()) } != 1 {
+            return Err(self.error());
+        }
+        let out = self.run_pipeline(&owned);
+        // Leaves pipeline mode only when every result was read (libpq refuses otherwise); after
+        // a failure the connection is unusable for ordinary calls and the caller drops it.
+        // SAFETY: live connection; PQexitPipelineMode checks the state itself and returns 0
+        // when results are still pending.
+        if unsafe { pq_sys::PQexitPipelineMode(self.raw.as_ptr()) } != 1 && out.is_ok() {
+            return Err(self.error());
+        }
+        out
+    }
+
+    fn run_pipeline(
+        &mut self,
+        stmts: &[(CString, Vec<Option<CString>>, c_int)],
+    ) -> Result<Vec<Piped>, Error> {
+        for (stmt, values, n) in stmts {
+            let ptrs: Vec<*const c_char> =
+                values.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
+            // SAFETY: live connection in pipeline mode; the name and every non-null value are
+            // NUL-terminated and live in `stmts` for the call (libpq copies them into its output
+            // buffer before returning); `n` is the number of values; null lengths and formats
+            // mean text values.
+            let sent = unsafe {
+                pq_sys::PQsendQueryPrepared(
+                    self.raw.as_ptr(),
+                    stmt.as_ptr(),
+                    *n,
+                    ptrs.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if sent != 1 {
+                return Err(self.error());
+            }
+        }
+        // SAFETY: live connection in pipeline mode; PQpipelineSync queues a Sync and flushes.
+        if unsafe { pq_sys::PQpipelineSync(self.raw.as_ptr()) } != 1 {
+            return Err(self.error());
+        }
+        let mut out = Vec::with_capacity(stmts.len());
+        for (stmt, _, _) in stmts {
+            let name = stmt.to_string_lossy();
+            // One result per statement, then a null that ends it (libpq's pipeline protocol).
+            let res = self.get_result().ok_or_else(|| self.error())?;
+            out.push(match res.status() {
+                Status::TuplesOk | Status::CommandOk => Piped::Done(res),
+                Status::PipelineAborted => Piped::Skipped,
+                _ => Piped::Failed(res.to_error(&name)),
+            });
+            if self.get_result().is_some() {
+                return Err(Error::new(format!("more than one result for statement {name} in a pipeline")));
+            }
+        }
+        match self.get_result() {
+            Some(r) if r.status() == Status::PipelineSync => Ok(out),
+            Some(r) => Err(Error::new(format!("expected the end of a pipeline, got {:?}", r.status()))),
+            None => Err(self.error()),
         }
     }
 

@@ -10,6 +10,8 @@ mod error;
 mod result;
 pub mod sys;
 
-pub use conn::{check_conninfo, conninfo_parse, is_thread_safe, Conn, ConnectError, CopyBuf, CopyRead};
+pub use conn::{
+    check_conninfo, conninfo_parse, is_thread_safe, Conn, ConnectError, CopyBuf, CopyRead, Piped,
+};
 pub use error::{os_error, Error};
 pub use result::{PgResult, Status};

@@ -15,6 +15,10 @@ pub enum Status {
     /// The server ended its side of a COPY BOTH (CopyDone): ours is still open.
     CopyIn,
     Error,
+    /// The end of a pipeline's Sync (`PGRES_PIPELINE_SYNC`).
+    PipelineSync,
+    /// A statement of a pipeline that the server skipped because an earlier one failed.
+    PipelineAborted,
     Other,
 }
 
@@ -41,6 +45,8 @@ impl PgResult {
             ExecStatusType::PGRES_BAD_RESPONSE
             | ExecStatusType::PGRES_NONFATAL_ERROR
             | ExecStatusType::PGRES_FATAL_ERROR => Status::Error,
+            ExecStatusType::PGRES_PIPELINE_SYNC => Status::PipelineSync,
+            ExecStatusType::PGRES_PIPELINE_ABORTED => Status::PipelineAborted,
             _ => Status::Other,
         }
     }

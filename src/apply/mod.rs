@@ -15,4 +15,5 @@ pub mod json;
 pub mod progress;
 pub mod records;
 pub mod run;
+pub mod statement;
 pub mod target;

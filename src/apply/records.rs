@@ -115,6 +115,12 @@ pub enum Change {
         tag: String,
         query: String,
         objects: Vec<DdlObject>,
+        /// Why the trigger marked it for applying by hand (`"manual"`): its `query` is not the
+        /// DDL itself (see `logical::ddl`).
+        manual: Option<String>,
+        /// The schemas the source session's `search_path` held when it ran the statement, as
+        /// our trigger recorded them (absent in records of older triggers).
+        search_path: Option<Vec<String>>,
     },
     /// A record the target has nothing to do for (a transactional message that is not ours,
     /// a forged DDL message that is not an object): counted, not applied.
@@ -366,6 +372,21 @@ fn ddl(lsn: Lsn, d: &Json) -> Result<Change, RecordError> {
         tag: str_field(d, "tag")?.to_owned(),
         query: str_field(d, "query")?.to_owned(),
         objects,
+        manual: match d.get("manual") {
+            None | Some(Json::Null) => None,
+            Some(m) => Some(m.as_str().ok_or_else(|| bad("\"manual\" is not a string"))?.to_owned()),
+        },
+        search_path: match d.get("search_path") {
+            None | Some(Json::Null) => None,
+            Some(Json::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad("\"search_path\" is not an array of names"))?,
+            ),
+            Some(_) => return Err(bad("\"search_path\" is not an array of names")),
+        },
     })
 }
 
@@ -508,9 +529,10 @@ mod tests {
         assert_eq!(upd.new.as_ref().unwrap()[1].1, Value::UnchangedToast);
         assert_eq!(upd.new.as_ref().unwrap()[2].1, Value::Null);
         assert!(matches!(&u.changes[3], Change::Truncate { restart_identity: true, cascade: false, .. }));
-        let Change::Ddl { tag, query, objects, .. } = &u.changes[4] else { panic!() };
+        let Change::Ddl { tag, query, objects, manual, .. } = &u.changes[4] else { panic!() };
         assert_eq!((tag.as_str(), query.as_str()), ("ALTER TABLE", "alter table kv add c int"));
         assert_eq!(objects[0].schema.as_deref(), Some("public"));
+        assert_eq!(*manual, None);
         assert!(matches!(u.changes[5], Change::Nothing { .. }));
         assert_eq!(u.at, at(1));
     }
@@ -572,6 +594,27 @@ mod tests {
         assert_eq!(e.1.as_deref(), Some("Run pgrecvlogical without --binary."));
         assert!(parse_line(&TXN[1].replace("\"lsn\":\"0/15F8380\"", "\"lsn\":\"zz\"")).is_err());
         assert!(parse_line(&TXN[1][..40]).is_err());
+    }
+
+    #[test]
+    fn ddl_records_marked_manual() {
+        let marked = TXN[5].replace(r#""objects":["#, r#""manual":"it ran in a function","objects":["#);
+        let Record::Change { change: Change::Ddl { manual, .. }, .. } = parse_line(&marked).unwrap() else {
+            panic!()
+        };
+        assert_eq!(manual.as_deref(), Some("it ran in a function"));
+        let bad = TXN[5].replace(r#""objects":["#, r#""manual":true,"objects":["#);
+        assert!(parse_line(&bad).unwrap_err().0.contains("\"manual\" is not a string"));
+        let path = TXN[5].replace(r#""objects":["#, r#""search_path":["app","pub\"lic"],"objects":["#);
+        let Record::Change { change: Change::Ddl { search_path, .. }, .. } = parse_line(&path).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(search_path, Some(vec!["app".to_owned(), "pub\"lic".to_owned()]));
+        for bad in [r#""search_path":"app","#, r#""search_path":[1],"#] {
+            let line = TXN[5].replace(r#""objects":["#, &format!("{bad}\"objects\":["));
+            assert!(parse_line(&line).unwrap_err().0.contains("\"search_path\" is not an array"), "{bad}");
+        }
     }
 
     #[test]

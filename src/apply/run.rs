@@ -129,8 +129,14 @@ struct Registration {
 }
 
 impl Registration {
-    fn update(&mut self, cfg: &Config, pos: Lsn, force: bool) {
+    /// Registers `pos`, which `target` has committed, once it is durable there. Without a
+    /// working connection nothing is registered (the next run does it).
+    fn update(&mut self, cfg: &Config, target: &mut Target, pos: Lsn, force: bool) {
         if self.last == Some(pos) || (!force && self.at.elapsed() < REGISTER_EVERY) {
+            return;
+        }
+        if let Err(e) = target.make_durable() {
+            log::debug!("not registering position {pos}: {e}");
             return;
         }
         match register(&cfg.directory, &cfg.consumer_name, pos) {
@@ -281,14 +287,14 @@ fn apply_loop(cfg: &Config, stop: &StopSignals) -> Result<Outcome, RunError> {
         };
         let connected = metrics::connected();
         out.applied = applied;
-        reg.update(cfg, applied, true);
+        reg.update(cfg, &mut target, applied, true);
         log::info!(
             "applying \"{}\" (source {source}) to server {server} after position {applied}",
             cfg.directory.display()
         );
         let result = follow(cfg, stop, &mut target, &mut out, &mut watch, &mut reg);
         drop(connected);
-        reg.update(cfg, out.applied, true);
+        reg.update(cfg, &mut target, out.applied, true);
         match result? {
             Some(()) => return Ok(out),
             None if cfg.no_loop => {
@@ -339,13 +345,24 @@ fn follow(
         let next = follower.next_unit()?;
         // Files are finished only once every unit in them was applied (or was already).
         if cfg.remove_applied {
-            remove_applied(follower.take_finished(), &cfg.directory)?;
+            let finished = follower.take_finished();
+            if !finished.is_empty() {
+                // Only what is durable on the target may go (see Target::make_durable).
+                match target.make_durable() {
+                    Ok(()) => remove_applied(finished, &cfg.directory)?,
+                    Err(e @ ApplyError::Connection(_)) => {
+                        crate::report!(log::Level::Error, e; "{e}; connecting again in {} s", RETRY_EVERY.as_secs());
+                        return Ok(None);
+                    }
+                    Err(ApplyError::Refused(m)) => return Err(RunError::new(ErrorKind::Server, m)),
+                }
+            }
         }
         let unit = match next {
             Next::Unit(u) => u,
             Next::CaughtUp => {
                 metrics::progress();
-                reg.update(cfg, out.applied, false);
+                reg.update(cfg, target, out.applied, false);
                 if cfg.until_caught_up {
                     done(out, "caught up");
                     return Ok(Some(()));
@@ -400,7 +417,7 @@ fn apply_unit(
                 }
             }
             log::trace!("applied the unit ending at {} ({} rows)", unit.end_lsn, a.rows);
-            reg.update(cfg, out.applied, false);
+            reg.update(cfg, target, out.applied, false);
             Ok(true)
         }
         Err(e @ ApplyError::Connection(_)) => {

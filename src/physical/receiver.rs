@@ -28,12 +28,14 @@ pub use crate::session::StreamEnd;
 /// never grows: a message that would not fit starts the next batch. The channel holds at most
 /// `CHANNEL_BATCHES` batches and `SPARE_BATCHES` written buffers wait for reuse, so with the
 /// batch being filled and the one being written, WAL in memory stays under
-/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 1 MiB however far the disk falls
+/// `(CHANNEL_BATCHES + SPARE_BATCHES + 2) * MAX_BATCH` = 1.5 MiB however far the disk falls
 /// behind the network. One batch holds one of the server's largest messages (128 KiB, its
-/// MAX_SEND_SIZE with 8 kB pages); 256 KiB batches cost 0.7 MiB more peak RSS and bought no
-/// throughput (docs/benchmarks.md, memory).
+/// MAX_SEND_SIZE with 8 kB pages). The channel holds 1 MiB, what the receiver can take in
+/// while the writer fsyncs: 4 batches of 256 KiB held as much but peaked 0.3-0.4 MiB higher,
+/// and 4 of 128 KiB (0.6 MiB lower) made --synchronous catch-up slower (docs/benchmarks.md,
+/// memory).
 pub const MAX_BATCH: usize = 128 << 10;
-pub const CHANNEL_BATCHES: usize = 4;
+pub const CHANNEL_BATCHES: usize = 8;
 const SPARE_BATCHES: usize = 2;
 /// With --synchronous, the most WAL handed to the writer without asking for an fsync.
 const SYNC_EVERY: usize = 1 << 20;
