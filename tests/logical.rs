@@ -697,6 +697,12 @@ fn kill9_loses_nothing(version: PgVersion, streaming: &str) {
     });
     assert!(kills >= 3, "only {kills} kills during the workload");
     let mut child = spawn(&mut tool(&c, &args), &log);
+    // A killed run may already have confirmed everything: without this wait the SIGTERM below
+    // could come before the tool installed its handlers, and end it with the signal.
+    let started = format!("[{}] pgrecvlogical: info: starting logical decoding", child.id());
+    wait_until(TIMEOUT, "the last run to stream", || {
+        fs::read_to_string(&log).unwrap_or_default().contains(&started)
+    });
     wait_caught_up(&c, "cdc", &mut child, &log);
     stop(&mut child, &log);
     let replay = Replay::read_dir(&dir);
