@@ -346,10 +346,7 @@ impl Conn {
     /// Runs one command and returns its result if it succeeded (tuples or command ok).
     pub fn exec(&mut self, sql: &str) -> Result<PgResult, Error> {
         let res = self.exec_raw(sql)?;
-        match res.status() {
-            Status::TuplesOk | Status::CommandOk => Ok(res),
-            _ => Err(res.to_error(sql)),
-        }
+        command_ok(res, sql)
     }
 
     fn exec_raw(&mut self, sql: &str) -> Result<PgResult, Error> {
@@ -365,30 +362,24 @@ impl Conn {
     /// so no value can change what the statement means.
     pub fn exec_params(&mut self, sql: &str, params: &[Option<&str>]) -> Result<PgResult, Error> {
         let q = c_string(sql, "query")?;
-        let owned = param_strings(params)?;
-        let ptrs: Vec<*const c_char> =
-            owned.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
-        let n = c_int::try_from(ptrs.len()).map_err(|_| Error::new("too many query parameters"))?;
+        let params = Params::new(params)?;
         // SAFETY: live connection; the query and every non-null value are NUL-terminated and
-        // live in `q` and `owned` for the call; null types, lengths and formats mean "infer the
+        // live in `q` and `params` for the call; null types, lengths and formats mean "infer the
         // types, text values", as PQexecParams documents. The result is owned by the PgResult.
         let res = PgResult::from_raw(unsafe {
             pq_sys::PQexecParams(
                 self.raw.as_ptr(),
                 q.as_ptr(),
-                n,
+                params.n,
                 std::ptr::null(),
-                ptrs.as_ptr(),
+                params.ptrs.as_ptr(),
                 std::ptr::null(),
                 std::ptr::null(),
                 0,
             )
         })
         .ok_or_else(|| self.error())?;
-        match res.status() {
-            Status::TuplesOk | Status::CommandOk => Ok(res),
-            _ => Err(res.to_error(sql)),
-        }
+        command_ok(res, sql)
     }
 
     /// Prepares `sql` as the named statement (`PQprepare`), parameter types inferred.
@@ -409,27 +400,21 @@ impl Conn {
     /// Runs a statement made by [`Conn::prepare`] with text parameters (`None` is SQL NULL).
     pub fn exec_prepared(&mut self, name: &str, params: &[Option<&str>]) -> Result<PgResult, Error> {
         let stmt = c_string(name, "statement name")?;
-        let owned = param_strings(params)?;
-        let ptrs: Vec<*const c_char> =
-            owned.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
-        let n = c_int::try_from(ptrs.len()).map_err(|_| Error::new("too many query parameters"))?;
+        let params = Params::new(params)?;
         // SAFETY: as in exec_params: NUL-terminated strings alive for the call, text values.
         let res = PgResult::from_raw(unsafe {
             pq_sys::PQexecPrepared(
                 self.raw.as_ptr(),
                 stmt.as_ptr(),
-                n,
-                ptrs.as_ptr(),
+                params.n,
+                params.ptrs.as_ptr(),
                 std::ptr::null(),
                 std::ptr::null(),
                 0,
             )
         })
         .ok_or_else(|| self.error())?;
-        match res.status() {
-            Status::TuplesOk | Status::CommandOk => Ok(res),
-            _ => Err(res.to_error(name)),
-        }
+        command_ok(res, name)
     }
 
     /// Runs statements made by [`Conn::prepare`] in libpq's pipeline mode: all are sent, then
@@ -449,9 +434,7 @@ impl Conn {
         let mut owned = Vec::with_capacity(stmts.len());
         for (name, params) in stmts {
             let stmt = c_string(name, "statement name")?;
-            let values = param_strings(params)?;
-            let n = c_int::try_from(values.len()).map_err(|_| Error::new("too many query parameters"))?;
-            owned.push((stmt, values, n));
+            owned.push((stmt, Params::new(params)?));
         }
         // SAFETY: live connection; PQenterPipelineMode only checks that the connection is idle
         // (no query in progress), as it is between our synchronous calls.
@@ -469,13 +452,8 @@ impl Conn {
         out
     }
 
-    fn run_pipeline(
-        &mut self,
-        stmts: &[(CString, Vec<Option<CString>>, c_int)],
-    ) -> Result<Vec<Piped>, Error> {
-        for (stmt, values, n) in stmts {
-            let ptrs: Vec<*const c_char> =
-                values.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
+    fn run_pipeline(&mut self, stmts: &[(CString, Params)]) -> Result<Vec<Piped>, Error> {
+        for (stmt, params) in stmts {
             // SAFETY: live connection in pipeline mode; the name and every non-null value are
             // NUL-terminated and live in `stmts` for the call (libpq copies them into its output
             // buffer before returning); `n` is the number of values; null lengths and formats
@@ -484,8 +462,8 @@ impl Conn {
                 pq_sys::PQsendQueryPrepared(
                     self.raw.as_ptr(),
                     stmt.as_ptr(),
-                    *n,
-                    ptrs.as_ptr(),
+                    params.n,
+                    params.ptrs.as_ptr(),
                     std::ptr::null(),
                     std::ptr::null(),
                     0,
@@ -500,7 +478,7 @@ impl Conn {
             return Err(self.error());
         }
         let mut out = Vec::with_capacity(stmts.len());
-        for (stmt, _, _) in stmts {
+        for (stmt, _) in stmts {
             let name = stmt.to_string_lossy();
             // One result per statement, then a null that ends it (libpq's pipeline protocol).
             let res = self.get_result().ok_or_else(|| self.error())?;
@@ -626,8 +604,32 @@ impl Conn {
 
 /// Parameter values as C strings; text values cannot hold a NUL byte (PostgreSQL's text
 /// types cannot either).
-fn param_strings(params: &[Option<&str>]) -> Result<Vec<Option<CString>>, Error> {
-    params.iter().map(|p| p.map(|v| c_string(v, "query parameter")).transpose()).collect()
+/// Text parameters as libpq takes them: NUL-terminated copies and the array of pointers to
+/// them (null for SQL NULL), valid while this value lives (moving it moves no string).
+struct Params {
+    _owned: Vec<Option<CString>>,
+    ptrs: Vec<*const c_char>,
+    n: c_int,
+}
+
+impl Params {
+    fn new(params: &[Option<&str>]) -> Result<Params, Error> {
+        let owned: Vec<Option<CString>> = params
+            .iter()
+            .map(|p| p.map(|v| c_string(v, "query parameter")).transpose())
+            .collect::<Result<_, _>>()?;
+        let ptrs = owned.iter().map(|p| p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())).collect();
+        let n = c_int::try_from(owned.len()).map_err(|_| Error::new("too many query parameters"))?;
+        Ok(Params { _owned: owned, ptrs, n })
+    }
+}
+
+/// A command's result if it succeeded (tuples or command ok), else its error naming `what`.
+fn command_ok(res: PgResult, what: &str) -> Result<PgResult, Error> {
+    match res.status() {
+        Status::TuplesOk | Status::CommandOk => Ok(res),
+        _ => Err(res.to_error(what)),
+    }
 }
 
 impl Drop for Conn {
