@@ -64,6 +64,7 @@ restore-test: require/restore-test.sh deps build
 	$(WITH_ENV) bash scripts/restore-test.sh
 
 bench: require/bench.sh deps build
+	@bash scripts/install-deps.sh --bench
 	$(WITH_ENV) bash scripts/bench.sh
 
 install: build

@@ -22,7 +22,8 @@
 #      fdatasync rate (pg_test_fsync).
 #   4. Restore: calls per second of pgrestorewal on an archive of 100 000 segments, against
 #      cp (see the restore part below).
-#   5. Logical: pgrecvlogical against pg_recvlogical (an ignored test, see below).
+#   5. Logical: pgrecvlogical against pg_recvlogical with test_decoding and wal2json (ignored
+#      tests, see below).
 #   6. Apply: rows per second of pgapplylogical against PostgreSQL's own subscription on the
 #      same changes (see the apply part below; its knobs are documented there).
 #
@@ -600,9 +601,11 @@ if ! skipped restore; then
     }
 fi
 
-# --- pgrecvlogical against pg_recvlogical (test_decoding) ------------------------------------
+# --- pgrecvlogical against pg_recvlogical (test_decoding, wal2json) ---------------------------
 # The same workload's WAL decoded by both tools and written to a file: changes per second and
-# MB/s, on PostgreSQL 15 and 18 (tests/logical.rs, `bench`; PGRL_BENCH_ROWS sets the size).
+# MB/s, on PostgreSQL 15 and 18 (tests/logical.rs, `bench`; PGRL_BENCH_ROWS sets the size),
+# and one transaction of a million rows (`bench_large_txn`), also against pg_recvlogical with
+# wal2json where the server has it (`make bench` installs it for 15; 18's build has none).
 if ! skipped logical; then
     step "pgrecvlogical vs pg_recvlogical"
     cargo test --release --locked --test tests logical::bench -- --ignored --nocapture --test-threads=1

