@@ -167,6 +167,12 @@ fn wait(stop: &StopSignals, d: Duration) -> bool {
 /// Waits up to [`POLL_EVERY`] for more to apply, a stop signal, or word from the target; an
 /// error when that word is that the connection is gone.
 fn wait_idle(stop: &StopSignals, target: &mut Target) -> Result<(), ApplyError> {
+    // A call made while idle (registering the position runs make_durable) may have found the
+    // connection lost: libpq has closed its socket then, and a wait on it would never wake, so
+    // the loss would go unnoticed (`/health`, the reconnect) until the next transaction.
+    if target.lost() {
+        return target.check_idle();
+    }
     let ready = poll(&[(stop.fd(), Interest::Read), (target.socket(), Interest::Read)], Some(POLL_EVERY));
     match ready {
         Ok(r) if r[1] => target.check_idle(),

@@ -143,10 +143,21 @@ impl Target {
         self.conn.socket()
     }
 
+    /// libpq found the connection lost in an earlier call; it has closed the socket then.
+    pub fn lost(&self) -> bool {
+        !self.conn.is_ok()
+    }
+
     /// Reads what the server sent while there was nothing to apply: a server that shut down or
     /// a connection that was cut is then noticed at once (`/health`, the reconnect), not at the
     /// next transaction.
     pub fn check_idle(&mut self) -> Result<(), ApplyError> {
+        if self.lost() {
+            return Err(ApplyError::Connection(Message::new(format!(
+                "connection to the target lost (server {})",
+                self.server
+            ))));
+        }
         match self.conn.consume_input() {
             Ok(()) if self.conn.is_ok() => Ok(()),
             Ok(()) => Err(ApplyError::Connection(Message::new(format!(
