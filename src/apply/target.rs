@@ -152,13 +152,9 @@ impl Target {
     /// a connection that was cut is then noticed at once (`/health`, the reconnect), not at the
     /// next transaction.
     pub fn check_idle(&mut self) -> Result<(), ApplyError> {
-        if self.lost() {
-            return Err(ApplyError::Connection(Message::new(format!(
-                "connection to the target lost (server {})",
-                self.server
-            ))));
-        }
-        match self.conn.consume_input() {
+        // A connection libpq already found lost has no socket left to read.
+        let read = if self.lost() { Ok(()) } else { self.conn.consume_input() };
+        match read {
             Ok(()) if self.conn.is_ok() => Ok(()),
             Ok(()) => Err(ApplyError::Connection(Message::new(format!(
                 "connection to the target lost (server {})",
