@@ -602,10 +602,9 @@ impl Conn {
     }
 }
 
-/// Parameter values as C strings; text values cannot hold a NUL byte (PostgreSQL's text
-/// types cannot either).
 /// Text parameters as libpq takes them: NUL-terminated copies and the array of pointers to
-/// them (null for SQL NULL), valid while this value lives (moving it moves no string).
+/// them (null for SQL NULL), valid while this value lives (moving it moves no string). A value
+/// cannot hold a NUL byte (PostgreSQL's text types cannot either).
 struct Params {
     _owned: Vec<Option<CString>>,
     ptrs: Vec<*const c_char>,
